@@ -1,0 +1,45 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Each sets itself up.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench setup clean
+
+setup: $(STAMP) dovecot
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Dovecot serves the demo and the integration tests; installed once, never started as a service.
+dovecot:
+	@if [ ! -x /usr/sbin/dovecot ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "mailusage needs Debian's dovecot-imapd: run 'sudo apt-get install dovecot-imapd' (as root), then retry." >&2; exit 1; \
+	  fi; \
+	  echo "installing dovecot-imapd (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null; \
+	fi
+	@command -v openssl >/dev/null || { echo "openssl is needed for the test certificate: apt-get install openssl" >&2; exit 1; }
+
+demo: setup
+	$(BIN)/mailusage demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/collect_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

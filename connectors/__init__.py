@@ -1,0 +1,1 @@
+"""One module per protocol behind the MailboxSource interface of connectors.base."""

@@ -1,0 +1,140 @@
+"""The interface every mail source implements, and the records it yields.
+
+A connector talks one protocol and nothing else: no Prefect, no Parquet, no SQL. Flows
+depend on :class:`MailboxSource` only, so IMAP and EWS are interchangeable downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+
+class Message(NamedTuple):
+    """One message's metadata. Times are epoch seconds (UTC).
+
+    >>> Message("INBOX", 42, 1_763_860_000, 1_763_859_990, "header", 5120, True,
+    ...         "an.nv@danang.gov.vn", ("b@gmail.com",), (), "<x@y>", False)
+    """
+
+    folder: str
+    uid: int
+    internal_date: int
+    sent_date: int
+    date_source: str  # "header" | "internaldate" (Date missing or unparseable)
+    size: int
+    seen: bool
+    from_addr: str | None
+    to_addrs: tuple[str, ...]
+    cc_addrs: tuple[str, ...]
+    message_id: str | None
+    address_invalid: bool  # some address was not an addr-spec and is kept raw
+
+
+@dataclass(frozen=True, slots=True)
+class FolderCursor:
+    """What the server guarantees about a folder at the end of the last collection.
+
+    >>> FolderCursor(uidvalidity=1795445645, last_uid=1200, highestmodseq=3411)
+    """
+
+    uidvalidity: int
+    last_uid: int
+    highestmodseq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FolderState:
+    """A folder as the server describes it right now (from EXAMINE / STATUS)."""
+
+    name: str
+    role: str  # inbox | sent | drafts | trash | junk | archive | other
+    messages: int
+    unseen: int | None
+    uidnext: int
+    uidvalidity: int
+    highestmodseq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    used_bytes: int | None
+    limit_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FolderPlan:
+    """What to fetch from one folder tonight, decided from its cursor (pure)."""
+
+    from_uid: int  # first UID to fetch
+    to_uid: int  # last UID to fetch (uidnext - 1); nothing when to_uid < from_uid
+    full_reread: bool  # UIDVALIDITY changed (or first night): replace the folder's rows
+    changed_since: int | None  # count read activity for UIDs <= previous last_uid after this
+    previous_last_uid: int
+
+    @property
+    def empty(self) -> bool:
+        return self.to_uid < self.from_uid
+
+
+def plan_folder(state: FolderState, cursor: FolderCursor | None) -> FolderPlan:
+    """Turn last night's cursor and tonight's folder state into a fetch plan.
+
+    >>> plan_folder(FolderState("INBOX", "inbox", 10, 0, 11, 7, 50), FolderCursor(7, 8, 40))
+    FolderPlan(from_uid=9, to_uid=10, full_reread=False, changed_since=40, previous_last_uid=8)
+    """
+    last = state.uidnext - 1
+    if cursor is None or cursor.uidvalidity != state.uidvalidity:
+        return FolderPlan(1, last, cursor is not None, None, 0)
+    return FolderPlan(cursor.last_uid + 1, last, False, cursor.highestmodseq, cursor.last_uid)
+
+
+class MailboxSession(Protocol):
+    """An open, read-only view of one mailbox."""
+
+    def folders(self) -> list[FolderState]: ...
+
+    def quota(self) -> Quota: ...
+
+    def count_changed(self, folder: FolderState, since_modseq: int, up_to_uid: int) -> int | None:
+        """Messages with UID <= up_to_uid whose flags changed after since_modseq (None: unknown)."""
+        ...
+
+    def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:
+        """Batches of messages with from_uid <= UID <= to_uid."""
+        ...
+
+
+class MailboxSource(Protocol):
+    """A mail server that can open any mailbox of the roster read-only."""
+
+    name: str
+    kind: str
+
+    def open(self, mailbox: str) -> AbstractContextManager[MailboxSession]: ...
+
+
+class SourceError(Exception):
+    """A failure worth recording against a mailbox; ``transient`` ones are retried."""
+
+    transient = False
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AuthError(SourceError):
+    """Wrong password, or the admin may not act for this mailbox: retrying will not help."""
+
+
+class MailboxMissing(SourceError):
+    """The server has no such mailbox."""
+
+
+class TransientError(SourceError):
+    """Dropped connection, timeout, server busy: worth a retry."""
+
+    transient = True

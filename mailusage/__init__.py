@@ -1,0 +1,3 @@
+"""mailusage: official-mail usage analytics for public agencies."""
+
+__version__ = "0.1.0"

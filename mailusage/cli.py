@@ -1,0 +1,136 @@
+"""The `mailusage` command: collect, doctor, demo.
+
+$ mailusage collect --config mailusage.toml --date 2026-11-23
+$ mailusage doctor --config mailusage.toml
+$ mailusage demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _night(value: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD") from exc
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    import pipelines.collect as collect_mod
+    from pipelines.config import ConfigError, RosterError, load_config, load_roster
+
+    try:
+        cfg = load_config(args.config)
+        total = sum(1 for p in load_roster(cfg.roster_path) if p.email)
+    except (ConfigError, RosterError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("collecting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        disable=not err.is_terminal,
+    ) as progress:
+        bar = progress.add_task("", total=total)
+
+        def tick(outcome: collect_mod.MailboxOutcome) -> None:
+            progress.update(bar, advance=1, description=outcome.mailbox)
+
+        collect_mod.progress_hook = tick
+        try:
+            result = collect_mod.collect(config_path=str(cfg.path), night=args.date)
+        finally:
+            collect_mod.progress_hook = None
+    table = Table(title=f"night {result['night']} — run {result['run_id']}")
+    for col in ("mailbox", "status", "new messages", "folders", "reason"):
+        table.add_column(col)
+    for o in result["outcomes"]:
+        colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[o["status"]]
+        table.add_row(
+            o["mailbox"],
+            f"[{colour}]{o['status']}[/{colour}]",
+            str(o["messages_new"]),
+            str(o["folders"]),
+            o["reason"],
+        )
+    out.print(table)
+    out.print(
+        f"ok {result['ok']}, failed {result['failed']}, skipped {result['skipped']}; "
+        f"{result['messages_new']} new messages"
+    )
+    return 1 if result["failed"] else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from mailusage.doctor import run_doctor
+    from pipelines.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    checks = run_doctor(cfg)
+    table = Table(title=f"mailusage doctor — {cfg.path}")
+    for col in ("subject", "check", "status", "detail"):
+        table.add_column(col)
+    for c in checks:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}[c.status]
+        table.add_row(c.subject, c.check, f"[{colour}]{c.status}[/{colour}]", c.detail)
+    out.print(table)
+    failed = [c for c in checks if c.status == "fail"]
+    out.print(f"{len(failed)} failure(s)" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mailusage.demo import run_demo
+
+    return run_demo(args.workdir, staff=args.staff)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailusage", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("collect", help="one nightly collection of every roster mailbox")
+    p.add_argument("--config", required=True, help="the TOML config file")
+    p.add_argument(
+        "--date",
+        type=_night,
+        default=None,
+        help="the night to record, YYYY-MM-DD (default: today in the agency's zone)",
+    )
+    p.set_defaults(func=cmd_collect)
+    p = sub.add_parser("doctor", help="check every source and the roster")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("demo", help="a local Dovecot with a small agency, collected end to end")
+    p.add_argument(
+        "--workdir", default="demo-data", help="where the demo writes (default demo-data)"
+    )
+    p.add_argument("--staff", type=int, default=12)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

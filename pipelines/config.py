@@ -1,0 +1,335 @@
+"""The one TOML config file and the roster CSV: loaded, validated, secrets resolved late.
+
+Secrets are references only — ``{ env = "NAME" }`` or ``{ prefect_secret = "block-name" }``
+— resolved when a login needs them and never stored on an object that gets printed.
+
+    >>> cfg = load_config("mailusage.toml")
+    >>> cfg.sources[0].name, cfg.data_dir
+    ('dovecot', PosixPath('/var/lib/mailusage'))
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from connectors.imap import ImapSettings, ImapSource
+
+
+class ConfigError(Exception):
+    """The config file is wrong; the message names the key and what is wrong with it."""
+
+
+class RosterError(Exception):
+    """The roster has bad rows; the message lists each with its line number and cause."""
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret lives. ``repr`` shows the reference, never the value."""
+
+    env: str | None = None
+    prefect_secret: str | None = None
+    env_prefix: str | None = None  # per-user: PREFIX + mailbox local part, upper-cased
+
+    def resolve(self, mailbox: str | None = None) -> str:
+        if self.env_prefix is not None:
+            if mailbox is None:
+                raise ConfigError("a per-user password reference needs a mailbox")
+            local = re.sub(r"[^A-Za-z0-9]", "_", mailbox.split("@")[0]).upper()
+            return _from_env(self.env_prefix + local)
+        if self.env is not None:
+            return _from_env(self.env)
+        if self.prefect_secret is not None:
+            from prefect.blocks.system import Secret
+
+            try:
+                block: Any = Secret.load(self.prefect_secret)
+                return str(block.get())
+            except ValueError as exc:
+                raise ConfigError(
+                    f"Prefect Secret block {self.prefect_secret!r} not found"
+                ) from exc
+        raise ConfigError("secret reference has neither env nor prefect_secret")
+
+    def describe(self) -> str:
+        if self.env_prefix is not None:
+            return f"env {self.env_prefix}<LOCALPART>"
+        return f"env {self.env}" if self.env else f"Prefect Secret {self.prefect_secret!r}"
+
+
+def _from_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set (it holds a password)")
+    return value
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    kind: str
+    imap: ImapSettings
+    password: SecretRef = field(repr=False)
+
+    def build(self) -> ImapSource:
+        ref = self.password
+        return ImapSource(self.imap, password_for=ref.resolve, name=self.name, kind=self.kind)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    agency: str
+    timezone: str
+    data_dir: Path
+    roster_path: Path
+    official_domains: tuple[str, ...]
+    sources: tuple[SourceConfig, ...]
+    concurrency: int = 2
+    retries: int = 2
+    retry_delay_seconds: tuple[int, ...] = (10, 60)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def source(self, name: str | None) -> SourceConfig:
+        if name is None:
+            return self.sources[0]
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def _secret(raw: Any, where: str) -> SecretRef:
+    if isinstance(raw, str):
+        raise ConfigError(
+            f"{where}: passwords are never written in the config; use "
+            f'{{ env = "VAR" }} or {{ prefect_secret = "block" }}'
+        )
+    if not isinstance(raw, dict) or not raw.keys() & {"env", "prefect_secret", "env_prefix"}:
+        raise ConfigError(f"{where}: expected {{ env = ... }} or {{ prefect_secret = ... }}")
+    unknown = raw.keys() - {"env", "prefect_secret", "env_prefix"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    return SecretRef(raw.get("env"), raw.get("prefect_secret"), raw.get("env_prefix"))
+
+
+_IMAP_KEYS = {
+    "name",
+    "kind",
+    "host",
+    "port",
+    "security",
+    "ca_file",
+    "verify",
+    "auth",
+    "master_user",
+    "master_separator",
+    "password",
+    "timeout",
+    "batch_size",
+}
+
+
+def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
+    where = f"sources[{index}]"
+    kind = raw.get("kind", "imap")
+    if kind != "imap":
+        raise ConfigError(f"{where}.kind: {kind!r} is not supported yet (imap)")
+    unknown = raw.keys() - _IMAP_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    if "host" not in raw:
+        raise ConfigError(f"{where}.host is required")
+    security = raw.get("security", "tls")
+    if security not in ("tls", "starttls", "plain"):
+        raise ConfigError(f"{where}.security must be tls, starttls or plain, not {security!r}")
+    auth = raw.get("auth", "master-sasl")
+    if auth not in ("master-sasl", "master-separator", "user"):
+        raise ConfigError(f"{where}.auth must be master-sasl, master-separator or user")
+    if auth != "user" and not raw.get("master_user"):
+        raise ConfigError(f"{where}.master_user is required with auth = {auth!r}")
+    if "password" not in raw:
+        raise ConfigError(f"{where}.password is required (a reference, e.g. {{ env = ... }})")
+    ca_file = raw.get("ca_file")
+    if ca_file is not None:
+        ca_path = (base / ca_file).resolve()
+        if not ca_path.exists():
+            raise ConfigError(f"{where}.ca_file {ca_path} does not exist")
+        ca_file = str(ca_path)
+    settings = ImapSettings(
+        host=raw["host"],
+        port=raw.get("port"),
+        security=security,
+        ca_file=ca_file,
+        verify=bool(raw.get("verify", True)),
+        auth=auth,
+        master_user=raw.get("master_user"),
+        master_separator=raw.get("master_separator", "*"),
+        timeout=float(raw.get("timeout", 60)),
+        batch_size=int(raw.get("batch_size", 5000)),
+    )
+    return SourceConfig(
+        raw.get("name", f"source{index}"),
+        kind,
+        settings,
+        _secret(raw["password"], f"{where}.password"),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check the TOML config; relative paths are relative to the file."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    base = path.parent
+    agency = raw.get("agency", {})
+    tz = agency.get("timezone", "Asia/Ho_Chi_Minh")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"agency.timezone {tz!r} is not a known time zone") from exc
+    sources_raw = raw.get("sources")
+    if not sources_raw:
+        raise ConfigError("at least one [[sources]] entry is required")
+    sources = tuple(_source(s, i, base) for i, s in enumerate(sources_raw))
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"source names must be unique: {names}")
+    collect = raw.get("collect", {})
+    concurrency = int(collect.get("concurrency", 2))
+    if not 1 <= concurrency <= 64:
+        raise ConfigError("collect.concurrency must be between 1 and 64")
+    roster = raw.get("roster", {}).get("path")
+    if not roster:
+        raise ConfigError("roster.path is required")
+    return Config(
+        path=path,
+        agency=agency.get("name", ""),
+        timezone=tz,
+        data_dir=(base / raw.get("storage", {}).get("data_dir", "data")).resolve(),
+        roster_path=(base / roster).resolve(),
+        official_domains=tuple(d.lower() for d in agency.get("official_domains", [])),
+        sources=sources,
+        concurrency=concurrency,
+        retries=int(collect.get("retries", 2)),
+        retry_delay_seconds=tuple(int(x) for x in collect.get("retry_delay_seconds", [10, 60])),
+    )
+
+
+# -- roster -------------------------------------------------------------------------------
+
+REQUIRED_COLUMNS = ("employee_id", "full_name", "email", "unit_code", "unit_name")
+OPTIONAL_COLUMNS = (
+    "is_unit_mailbox",
+    "personal_email",
+    "on_leave",
+    "start_date",
+    "mailbox_issued",
+    "source",
+)
+_EMAIL = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_TRUE = {"1", "true", "yes", "y", "x", "có", "co"}
+_FALSE = {"", "0", "false", "no", "n", "không", "khong"}
+
+
+@dataclass(frozen=True)
+class Person:
+    employee_id: str
+    full_name: str
+    email: str  # "" when no mailbox is issued
+    unit_code: str
+    unit_name: str
+    source: str | None
+    extra: dict[str, str]
+
+
+def _flag(value: str, column: str, problems: list[str], line: int) -> None:
+    if value.strip().lower() not in _TRUE | _FALSE:
+        problems.append(f"line {line}: {column} must be yes/no (got {value!r})")
+
+
+def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None) -> list[Person]:
+    """Read the roster CSV (UTF-8, BOM allowed); every bad row is reported, then RosterError.
+
+    >>> load_roster(Path("roster.csv"))[0]
+    Person(employee_id='NV001', full_name='Nguyễn Văn An', email='an.nv@danang.gov.vn', ...)
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise RosterError(f"roster file {path} not found") from exc
+    except UnicodeDecodeError as exc:
+        raise RosterError(f"{path}: not UTF-8 ({exc}); save the sheet as 'CSV UTF-8'") from exc
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise RosterError(f"{path}: missing required column(s) {', '.join(missing)}")
+    reader.fieldnames = header
+    known_sources = set(source_names()) if source_names else None
+    people: list[Person] = []
+    problems: list[str] = []
+    seen_ids: dict[str, int] = {}
+    seen_emails: dict[str, int] = {}
+    for line, row in enumerate(reader, start=2):
+        if None in row:
+            problems.append(f"line {line}: more cells than columns (a stray comma?)")
+            continue
+        values = {k: (v or "").strip() for k, v in row.items()}
+        emp, email = values["employee_id"], values["email"].lower()
+        if not emp:
+            problems.append(f"line {line}: employee_id is empty")
+        elif emp in seen_ids:
+            problems.append(f"line {line}: employee_id {emp} repeats line {seen_ids[emp]}")
+        else:
+            seen_ids[emp] = line
+        if not values["full_name"]:
+            problems.append(f"line {line}: full_name is empty")
+        if not values["unit_code"]:
+            problems.append(f"line {line}: unit_code is empty")
+        if email:
+            if not _EMAIL.match(email):
+                problems.append(f"line {line}: email {values['email']!r} is not an address")
+            elif email in seen_emails:
+                problems.append(f"line {line}: email {email} repeats line {seen_emails[email]}")
+            else:
+                seen_emails[email] = line
+        personal = values.get("personal_email", "")
+        if personal and not all(_EMAIL.match(p.strip()) for p in personal.split(";")):
+            problems.append(f"line {line}: personal_email {personal!r} is not an address list")
+        for col in ("is_unit_mailbox", "on_leave", "mailbox_issued"):
+            if values.get(col):
+                _flag(values[col], col, problems, line)
+        source = values.get("source") or None
+        if source and known_sources is not None and source not in known_sources:
+            problems.append(f"line {line}: source {source!r} is not in the config")
+        extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
+        people.append(
+            Person(
+                emp,
+                values["full_name"],
+                email,
+                values["unit_code"],
+                values["unit_name"],
+                source,
+                extra,
+            )
+        )
+    if problems:
+        raise RosterError(f"{path}: {len(problems)} bad row(s):\n  " + "\n  ".join(problems))
+    return people

@@ -1,0 +1,41 @@
+"""Shared fixtures: one real Dovecot per test session, on 127.0.0.1, stopped at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from mailusage.devserver import LocalDovecot
+
+MASTER_PASSWORD = "test-master-secret"
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDovecot]:
+    """A private Dovecot (IMAP + IMAPS, master user, quota 5G, CONDSTORE)."""
+    server = LocalDovecot.start(tmp_path_factory.mktemp("dovecot"), master_password=MASTER_PASSWORD)
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not (server.root / "run" / "master.pid").exists(), "dovecot left running"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for every flow test (startup costs ~10-20 s here)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def maildir_files(path: Path) -> list[Path]:
+    return sorted(p for p in (path / "cur").iterdir() if p.is_file())

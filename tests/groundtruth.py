@@ -1,0 +1,166 @@
+"""Seeding helpers and a ground truth computed from the seeded files themselves.
+
+The truth reads the Maildir files with the standard library's `email` parser and the
+filesystem — nothing of connectors/ — so a bug in our parser cannot hide in both.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from email.utils import getaddresses, parsedate_to_datetime
+from pathlib import Path
+
+from mailusage.devserver import LocalDovecot
+from mailusage.synth import make_message
+
+BASE = 1_793_500_000  # 2026-11-01 ~ ICT
+
+
+@dataclass(frozen=True)
+class TruthRow:
+    folder: str
+    size: int
+    internal_date: int
+    sent_date: int
+    seen: bool
+    message_id: str | None
+    from_addr: str | None
+    to_addrs: tuple[str, ...]
+
+
+def truth(server: LocalDovecot, mailbox: str, folders: list[str]) -> list[TruthRow]:
+    rows = []
+    for folder in folders:
+        cur = server.folder_dir(mailbox, folder) / "cur"
+        for path in sorted(cur.iterdir()):
+            raw = path.read_bytes()
+            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+            mtime = int(os.stat(path).st_mtime)
+            try:
+                sent = int(parsedate_to_datetime(msg["Date"]).timestamp()) if msg["Date"] else None
+            except (TypeError, ValueError):
+                sent = None
+            froms = [a.lower() for _, a in getaddresses([str(msg["From"] or "")]) if a]
+            tos = tuple(a.lower() for _, a in getaddresses([str(msg["To"] or "")]) if a)
+            rows.append(
+                TruthRow(
+                    folder,
+                    len(raw),
+                    mtime,
+                    sent if sent is not None else mtime,
+                    path.name.endswith("S"),
+                    (msg["Message-ID"] or "").strip() or None,
+                    froms[0] if froms else None,
+                    tos,
+                )
+            )
+    return rows
+
+
+def per_folder(rows: list[TruthRow]) -> dict[str, tuple[int, int, int, int]]:
+    """folder -> (messages, total size, min sent_date, max sent_date)."""
+    out: dict[str, tuple[int, int, int, int]] = {}
+    for folder in sorted({r.folder for r in rows}):
+        sel = [r for r in rows if r.folder == folder]
+        out[folder] = (
+            len(sel),
+            sum(r.size for r in sel),
+            min(r.sent_date for r in sel),
+            max(r.sent_date for r in sel),
+        )
+    return out
+
+
+def seed_regular(
+    server: LocalDovecot,
+    mailbox: str,
+    n: int,
+    *,
+    sent_folder: str | None = "Sent",
+    seed: int = 1,
+    start: int = BASE,
+    tag: str = "m",
+) -> None:
+    """n messages split between INBOX and the Sent folder, with varied headers."""
+    rng = random.Random(seed)
+    server.add_user(mailbox, "user-secret")
+    for i in range(n):
+        when = start + i * 3600 + rng.randint(0, 600)
+        to_sent = sent_folder is not None and i % 3 == 0
+        folder = sent_folder if to_sent else "INBOX"
+        peer = rng.choice(
+            [
+                "b.tt@danang.gov.vn",
+                "friend@gmail.com",
+                "x@yahoo.com.vn",
+                "Phong.KH@Binhduong.gov.vn",
+            ]
+        )
+        raw = make_message(
+            mailbox if to_sent else peer,
+            [peer if to_sent else mailbox],
+            cc=["c@danang.gov.vn"] if i % 5 == 0 else (),
+            date=when + rng.choice([0, 0, 30, -7200]),
+            message_id=f"<{tag}{i}.{seed}@test>",
+            from_name="Nguyễn Văn An" if i % 2 else None,
+        )
+        server.deliver(mailbox, folder or "INBOX", raw, when=when, seen=rng.random() < 0.6)
+    server.finish_seeding(mailbox)
+
+
+ODD_MESSAGES: list[tuple[str, bytes]] = [
+    # (what it exercises, raw message)
+    (
+        "no Date header",
+        b"From: a@danang.gov.vn\r\nTo: b@danang.gov.vn\r\nMessage-ID: <nodate@t>\r\n"
+        b"Subject: x\r\n\r\nbody\r\n",
+    ),
+    (
+        "unknown charset in encoded word",
+        b"From: =?x-unknown-cs?q?Nguy=E1=BB=85n?= <an@danang.gov.vn>\r\nTo: b@danang.gov.vn\r\n"
+        b"Date: Mon, 2 Nov 2026 10:00:00 +0700\r\nMessage-ID: <badcs@t>\r\n\r\nbody\r\n",
+    ),
+    (
+        "Vietnamese encoded words, folded To",
+        b"From: =?utf-8?b?VHLhuqduIFRo4buLIELDrG5o?= <Binh.TT@DaNang.gov.vn>\r\n"
+        b"To: =?utf-8?q?Ph=C3=B2ng_N=E1=BB=99i_v=E1=BB=A5?= <nv@danang.gov.vn>,\r\n"
+        b'\t"L\xc3\xaa, V\xc4\x83n (c\xc3\xa1 nh\xc3\xa2n)" <levan@gmail.com>\r\n'
+        b"Date: Tue, 3 Nov 2026 08:15:00 +0700 (ICT)\r\nMessage-ID: <viet@t>\r\n\r\nbody\r\n",
+    ),
+    (
+        "invalid addresses",
+        b"From: not an address\r\nTo: someone@, @nowhere, ok@danang.gov.vn\r\n"
+        b"Date: Wed, 4 Nov 2026 09:00:00 +0700\r\nMessage-ID: <invalid@t>\r\n\r\nbody\r\n",
+    ),
+    (
+        "garbage Date",
+        b"From: a@danang.gov.vn\r\nDate: sometime last week\r\n"
+        b"Message-ID: <baddate@t>\r\n\r\nbody\r\n",
+    ),
+    (
+        "8-bit raw header, no Message-ID",
+        b"From: \xc4\x90\xe1\xbb\x97 V\xc4\x83n <do.v@danang.gov.vn>\r\nTo: b@danang.gov.vn\r\n"
+        b"Date: Thu, 5 Nov 2026 07:00:00 +0700\r\n\r\nbody\r\n",
+    ),
+]
+
+
+def seed_odd(server: LocalDovecot, mailbox: str) -> None:
+    server.add_user(mailbox, "user-secret")
+    for i, (_why, raw) in enumerate(ODD_MESSAGES):
+        server.deliver(mailbox, "INBOX", raw, when=BASE + i * 60)
+    server.finish_seeding(mailbox)
+
+
+def flag_names(server: LocalDovecot, mailbox: str) -> Counter[str]:
+    """The Maildir file names (their suffix holds the flags) of every folder."""
+    names: Counter[str] = Counter()
+    for dirpath, _dirs, files in os.walk(server.home(mailbox) / "Maildir"):
+        if Path(dirpath).name in ("cur", "new"):
+            names.update(f"{Path(dirpath).parent.name}/{f}" for f in files)
+    return names
