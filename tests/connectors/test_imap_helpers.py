@@ -1,0 +1,146 @@
+"""Pure parsers fed with literal wire bytes, fields annotated (no server needed)."""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from connectors.base import FolderCursor, FolderState, plan_folder
+from connectors.imap_helpers import (
+    FetchProtocolError,
+    folder_name,
+    folder_role,
+    iter_fetch,
+    parse_addresses,
+    parse_date_header,
+    parse_message,
+    split_headers,
+)
+
+# Two Dovecot 2.3 FETCH responses as they came off the wire, then an unsolicited EXISTS
+# and the tagged completion.
+WIRE = (
+    b'* 1 FETCH (UID 101 INTERNALDATE "24-Oct-2026 14:56:05 +0000" RFC822.SIZE 168 '
+    b"FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS (FROM TO CC DATE MESSAGE-ID)] {76}\r\n"
+    b"From: a@x.gov.vn\r\nTo: b@gmail.com\r\nDate: Sat, 24 Oct 2026 21:56:05 +0700\r\n\r\n)\r\n"
+    b"* 3 EXISTS\r\n"
+    # Another server's order: FLAGS first, UID after the literal, a MODSEQ.
+    b"* 2 FETCH (FLAGS () MODSEQ (12) BODY[HEADER.FIELDS (FROM TO CC DATE MESSAGE-ID)] {21}\r\n"
+    b'Message-ID: <m@x>\r\n\r\n UID 102 INTERNALDATE " 2-Nov-2026 10:00:00 +0700" '
+    b"RFC822.SIZE 99)\r\n"
+    b"MU7 OK Fetch completed (0.001 + 0.000 secs).\r\n"
+)
+
+
+def chunks(data: bytes, size: int):
+    parts = [data[i : i + size] for i in range(0, len(data), size)]
+    it = iter(parts)
+    return lambda: next(it, b"")
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 64, 4096])
+def test_iter_fetch_is_independent_of_chunk_boundaries(size):
+    got = list(iter_fetch(chunks(WIRE, size), b"MU7"))
+    assert len(got) == 2
+    assert got[0][1] == (
+        b"From: a@x.gov.vn\r\nTo: b@gmail.com\r\nDate: Sat, 24 Oct 2026 21:56:05 +0700\r\n\r\n"
+    )
+    assert got[1][1] == b"Message-ID: <m@x>\r\n\r\n"
+    assert b"UID 102" in got[1][0]
+
+
+def test_parse_message_reads_both_orders():
+    (a1, h1), (a2, h2) = list(iter_fetch(chunks(WIRE, 4096), b"MU7"))
+    m1 = parse_message("INBOX", a1, h1)
+    m2 = parse_message("INBOX", a2, h2)
+    assert m1 is not None and m2 is not None
+    assert (m1.uid, m1.size, m1.seen, m1.from_addr, m1.to_addrs) == (
+        101,
+        168,
+        True,
+        "a@x.gov.vn",
+        ("b@gmail.com",),
+    )
+    assert m1.internal_date == m1.sent_date == 1792853765  # same instant, two zones
+    assert (m2.uid, m2.size, m2.seen, m2.message_id) == (102, 99, False, "<m@x>")
+    assert m2.date_source == "internaldate" and m2.sent_date == 1793588400
+
+
+def test_iter_fetch_raises_on_no_and_on_a_dropped_connection():
+    with pytest.raises(FetchProtocolError, match="NO"):
+        list(iter_fetch(chunks(b"MU1 NO [SERVERBUG] Internal error\r\n", 9), b"MU1"))
+    with pytest.raises(ConnectionError):
+        list(iter_fetch(chunks(WIRE[:150], 16), b"MU7"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Mon, 2 Nov 2026 10:00:00 +0700",
+        "2 Nov 2026 10:00:00 +0700",
+        "Mon, 02 Nov 2026 03:00:00 GMT",
+        "Mon,  2 Nov 2026 10:00 +0700",
+        "Mon, 2 Nov 26 10:00:00 +0700",
+        "Tue, 3 Nov 2026 08:15:00 +0700 (ICT)",
+        "Mon, 2 Nov 2026 10:00:00 -0430",
+        "Mon, 2 November 2026 10:00:00 +0700",
+    ],
+)
+def test_date_header_matches_the_standard_library(value):
+    assert parse_date_header(value) == int(parsedate_to_datetime(value).timestamp())
+
+
+@pytest.mark.parametrize("value", ["", "sometime last week", "Mon, 45 Nov 2026 10:00:00 +0700"])
+def test_unreadable_dates_are_none(value):
+    assert parse_date_header(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("An <An.NV@DaNang.gov.vn>", (("an.nv@danang.gov.vn",), False)),
+        (
+            '"Lê, Văn (cá nhân) x@y.z" <levan@gmail.com>, b@x.vn',
+            (("levan@gmail.com", "b@x.vn"), False),
+        ),
+        (
+            "=?utf-8?q?Ph=C3=B2ng_N=E1=BB=99i_v=E1=BB=A5?= <nv@danang.gov.vn>",
+            (("nv@danang.gov.vn",), False),
+        ),
+        (
+            "=?utf-8?b?PGhpZGRlbkBnbWFpbC5jb20+?=",
+            (("hidden@gmail.com",), False),
+        ),  # address in the word
+        ("Phòng: a@x.vn, b@y.vn;", (("a@x.vn", "b@y.vn"), False)),  # a group
+        ("undisclosed-recipients:;", ((), False)),
+        ("not an address", (("not an address",), True)),
+        ("someone@, ok@x.vn", (("someone@", "ok@x.vn"), True)),
+    ],
+)
+def test_addresses(value, expected):
+    assert parse_addresses(value) == expected
+
+
+def test_split_headers_unfolds_and_keeps_the_first():
+    block = b"To: a@x,\r\n\tb@y\r\nDate: one\r\nDate: two\r\nX: y\r\n\r\n"
+    assert split_headers(block) == {"to": "a@x, b@y", "date": "one", "x": "y"}
+
+
+def test_folder_roles():
+    assert folder_role("Archive2", (b"\\HasNoChildren", b"\\Sent"), "/") == "sent"
+    assert folder_role("Sent Items", (), "/") == "sent"
+    assert folder_role("INBOX.Sent", (), ".") == "sent"
+    assert folder_role("INBOX", (), "/") == "inbox"
+    assert folder_role(folder_name(b"Th&AbA- &AREA4w- g&Hu0-i"), (), "/") == "sent"
+    assert folder_role("Công văn", (), "/") == "other"
+
+
+def test_plan_folder():
+    state = FolderState("INBOX", "inbox", 10, 0, 11, 7, 50)
+    assert plan_folder(state, None).from_uid == 1 and not plan_folder(state, None).full_reread
+    inc = plan_folder(state, FolderCursor(7, 8, 40))
+    assert (inc.from_uid, inc.to_uid, inc.changed_since, inc.full_reread) == (9, 10, 40, False)
+    reset = plan_folder(state, FolderCursor(6, 8, 40))
+    assert (reset.from_uid, reset.full_reread, reset.changed_since) == (1, True, None)
+    assert plan_folder(state, FolderCursor(7, 10, 50)).empty

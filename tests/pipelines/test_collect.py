@@ -1,0 +1,196 @@
+"""Nights of collection into Parquet against the real Dovecot: incremental, idempotent,
+UIDVALIDITY resets, vanished folders, killed runs."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.imap import ImapSettings, ImapSource
+from mailusage.devserver import MASTER_USER, LocalDovecot
+from mailusage.synth import make_message
+from pipelines.collect import collect_mailbox
+from pipelines.storage import DataDir, MessagesWriter, mailbox_key
+from tests.conftest import MASTER_PASSWORD
+from tests.groundtruth import BASE, per_folder, seed_regular, truth
+
+
+@pytest.fixture
+def src(dovecot: LocalDovecot) -> ImapSource:
+    return ImapSource(
+        ImapSettings(
+            host="127.0.0.1",
+            port=dovecot.imaps_port,
+            ca_file=str(dovecot.ca_file),
+            master_user=MASTER_USER,
+            batch_size=16,
+        ),
+        password_for=lambda _m: MASTER_PASSWORD,
+        name="test",
+    )
+
+
+def rows(data: DataDir, mailbox: str) -> list[tuple]:
+    """(folder, uidvalidity, uid, message_id, size, sent epoch) of every stored message."""
+    return duckdb.execute(
+        """select folder, uidvalidity, uid, message_id, size, epoch(sent_date)::bigint
+           from read_parquet($p, hive_partitioning = true) where mailbox = $m
+           order by all""",
+        parameters={"p": str(data.root / "messages" / "*" / "*.parquet"), "m": mailbox},
+    ).fetchall()
+
+
+def stored_per_folder(data: DataDir, mailbox: str) -> dict[str, tuple[int, int, int, int]]:
+    out = {}
+    for folder, n, size, lo, hi in duckdb.execute(
+        """select folder, count(*), sum(size), min(epoch(sent_date))::bigint,
+                  max(epoch(sent_date))::bigint
+           from read_parquet($p, hive_partitioning = true) where mailbox = $m group by folder""",
+        parameters={"p": str(data.root / "messages" / "*" / "*.parquet"), "m": mailbox},
+    ).fetchall():
+        out[folder] = (n, int(size), lo, hi)
+    return out
+
+
+def add_messages(server: LocalDovecot, mailbox: str, folder: str, n: int, tag: str) -> None:
+    for i in range(n):
+        raw = make_message(
+            "x@gmail.com", [mailbox], date=BASE + 86400 * 5 + i, message_id=f"<{tag}{i}@test>"
+        )
+        server.deliver(mailbox, folder, raw, when=BASE + 86400 * 5 + i)
+    server.finish_seeding(mailbox)
+
+
+def test_first_night_equals_ground_truth_and_second_fetches_only_new(dovecot, src, tmp_path):
+    mailbox = "night@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 50, sent_folder="Sent Items", seed=3)
+    data = DataDir(tmp_path)
+    first = collect_mailbox(src, mailbox, "2026-11-20", data)
+    assert first.status == "ok" and first.messages_new == 50
+    assert stored_per_folder(data, mailbox) == per_folder(
+        truth(dovecot, mailbox, ["INBOX", "Sent Items"])
+    )
+
+    add_messages(dovecot, mailbox, "INBOX", 4, "new")
+    second = collect_mailbox(src, mailbox, "2026-11-21", data)
+    assert second.messages_new == 4
+    new_file = pq.read_table(
+        tmp_path / "messages" / "night=2026-11-21" / f"{mailbox_key(mailbox)}.parquet"
+    )
+    assert sorted(new_file["message_id"].to_pylist()) == [f"<new{i}@test>" for i in range(4)]
+    assert stored_per_folder(data, mailbox) == per_folder(
+        truth(dovecot, mailbox, ["INBOX", "Sent Items"])
+    )
+    stored = rows(data, mailbox)
+    assert len(stored) == len(set(stored)) == 54
+
+    status = duckdb.execute(
+        "select folder, role, messages, fetched, last_uid, sent_folder, quota_limit_bytes "
+        "from read_parquet($p, hive_partitioning = true) where night = '2026-11-21' order by 1",
+        parameters={"p": str(tmp_path / "mailbox_status" / "*" / "*.parquet")},
+    ).fetchall()
+    assert [s[:4] for s in status] == [("INBOX", "inbox", 37, 4), ("Sent Items", "sent", 17, 0)]
+    assert {s[5] for s in status} == {"Sent Items"} and {s[6] for s in status} == {5 * 1024**3}
+
+
+def test_same_night_twice_leaves_identical_data(dovecot, src, tmp_path):
+    mailbox = "twice@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 30, seed=4)
+    data = DataDir(tmp_path)
+    collect_mailbox(src, mailbox, "2026-11-20", data)
+    add_messages(dovecot, mailbox, "INBOX", 3, "n2")
+    collect_mailbox(src, mailbox, "2026-11-21", data)
+    snapshot = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.parquet")}
+    again = collect_mailbox(src, mailbox, "2026-11-21", data)
+    assert again.messages_new == 3  # the night is redone from the cursor it started from
+    assert {
+        p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.parquet")
+    } == snapshot
+    earlier = collect_mailbox(src, mailbox, "2026-11-19", data)
+    assert earlier.status == "skipped" and "already collected" in earlier.reason
+
+
+def test_uidvalidity_reset_rereads_the_folder_without_duplicates(dovecot, src, tmp_path):
+    mailbox = "reset@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 24, seed=5)
+    data = DataDir(tmp_path)
+    collect_mailbox(src, mailbox, "2026-11-20", data)
+    old = {r[1] for r in rows(data, mailbox) if r[0] == "INBOX"}
+    dovecot.reset_uidvalidity(mailbox, "INBOX")
+    outcome = collect_mailbox(src, mailbox, "2026-11-21", data)
+    stored = rows(data, mailbox)
+    inbox = [r for r in stored if r[0] == "INBOX"]
+    assert {r[1] for r in inbox}.isdisjoint(old)  # only the new UIDVALIDITY is left
+    assert outcome.messages_new == len(inbox)  # INBOX re-read whole, Sent untouched
+    assert stored_per_folder(data, mailbox) == per_folder(
+        truth(dovecot, mailbox, ["INBOX", "Sent"])
+    )
+    assert len(stored) == len(set(stored))
+
+
+def test_vanished_folder_is_recorded_not_fatal(dovecot, src, tmp_path):
+    mailbox = "vanish@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 12, seed=6)
+    data = DataDir(tmp_path)
+    collect_mailbox(src, mailbox, "2026-11-20", data)
+    shutil.rmtree(dovecot.folder_dir(mailbox, "Sent"))
+    outcome = collect_mailbox(src, mailbox, "2026-11-21", data)
+    assert outcome.status == "ok"
+    status = dict(
+        duckdb.execute(
+            "select folder, folder_status from read_parquet($p, hive_partitioning = true) "
+            "where night = '2026-11-21'",
+            parameters={"p": str(tmp_path / "mailbox_status" / "*" / "*.parquet")},
+        ).fetchall()
+    )
+    assert status == {"INBOX": "ok", "Sent": "vanished"}
+    assert len(rows(data, mailbox)) == 12  # what was collected stays
+
+
+def test_killed_run_keeps_earlier_data_and_next_run_completes(dovecot, src, tmp_path, monkeypatch):
+    mailbox = "killed@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 40, seed=7)
+    data = DataDir(tmp_path)
+    collect_mailbox(src, mailbox, "2026-11-20", data)
+    before = rows(data, mailbox)
+    add_messages(dovecot, mailbox, "INBOX", 40, "k")
+
+    real_write = MessagesWriter.write
+    calls = {"n": 0}
+
+    def dying_write(self, table):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")  # the process dies mid-mailbox
+        real_write(self, table)
+
+    monkeypatch.setattr(MessagesWriter, "write", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        collect_mailbox(src, mailbox, "2026-11-21", data)
+    monkeypatch.setattr(MessagesWriter, "write", real_write)
+    assert rows(data, mailbox) == before  # earlier data readable, nothing half-written
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    outcome = collect_mailbox(src, mailbox, "2026-11-22", data)
+    assert outcome.messages_new == 40
+    stored = rows(data, mailbox)
+    assert len(stored) == len(set(stored)) == 80
+
+
+def test_uncommitted_night_files_are_removed_before_the_next_night(dovecot, src, tmp_path):
+    mailbox = "orphan@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 10, seed=8)
+    data = DataDir(tmp_path)
+    collect_mailbox(src, mailbox, "2026-11-20", data)
+    add_messages(dovecot, mailbox, "INBOX", 5, "o")
+    state = data._state_file(mailbox).read_text()
+    collect_mailbox(src, mailbox, "2026-11-21", data)
+    data._state_file(mailbox).write_text(state)  # as if killed just before the commit
+    outcome = collect_mailbox(src, mailbox, "2026-11-22", data)
+    assert outcome.messages_new == 5
+    assert not list((tmp_path / "messages" / "night=2026-11-21").glob("*.parquet"))
+    stored = rows(data, mailbox)
+    assert len(stored) == len(set(stored)) == 15
