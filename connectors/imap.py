@@ -257,8 +257,8 @@ class ImapSession:
         name = folder.name
         batch: list[Message] = []
         size = self.settings.batch_size
-        for attrs, header in iter_fetch(read, tag):
-            msg = parse_message(name, attrs, header)
+        for attrs, header, groups in iter_fetch(read, tag):
+            msg = parse_message(name, attrs, header, groups)
             # `N:M` may return a message outside the range when N > the largest UID.
             if msg is None or not from_uid <= msg.uid <= to_uid:
                 continue

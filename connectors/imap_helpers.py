@@ -91,18 +91,34 @@ class FetchProtocolError(Exception):
     """The server answered the FETCH with NO/BAD, or sent something unparseable."""
 
 
-def iter_fetch(read: Callable[[], bytes], tag: bytes) -> Iterator[tuple[bytes, bytes | None]]:
-    """Split a FETCH response stream into (attributes, header literal) per message.
+Groups = tuple[bytes, ...]
+
+
+def iter_fetch(
+    read: Callable[[], bytes], tag: bytes
+) -> Iterator[tuple[bytes, bytes | None, Groups | None]]:
+    """Split a FETCH response stream into (attributes, header literal, groups) per message.
 
     ``read`` returns the next chunk of bytes from the socket (b"" at EOF). The stream
     ends at the tagged completion for ``tag``; untagged responses other than FETCH
     (``* 12 EXISTS``) are skipped. ``attributes`` is the response with the literal cut
     out, e.g. ``b'* 1 FETCH (UID 7 INTERNALDATE "..." RFC822.SIZE 117 FLAGS (\\Seen) BODY[...] )'``.
+    When the response has the usual shape, one regex reads it straight from the buffer and
+    ``groups`` carries its fields (``attributes`` is then empty): the hot path.
     """
     buf = b""
     pos = 0
     tag_prefix = tag + b" "
+    fast = _RESPONSE.match
     while True:
+        m = fast(buf, pos)
+        if m is not None:
+            start = m.end()
+            end = start + int(m.group(11))
+            if buf.startswith(b")\r\n", end):
+                pos = end + 3
+                yield b"", buf[start:end], m.groups()
+                continue
         eol = buf.find(b"\r\n", pos)
         if eol < 0:
             # Keep only the unparsed tail before reading on, so memory stays flat.
@@ -129,7 +145,7 @@ def iter_fetch(read: Callable[[], bytes], tag: bytes) -> Iterator[tuple[bytes, b
                     eol = buf.find(b"\r\n", seg)
             parts.append(buf[seg:eol])
             pos = eol + 2
-            yield b"".join(parts), literal
+            yield b"".join(parts), literal, None
             continue
         line = buf[pos:eol]
         pos = eol + 2
@@ -141,7 +157,7 @@ def iter_fetch(read: Callable[[], bytes], tag: bytes) -> Iterator[tuple[bytes, b
                 return
             raise FetchProtocolError(status.decode("utf-8", "replace"))
         if line.startswith(b"* ") and b" FETCH (" in line:
-            yield line, None
+            yield line, None, None
 
 
 def _read_some(read: Callable[[], bytes]) -> bytes:
@@ -156,6 +172,10 @@ _ATTRS_IN_ORDER = re.compile(
     rb"\* \d+ FETCH \((?:MODSEQ \(\d+\) )?UID (\d+) (?:MODSEQ \(\d+\) )?"
     rb'INTERNALDATE "[ 0]?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-]\d{4})" '
     rb"RFC822\.SIZE (\d+) FLAGS \(([^)]*)\)"
+)
+# The whole usual response up to its literal, matched in the read buffer itself.
+_RESPONSE = re.compile(
+    _ATTRS_IN_ORDER.pattern + rb" BODY\[HEADER\.FIELDS \([^)]*\)\] \{(\d+)\}\r\n"
 )
 _MONTHS_B = {
     m.encode(): i
@@ -358,27 +378,26 @@ def parse_addresses(value: str) -> tuple[tuple[str, ...], bool]:
     return tuple(out), invalid
 
 
-_FIELD = re.compile(r"^([A-Za-z-]+)[ \t]*:[ \t]*(.*)$", re.M)
+_FIELD = re.compile(r"^([A-Za-z-]+)[ \t]*:[ \t]*([^\r\n]*)", re.M)
 
 
 def split_headers(block: bytes) -> dict[str, str]:
     """Header fields of a HEADER.FIELDS literal, unfolded, first occurrence wins.
 
     >>> split_headers(b"From: a@x\\r\\nTo: b@y,\\r\\n c@z\\r\\n\\r\\n")
-    {'from': 'a@x', 'to': 'b@y, c@z'}
+    {'to': 'b@y, c@z', 'from': 'a@x'}
     """
     text = block.decode("utf-8", "replace")
     if "\n " in text or "\n\t" in text:
-        text = re.sub(r"\r?\n[ \t]+", " ", text)
-    fields: dict[str, str] = {}
-    for name, value in _FIELD.findall(text):
-        key = name.lower()
-        if key not in fields:
-            fields[key] = value.rstrip("\r \t")
-    return fields
+        # Unfold (RFC 5322 2.2.3); str.replace is ~10x cheaper than a regex here.
+        text = text.replace("\r\n ", " ").replace("\r\n\t", " ").replace("\n ", " ")
+    # Reversed, so that the first occurrence of a repeated field is the one kept.
+    return {name.lower(): value for name, value in reversed(_FIELD.findall(text))}
 
 
-def parse_message(folder: str, attrs: bytes, header: bytes | None) -> Message | None:
+def parse_message(
+    folder: str, attrs: bytes, header: bytes | None, groups: Groups | None = None
+) -> Message | None:
     """One Message from a FETCH response; None for a response without our items.
 
     >>> attrs = (b'* 1 FETCH (UID 7 INTERNALDATE "02-Nov-2026 10:00:00 +0700" '
@@ -386,10 +405,12 @@ def parse_message(folder: str, attrs: bytes, header: bytes | None) -> Message | 
     >>> parse_message("INBOX", attrs, b"From: a@x.vn\\r\\n\\r\\n")
     Message(folder='INBOX', uid=7, internal_date=1793588400, sent_date=1793588400, ...)
     """
-    m = _ATTRS_IN_ORDER.match(attrs)
+    if groups is None:
+        m = _ATTRS_IN_ORDER.match(attrs)
+        groups = m.groups() if m is not None else None
     internal: int | None = None
-    if m is not None:
-        uid_b, d, mon, y, hh, mi, ss, tz, size_b, flags_b = m.groups()
+    if groups is not None:
+        uid_b, d, mon, y, hh, mi, ss, tz, size_b, flags_b = groups[:10]
         month = _MONTHS_B.get(mon)
         if month is not None and int(hh) < 24:
             internal = (
@@ -433,7 +454,7 @@ def parse_message(folder: str, attrs: bytes, header: bytes | None) -> Message | 
     if value:
         cc, bad = parse_addresses(value)
         invalid |= bad
-    message_id = fields.get("message-id") or None
+    message_id = fields.get("message-id", "").strip() or None
     return Message(
         folder,
         int(uid_b),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pytest
 
@@ -140,7 +142,7 @@ def test_roster_errors_name_line_and_cause(tmp_path):
     assert "line 3: unit_code is empty" in text
     assert "line 3: is_unit_mailbox must be yes/no" in text
     path.write_text("employee_id,full_name,email\n", encoding="utf-8")
-    with pytest.raises(RosterError, match="missing required column.*unit_code, unit_name"):
+    with pytest.raises(RosterError, match=r"missing required column.*unit_code, unit_name"):
         load_roster(path)
 
 
@@ -156,13 +158,12 @@ def test_roster_reads_excel_utf8_with_bom(tmp_path):
 
 def test_config_refuses_inline_passwords_and_unknown_keys(dovecot, tmp_path):
     cfg = write_setup(tmp_path, dovecot, "", extra="")
-    text = open(cfg, encoding="utf-8").read()
-    open(cfg, "w", encoding="utf-8").write(
-        text.replace('password = { env = "MU_TEST_MASTER" }', 'password = "hunter2"')
-    )
+    path = Path(cfg)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('password = { env = "MU_TEST_MASTER" }', 'password = "hunter2"'))
     with pytest.raises(ConfigError, match="passwords are never written in the config"):
         load_config(cfg)
-    open(cfg, "w", encoding="utf-8").write(text + 'colour = "blue"\n')
+    path.write_text(text + 'colour = "blue"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"sources\[0\]: unknown keys \['colour'\]"):
         load_config(cfg)
 
