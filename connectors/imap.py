@@ -11,6 +11,7 @@ collector never changes a flag, a MODSEQ or anything else in a mailbox.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -141,10 +142,15 @@ class ImapSource:
         except IMAPClientError as exc:
             raise TransientError(f"server error: {exc}") from exc
         finally:
-            try:
-                client.logout()
-            except Exception:  # the connection may already be gone; nothing to save
-                client.shutdown() if client._imap.state != "LOGOUT" else None
+            _close(client)
+
+
+def _close(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:  # the connection may already be gone: nothing left to save
+        with contextlib.suppress(Exception):
+            client.shutdown()
 
 
 class ImapSession:

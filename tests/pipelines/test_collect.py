@@ -4,11 +4,14 @@ UIDVALIDITY resets, vanished folders, killed runs."""
 from __future__ import annotations
 
 import shutil
+import socket
+from contextlib import contextmanager
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from connectors.base import TransientError
 from connectors.imap import ImapSettings, ImapSource
 from mailusage.devserver import MASTER_USER, LocalDovecot
 from mailusage.synth import make_message
@@ -194,3 +197,37 @@ def test_uncommitted_night_files_are_removed_before_the_next_night(dovecot, src,
     assert not list((tmp_path / "messages" / "night=2026-11-21").glob("*.parquet"))
     stored = rows(data, mailbox)
     assert len(stored) == len(set(stored)) == 15
+
+
+class DroppingSource:
+    """The real IMAP source, but the TCP connection is cut after the first batch."""
+
+    def __init__(self, inner: ImapSource) -> None:
+        self.inner, self.name, self.kind = inner, inner.name, inner.kind
+
+    @contextmanager
+    def open(self, mailbox):
+        with self.inner.open(mailbox) as session:
+            real = session.messages
+
+            def messages(folder, lo, hi):
+                for n, batch in enumerate(real(folder, lo, hi)):
+                    yield batch
+                    if n == 0:
+                        session.client.socket().shutdown(socket.SHUT_RDWR)
+
+            session.messages = messages
+            yield session
+
+
+def test_dropped_connection_is_transient_and_loses_or_duplicates_nothing(dovecot, src, tmp_path):
+    mailbox = "dropped@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 60, seed=11)
+    data = DataDir(tmp_path)
+    with pytest.raises(TransientError):
+        collect_mailbox(DroppingSource(src), mailbox, "2026-11-20", data)
+    assert not list(tmp_path.rglob("*.parquet")) and data.state(mailbox) is None
+    outcome = collect_mailbox(src, mailbox, "2026-11-20", data)  # the retry
+    assert outcome.messages_new == 60
+    stored = rows(data, mailbox)
+    assert len(stored) == len(set(stored)) == 60

@@ -1,0 +1,32 @@
+"""The files an operator copies: the example config loads, the deployment holds no secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipelines.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_loads_and_names_secrets_by_reference():
+    cfg = load_config(ROOT / "mailusage.example.toml")
+    src = cfg.sources[0]
+    assert (src.imap.security, src.imap.auth, src.password.env) == (
+        "tls",
+        "master-sasl",
+        "MAILUSAGE_MASTER_PASSWORD",
+    )
+    assert cfg.timezone == "Asia/Ho_Chi_Minh"
+
+
+def test_nightly_deployment_is_0130_ho_chi_minh_and_secret_free():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (dep,) = [d for d in spec["deployments"] if d["name"] == "nightly-collect"]
+    assert dep["entrypoint"] == "pipelines/collect.py:collect"
+    assert dep["schedules"] == [{"cron": "30 1 * * *", "timezone": "Asia/Ho_Chi_Minh"}]
+    text = (ROOT / "prefect.yaml").read_text().lower()
+    assert "password" not in text and "secret:" not in text
+    assert "job_variables" not in text
