@@ -102,16 +102,18 @@ def test_quota_reported_with_the_5g_rule(dovecot, mailboxes):
 
 
 def test_collection_changes_no_flag_and_no_modseq(dovecot, mailboxes):
-    mailbox = "viet@danang.gov.vn"
-    before_files = flag_names(dovecot, mailbox)
-    with source(dovecot).open(mailbox) as session:
-        before = {f.name: (f.highestmodseq, f.unseen) for f in session.folders()}
-    for _ in range(2):
-        collect_all(source(dovecot), mailbox)
-    with source(dovecot).open(mailbox) as session:
-        after = {f.name: (f.highestmodseq, f.unseen) for f in session.folders()}
-    assert before == after
-    assert flag_names(dovecot, mailbox) == before_files
+    src = source(dovecot)
+
+    def state(mailbox):
+        with src.open(mailbox) as session:
+            return {f.name: (f.highestmodseq, f.unseen, f.messages) for f in session.folders()}
+
+    for mailbox in mailboxes:
+        before_files, before = flag_names(dovecot, mailbox), state(mailbox)
+        for _ in range(2):
+            collect_all(src, mailbox)
+        assert state(mailbox) == before, mailbox
+        assert flag_names(dovecot, mailbox) == before_files, mailbox
 
 
 def test_read_activity_counts_flag_changes_of_old_messages(dovecot):
@@ -157,6 +159,12 @@ def test_master_separator_login_and_plain_transport(dovecot, mailboxes):
     src = source(dovecot, auth="master-separator", port=dovecot.imap_port, security="plain")
     _, msgs, _ = collect_all(src, "su@danang.gov.vn")
     assert msgs
+
+
+def test_starttls_on_the_plain_port(dovecot, mailboxes):
+    src = source(dovecot, port=dovecot.imap_port, security="starttls")
+    with src.open("su@danang.gov.vn") as session:
+        assert session.client.socket().version().startswith("TLS")
 
 
 def test_per_user_credentials(dovecot, mailboxes):

@@ -174,3 +174,14 @@ def test_missing_env_secret_is_a_clear_error(dovecot, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="environment variable MU_TEST_MASTER is not set"):
         cfg.sources[0].password.resolve()
     assert "MU_TEST_MASTER" in repr(cfg.sources[0].password)
+
+
+def test_prefect_secret_block_reference(prefect_harness):
+    from prefect.blocks.system import Secret
+
+    from pipelines.config import SecretRef
+
+    Secret(value="from-a-block").save("mailusage-test-secret", overwrite=True)
+    assert SecretRef(prefect_secret="mailusage-test-secret").resolve() == "from-a-block"
+    with pytest.raises(ConfigError, match="Prefect Secret block 'absent' not found"):
+        SecretRef(prefect_secret="absent").resolve()
