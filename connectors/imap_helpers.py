@@ -13,6 +13,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Callable, Iterator
+from datetime import date
 from email.header import decode_header, make_header
 from email.utils import getaddresses, parsedate_tz
 from functools import lru_cache
@@ -114,7 +115,7 @@ def iter_fetch(
         m = fast(buf, pos)
         if m is not None:
             start = m.end()
-            end = start + int(m.group(11))
+            end = start + int(m.group(_LITERAL_GROUP))
             if buf.startswith(b")\r\n", end):
                 pos = end + 3
                 yield b"", buf[start:end], m.groups()
@@ -170,13 +171,14 @@ def _read_some(read: Callable[[], bytes]) -> bytes:
 # Dovecot, Cyrus and most servers answer in the order asked: one match then suffices.
 _ATTRS_IN_ORDER = re.compile(
     rb"\* \d+ FETCH \((?:MODSEQ \(\d+\) )?UID (\d+) (?:MODSEQ \(\d+\) )?"
-    rb'INTERNALDATE "[ 0]?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-]\d{4})" '
+    rb'INTERNALDATE "[ 0]?(\d{1,2}-[A-Za-z]{3}-\d{4}) (\d\d):(\d\d):(\d\d) ([+-]\d{4})" '
     rb"RFC822\.SIZE (\d+) FLAGS \(([^)]*)\)"
 )
 # The whole usual response up to its literal, matched in the read buffer itself.
 _RESPONSE = re.compile(
     _ATTRS_IN_ORDER.pattern + rb" BODY\[HEADER\.FIELDS \([^)]*\)\] \{(\d+)\}\r\n"
 )
+_LITERAL_GROUP = _RESPONSE.groups
 _MONTHS_B = {
     m.encode(): i
     for i, m in enumerate(
@@ -185,10 +187,19 @@ _MONTHS_B = {
 }
 
 
-@lru_cache(maxsize=64)
-def _offset_b(tz: bytes) -> int:
-    """``b"+0700"`` -> 25200."""
-    return (int(tz[1:3]) * 3600 + int(tz[3:5]) * 60) * (-1 if tz[:1] == b"-" else 1)
+@lru_cache(maxsize=4096)
+def _internal_base(day: bytes, tz: bytes) -> int | None:
+    """Epoch of 00:00 on ``day`` (``b"24-Oct-2026"``) in zone ``tz`` (``b"+0700"``); cached,
+    so each message pays only for its time of day."""
+    d, mon, y = day.split(b"-")
+    month = _MONTHS_B.get(mon)
+    if month is None:
+        return None
+    offset = (int(tz[1:3]) * 3600 + int(tz[3:5]) * 60) * (-1 if tz[:1] == b"-" else 1)
+    try:
+        return _day(int(y), month, int(d)) - offset
+    except ValueError:
+        return None
 
 
 _UID = re.compile(rb"[( ]UID (\d+)")
@@ -198,6 +209,7 @@ _INTERNALDATE_ANY = re.compile(rb'INTERNALDATE "([^"]+)"')
 _INTERNALDATE = re.compile(
     r"^\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
 )
+_EPOCH_DAY = date(1970, 1, 1)
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -208,8 +220,9 @@ _MONTHS = {
 
 @lru_cache(maxsize=4096)
 def _day(year: int, month: int, day: int) -> int:
-    """Epoch seconds of 00:00 UTC on that day; cached, since a mailbox spans few days."""
-    return calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0))
+    """Epoch seconds of 00:00 UTC on that day; cached, since a mailbox spans few days.
+    Raises ValueError for a day that does not exist (31 Nov)."""
+    return (date(year, month, day) - _EPOCH_DAY).days * 86400
 
 
 def _epoch(year: int, month: int, day: int, hh: int, mm: int, ss: int, offset_s: int) -> int:
@@ -251,30 +264,42 @@ def _zone(text: str) -> int | None:
     return _ZONES.get(text.upper())
 
 
-def _date_fast(value: str) -> int | None:
-    """The common shape ``[Day,] D Mon YYYY HH:MM[:SS] +ZZZZ [(comment)]``, else None."""
-    parts = value.split()
+_TIME = re.compile(r"(\d{1,2}):(\d\d)(?::(\d\d))?")
+
+
+@lru_cache(maxsize=4096)
+def _date_base(rest: str) -> int | None:
+    """Epoch of 00:00 for a Date header with its time of day cut out, or None.
+
+    ``"Sat, 24 Oct 2026  +0700"`` -> 1792774800. Cached: a mailbox spans few days and zones.
+    """
+    parts = rest.split()
     if parts and parts[0][-1:] == ",":
         del parts[0]
-    if len(parts) < 5 or not (parts[0].isdigit() and parts[2].isdigit()):
+    if len(parts) < 4 or not (parts[0].isdigit() and parts[2].isdigit() and len(parts[2]) == 4):
         return None
     month = _MONTHS.get(parts[1][:3].lower())
-    offset = _zone(parts[4])
-    hms = parts[3].split(":")
-    if month is None or offset is None or len(parts[2]) != 4 or not 2 <= len(hms) <= 3:
+    offset = _zone(parts[3])
+    if month is None or offset is None or not all(p.startswith("(") for p in parts[4:]):
         return None
     try:
-        return _epoch(
-            int(parts[2]),
-            month,
-            int(parts[0]),
-            int(hms[0]),
-            int(hms[1]),
-            int(hms[2]) if len(hms) == 3 else 0,
-            offset,
-        )
+        return _day(int(parts[2]), month, int(parts[0])) - offset
     except (ValueError, OverflowError):
         return None
+
+
+def _date_fast(value: str) -> int | None:
+    """The common shape ``[Day,] D Mon YYYY HH:MM[:SS] +ZZZZ [(comment)]``, else None."""
+    m = _TIME.search(value)
+    if m is None:
+        return None
+    base = _date_base(value[: m.start()] + value[m.end() :])
+    if base is None:
+        return None
+    hh, mm, ss = m.groups()
+    if int(hh) > 23 or int(mm) > 59:
+        return None
+    return base + int(hh) * 3600 + int(mm) * 60 + (int(ss) if ss else 0)
 
 
 def parse_date_header(value: str) -> int | None:
@@ -378,21 +403,52 @@ def parse_addresses(value: str) -> tuple[tuple[str, ...], bool]:
     return tuple(out), invalid
 
 
-_FIELD = re.compile(r"^([A-Za-z-]+)[ \t]*:[ \t]*([^\r\n]*)", re.M)
-
-
-def split_headers(block: bytes) -> dict[str, str]:
-    """Header fields of a HEADER.FIELDS literal, unfolded, first occurrence wins.
+def split_headers(block: bytes) -> dict[bytes, bytes]:
+    """Header fields of a HEADER.FIELDS literal, unfolded, first occurrence wins. Kept as
+    bytes: values are decoded only when a parser's cache has not seen them.
 
     >>> split_headers(b"From: a@x\\r\\nTo: b@y,\\r\\n c@z\\r\\n\\r\\n")
-    {'to': 'b@y, c@z', 'from': 'a@x'}
+    {b'from': b'a@x', b'to': b'b@y, c@z'}
     """
-    text = block.decode("utf-8", "replace")
-    if "\n " in text or "\n\t" in text:
-        # Unfold (RFC 5322 2.2.3); str.replace is ~10x cheaper than a regex here.
-        text = text.replace("\r\n ", " ").replace("\r\n\t", " ").replace("\n ", " ")
-    # Reversed, so that the first occurrence of a repeated field is the one kept.
-    return {name.lower(): value for name, value in reversed(_FIELD.findall(text))}
+    if b"\n " in block or b"\n\t" in block:
+        # Unfold (RFC 5322 2.2.3); bytes.replace is ~10x cheaper than a regex here.
+        block = block.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ").replace(b"\n ", b" ")
+    # split + partition: ~2.5x faster than a multi-line regex findall on these blocks.
+    fields: dict[bytes, bytes] = {}
+    for line in block.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep:
+            key = name.strip().lower()
+            if key not in fields:
+                fields[key] = value.strip()
+    return fields
+
+
+@lru_cache(maxsize=65536)
+def _addresses(value: bytes) -> tuple[tuple[str, ...], bool]:
+    return parse_addresses(value.decode("utf-8", "replace"))
+
+
+# The Date shape nearly every client writes: "[Day, ]D Mon YYYY HH:MM[:SS] +ZZZZ".
+_DATE_COMMON = re.compile(
+    rb"(?:[A-Z][a-z]{2}, ?)?(\d{1,2} [A-Z][a-z]{2} \d{4}) (\d\d):(\d\d)(?::(\d\d))? ([+-]\d{4})"
+)
+
+
+@lru_cache(maxsize=4096)
+def _common_base(day: bytes, zone: bytes) -> int | None:
+    """``(b"19 Oct 2026", b"+0700")`` -> epoch of that midnight in that zone."""
+    return _date_base(f"{day.decode()} {zone.decode()}")
+
+
+def _sent_date(value: bytes) -> int | None:
+    m = _DATE_COMMON.match(value)
+    if m is not None:
+        day, hh, mm, ss, zone = m.groups()
+        base = _common_base(day, zone)
+        if base is not None and int(hh) < 24 and int(mm) < 60:
+            return base + int(hh) * 3600 + int(mm) * 60 + (int(ss) if ss else 0)
+    return parse_date_header(value.decode("utf-8", "replace"))
 
 
 def parse_message(
@@ -410,16 +466,10 @@ def parse_message(
         groups = m.groups() if m is not None else None
     internal: int | None = None
     if groups is not None:
-        uid_b, d, mon, y, hh, mi, ss, tz, size_b, flags_b = groups[:10]
-        month = _MONTHS_B.get(mon)
-        if month is not None and int(hh) < 24:
-            internal = (
-                _day(int(y), month, int(d))
-                + int(hh) * 3600
-                + int(mi) * 60
-                + int(ss)
-                - _offset_b(tz)
-            )
+        uid_b, day_b, hh, mi, ss, tz, size_b, flags_b = groups[:8]
+        base = _internal_base(day_b, tz)
+        if base is not None:
+            internal = base + int(hh) * 3600 + int(mi) * 60 + int(ss)
     if internal is None:  # another order or an odd date: look for each item
         found = [p.search(attrs) for p in (_UID, _INTERNALDATE_ANY, _SIZE, _FLAGS)]
         if found[0] is None or found[1] is None or found[2] is None:
@@ -431,30 +481,31 @@ def parse_message(
             return None
     seen = b"\\Seen" in flags_b
     fields = split_headers(header) if header else {}
-    date_value = fields.get("date")
-    sent = parse_date_header(date_value) if date_value else None
+    value = fields.get(b"date")
+    sent = _sent_date(value) if value else None
     if sent is None:
         sent, date_source = internal, "internaldate"
     else:
         date_source = "header"
     invalid = False
     from_addr: str | None = None
-    value = fields.get("from")
+    value = fields.get(b"from")
     if value:
-        addrs, bad = parse_addresses(value)
+        addrs, bad = _addresses(value)
         from_addr = addrs[0] if addrs else None
         invalid |= bad
     to: tuple[str, ...] = ()
-    value = fields.get("to")
+    value = fields.get(b"to")
     if value:
-        to, bad = parse_addresses(value)
+        to, bad = _addresses(value)
         invalid |= bad
     cc: tuple[str, ...] = ()
-    value = fields.get("cc")
+    value = fields.get(b"cc")
     if value:
-        cc, bad = parse_addresses(value)
+        cc, bad = _addresses(value)
         invalid |= bad
-    message_id = fields.get("message-id", "").strip() or None
+    value = fields.get(b"message-id")
+    message_id = value.decode("utf-8", "replace").strip() or None if value else None
     return Message(
         folder,
         int(uid_b),

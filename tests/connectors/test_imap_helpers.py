@@ -9,6 +9,7 @@ import pytest
 from connectors.base import FolderCursor, FolderState, plan_folder
 from connectors.imap_helpers import (
     FetchProtocolError,
+    _sent_date,
     folder_name,
     folder_role,
     iter_fetch,
@@ -90,12 +91,15 @@ def test_iter_fetch_raises_on_no_and_on_a_dropped_connection():
     ],
 )
 def test_date_header_matches_the_standard_library(value):
-    assert parse_date_header(value) == int(parsedate_to_datetime(value).timestamp())
+    expected = int(parsedate_to_datetime(value).timestamp())
+    assert parse_date_header(value) == expected
+    assert _sent_date(value.encode()) == expected  # the hot path's bytes shortcut
 
 
 @pytest.mark.parametrize("value", ["", "sometime last week", "Mon, 45 Nov 2026 10:00:00 +0700"])
 def test_unreadable_dates_are_none(value):
     assert parse_date_header(value) is None
+    assert _sent_date(value.encode()) is None
 
 
 @pytest.mark.parametrize(
@@ -126,7 +130,7 @@ def test_addresses(value, expected):
 
 def test_split_headers_unfolds_and_keeps_the_first():
     block = b"To: a@x,\r\n\tb@y\r\nDate: one\r\nDate: two\r\nX: y\r\n\r\n"
-    assert split_headers(block) == {"to": "a@x, b@y", "date": "one", "x": "y"}
+    assert split_headers(block) == {b"to": b"a@x, b@y", b"date": b"one", b"x": b"y"}
 
 
 def test_folder_roles():
