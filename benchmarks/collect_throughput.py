@@ -196,7 +196,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for label, (n, secs, rss) in (("small", small), ("big", big)):
         print(f"| {label} | {n:,} | {secs:.1f} | {n / secs:,.0f} | {rss / 1024:.0f} MiB |")
+    pairs = [o / r for o, r in zip(ours, raws, strict=True)]
     print(f"\nraw runs: {[round(x) for x in raws]}; collector runs: {[round(x) for x in ours]}")
+    print(f"per-pair ratios: {[round(p, 2) for p in pairs]}, median {statistics.median(pairs):.2f}")
 
 
 if __name__ == "__main__":
