@@ -97,6 +97,71 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _month(value: str) -> str:
+    from analytics.policy import PolicyError, check_month
+
+    try:
+        return check_month(value)
+    except PolicyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from analytics.policy import PolicyError
+    from pipelines.config import ConfigError, RosterError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    from pipelines.evaluate import evaluate
+
+    try:
+        result = evaluate(config_path=str(cfg.path), month=args.month)
+    except (PolicyError, RosterError, ConfigError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    table = Table(title=f"unit ranking {result['month']} ({result['policy']})")
+    for col in (
+        "rank",
+        "unit",
+        "mailboxes",
+        "regular",
+        "share regular",
+        "change",
+        "unattended unit mailboxes",
+    ):
+        table.add_column(col)
+    for u in result["unit_ranking"]:
+        share = u["share_regular"]
+        change = u["share_regular_change"]
+        table.add_row(
+            str(u["rank"]),
+            u["unit_name"],
+            str(u["mailboxes"]),
+            str(u["regular"]),
+            f"{share:.0%}" if share is not None else "-",
+            f"{change:+.0%}" if change is not None else "-",
+            str(u["unit_mailboxes_unattended"]),
+        )
+    out.print(table)
+    share = result["regular_share"]
+    out.print(
+        f"regular users: {share:.0%} (Bình Dương baseline 30%); "
+        if share is not None
+        else "no mailboxes; ",
+        end="",
+    )
+    out.print(
+        f"{result['capped']} people capped; {result['confirmed_evidence']} confirmed "
+        f"and {result['suspected_evidence']} suspected evidence rows"
+    )
+    for name, path in result["paths"].items():
+        out.print(f"  {name}: {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailusage.demo import run_demo
 
@@ -118,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check every source and the roster")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("evaluate", help="the monthly evaluation: ranking, violations, HR CSV")
+    p.add_argument("--config", required=True)
+    p.add_argument(
+        "--month",
+        type=_month,
+        default=None,
+        help="YYYY-MM (default: last month in the agency's time zone)",
+    )
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("demo", help="a local Dovecot with a small agency, collected end to end")
     p.add_argument(
         "--workdir", default="demo-data", help="where the demo writes (default demo-data)"

@@ -96,6 +96,11 @@ class Config:
     concurrency: int = 2
     retries: int = 2
     retry_delay_seconds: tuple[int, ...] = (10, 60)
+    policy: str = "lien-chieu-2014"
+    waivers_path: Path | None = None
+    reports_dir: Path = Path("reports")
+    language: str = "vi"
+    public_domains_extra: tuple[str, ...] = ()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -217,7 +222,20 @@ def load_config(path: str | Path) -> Config:
     roster = raw.get("roster", {}).get("path")
     if not roster:
         raise ConfigError("roster.path is required")
+    evaluation = raw.get("evaluation", {})
+    language = evaluation.get("language", "vi")
+    if language not in ("vi", "en"):
+        raise ConfigError("evaluation.language must be vi or en")
+    policy = evaluation.get("policy", "lien-chieu-2014")
+    if policy.endswith(".toml"):
+        policy = str((base / policy).resolve())
+    waivers = evaluation.get("waivers")
     return Config(
+        policy=policy,
+        waivers_path=(base / waivers).resolve() if waivers else None,
+        reports_dir=(base / evaluation.get("reports_dir", "reports")).resolve(),
+        language=language,
+        public_domains_extra=tuple(d.lower() for d in evaluation.get("public_domains", [])),
         path=path,
         agency=agency.get("name", ""),
         timezone=tz,

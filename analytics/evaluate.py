@@ -1,0 +1,385 @@
+"""The monthly evaluation: SQL results + policy + waivers -> the files under reports/YYYY-MM/.
+
+    >>> result = evaluate_month(inputs, "2026-11", out_dir=Path("reports"))
+    >>> result.paths["hr_ratings"]
+    PosixPath('reports/2026-11/hr_ratings.csv')
+
+Every output is sorted and free of run timestamps, so re-running a month reproduces the
+same files byte for byte.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analytics.policy import Policy, Waiver, check_month, public_domains
+from analytics.queries import Workspace, month_params, previous_month
+from pipelines.config import Person
+
+LANGS = ("vi", "en")
+CLASS_LABELS = {
+    "vi": {
+        "regular": "Thường xuyên",
+        "occasional": "Thỉnh thoảng",
+        "inactive": "Không sử dụng",
+        "no_mailbox": "Chưa có hộp thư",
+    },
+    "en": {
+        "regular": "regular",
+        "occasional": "occasional",
+        "inactive": "inactive",
+        "no_mailbox": "no mailbox",
+    },
+}
+EXEMPTION_LABELS = {
+    "vi": {
+        "no_mailbox": "Chưa được cấp hộp thư",
+        "on_leave": "Nghỉ phép/nghỉ dài ngày",
+        "joined_mid_month": "Mới nhận công tác trong tháng",
+    },
+    "en": {
+        "no_mailbox": "no mailbox issued",
+        "on_leave": "on leave",
+        "joined_mid_month": "joined mid-month",
+    },
+}
+# Column headers: the only identifiers that reach an output, from this fixed table.
+HEADERS: dict[str, dict[str, str]] = {
+    "employee_id": {"vi": "Mã cán bộ", "en": "Employee ID"},
+    "full_name": {"vi": "Họ và tên", "en": "Full name"},
+    "unit": {"vi": "Đơn vị", "en": "Unit"},
+    "month": {"vi": "Tháng", "en": "Month"},
+    "usage_class": {"vi": "Mức độ sử dụng", "en": "Usage class"},
+    "violation_codes": {"vi": "Mã vi phạm", "en": "Violation codes"},
+    "max_rating": {"vi": "Mức xếp loại tối đa", "en": "Maximum rating"},
+    "evidence_count": {"vi": "Số bằng chứng", "en": "Evidence count"},
+    "waiver": {"vi": "Miễn trừ", "en": "Waiver"},
+    "exemption": {"vi": "Trường hợp loại trừ", "en": "Exemption"},
+    "mailbox": {"vi": "Hộp thư", "en": "Mailbox"},
+    "code": {"vi": "Mã vi phạm", "en": "Code"},
+    "confidence": {"vi": "Mức tin cậy", "en": "Confidence"},
+    "counts": {"vi": "Tính vào xếp loại", "en": "Counts toward the cap"},
+    "rule": {"vi": "Quy tắc phát hiện", "en": "Detection rule"},
+    "folder": {"vi": "Thư mục", "en": "Folder"},
+    "uid": {"vi": "UID", "en": "UID"},
+    "message_id": {"vi": "Message-ID", "en": "Message-ID"},
+    "date": {"vi": "Thời điểm", "en": "Date"},
+    "counterpart": {"vi": "Địa chỉ liên quan", "en": "Counterpart address"},
+    "rank": {"vi": "Hạng", "en": "Rank"},
+    "unit_code": {"vi": "Mã đơn vị", "en": "Unit code"},
+    "unit_name": {"vi": "Tên đơn vị", "en": "Unit name"},
+    "headcount": {"vi": "Số cán bộ", "en": "Headcount"},
+    "mailboxes": {"vi": "Số hộp thư", "en": "Mailboxes"},
+    "regular": {"vi": "Thường xuyên", "en": "Regular"},
+    "occasional": {"vi": "Thỉnh thoảng", "en": "Occasional"},
+    "inactive": {"vi": "Không sử dụng", "en": "Inactive"},
+    "no_mailbox": {"vi": "Chưa có hộp thư", "en": "No mailbox"},
+    "share_regular": {"vi": "Tỷ lệ thường xuyên", "en": "Share regular"},
+    "share_occasional": {"vi": "Tỷ lệ thỉnh thoảng", "en": "Share occasional"},
+    "share_inactive": {"vi": "Tỷ lệ không sử dụng", "en": "Share inactive"},
+    "share_regular_prev": {
+        "vi": "Tỷ lệ thường xuyên tháng trước",
+        "en": "Share regular, last month",
+    },
+    "share_regular_change": {"vi": "Thay đổi so với tháng trước", "en": "Change from last month"},
+    "unit_mailboxes": {"vi": "Hộp thư đơn vị", "en": "Unit mailboxes"},
+    "unit_mailboxes_unattended": {
+        "vi": "Hộp thư đơn vị không được theo dõi",
+        "en": "Unit mailboxes unattended",
+    },
+}
+UNIT_COLUMNS = (
+    "rank",
+    "unit_code",
+    "unit_name",
+    "headcount",
+    "mailboxes",
+    "regular",
+    "occasional",
+    "inactive",
+    "no_mailbox",
+    "share_regular",
+    "share_occasional",
+    "share_inactive",
+    "share_regular_prev",
+    "share_regular_change",
+    "unit_mailboxes",
+    "unit_mailboxes_unattended",
+)
+EVIDENCE_COLUMNS = (
+    "employee_id",
+    "full_name",
+    "unit",
+    "mailbox",
+    "code",
+    "confidence",
+    "counts",
+    "rule",
+    "folder",
+    "uid",
+    "message_id",
+    "date",
+    "counterpart",
+)
+HR_COLUMNS = (
+    "employee_id",
+    "full_name",
+    "unit",
+    "month",
+    "usage_class",
+    "violation_codes",
+    "max_rating",
+    "evidence_count",
+    "waiver",
+    "exemption",
+)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    data_dir: Path
+    people: Sequence[Person]
+    timezone: str
+    official_domains: tuple[str, ...]
+    policy: Policy
+    waivers: Sequence[Waiver] = ()
+    public_domains_extra: tuple[str, ...] = ()
+
+
+@dataclass
+class EvaluationResult:
+    month: str
+    person_month: pa.Table
+    unit_ranking: pa.Table
+    violations: pa.Table
+    hr_rows: list[dict[str, Any]]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "y", "x", "có", "co"}
+
+
+def roster_table(people: Sequence[Person]) -> pa.Table:
+    """The roster as the SQL sees it (bound as data, never as SQL text)."""
+    rows = []
+    for p in people:
+        x = p.extra
+        start = x.get("start_date") or None
+        rows.append(
+            {
+                "employee_id": p.employee_id,
+                "full_name": p.full_name,
+                "email": p.email,
+                "unit_code": p.unit_code,
+                "unit_name": p.unit_name,
+                "is_unit_mailbox": _truthy(x.get("is_unit_mailbox", "")),
+                "personal_emails": [
+                    a.strip().lower() for a in x.get("personal_email", "").split(";") if a.strip()
+                ],
+                "on_leave": _truthy(x.get("on_leave", "")),
+                "start_date": date.fromisoformat(start) if start else None,
+                "mailbox_issued": x.get("mailbox_issued", "yes").strip().lower()
+                not in {"no", "n", "0", "false", "không", "khong"},
+            }
+        )
+    schema = pa.schema(
+        [
+            ("employee_id", pa.string()),
+            ("full_name", pa.string()),
+            ("email", pa.string()),
+            ("unit_code", pa.string()),
+            ("unit_name", pa.string()),
+            ("is_unit_mailbox", pa.bool_()),
+            ("personal_emails", pa.list_(pa.string())),
+            ("on_leave", pa.bool_()),
+            ("start_date", pa.date32()),
+            ("mailbox_issued", pa.bool_()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def evaluate_month(
+    inputs: EvaluationInputs, month: str, *, out_dir: Path | None = None, lang: str = "vi"
+) -> EvaluationResult:
+    check_month(month)
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {LANGS}")
+    policy = inputs.policy
+    ws = Workspace.open(
+        inputs.data_dir,
+        roster_table(inputs.people),
+        official=list(inputs.official_domains),
+        public=public_domains(inputs.public_domains_extra),
+        registration=list(policy.registration_domains),
+    )
+    usage = {
+        "regular_days": policy.regular_min_active_days,
+        "occasional_days": policy.occasional_min_active_days,
+    }
+    params = month_params(month, inputs.timezone)
+    prev = ws.run("person_month", **month_params(previous_month(month), inputs.timezone), **usage)
+    ws.register("person_month_prev", prev)
+    person_month = ws.materialise("person_month", **params, **usage)
+    ws.materialise("counterpart_addresses", **params)
+    counterparts = ws.run("counterparts")
+    ranking = ws.run("unit_ranking")
+    violations = ws.run(
+        "violations",
+        **params,
+        mandatory_use=policy.mandatory_use,
+        suspected_min_mailboxes=policy.suspected_min_mailboxes,
+        suspected_min_units=policy.suspected_min_units,
+    )
+    person_month = _with_counterparts(person_month, counterparts)
+    hr_rows = _hr_rows(inputs, month, person_month, violations, lang)
+    result = EvaluationResult(month, person_month, ranking, violations, hr_rows)
+    if out_dir is not None:
+        result.paths = _write(result, out_dir / month, inputs, lang)
+    return result
+
+
+def _with_counterparts(pm: pa.Table, cp: pa.Table) -> pa.Table:
+    by_mailbox = {r["mailbox"]: r for r in cp.to_pylist()}
+    for col in ("msgs_official", "msgs_public", "msgs_other", "public_addresses"):
+        values = [by_mailbox.get(m, {}).get(col, 0) for m in pm["mailbox"].to_pylist()]
+        pm = pm.append_column(col, pa.array(values, pa.int64()))
+    return pm
+
+
+def _hr_rows(
+    inputs: EvaluationInputs, month: str, pm: pa.Table, violations: pa.Table, lang: str
+) -> list[dict[str, Any]]:
+    """One row per roster person (unit mailboxes are not people)."""
+    policy = inputs.policy
+    confirmed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for v in violations.to_pylist():
+        if v["confidence"] == "confirmed":
+            confirmed[v["employee_id"]].append(v)
+    waivers = {(w.employee_id, w.code): w for w in inputs.waivers if w.month == month}
+    rows = []
+    for p in pm.to_pylist():
+        if p["is_unit_mailbox"]:
+            continue
+        evidence = confirmed.get(p["employee_id"], [])
+        codes = sorted({e["code"] for e in evidence})
+        counting = {c for c in codes if c in policy.codes and policy.codes[c].counts}
+        waived = sorted(c for c in counting if (p["employee_id"], c) in waivers)
+        cap = policy.cap_for(counting - set(waived))
+        rows.append(
+            {
+                "employee_id": p["employee_id"],
+                "full_name": p["full_name"],
+                "unit": p["unit_name"],
+                "month": month,
+                "usage_class": CLASS_LABELS[lang][p["usage_class"]],
+                "violation_codes": ";".join(codes),
+                "max_rating": (cap.vi if lang == "vi" else cap.en) if cap else "",
+                "evidence_count": len(evidence),
+                "waiver": "; ".join(
+                    f"{c}: {waivers[(p['employee_id'], c)].reason} "
+                    f"({waivers[(p['employee_id'], c)].approved_by})"
+                    for c in waived
+                ),
+                "exemption": EXEMPTION_LABELS[lang].get(p["exemption"] or "", ""),
+            }
+        )
+    return rows
+
+
+def neutralise(value: Any) -> Any:
+    """A text cell that Excel would run as a formula gets a leading apostrophe.
+
+    >>> neutralise("=HYPERLINK(\\"http://x\\")"), neutralise(-0.05)
+    ('\\'=HYPERLINK("http://x")', -0.05)
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_bytes(columns: Sequence[str], rows: list[dict[str, Any]], lang: str) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([HEADERS[c][lang] for c in columns])
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else neutralise(row.get(c)) for c in columns])
+    return ("\ufeff" + out.getvalue()).encode("utf-8")  # BOM: Excel reads it as UTF-8
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _evidence_rows(
+    inputs: EvaluationInputs, violations: pa.Table, confidence: str
+) -> list[dict[str, Any]]:
+    people = {p.employee_id: p for p in inputs.people}
+    zone = ZoneInfo(inputs.timezone)
+    rows = []
+    for v in violations.to_pylist():
+        if v["confidence"] != confidence:
+            continue
+        person = people.get(v["employee_id"])
+        rule = inputs.policy.codes.get(v["code"])
+        when: datetime | None = v["evidence_date"]
+        rows.append(
+            {
+                **v,
+                "full_name": person.full_name if person else "",
+                "unit": person.unit_name if person else "",
+                "counts": "yes" if (rule and rule.counts and confidence == "confirmed") else "no",
+                "date": when.astimezone(zone).isoformat(timespec="seconds") if when else None,
+            }
+        )
+    return rows
+
+
+def _write(
+    result: EvaluationResult, folder: Path, inputs: EvaluationInputs, lang: str
+) -> dict[str, Path]:
+    paths = {
+        name: folder / name
+        for name in (
+            "person_month.parquet",
+            "unit_ranking.csv",
+            "violations.csv",
+            "review.csv",
+            "hr_ratings.csv",
+        )
+    }
+    sink = pa.BufferOutputStream()
+    pq.write_table(result.person_month, sink, compression="zstd")
+    _atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
+    _atomic_write(
+        paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking.to_pylist(), lang)
+    )
+    _atomic_write(
+        paths["violations.csv"],
+        _csv_bytes(EVIDENCE_COLUMNS, _evidence_rows(inputs, result.violations, "confirmed"), lang),
+    )
+    _atomic_write(
+        paths["review.csv"],
+        _csv_bytes(EVIDENCE_COLUMNS, _evidence_rows(inputs, result.violations, "suspected"), lang),
+    )
+    _atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, result.hr_rows, lang))
+    return {Path(k).stem: v for k, v in paths.items()}

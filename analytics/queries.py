@@ -1,0 +1,142 @@
+"""The tiny loader: a DuckDB connection with the datasets as views, and the SQL files run
+with bound parameters. Query names come from an allow-list; values are never pasted.
+
+    >>> ws = Workspace.open(Path("data"), roster_table, official=["danang.gov.vn"])
+    >>> ws.run("person_month", month_params("2026-11", "Asia/Ho_Chi_Minh"), regular_days=8, ...)
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pyarrow as pa
+
+from analytics.policy import check_month
+from pipelines.storage import MAILBOX_STATUS, MESSAGES
+
+SQL_DIR = Path(__file__).parent / "sql"
+QUERIES = frozenset(
+    {"counterpart_addresses", "counterparts", "person_month", "unit_ranking", "violations"}
+)
+
+# Datasets other collectors add (server-signals issue); absent means "unknown".
+LOGINS = pa.schema(
+    [
+        ("mailbox", pa.string()),
+        ("login_at", pa.timestamp("s", tz="UTC")),
+        ("protocol", pa.string()),
+        ("remote_addr", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+FORWARDING = pa.schema(
+    [("mailbox", pa.string()), ("target", pa.string()), ("rule_name", pa.string())]
+)
+CONTACTS = pa.schema(
+    [
+        ("mailbox", pa.string()),
+        ("uid", pa.int64()),
+        ("message_id", pa.string()),
+        ("address", pa.string()),
+        ("where_found", pa.string()),
+        ("sent_date", pa.timestamp("s", tz="UTC")),
+    ]
+)
+DATASETS = {
+    "messages": MESSAGES,
+    "mailbox_status": MAILBOX_STATUS,
+    "logins": LOGINS,
+    "forwarding": FORWARDING,
+    "contacts": CONTACTS,
+}
+
+
+def sql(name: str) -> str:
+    """The text of ``analytics/sql/<name>.sql``; only names on the allow-list."""
+    if name not in QUERIES:
+        raise ValueError(f"unknown query {name!r}")
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def month_params(month: str, tz: str) -> dict[str, Any]:
+    """Bounds of a month in the agency's zone, as bound parameters.
+
+    >>> month_params("2026-11", "Asia/Ho_Chi_Minh")["month_start"]
+    datetime.datetime(2026, 11, 1, 0, 0, tzinfo=zoneinfo.ZoneInfo(key='Asia/Ho_Chi_Minh'))
+    """
+    check_month(month)
+    first = date.fromisoformat(f"{month}-01")
+    nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    zone = ZoneInfo(tz)
+    return {
+        "month_start": datetime(first.year, first.month, 1, tzinfo=zone),
+        "month_end": datetime(nxt.year, nxt.month, 1, tzinfo=zone),
+        "first_day": first,
+        "next_day": nxt,
+        "tz": tz,
+    }
+
+
+def previous_month(month: str) -> str:
+    """``"2026-01"`` -> ``"2025-12"``."""
+    check_month(month)
+    y, m = int(month[:4]), int(month[5:])
+    return f"{y - 1}-12" if m == 1 else f"{y}-{m - 1:02d}"
+
+
+class Workspace:
+    """One DuckDB connection over the data directory and the evaluation's lookup tables."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path,
+        roster: pa.Table,
+        *,
+        official: list[str],
+        public: list[str],
+        registration: list[str],
+    ) -> Workspace:
+        con = duckdb.connect()
+        con.execute("set TimeZone = 'UTC'")
+        ws = cls(con)
+        for name, schema in DATASETS.items():
+            files = sorted((data_dir / name).glob("*/*.parquet"))
+            if files:
+                rel = con.read_parquet([str(f) for f in files], hive_partitioning=True)
+                rel.create_view(name)
+            else:  # nothing collected yet: an empty table of the same shape
+                empty = schema.empty_table()
+                if name in ("messages", "mailbox_status"):
+                    empty = empty.append_column("night", pa.array([], pa.date32()))
+                ws.register(name, empty)
+        ws.register("roster", roster)
+        for name, values in (
+            ("official_domains", official),
+            ("public_domains", public),
+            ("registration_domains", registration),
+        ):
+            ws.register(name, pa.table({"domain": pa.array(sorted(set(values)), pa.string())}))
+        return ws
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+
+    def run(self, name: str, **params: Any) -> pa.Table:
+        """Run one SQL file; parameters it does not use are not sent."""
+        text = sql(name)
+        used = {k: v for k, v in params.items() if f"${k}" in text}
+        return self.con.sql(text, params=used).to_arrow_table()
+
+    def materialise(self, name: str, **params: Any) -> pa.Table:
+        """Run a query and register its result under its own name for the next queries."""
+        table = self.run(name, **params)
+        self.register(name, table)
+        return table

@@ -1,0 +1,135 @@
+-- Usage of every roster person in one month: one row per roster row.
+-- Inputs: roster, messages, mailbox_status, logins (may be empty: then last_login is null,
+-- "unknown", never "no login"). Parameters: $month_start / $month_end (timestamptz bounds),
+-- $first_day / $next_day (local dates), $tz, $regular_days, $occasional_days.
+-- An active day is a local day with a sent message, read activity (flags changed: the
+-- night N collection covers day N-1) or a login.
+with
+
+window_messages as (
+    select mailbox, role, cast(timezone($tz, sent_date) as date) as local_day
+    from messages
+    where sent_date >= $month_start and sent_date < $month_end
+),
+
+sent as (
+    select mailbox, count(*) as sent
+    from window_messages
+    where role = 'sent'
+    group by mailbox
+),
+
+received as (
+    select mailbox, count(*) as received
+    from window_messages
+    where role not in ('sent', 'drafts', 'trash', 'junk', 'all')
+    group by mailbox
+),
+
+nights as (
+    select
+        mailbox,
+        cast(night as date) as night,
+        cast(night as date) - 1 as activity_day,
+        sum(read_activity) as read_activity,
+        max(quota_used_bytes) as quota_used_bytes,
+        max(quota_limit_bytes) as quota_limit_bytes
+    from mailbox_status
+    where folder_status = 'ok'
+    group by mailbox, night
+),
+
+window_nights as (
+    select *
+    from nights
+    where activity_day >= $first_day and activity_day < $next_day
+),
+
+night_summary as (
+    select
+        mailbox,
+        count(*) as nights_collected,
+        coalesce(sum(read_activity), 0) as read_activity,
+        arg_max(quota_used_bytes, night) as quota_used_bytes,
+        arg_max(quota_limit_bytes, night) as quota_limit_bytes
+    from window_nights
+    group by mailbox
+),
+
+login_days as (
+    select lower(mailbox) as mailbox, cast(timezone($tz, login_at) as date) as local_day
+    from logins
+    where login_at >= $month_start and login_at < $month_end
+),
+
+active as (
+    select mailbox, local_day from window_messages where role = 'sent'
+    union
+    select mailbox, activity_day from window_nights where read_activity > 0
+    union
+    select mailbox, local_day from login_days
+),
+
+activity as (
+    select mailbox, count(*) as active_days, max(local_day) as last_activity
+    from active
+    group by mailbox
+),
+
+last_login as (
+    select lower(mailbox) as mailbox, max(login_at) as last_login
+    from logins
+    where login_at < $month_end
+    group by 1
+),
+
+joined as (
+    select
+        r.employee_id,
+        r.full_name,
+        r.unit_code,
+        r.unit_name,
+        r.email as mailbox,
+        r.is_unit_mailbox,
+        r.email <> '' and r.mailbox_issued as has_mailbox,
+        coalesce(s.sent, 0) as sent,
+        coalesce(v.received, 0) as received,
+        coalesce(n.read_activity, 0) as read_activity,
+        coalesce(a.active_days, 0) as active_days,
+        a.last_activity,
+        l.last_login,
+        coalesce(n.nights_collected, 0) as nights_collected,
+        n.quota_used_bytes,
+        n.quota_limit_bytes,
+        round(n.quota_used_bytes / nullif(n.quota_limit_bytes, 0), 6) as storage_share,
+        r.on_leave,
+        r.start_date,
+        r.start_date is not null and r.start_date > $first_day
+            and r.start_date < $next_day as joined_mid_month
+    from roster r
+    left join sent s on s.mailbox = r.email
+    left join received v on v.mailbox = r.email
+    left join night_summary n on n.mailbox = r.email
+    left join activity a on a.mailbox = r.email
+    left join last_login l on l.mailbox = r.email
+),
+
+final as (
+    select
+        *,
+        case
+            when not has_mailbox then 'no_mailbox'
+            when active_days >= $regular_days then 'regular'
+            when active_days >= $occasional_days then 'occasional'
+            else 'inactive'
+        end as usage_class,
+        case
+            when not has_mailbox then 'no_mailbox'
+            when on_leave then 'on_leave'
+            when joined_mid_month then 'joined_mid_month'
+        end as exemption
+    from joined
+)
+
+select * from final
+order by employee_id

@@ -1,0 +1,83 @@
+-- Units ranked by their share of regular users this month, with the change from last
+-- month and the unit mailboxes nobody attended. Unit mailboxes are not people: they are
+-- left out of headcount and shares. Inputs: person_month (this month), person_month_prev
+-- (the month before; may be empty).
+with
+
+people as (
+    select * from person_month where not is_unit_mailbox
+),
+
+units as (
+    select
+        unit_code,
+        min(unit_name) as unit_name,
+        count(*) as headcount,
+        count(*) filter (where has_mailbox) as mailboxes,
+        count(*) filter (where usage_class = 'regular') as regular,
+        count(*) filter (where usage_class = 'occasional') as occasional,
+        count(*) filter (where usage_class = 'inactive') as inactive,
+        count(*) filter (where usage_class = 'no_mailbox') as no_mailbox
+    from people
+    group by unit_code
+),
+
+previous as (
+    select
+        unit_code,
+        count(*) filter (where usage_class = 'regular')
+            / nullif(count(*) filter (where has_mailbox), 0) as share_regular_prev
+    from person_month_prev
+    where not is_unit_mailbox
+    group by unit_code
+),
+
+unit_mailboxes as (
+    select
+        unit_code,
+        count(*) as unit_mailboxes,
+        count(*) filter (
+            where nights_collected > 0 and read_activity = 0 and sent = 0
+        ) as unit_mailboxes_unattended
+    from person_month
+    where is_unit_mailbox
+    group by unit_code
+),
+
+shares as (
+    select
+        u.*,
+        round(regular / nullif(mailboxes, 0), 4) as share_regular,
+        round(occasional / nullif(mailboxes, 0), 4) as share_occasional,
+        round(inactive / nullif(mailboxes, 0), 4) as share_inactive,
+        round(p.share_regular_prev, 4) as share_regular_prev,
+        coalesce(m.unit_mailboxes, 0) as unit_mailboxes,
+        coalesce(m.unit_mailboxes_unattended, 0) as unit_mailboxes_unattended
+    from units u
+    left join previous p using (unit_code)
+    left join unit_mailboxes m using (unit_code)
+),
+
+final as (
+    select
+        rank() over (order by share_regular desc nulls last) as rank,
+        unit_code,
+        unit_name,
+        headcount,
+        mailboxes,
+        regular,
+        occasional,
+        inactive,
+        no_mailbox,
+        share_regular,
+        share_occasional,
+        share_inactive,
+        share_regular_prev,
+        round(share_regular - share_regular_prev, 4) as share_regular_change,
+        unit_mailboxes,
+        unit_mailboxes_unattended
+    from shares
+)
+
+select * from final
+order by rank, unit_code

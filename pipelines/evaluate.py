@@ -1,0 +1,75 @@
+"""Monthly evaluation flow: the collected month -> reports/YYYY-MM/ (usage, ranking,
+violations with evidence, review list, HR rating input).
+
+Deployment: the 1st of each month at 06:00 Asia/Ho_Chi_Minh, for the previous month.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from analytics.evaluate import EvaluationInputs, evaluate_month
+from analytics.policy import load_policy, load_waivers
+from analytics.queries import previous_month
+from pipelines.config import load_config, load_roster
+
+
+def last_month(tz: Any) -> str:
+    """The month before the current one in the agency's zone: ``"2026-10"`` in November."""
+    return previous_month(datetime.now(tz).strftime("%Y-%m"))
+
+
+def run_evaluation(
+    config_path: str, month: str | None = None, language: str | None = None
+) -> dict[str, Any]:
+    cfg = load_config(config_path)
+    month = month or last_month(cfg.tz)
+    inputs = EvaluationInputs(
+        data_dir=cfg.data_dir,
+        people=load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources]),
+        timezone=cfg.timezone,
+        official_domains=cfg.official_domains,
+        policy=load_policy(cfg.policy),
+        waivers=load_waivers(cfg.waivers_path),
+        public_domains_extra=cfg.public_domains_extra,
+    )
+    result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=language or cfg.language)
+    classes = [
+        r["usage_class"]
+        for r in result.person_month.to_pylist()
+        if not r["is_unit_mailbox"] and r["has_mailbox"]
+    ]
+    return {
+        "month": month,
+        "policy": inputs.policy.name,
+        "people": len(result.hr_rows),
+        "regular_share": round(classes.count("regular") / len(classes), 4) if classes else None,
+        "capped": sum(1 for r in result.hr_rows if r["max_rating"]),
+        "confirmed_evidence": sum(
+            1 for v in result.violations.to_pylist() if v["confidence"] == "confirmed"
+        ),
+        "suspected_evidence": sum(
+            1 for v in result.violations.to_pylist() if v["confidence"] == "suspected"
+        ),
+        "paths": {k: str(v) for k, v in result.paths.items()},
+        "unit_ranking": result.unit_ranking.to_pylist(),
+    }
+
+
+@flow(name="evaluate", log_prints=False)
+def evaluate(config_path: str, month: str | None = None) -> dict[str, Any]:
+    """Monthly evaluation flow. ``month`` defaults to last month in the agency's zone."""
+    summary = run_evaluation(config_path, month)
+    get_run_logger().info(
+        "evaluated %s with %s: %s people, %s capped; files in %s",
+        summary["month"],
+        summary["policy"],
+        summary["people"],
+        summary["capped"],
+        Path(next(iter(summary["paths"].values()))).parent,
+    )
+    return summary

@@ -1,0 +1,259 @@
+"""Each query on the fixture agency (tests/analytics/fixture.py) with hand-counted rows."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from analytics.evaluate import EvaluationInputs, evaluate_month
+from analytics.policy import PolicyError, Waiver, load_policy
+from tests.analytics.fixture import ROSTER, addr, build, people
+
+MONTH = "2026-11"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    build(root / "data")
+    return root
+
+
+def inputs(root: Path, *, policy="lien-chieu-2014", waivers=(), rows=ROSTER):
+    return EvaluationInputs(
+        data_dir=root / "data",
+        people=people(root, rows),
+        timezone="Asia/Ho_Chi_Minh",
+        official_domains=("danang.gov.vn",),
+        policy=load_policy(policy),
+        waivers=waivers,
+    )
+
+
+@pytest.fixture(scope="module")
+def result(data_dir):
+    return evaluate_month(inputs(data_dir), MONTH, out_dir=data_dir / "reports")
+
+
+def test_person_month_usage_is_counted_by_hand(result):
+    got = {
+        r["employee_id"]: (
+            r["sent"],
+            r["received"],
+            r["read_activity"],
+            r["active_days"],
+            r["usage_class"],
+            r["nights_collected"],
+        )
+        for r in result.person_month.to_pylist()
+    }
+    assert got == {
+        "P01": (8, 0, 0, 8, "regular", 30),
+        "P02": (0, 1, 20, 10, "regular", 30),
+        "P03": (10, 0, 0, 10, "regular", 30),
+        "P04": (1, 0, 0, 1, "occasional", 30),
+        "P05": (0, 2, 1, 1, "occasional", 30),
+        "P06": (0, 0, 0, 0, "inactive", 30),
+        "P07": (0, 0, 0, 0, "inactive", 30),
+        "P08": (0, 0, 0, 0, "inactive", 0),
+        "P09": (2, 0, 0, 1, "occasional", 30),
+        "P10": (0, 1, 1, 1, "occasional", 30),
+        "P11": (0, 0, 0, 0, "no_mailbox", 0),
+        "UA": (0, 0, 0, 0, "inactive", 30),
+    }
+    p01 = next(r for r in result.person_month.to_pylist() if r["employee_id"] == "P01")
+    assert p01["storage_share"] == 0.2
+    assert str(p01["last_activity"]) == "2026-11-08"
+    assert p01["last_login"] is None  # no login data: unknown, not "never"
+
+
+def test_the_30_70_split_is_reported_as_such(result):
+    staff = [
+        r for r in result.person_month.to_pylist() if not r["is_unit_mailbox"] and r["has_mailbox"]
+    ]
+    regular = sum(r["usage_class"] == "regular" for r in staff)
+    assert (regular, len(staff) - regular) == (3, 7)
+
+
+def test_counterparts(result):
+    got = {
+        r["employee_id"]: (
+            r["msgs_official"],
+            r["msgs_public"],
+            r["msgs_other"],
+            r["public_addresses"],
+        )
+        for r in result.person_month.to_pylist()
+    }
+    assert got["P01"] == (8, 0, 0, 0)  # the 1 Dec mail is outside November
+    assert got["P03"] == (9, 1, 0, 1)
+    assert got["P04"] == (0, 1, 0, 1)
+    assert got["P05"] == (0, 0, 2, 0)  # facebookmail.com is neither official nor public
+    assert got["P09"] == (0, 2, 0, 2)  # two spellings of one address, counted as written
+    assert got["P02"] == (1, 0, 0, 0)
+
+
+def test_unit_ranking(result):
+    rows = {r["unit_code"]: r for r in result.unit_ranking.to_pylist()}
+    a, b = rows["A"], rows["B"]
+    assert (a["rank"], a["headcount"], a["mailboxes"], a["regular"], a["share_regular"]) == (
+        1,
+        5,
+        5,
+        2,
+        0.4,
+    )
+    assert (b["rank"], b["headcount"], b["mailboxes"], b["regular"], b["no_mailbox"]) == (
+        2,
+        6,
+        5,
+        1,
+        1,
+    )
+    assert b["share_regular"] == 0.2
+    assert (a["share_regular_prev"], a["share_regular_change"]) == (0.2, 0.2)
+    assert (b["share_regular_prev"], b["share_regular_change"]) == (0.0, 0.2)
+    assert (a["unit_mailboxes"], a["unit_mailboxes_unattended"]) == (1, 1)
+
+
+def test_violations_with_evidence(result):
+    rows = result.violations.to_pylist()
+    confirmed = sorted(
+        {(r["employee_id"], r["code"]) for r in rows if r["confidence"] == "confirmed"}
+    )
+    assert confirmed == [
+        ("P04", "PUBLIC_MAIL_FOR_WORK"),
+        ("P05", "OFFICIAL_ADDRESS_REGISTERED"),
+        ("P06", "NOT_USING_OFFICIAL_MAIL"),
+        ("UA", "UNIT_MAILBOX_UNATTENDED"),
+    ]
+    p04 = next(r for r in rows if r["employee_id"] == "P04")
+    assert (p04["counterpart"], p04["folder"], p04["rule"]) == (
+        "p04.home@gmail.com",
+        "Sent",
+        "declared_personal_address",
+    )
+    assert p04["message_id"].endswith("@fixture>") and p04["uid"] is not None
+    suspected = sorted({r["employee_id"] for r in rows if r["confidence"] == "suspected"})
+    assert suspected == ["P03", "P09", "P10"]  # 3 mailboxes, 2 units, one public address
+
+
+def test_no_confirmed_violation_for_clean_people(result):
+    flagged = {
+        r["employee_id"] for r in result.violations.to_pylist() if r["confidence"] == "confirmed"
+    }
+    for clean in ("P01", "P02", "P03", "P07", "P08", "P09", "P10", "P11"):
+        assert clean not in flagged, clean
+
+
+def test_hr_ratings_caps_and_exemptions(result):
+    rows = {r["employee_id"]: r for r in result.hr_rows}
+    assert "UA" not in rows and len(rows) == 11  # one row per person; unit mailboxes are not
+    assert rows["P04"]["max_rating"] == "Hoàn thành khá nhiệm vụ"
+    assert rows["P06"]["max_rating"] == "Hoàn thành khá nhiệm vụ"
+    assert rows["P05"]["max_rating"] == ""  # this code does not count in lien-chieu-2014
+    assert rows["P05"]["violation_codes"] == "OFFICIAL_ADDRESS_REGISTERED"
+    assert rows["P07"]["exemption"] == "Nghỉ phép/nghỉ dài ngày"
+    assert rows["P07"]["max_rating"] == "" and rows["P08"]["max_rating"] == ""
+    assert rows["P11"]["usage_class"] == "Chưa có hộp thư"
+
+
+def test_a_waiver_lifts_exactly_its_cap(data_dir, tmp_path):
+    waivers = [
+        Waiver("P04", MONTH, "PUBLIC_MAIL_FOR_WORK", "Gửi nhầm, đã giải trình", "Chủ tịch UBND"),
+        Waiver("P06", MONTH, "PUBLIC_MAIL_FOR_WORK", "không liên quan", "Chủ tịch UBND"),
+        Waiver("P06", "2026-10", "NOT_USING_OFFICIAL_MAIL", "tháng khác", "Chủ tịch UBND"),
+    ]
+    rows = {
+        r["employee_id"]: r
+        for r in evaluate_month(inputs(data_dir, waivers=waivers), MONTH).hr_rows
+    }
+    assert rows["P04"]["max_rating"] == ""
+    assert rows["P04"]["waiver"] == "PUBLIC_MAIL_FOR_WORK: Gửi nhầm, đã giải trình (Chủ tịch UBND)"
+    assert rows["P04"]["evidence_count"] == 1  # the evidence stays visible
+    assert rows["P06"]["max_rating"] == "Hoàn thành khá nhiệm vụ"  # other code, other month
+    assert rows["P06"]["waiver"] == ""
+
+
+def test_outputs_are_excel_friendly_and_reproducible(data_dir, result):
+    hr = result.paths["hr_ratings"].read_bytes()
+    assert hr.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM
+    header = hr.decode("utf-8-sig").splitlines()[0]
+    assert header.startswith("Mã cán bộ,Họ và tên,Đơn vị,Tháng")
+    before = {k: p.read_bytes() for k, p in result.paths.items()}
+    again = evaluate_month(inputs(data_dir), MONTH, out_dir=data_dir / "reports")
+    assert {k: p.read_bytes() for k, p in again.paths.items()} == before
+    en = evaluate_month(inputs(data_dir), MONTH, out_dir=data_dir / "reports-en", lang="en")
+    assert en.paths["hr_ratings"].read_text("utf-8-sig").startswith("Employee ID,Full name")
+
+
+def test_hostile_unit_name_and_month(data_dir, tmp_path):
+    hostile = "=cmd|' /C calc'!A0'); drop table roster; --"
+    rows = [(*r[:3], hostile, *r[4:]) if r[2] == "B" else r for r in ROSTER]
+    out = evaluate_month(inputs(data_dir, rows=rows), MONTH, out_dir=tmp_path)
+    ranking = list(csv.reader(out.paths["unit_ranking"].read_text("utf-8-sig").splitlines()))
+    names = {row[2] for row in ranking[1:]}
+    assert "'" + hostile in names  # kept as data, neutralised for Excel
+    assert len(out.hr_rows) == 11  # the roster table is still there
+    for month in ("2026-11'; drop table roster; --", "2026-13", "11-2026"):
+        with pytest.raises(PolicyError, match="month must be YYYY-MM"):
+            evaluate_month(inputs(data_dir), month)
+
+
+def test_phu_giao_preset_reports_without_capping(data_dir):
+    out = evaluate_month(inputs(data_dir, policy="phu-giao-2018"), MONTH)
+    rows = {r["employee_id"]: r for r in out.hr_rows}
+    assert rows["P05"]["violation_codes"] == "OFFICIAL_ADDRESS_REGISTERED"
+    assert all(r["max_rating"] == "" for r in rows.values())
+
+
+def test_unknown_policy_is_a_clear_error():
+    with pytest.raises(PolicyError, match="presets: \\['lien-chieu-2014', 'phu-giao-2018'\\]"):
+        load_policy("hanoi-2030")
+
+
+def test_mailbox_status_rows_only_from_collected_mailboxes(result):
+    p08 = next(r for r in result.person_month.to_pylist() if r["employee_id"] == "P08")
+    assert p08["mailbox"] == addr("P08") and p08["quota_used_bytes"] is None
+
+
+def test_cli_evaluate_runs_the_flow_and_writes_reports(data_dir, tmp_path, capsys, prefect_harness):
+    from mailusage.cli import main
+
+    people(tmp_path)  # writes roster.csv
+    (tmp_path / "waivers.csv").write_text(
+        "employee_id,month,code,reason,approved_by\n"
+        "P04,2026-11,PUBLIC_MAIL_FOR_WORK,Đã giải trình,Chủ tịch\n",
+        encoding="utf-8",
+    )
+    cfg = tmp_path / "mailusage.toml"
+    cfg.write_text(
+        f"""
+[agency]
+official_domains = ["danang.gov.vn"]
+[storage]
+data_dir = "{data_dir / "data"}"
+[roster]
+path = "roster.csv"
+[evaluation]
+policy = "lien-chieu-2014"
+waivers = "waivers.csv"
+reports_dir = "reports"
+[[sources]]
+host = "127.0.0.1"
+master_user = "admin"
+password = {{ env = "UNUSED_HERE" }}
+""",
+        encoding="utf-8",
+    )
+    assert main(["evaluate", "--config", str(cfg), "--month", MONTH]) == 0
+    out = capsys.readouterr().out
+    assert "regular users: 30% (Bình Dương baseline 30%)" in out
+    hr = (tmp_path / "reports" / MONTH / "hr_ratings.csv").read_text("utf-8-sig")
+    p04 = next(line for line in hr.splitlines() if line.startswith("P04,"))
+    assert "Đã giải trình" in p04 and "Hoàn thành khá" not in p04
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--config", str(cfg), "--month", "2026-13"])
+    assert exit_info.value.code == 2
