@@ -238,11 +238,12 @@ def evaluate_month(
     person_month = ws.materialise("person_month", **params, **usage)
     ws.materialise("counterpart_addresses", **params)
     counterparts = ws.run("counterparts")
-    ranking = ws.run("unit_ranking")
+    ranking = ws.run("unit_ranking", min_nights_collected=policy.min_nights_collected)
     violations = ws.run(
         "violations",
         **params,
         mandatory_use=policy.mandatory_use,
+        min_nights_collected=policy.min_nights_collected,
         suspected_min_mailboxes=policy.suspected_min_mailboxes,
         suspected_min_units=policy.suspected_min_units,
     )

@@ -85,6 +85,7 @@ class Policy:
     mandatory_use: bool
     regular_min_active_days: int
     occasional_min_active_days: int
+    min_nights_collected: int
     suspected_min_mailboxes: int
     suspected_min_units: int
     registration_domains: tuple[str, ...]
@@ -139,6 +140,7 @@ def load_policy(name_or_path: str | Path) -> Policy:
         mandatory_use=bool(raw.get("mandatory_use", True)),
         regular_min_active_days=int(usage.get("regular_min_active_days", 8)),
         occasional_min_active_days=int(usage.get("occasional_min_active_days", 1)),
+        min_nights_collected=int(detection.get("min_nights_collected", 15)),
         suspected_min_mailboxes=int(detection.get("suspected_min_mailboxes", 3)),
         suspected_min_units=int(detection.get("suspected_min_units", 2)),
         registration_domains=tuple(d.lower() for d in detection.get("registration_domains", [])),

@@ -118,6 +118,10 @@ data_dir = "data"
 [roster]
 path = "roster.csv"
 
+[evaluation]
+policy = "lien-chieu-2014"
+reports_dir = "reports"
+
 [collect]
 concurrency = 2
 retries = 1
@@ -166,6 +170,9 @@ def run_demo(workdir: str, staff: int = 12) -> int:
         from mailusage.cli import main
 
         code = main(["collect", "--config", str(config)])
+        month = time.strftime("%Y-%m", time.gmtime(time.time() + 7 * 3600))
+        console.print(f"evaluating {month} with the lien-chieu-2014 policy…")
+        code = main(["evaluate", "--config", str(config), "--month", month]) or code
     summary = (
         duckdb.connect()
         .execute(
@@ -189,4 +196,5 @@ def run_demo(workdir: str, staff: int = 12) -> int:
         table.add_row(*(str(v) for v in row))
     console.print(table)
     console.print(f"data: {root / 'data'} (messages, mailbox_status, runs, run_mailboxes)")
+    console.print(f"reports: {root / 'reports'}")
     return code

@@ -30,3 +30,17 @@ def test_nightly_deployment_is_0130_ho_chi_minh_and_secret_free():
     text = (ROOT / "prefect.yaml").read_text().lower()
     assert "password" not in text and "secret:" not in text
     assert "job_variables" not in text
+
+
+def test_monthly_deployment_is_the_1st_at_0600_for_last_month():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (dep,) = [d for d in spec["deployments"] if d["name"] == "monthly-evaluate"]
+    assert dep["entrypoint"] == "pipelines/evaluate.py:evaluate"
+    assert dep["schedules"] == [{"cron": "0 6 1 * *", "timezone": "Asia/Ho_Chi_Minh"}]
+    assert "month" not in dep["parameters"]  # the flow takes last month itself
+
+
+def test_previous_month_wraps_the_year():
+    from analytics.queries import previous_month
+
+    assert (previous_month("2026-01"), previous_month("2026-11")) == ("2025-12", "2026-10")

@@ -1,7 +1,8 @@
 -- Units ranked by their share of regular users this month, with the change from last
 -- month and the unit mailboxes nobody attended. Unit mailboxes are not people: they are
 -- left out of headcount and shares. Inputs: person_month (this month), person_month_prev
--- (the month before; may be empty).
+-- (the month before; may be empty). Parameter: $min_nights_collected (a unit mailbox is
+-- "unattended" only when collected on that many nights).
 with
 
 people as (
@@ -37,7 +38,7 @@ unit_mailboxes as (
         unit_code,
         count(*) as unit_mailboxes,
         count(*) filter (
-            where nights_collected > 0 and read_activity = 0 and sent = 0
+            where nights_collected >= $min_nights_collected and read_activity = 0 and sent = 0
         ) as unit_mailboxes_unattended
     from person_month
     where is_unit_mailbox

@@ -105,7 +105,8 @@ inactive as (
         employee_id, mailbox, 'NOT_USING_OFFICIAL_MAIL', 'confirmed', 'inactive_month',
         null, null, null, null, null
     from person_month
-    where $mandatory_use and usage_class = 'inactive' and nights_collected > 0
+    where $mandatory_use and usage_class = 'inactive'
+        and nights_collected >= $min_nights_collected
         and exemption is null and not is_unit_mailbox
 ),
 
@@ -114,7 +115,8 @@ unattended as (
         employee_id, mailbox, 'UNIT_MAILBOX_UNATTENDED', 'confirmed', 'no_read_no_send',
         null, null, null, null, null
     from person_month
-    where is_unit_mailbox and nights_collected > 0 and read_activity = 0 and sent = 0
+    where is_unit_mailbox and nights_collected >= $min_nights_collected
+        and read_activity = 0 and sent = 0
 ),
 
 final as (

@@ -257,3 +257,12 @@ password = {{ env = "UNUSED_HERE" }}
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--config", str(cfg), "--month", "2026-13"])
     assert exit_info.value.code == 2
+
+
+def test_inactivity_is_not_charged_on_too_few_nights(data_dir, tmp_path):
+    from dataclasses import replace
+
+    strict = replace(load_policy("lien-chieu-2014"), min_nights_collected=31)
+    out = evaluate_month(replace(inputs(data_dir), policy=strict), MONTH)
+    codes = {r["code"] for r in out.violations.to_pylist()}
+    assert "NOT_USING_OFFICIAL_MAIL" not in codes and "UNIT_MAILBOX_UNATTENDED" not in codes
