@@ -330,9 +330,15 @@ class LocalDovecot:
         if wait > 0:
             time.sleep(wait)
 
-    def reset_uidvalidity(self, email: str, folder: str) -> None:
-        """Drop Dovecot's index and uidlist for a folder: the next access gets a new UIDVALIDITY."""
+    def reset_uidvalidity(self, email: str, folder: str) -> int:
+        """Drop Dovecot's index and uidlist for a folder and give it a new UIDVALIDITY, as a
+        restored backup or a rebuilt server would. Returns the new UIDVALIDITY."""
         path = self.folder_dir(email, folder)
+        uidlist = path / "dovecot-uidlist"
+        old = 0
+        if uidlist.exists():
+            header = uidlist.read_text().split("\n", 1)[0].split()
+            old = next((int(f[1:]) for f in header if f.startswith("V")), 0)
         for name in os.listdir(path):
             if name.startswith("dovecot"):
                 target = path / name
@@ -340,6 +346,12 @@ class LocalDovecot:
                     shutil.rmtree(target)
                 else:
                     target.unlink()
+        # Dovecot picks the current time as a new UIDVALIDITY, which equals the old one
+        # within the same second: write the uidlist header ourselves (format v3).
+        new = max(old + 1, int(time.time()))
+        uidlist.write_text(f"3 V{new} N1\n")
+        self._chown(uidlist)
+        return new
 
     def doveadm(self, *args: str) -> str:
         out = subprocess.run(

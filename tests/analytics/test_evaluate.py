@@ -266,3 +266,74 @@ def test_inactivity_is_not_charged_on_too_few_nights(data_dir, tmp_path):
     out = evaluate_month(replace(inputs(data_dir), policy=strict), MONTH)
     codes = {r["code"] for r in out.violations.to_pylist()}
     assert "NOT_USING_OFFICIAL_MAIL" not in codes and "UNIT_MAILBOX_UNATTENDED" not in codes
+
+
+def test_forwarding_and_contact_scan_data_are_used_when_present(data_dir, tmp_path):
+    import shutil
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from analytics.queries import CONTACTS, FORWARDING
+    from pipelines.storage import DataDir
+
+    shutil.copytree(data_dir / "data", tmp_path / "data")
+    data = DataDir(tmp_path / "data")
+    data.write_table(
+        "forwarding",
+        "2026-11-30",
+        "x",
+        pa.Table.from_pylist(
+            [
+                {"mailbox": addr("P06"), "target": "p06.private@hn.vnn.vn", "rule_name": "fwd"},
+                {"mailbox": addr("P01"), "target": "archive@danang.gov.vn", "rule_name": "keep"},
+            ],
+            schema=FORWARDING,
+        ),
+    )
+    data.write_table(
+        "contacts",
+        "2026-11-30",
+        "x",
+        pa.Table.from_pylist(
+            [
+                {
+                    "mailbox": addr("P09"),
+                    "uid": 7,
+                    "message_id": "<doc@x>",
+                    "address": "lienhe@gmail.com",
+                    "where_found": "docx",
+                    "sent_date": datetime(2026, 11, 5, 2, tzinfo=UTC),
+                },
+                {
+                    "mailbox": addr("P10"),
+                    "uid": 8,
+                    "message_id": "<old@x>",
+                    "address": "a@gmail.com",
+                    "where_found": "pdf",
+                    "sent_date": datetime(2026, 10, 5, 2, tzinfo=UTC),
+                },
+            ],
+            schema=CONTACTS,
+        ),
+    )
+    out = evaluate_month(inputs(tmp_path), MONTH)
+    found = {
+        (r["employee_id"], r["code"], r["rule"], r["counterpart"])
+        for r in out.violations.to_pylist()
+        if r["confidence"] == "confirmed"
+    }
+    assert ("P06", "PUBLIC_MAIL_FOR_WORK", "forwarding_rule", "p06.private@hn.vnn.vn") in found
+    assert ("P09", "PUBLIC_CONTACT_IN_DOCUMENT", "contact_in_docx", "lienhe@gmail.com") in found
+    assert not any(e == "P01" for e, *_ in found)  # forwarding to an official address is fine
+    assert not any(e == "P10" for e, *_ in found)  # October's document is not November's
+    rows = {r["employee_id"]: r for r in out.hr_rows}
+    assert rows["P09"]["max_rating"] == "Hoàn thành khá nhiệm vụ"
+
+
+def test_queries_only_by_allow_listed_name():
+    from analytics.queries import sql
+
+    assert "select * from final" in sql("unit_ranking")
+    with pytest.raises(ValueError, match="unknown query"):
+        sql("../../etc/passwd")

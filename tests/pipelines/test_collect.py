@@ -122,11 +122,11 @@ def test_uidvalidity_reset_rereads_the_folder_without_duplicates(dovecot, src, t
     data = DataDir(tmp_path)
     collect_mailbox(src, mailbox, "2026-11-20", data)
     old = {r[1] for r in rows(data, mailbox) if r[0] == "INBOX"}
-    dovecot.reset_uidvalidity(mailbox, "INBOX")
+    new = dovecot.reset_uidvalidity(mailbox, "INBOX")
     outcome = collect_mailbox(src, mailbox, "2026-11-21", data)
     stored = rows(data, mailbox)
     inbox = [r for r in stored if r[0] == "INBOX"]
-    assert {r[1] for r in inbox}.isdisjoint(old)  # only the new UIDVALIDITY is left
+    assert new not in old and {r[1] for r in inbox} == {new}  # only the new UIDVALIDITY left
     assert outcome.messages_new == len(inbox)  # INBOX re-read whole, Sent untouched
     assert stored_per_folder(data, mailbox) == per_folder(
         truth(dovecot, mailbox, ["INBOX", "Sent"])
