@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analytics.policy import Policy, Waiver, check_month, public_domains
@@ -247,12 +248,24 @@ def evaluate_month(
         suspected_min_mailboxes=policy.suspected_min_mailboxes,
         suspected_min_units=policy.suspected_min_units,
     )
+    violations = _apply_confidence(violations, policy)
     person_month = _with_counterparts(person_month, counterparts)
     hr_rows = _hr_rows(inputs, month, person_month, violations, lang)
     result = EvaluationResult(month, person_month, ranking, violations, hr_rows)
     if out_dir is not None:
         result.paths = _write(result, out_dir / month, inputs, lang)
     return result
+
+
+def _apply_confidence(violations: pa.Table, policy: Policy) -> pa.Table:
+    """Codes the policy trusts only as "suspected" go to the review list, whatever the rule."""
+    downgrade = [c for c, rule in policy.codes.items() if rule.suspected_only]
+    if not downgrade:
+        return violations
+    mask = pc.is_in(violations["code"], pa.array(downgrade, pa.string()))
+    confidence = pc.if_else(mask, pa.scalar("suspected"), violations["confidence"])
+    index = violations.schema.get_field_index("confidence")
+    return violations.set_column(index, "confidence", confidence)
 
 
 def _with_counterparts(pm: pa.Table, cp: pa.Table) -> pa.Table:

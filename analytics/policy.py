@@ -76,6 +76,7 @@ class PolicyError(Exception):
 class CodeRule:
     counts: bool
     cap: Rating | None
+    suspected_only: bool = False  # confidence = "suspected": review list only, never capped
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,13 @@ def load_policy(name_or_path: str | Path) -> Policy:
         if code not in CODES:
             raise PolicyError(f"{path}: unknown code {code!r} (known: {', '.join(CODES)})")
         cap = rule.get("cap")
+        confidence = rule.get("confidence", "confirmed")
+        if confidence not in ("confirmed", "suspected"):
+            raise PolicyError(f"{path}: codes.{code}.confidence must be confirmed or suspected")
         codes[code] = CodeRule(
             bool(rule.get("counts", True)),
             _rating(scale, cap, f"{path}: codes.{code}.cap") if cap else None,
+            confidence == "suspected",
         )
     usage, detection = raw.get("usage", {}), raw.get("detection", {})
     policy = Policy(

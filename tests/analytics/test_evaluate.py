@@ -337,3 +337,17 @@ def test_queries_only_by_allow_listed_name():
     assert "select * from final" in sql("unit_ranking")
     with pytest.raises(ValueError, match="unknown query"):
         sql("../../etc/passwd")
+
+
+def test_a_code_the_policy_trusts_only_as_suspected_goes_to_review(data_dir, tmp_path):
+    text = (Path("analytics/policies/phu-giao-2018.toml")).read_text(encoding="utf-8")
+    text = text.replace(
+        "[codes.OFFICIAL_ADDRESS_REGISTERED]\ncounts = true",
+        "[codes.OFFICIAL_ADDRESS_REGISTERED]\ncounts = true\n"
+        'confidence = "suspected"\ncap = "Hoàn thành nhiệm vụ"',
+    )
+    (tmp_path / "own.toml").write_text(text, encoding="utf-8")
+    out = evaluate_month(inputs(data_dir, policy=str(tmp_path / "own.toml")), MONTH)
+    p05 = [r for r in out.violations.to_pylist() if r["employee_id"] == "P05"]
+    assert p05 and {r["confidence"] for r in p05} == {"suspected"}
+    assert next(r for r in out.hr_rows if r["employee_id"] == "P05")["max_rating"] == ""
