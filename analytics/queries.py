@@ -16,36 +16,13 @@ import duckdb
 import pyarrow as pa
 
 from analytics.policy import check_month
-from pipelines.storage import MAILBOX_STATUS, MESSAGES
+from pipelines.storage import CONTACTS, FORWARDING, LOGINS, MAILBOX_STATUS, MESSAGES
 
 SQL_DIR = Path(__file__).parent / "sql"
 QUERIES = frozenset(
     {"counterpart_addresses", "counterparts", "person_month", "unit_ranking", "violations"}
 )
 
-# Datasets other collectors add (server-signals issue); absent means "unknown".
-LOGINS = pa.schema(
-    [
-        ("mailbox", pa.string()),
-        ("login_at", pa.timestamp("s", tz="UTC")),
-        ("protocol", pa.string()),
-        ("remote_addr", pa.string()),
-        ("source", pa.string()),
-    ]
-)
-FORWARDING = pa.schema(
-    [("mailbox", pa.string()), ("target", pa.string()), ("rule_name", pa.string())]
-)
-CONTACTS = pa.schema(
-    [
-        ("mailbox", pa.string()),
-        ("uid", pa.int64()),
-        ("message_id", pa.string()),
-        ("address", pa.string()),
-        ("where_found", pa.string()),
-        ("sent_date", pa.timestamp("s", tz="UTC")),
-    ]
-)
 DATASETS = {
     "messages": MESSAGES,
     "mailbox_status": MAILBOX_STATUS,

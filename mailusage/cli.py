@@ -14,8 +14,15 @@ from datetime import date
 from rich.console import Console
 from rich.table import Table
 
-err = Console(stderr=True)
-out = Console()
+
+def _console(stderr: bool = False) -> Console:
+    # Piped to a log (cron, CI), a table is easier to read and grep unwrapped.
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=200)
+
+
+err = _console(stderr=True)
+out = _console()
 
 
 def _night(value: str) -> str:

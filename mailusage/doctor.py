@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from connectors.base import SourceError
 from connectors.imap import probe_tcp
+from connectors.logins import LogCursor, LoginSourceError
 from pipelines.config import Config, Person, RosterError, SourceConfig, load_roster
+from pipelines.signals import read_source
 
 
 @dataclass(frozen=True)
@@ -100,4 +102,45 @@ def run_doctor(cfg: Config) -> list[Check]:
         checks.extend(_source_checks(src, probe))
     for name, ref in ((s.name, s.password) for s in cfg.sources):
         checks.append(Check(name, "secret", "ok", f"password by reference ({ref.describe()})"))
+    checks.extend(_signal_checks(cfg))
     return checks
+
+
+def _signal_checks(cfg: Config) -> list[Check]:
+    """Which server-side signals are configured, and whether each can be read now."""
+    out = []
+    for src in cfg.logins:
+        try:
+            if src.kind == "dovecot-log" and src.path is not None and src.path.exists():
+                # Only the last 1 MiB: doctor checks the log is readable and understood.
+                st = src.path.stat()
+                n = len(read_source(src, LogCursor(st.st_ino, max(0, st.st_size - 2**20)))[0])
+            else:
+                n = len(read_source(src)[0])
+            out.append(
+                Check(
+                    f"logins:{src.name}", "read", "ok", f"{src.kind}: {n} login record(s) readable"
+                )
+            )
+        except (LoginSourceError, OSError) as exc:
+            out.append(Check(f"logins:{src.name}", "read", "fail", f"{src.kind}: {exc}"))
+    kinds = ", ".join(sorted({s.kind for s in cfg.logins})) or "none configured"
+    out.append(
+        Check(
+            "signals",
+            "logins",
+            "ok" if cfg.logins else "warn",
+            f"login recency from: {kinds}"
+            + ("" if cfg.logins else " (last login will be unknown)"),
+        )
+    )
+    out.append(
+        Check(
+            "signals",
+            "forwarding",
+            "warn",
+            "forwarding rules are not collected yet (ManageSieve / EWS rules)",
+        )
+    )
+    out.append(Check("signals", "contact-scan", "ok", "off (opt-in by policy)"))
+    return out

@@ -26,7 +26,9 @@ from connectors.base import (
     SourceError,
     plan_folder,
 )
+from connectors.logins import LoginSourceError
 from pipelines.config import Config, load_config, load_roster
+from pipelines.signals import collect_logins
 from pipelines.storage import (
     RUN_MAILBOXES,
     RUNS,
@@ -52,6 +54,11 @@ class MailboxOutcome:
     folders: int = 0
     seconds: float = 0.0
 
+    @property
+    def is_signal(self) -> bool:
+        """A server-signal source (``logins:<name>``), not a mailbox."""
+        return self.mailbox.startswith("logins:")
+
 
 @dataclass
 class RunSummary:
@@ -64,7 +71,8 @@ class RunSummary:
 
     @property
     def messages_new(self) -> int:
-        return sum(o.messages_new for o in self.outcomes)
+        """New message rows (login rows of signal sources are not messages)."""
+        return sum(o.messages_new for o in self.outcomes if not o.is_signal)
 
 
 def collect_mailbox(
@@ -183,6 +191,20 @@ def collect_mailbox_task(
     return collect_mailbox(cfg.source(source_name).build(), mailbox, night, DataDir(cfg.data_dir))
 
 
+@task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{name}")
+def collect_logins_task(config_path: str, name: str, night: str) -> MailboxOutcome:
+    cfg = _config(config_path)
+    src = next(s for s in cfg.logins if s.name == name)
+    started = time.monotonic()
+    try:
+        rows = collect_logins(src, night, DataDir(cfg.data_dir))
+    except NightConflict as exc:
+        return MailboxOutcome(name, f"logins:{name}", "skipped", str(exc))
+    except LoginSourceError as exc:
+        return MailboxOutcome(name, f"logins:{name}", "failed", str(exc))
+    return MailboxOutcome(name, f"logins:{name}", "ok", "", rows, 0, time.monotonic() - started)
+
+
 _CONFIGS: dict[str, Config] = {}
 
 
@@ -238,6 +260,16 @@ def run_collection(
             )
             for src, mbx in work
         ]
+        logins = [
+            (
+                f"logins:{src.name}",
+                runner.submit(
+                    collect_logins_task,
+                    {"config_path": config_path, "name": src.name, "night": night},
+                ),
+            )
+            for src in cfg.logins
+        ]
         for src, mbx, future in futures:
             try:
                 outcome = future.result()
@@ -249,6 +281,14 @@ def run_collection(
             summary.outcomes.append(outcome)
             if progress:
                 progress(outcome)
+        for label, future in logins:
+            try:
+                outcome = future.result()
+            except Exception as exc:  # a signal source failing never stops the night
+                outcome = MailboxOutcome(
+                    label.split(":", 1)[1], label, "failed", f"{type(exc).__name__}: {exc}"
+                )
+            summary.outcomes.append(outcome)
     _write_run(cfg, summary, started)
     return summary
 
@@ -262,7 +302,7 @@ def _write_run(cfg: Config, summary: RunSummary, started: datetime) -> None:
                 "run_id": summary.run_id,
                 "started_at": started,
                 "finished_at": datetime.now(UTC),
-                "mailboxes": len(summary.outcomes),
+                "mailboxes": sum(1 for o in summary.outcomes if not o.is_signal),
                 "ok": summary.count("ok"),
                 "failed": summary.count("failed"),
                 "skipped": summary.count("skipped"),

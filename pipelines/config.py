@@ -84,6 +84,59 @@ class SourceConfig:
         return ImapSource(self.imap, password_for=ref.resolve, name=self.name, kind=self.kind)
 
 
+LOGIN_KINDS = ("dovecot-dict", "dovecot-log", "exchange-csv", "zimbra")
+
+
+@dataclass(frozen=True)
+class LoginSourceConfig:
+    """Where login times come from (see connectors/logins.py)."""
+
+    name: str
+    kind: str
+    path: Path | None = None
+    dict_uri: str = "proxy::lastlogin"
+    doveadm: tuple[str, ...] = ("doveadm",)
+    ignore_remote: tuple[str, ...] = ()
+    timezone: str = "Asia/Ho_Chi_Minh"
+    day_first: bool = False
+
+
+def _login_source(raw: dict[str, Any], index: int, base: Path, tz: str) -> LoginSourceConfig:
+    where = f"logins[{index}]"
+    kind = raw.get("kind")
+    if kind not in LOGIN_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(LOGIN_KINDS)}")
+    known = {
+        "name",
+        "kind",
+        "path",
+        "dict_uri",
+        "doveadm",
+        "ignore_remote",
+        "timezone",
+        "day_first",
+    }
+    unknown = raw.keys() - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    path = raw.get("path")
+    if kind != "dovecot-dict" and not path:
+        raise ConfigError(f"{where}.path is required for kind {kind!r}")
+    doveadm = raw.get("doveadm", ["doveadm"])
+    if isinstance(doveadm, str):
+        doveadm = doveadm.split()
+    return LoginSourceConfig(
+        name=raw.get("name", f"{kind}-{index}"),
+        kind=kind,
+        path=(base / path).resolve() if path else None,
+        dict_uri=raw.get("dict_uri", "proxy::lastlogin"),
+        doveadm=tuple(doveadm),
+        ignore_remote=tuple(raw.get("ignore_remote", [])),
+        timezone=raw.get("timezone", tz),
+        day_first=bool(raw.get("day_first", False)),
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -101,6 +154,7 @@ class Config:
     reports_dir: Path = Path("reports")
     language: str = "vi"
     public_domains_extra: tuple[str, ...] = ()
+    logins: tuple[LoginSourceConfig, ...] = ()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -230,7 +284,9 @@ def load_config(path: str | Path) -> Config:
     if policy.endswith(".toml"):
         policy = str((base / policy).resolve())
     waivers = evaluation.get("waivers")
+    logins = tuple(_login_source(r, i, base, tz) for i, r in enumerate(raw.get("logins", [])))
     return Config(
+        logins=logins,
         policy=policy,
         waivers_path=(base / waivers).resolve() if waivers else None,
         reports_dir=(base / evaluation.get("reports_dir", "reports")).resolve(),

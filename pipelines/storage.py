@@ -77,6 +77,30 @@ MAILBOX_STATUS = pa.schema(
     ]
 )
 
+# Server-side signals. Absent datasets mean "unknown" to the evaluation.
+LOGINS = pa.schema(
+    [
+        ("mailbox", pa.string()),
+        ("login_at", pa.timestamp("s", tz="UTC")),
+        ("protocol", pa.string()),
+        ("remote_addr", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+FORWARDING = pa.schema(
+    [("mailbox", pa.string()), ("target", pa.string()), ("rule_name", pa.string())]
+)
+CONTACTS = pa.schema(
+    [
+        ("mailbox", pa.string()),
+        ("uid", pa.int64()),
+        ("message_id", pa.string()),
+        ("address", pa.string()),
+        ("where_found", pa.string()),
+        ("sent_date", pa.timestamp("s", tz="UTC")),
+    ]
+)
+
 RUNS = pa.schema(
     [
         ("run_id", pa.string()),

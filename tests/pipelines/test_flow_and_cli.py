@@ -185,3 +185,28 @@ def test_prefect_secret_block_reference(prefect_harness):
     assert SecretRef(prefect_secret="mailusage-test-secret").resolve() == "from-a-block"
     with pytest.raises(ConfigError, match="Prefect Secret block 'absent' not found"):
         SecretRef(prefect_secret="absent").resolve()
+
+
+def test_doctor_says_which_signals_are_provided(dovecot, staff, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
+    extra = f"""
+[[logins]]
+name = "dict"
+kind = "dovecot-dict"
+doveadm = ["/usr/bin/doveadm", "-c", "{dovecot.config_path}"]
+[[logins]]
+name = "log"
+kind = "dovecot-log"
+path = "{dovecot.root / "dovecot.log"}"
+[[logins]]
+name = "exchange"
+kind = "exchange-csv"
+path = "missing.csv"
+"""
+    cfg = write_setup(tmp_path, dovecot, roster_rows(staff), extra=extra)
+    assert main(["doctor", "--config", cfg]) == 1  # the missing export fails
+    out = capsys.readouterr().out
+    assert "dovecot-dict:" in out and "dovecot-log:" in out and "readable" in out
+    assert "missing.csv not found" in out
+    assert "login recency from: dovecot-dict, dovecot-log, exchange-csv" in out
+    assert "contact-scan" in out and "forwarding" in out

@@ -1,0 +1,41 @@
+"""The logins dataset written by the nightly run: idempotent nights, committed cursors."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import LoginSourceConfig
+from pipelines.signals import collect_logins
+from pipelines.storage import DataDir, NightConflict
+
+LINE = (
+    "Nov {d} 08:{m:02d}:00 imap-login: Info: Login: user=<{u}>, method=PLAIN, "
+    "rip=10.0.0.{ip}, lip=10.0.0.1, TLS\n"
+)
+
+
+def test_log_source_nights(tmp_path):
+    log = tmp_path / "dovecot.log"
+    log.write_text(
+        LINE.format(d=21, m=1, u="a@x.vn", ip=7) + LINE.format(d=21, m=2, u="b@x.vn", ip=5)
+    )
+    src = LoginSourceConfig(
+        "mail1", "dovecot-log", path=log, ignore_remote=("10.0.0.5",), timezone="UTC"
+    )
+    data = DataDir(tmp_path / "data")
+    assert collect_logins(src, "2026-11-22", data) == 1  # b@ came from the collector's address
+    first = (tmp_path / "data/logins/night=2026-11-22/mail1.parquet").read_bytes()
+    with log.open("a") as fh:
+        fh.write(LINE.format(d=22, m=3, u="c@x.vn", ip=8))
+    # The same night again starts where that night started: same lines plus the new one.
+    assert collect_logins(src, "2026-11-22", data) == 2
+    assert collect_logins(src, "2026-11-23", data) == 0  # the next night: nothing new
+    with log.open("a") as fh:
+        fh.write(LINE.format(d=23, m=4, u="a@x.vn", ip=7))
+    assert collect_logins(src, "2026-11-24", data) == 1
+    table = pq.read_table(tmp_path / "data/logins/night=2026-11-24/mail1.parquet")
+    assert table.column("mailbox").to_pylist() == ["a@x.vn"]
+    with pytest.raises(NightConflict):
+        collect_logins(src, "2026-11-20", data)
+    assert first  # written atomically, readable
