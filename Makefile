@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOVECOT_PKGS := dovecot-imapd dovecot-sieve dovecot-managesieved
 
 .PHONY: demo test lint bench setup clean
 
@@ -17,12 +18,12 @@ $(STAMP): pyproject.toml
 
 # Dovecot serves the demo and the integration tests; installed once, never started as a service.
 dovecot:
-	@if [ ! -x /usr/sbin/dovecot ]; then \
+	@if [ ! -x /usr/sbin/dovecot ] || [ ! -x /usr/lib/dovecot/managesieve ]; then \
 	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "mailusage needs Debian's dovecot-imapd: run 'sudo apt-get install dovecot-imapd' (as root), then retry." >&2; exit 1; \
+	    echo "mailusage needs Debian's $(DOVECOT_PKGS): run 'sudo apt-get install $(DOVECOT_PKGS)' (as root), then retry." >&2; exit 1; \
 	  fi; \
-	  echo "installing dovecot-imapd (apt)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null; \
+	  echo "installing $(DOVECOT_PKGS) (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DOVECOT_PKGS) >/dev/null; \
 	fi
 	@command -v openssl >/dev/null || { echo "openssl is needed for the test certificate: apt-get install openssl" >&2; exit 1; }
 

@@ -91,8 +91,7 @@ class Workspace:
                 rel.create_view(name)
             else:  # nothing collected yet: an empty table of the same shape
                 empty = schema.empty_table()
-                if name in ("messages", "mailbox_status"):
-                    empty = empty.append_column("night", pa.array([], pa.date32()))
+                empty = empty.append_column("night", pa.array([], pa.date32()))
                 ws.register(name, empty)
         ws.register("roster", roster)
         for name, values in (

@@ -28,6 +28,17 @@ from imapclient.imap_utf7 import encode as encode_utf7
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
+MANAGESIEVE = "/usr/lib/dovecot/managesieve"  # Debian's dovecot-managesieved
+
+_SIEVE = """\
+service managesieve-login {{
+  chroot =
+  inet_listener sieve {{
+    address = 127.0.0.1
+    port = {sieve_port}
+  }}
+}}
+"""
 MASTER_USER = "mailusage-admin"
 COLLECTOR_LOGIN_KEY = "collector-login/mailusage"
 
@@ -39,7 +50,7 @@ instance_name = mailusage-{imap_port}
 log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 listen = 127.0.0.1
-protocols = imap
+protocols = {protocols}
 shutdown_clients = yes
 default_internal_user = {user}
 default_internal_group = {group}
@@ -101,6 +112,7 @@ dict {{
 }}
 
 plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
   last_login_dict = proxy::lastlogin
   last_login_key = last-login/%u
   quota = count:User quota
@@ -123,6 +135,7 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
+{sieve_config}
 service dict {{
   unix_listener dict {{
     user = {user}
@@ -194,6 +207,7 @@ class LocalDovecot:
     users: dict[str, str] = field(default_factory=dict)
     _seq: Iterator[int] = field(default_factory=itertools.count)
     _passwd_written: float = 0.0
+    sieve_port: int | None = None
 
     @property
     def config_path(self) -> Path:
@@ -215,6 +229,8 @@ class LocalDovecot:
         root.mkdir(parents=True, exist_ok=True)
         account = _service_account()
         server = cls(root, free_port(), free_port(), master_password, account)
+        if Path(MANAGESIEVE).exists():
+            server.sieve_port = free_port()
         make_self_signed(root / "tls")
         for sub in ("run", "state", "mail"):
             (root / sub).mkdir(exist_ok=True)
@@ -235,6 +251,10 @@ class LocalDovecot:
                 uid=account.pw_uid,
                 gid=account.pw_gid,
                 auth_failure_delay=auth_failure_delay,
+                protocols="imap sieve" if server.sieve_port else "imap",
+                sieve_config=_SIEVE.format(sieve_port=server.sieve_port)
+                if server.sieve_port
+                else "",
             )
         )
         server._chown(root)
@@ -347,6 +367,16 @@ class LocalDovecot:
         wait = self._passwd_written + 1.1 - time.time()
         if wait > 0:
             time.sleep(wait)
+
+    def set_sieve(self, email: str, name: str, script: str) -> None:
+        """Install and activate a Sieve script, as Roundcube's filter page would."""
+        home = self.home(email)
+        (home / "sieve").mkdir(parents=True, exist_ok=True)
+        (home / "sieve" / f"{name}.sieve").write_text(script)
+        link = home / ".dovecot.sieve"
+        link.unlink(missing_ok=True)
+        link.symlink_to(f"sieve/{name}.sieve")
+        self._chown(home)
 
     def reset_uidvalidity(self, email: str, folder: str) -> int:
         """Drop Dovecot's index and uidlist for a folder and give it a new UIDVALIDITY, as a

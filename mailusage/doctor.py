@@ -78,8 +78,21 @@ def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
                 add("sent-folder", "warn", f"no Sent folder in {probe}: sent counts will be 0")
     except SourceError as exc:
         add("login", "fail", exc.reason)
+        return out
     except ssl.SSLError as exc:
         add("login", "fail", f"TLS error: {exc}")
+        return out
+    forwarding = src.forwarding()
+    if forwarding is not None:
+        try:
+            rules = forwarding.forwards(probe)
+            add(
+                "managesieve",
+                "ok",
+                f"port {forwarding.settings.port}: {len(rules)} forwarding rule(s) in {probe}",
+            )
+        except SourceError as exc:
+            add("managesieve", "fail", exc.reason)
     return out
 
 
@@ -134,12 +147,15 @@ def _signal_checks(cfg: Config) -> list[Check]:
             + ("" if cfg.logins else " (last login will be unknown)"),
         )
     )
+    with_sieve = [s.name for s in cfg.sources if s.sieve is not None]
     out.append(
         Check(
             "signals",
             "forwarding",
-            "warn",
-            "forwarding rules are not collected yet (ManageSieve / EWS rules)",
+            "ok" if with_sieve else "warn",
+            f"forwarding rules via ManageSieve from: {', '.join(with_sieve)}"
+            if with_sieve
+            else "no source has sieve = { … }: forwarding unknown",
         )
     )
     out.append(Check("signals", "contact-scan", "ok", "off (opt-in by policy)"))

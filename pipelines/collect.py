@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,14 +27,17 @@ from connectors.base import (
     plan_folder,
 )
 from connectors.logins import LoginSourceError
+from connectors.sieve import SieveSource
 from pipelines.config import Config, load_config, load_roster
 from pipelines.signals import collect_logins
 from pipelines.storage import (
+    FORWARDING,
     RUN_MAILBOXES,
     RUNS,
     DataDir,
     MailboxState,
     NightConflict,
+    mailbox_key,
     messages_table,
 )
 
@@ -76,7 +79,11 @@ class RunSummary:
 
 
 def collect_mailbox(
-    source: MailboxSource, mailbox: str, night: str, data: DataDir
+    source: MailboxSource,
+    mailbox: str,
+    night: str,
+    data: DataDir,
+    forwarding: SieveSource | None = None,
 ) -> MailboxOutcome:
     """Collect one mailbox for one night and commit it. Transient errors propagate (the
     task retries them); other source errors come back as a failed outcome."""
@@ -149,6 +156,18 @@ def collect_mailbox(
         return MailboxOutcome(
             source.name, mailbox, "failed", exc.reason, seconds=time.monotonic() - started
         )
+    notes = [] if sent else ["no Sent folder found"]
+    if forwarding is not None:
+        try:
+            rules = forwarding.forwards(mailbox)
+            data.write_table(
+                "forwarding",
+                night,
+                mailbox_key(mailbox),
+                pa.Table.from_pylist([asdict(r) for r in rules], schema=FORWARDING),
+            )
+        except SourceError as exc:  # the messages are safe; say what is missing
+            notes.append(f"forwarding rules not read: {exc.reason}")
     for name, uv in rereads:
         data.drop_folder_rows(mailbox, name, uv, except_night=night)
     for row in rows:
@@ -165,7 +184,7 @@ def collect_mailbox(
         source.name,
         mailbox,
         "ok",
-        "" if sent else "no Sent folder found",
+        "; ".join(notes),
         fetched_total,
         len(folders),
         time.monotonic() - started,
@@ -188,7 +207,8 @@ def collect_mailbox_task(
     config_path: str, source_name: str, mailbox: str, night: str
 ) -> MailboxOutcome:
     cfg = _config(config_path)
-    return collect_mailbox(cfg.source(source_name).build(), mailbox, night, DataDir(cfg.data_dir))
+    src = cfg.source(source_name)
+    return collect_mailbox(src.build(), mailbox, night, DataDir(cfg.data_dir), src.forwarding())
 
 
 @task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{name}")

@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connectors.imap import ImapSettings, ImapSource
+from connectors.sieve import SieveSettings, SieveSource
 
 
 class ConfigError(Exception):
@@ -78,10 +79,17 @@ class SourceConfig:
     kind: str
     imap: ImapSettings
     password: SecretRef = field(repr=False)
+    sieve: SieveSettings | None = None
 
     def build(self) -> ImapSource:
         ref = self.password
         return ImapSource(self.imap, password_for=ref.resolve, name=self.name, kind=self.kind)
+
+    def forwarding(self) -> SieveSource | None:
+        """Where forwarding rules are read, when the source has `sieve = { … }`."""
+        if self.sieve is None:
+            return None
+        return SieveSource(self.sieve, password_for=self.password.resolve, name=self.name)
 
 
 LOGIN_KINDS = ("dovecot-dict", "dovecot-log", "exchange-csv", "zimbra")
@@ -184,6 +192,7 @@ def _secret(raw: Any, where: str) -> SecretRef:
 
 
 _IMAP_KEYS = {
+    "sieve",
     "name",
     "kind",
     "host",
@@ -238,11 +247,29 @@ def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
         timeout=float(raw.get("timeout", 60)),
         batch_size=int(raw.get("batch_size", 5000)),
     )
+    sieve = None
+    if "sieve" in raw:
+        sv = raw["sieve"]
+        if not isinstance(sv, dict) or sv.keys() - {"port", "security"}:
+            raise ConfigError(f"{where}.sieve: expected {{ port = 4190, security = ... }}")
+        if sv.get("security", "starttls") not in ("starttls", "plain"):
+            raise ConfigError(f"{where}.sieve.security must be starttls or plain")
+        if auth == "master-separator":
+            raise ConfigError(f"{where}.sieve needs auth = master-sasl or user")
+        sieve = SieveSettings(
+            host=settings.host,
+            port=int(sv.get("port", 4190)),
+            security=sv.get("security", "starttls"),
+            ca_file=settings.ca_file,
+            master_user=settings.master_user if auth != "user" else None,
+            timeout=settings.timeout,
+        )
     return SourceConfig(
         raw.get("name", f"source{index}"),
         kind,
         settings,
         _secret(raw["password"], f"{where}.password"),
+        sieve,
     )
 
 

@@ -88,7 +88,13 @@ LOGINS = pa.schema(
     ]
 )
 FORWARDING = pa.schema(
-    [("mailbox", pa.string()), ("target", pa.string()), ("rule_name", pa.string())]
+    [
+        ("mailbox", pa.string()),
+        ("target", pa.string()),
+        ("rule_name", pa.string()),
+        ("keeps_copy", pa.bool_()),
+        ("conditional", pa.bool_()),
+    ]
 )
 CONTACTS = pa.schema(
     [

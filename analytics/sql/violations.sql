@@ -9,7 +9,7 @@
 --   NOT_USING_OFFICIAL_MAIL     inactive all month under a mandatory-use policy, not exempt.
 --   UNIT_MAILBOX_UNATTENDED     a unit mailbox nobody read from or sent from.
 -- Inputs: roster, person_month, counterpart_addresses, forwarding, contacts (the last two
--- may be empty). Parameters: $month_start, $month_end, $mandatory_use,
+-- may be empty). Parameters: $month_start, $month_end, $first_day, $next_day, $mandatory_use,
 -- $suspected_min_mailboxes, $suspected_min_units.
 with
 
@@ -35,11 +35,13 @@ declared as (
 ),
 
 forwarding_targets as (
-    select
+    select distinct
         lower(f.mailbox) as mailbox,
         lower(f.target) as target,
         string_split(lower(split_part(f.target, '@', 2)), '.') as labels
     from forwarding f
+    -- a rule seen on a night covering the month (the night N run sees day N-1)
+    where cast(f.night as date) - 1 >= $first_day and cast(f.night as date) - 1 < $next_day
 ),
 
 forwards as (

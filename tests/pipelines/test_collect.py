@@ -231,3 +231,36 @@ def test_dropped_connection_is_transient_and_loses_or_duplicates_nothing(dovecot
     assert outcome.messages_new == 60
     stored = rows(data, mailbox)
     assert len(stored) == len(set(stored)) == 60
+
+
+def test_forwarding_rules_are_written_with_the_night(dovecot, src, tmp_path):
+    from connectors.sieve import SieveSettings, SieveSource
+
+    mailbox = "forwarder@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 5, seed=12)
+    dovecot.set_sieve(mailbox, "roundcube", 'require "copy"; redirect :copy "me@yahoo.com.vn";')
+    sieve = SieveSource(
+        SieveSettings(
+            host="127.0.0.1",
+            port=dovecot.sieve_port,
+            ca_file=str(dovecot.ca_file),
+            master_user=MASTER_USER,
+        ),
+        password_for=lambda _m: MASTER_PASSWORD,
+    )
+    data = DataDir(tmp_path)
+    outcome = collect_mailbox(src, mailbox, "2026-11-20", data, forwarding=sieve)
+    assert outcome.status == "ok" and outcome.reason == ""
+    table = pq.read_table(tmp_path / "forwarding" / "night=2026-11-20" / f"{mailbox}.parquet")
+    assert table.to_pylist() == [
+        {
+            "mailbox": mailbox,
+            "target": "me@yahoo.com.vn",
+            "rule_name": "roundcube",
+            "keeps_copy": True,
+            "conditional": False,
+        }
+    ]
+    broken = SieveSource(sieve.settings, password_for=lambda _m: "wrong")
+    outcome = collect_mailbox(src, mailbox, "2026-11-21", data, forwarding=broken)
+    assert outcome.status == "ok" and "forwarding rules not read" in outcome.reason

@@ -209,4 +209,17 @@ path = "missing.csv"
     assert "dovecot-dict:" in out and "dovecot-log:" in out and "readable" in out
     assert "missing.csv not found" in out
     assert "login recency from: dovecot-dict, dovecot-log, exchange-csv" in out
-    assert "contact-scan" in out and "forwarding" in out
+    assert "contact-scan" in out and "forwarding unknown" in out
+
+
+def test_doctor_checks_managesieve(dovecot, staff, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
+    cfg = write_setup(
+        tmp_path,
+        dovecot,
+        roster_rows(staff),
+        extra=f'sieve = {{ port = {dovecot.sieve_port}, security = "starttls" }}',
+    )
+    assert main(["doctor", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "managesieve" in out and "forwarding rules via ManageSieve from: dovecot" in out
