@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,8 @@ class Policy:
     registration_domains: tuple[str, ...]
     scale: tuple[Rating, ...]
     codes: dict[str, CodeRule] = field(default_factory=dict)
+    contact_scan: bool = False  # opt-in: read sent documents for public contact addresses
+    contact_scan_max_bytes: int = 10 * 1024 * 1024
 
     def cap_for(self, codes: set[str]) -> Rating | None:
         """The lowest cap among ``codes`` (None: uncapped)."""
@@ -151,12 +154,25 @@ def load_policy(name_or_path: str | Path) -> Policy:
         registration_domains=tuple(d.lower() for d in detection.get("registration_domains", [])),
         scale=scale,
         codes=codes,
+        contact_scan=bool(raw.get("contact_scan", {}).get("enabled", False)),
+        contact_scan_max_bytes=int(raw.get("contact_scan", {}).get("max_bytes", 10 * 1024**2)),
     )
     if not 1 <= policy.occasional_min_active_days <= policy.regular_min_active_days <= 31:
         raise PolicyError(
             f"{path}: need 1 <= occasional_min_active_days <= regular_min_active_days <= 31"
         )
     return policy
+
+
+def public_matcher(extra: tuple[str, ...] = ()) -> Callable[[str], bool]:
+    """A suffix test for public domains: ``"hn.vnn.vn"`` is public through ``"vnn.vn"``."""
+    domains = frozenset(public_domains(extra))
+
+    def is_public(domain: str) -> bool:
+        labels = domain.lower().split(".")
+        return any(".".join(labels[i:]) in domains for i in range(len(labels) - 1))
+
+    return is_public
 
 
 def public_domains(extra: tuple[str, ...] = ()) -> list[str]:

@@ -240,6 +240,13 @@ class ImapSession:
         criteria = [b"UID", f"1:{up_to_uid}", b"MODSEQ", str(since_modseq + 1)]
         return len(self.client.search(criteria))
 
+    def raw_message(self, folder: FolderState, uid: int) -> bytes | None:
+        """The whole message, read with BODY.PEEK[] (never sets \\Seen): contact scan only."""
+        self._examine(folder)
+        data = self.client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})
+        raw = data.get(b"BODY[]")
+        return bytes(raw) if raw is not None else None
+
     # -- the hot path --------------------------------------------------------------------
 
     def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:

@@ -20,17 +20,22 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from analytics.policy import load_policy, public_matcher
 from connectors.base import (
     FolderCursor,
+    FolderState,
     MailboxSource,
+    Message,
     SourceError,
     plan_folder,
 )
+from connectors.contacts import find_contacts
 from connectors.logins import LoginSourceError
 from connectors.sieve import SieveSource
 from pipelines.config import Config, load_config, load_roster
 from pipelines.signals import collect_logins
 from pipelines.storage import (
+    CONTACTS,
     FORWARDING,
     RUN_MAILBOXES,
     RUNS,
@@ -84,6 +89,7 @@ def collect_mailbox(
     night: str,
     data: DataDir,
     forwarding: SieveSource | None = None,
+    scan: ContactScan | None = None,
 ) -> MailboxOutcome:
     """Collect one mailbox for one night and commit it. Transient errors propagate (the
     task retries them); other source errors come back as a failed outcome."""
@@ -102,6 +108,7 @@ def collect_mailbox(
             after: dict[str, FolderCursor] = {}
             rows: list[dict[str, Any]] = []
             rereads: list[tuple[str, int]] = []
+            to_scan: list[tuple[FolderState, Message]] = []
             with data.messages_writer(mailbox, night) as writer:
                 for folder in folders:
                     plan = plan_folder(folder, start.get(folder.name))
@@ -115,6 +122,8 @@ def collect_mailbox(
                         writer.write(
                             messages_table(source.name, mailbox, uidvalidity, roles, batch)
                         )
+                        if scan is not None and folder.role == "sent":
+                            to_scan.extend((folder, m) for m in batch)
                     after[folder.name] = FolderCursor(
                         folder.uidvalidity, max(folder.uidnext - 1, 0), folder.highestmodseq
                     )
@@ -150,6 +159,7 @@ def collect_mailbox(
                         }
                     )
                 fetched_total = writer.rows
+            contacts = _scan_contacts(session, mailbox, to_scan, scan) if scan else None
     except SourceError as exc:
         if exc.transient:
             raise
@@ -168,6 +178,8 @@ def collect_mailbox(
             )
         except SourceError as exc:  # the messages are safe; say what is missing
             notes.append(f"forwarding rules not read: {exc.reason}")
+    if contacts is not None:
+        data.write_table("contacts", night, mailbox_key(mailbox), contacts)
     for name, uv in rereads:
         data.drop_folder_rows(mailbox, name, uv, except_night=night)
     for row in rows:
@@ -191,6 +203,38 @@ def collect_mailbox(
     )
 
 
+@dataclass(frozen=True)
+class ContactScan:
+    """The opt-in contact scan (policy `[contact_scan] enabled = true`)."""
+
+    is_public: Callable[[str], bool]
+    max_bytes: int
+
+
+def _scan_contacts(
+    session: Any, mailbox: str, sent: list[tuple[FolderState, Message]], scan: ContactScan
+) -> pa.Table:
+    """Public contact addresses in tonight's new sent messages; skips recorded with reasons."""
+    rows: list[dict[str, Any]] = []
+    for folder, m in sent:
+        base = {
+            "mailbox": mailbox,
+            "uid": m.uid,
+            "message_id": m.message_id,
+            "sent_date": datetime.fromtimestamp(m.sent_date, UTC),
+        }
+        if m.size > scan.max_bytes:
+            rows.append({**base, "skipped": f"larger than {scan.max_bytes} bytes ({m.size})"})
+            continue
+        raw = session.raw_message(folder, m.uid)
+        if raw is None:
+            rows.append({**base, "skipped": "gone before it could be read"})
+            continue
+        for address, where in find_contacts(raw, scan.is_public):
+            rows.append({**base, "address": address, "where_found": where})
+    return pa.Table.from_pylist(rows, schema=CONTACTS)
+
+
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry dropped connections and timeouts, not wrong passwords."""
     exc = state.result(raise_on_failure=False)
@@ -208,7 +252,15 @@ def collect_mailbox_task(
 ) -> MailboxOutcome:
     cfg = _config(config_path)
     src = cfg.source(source_name)
-    return collect_mailbox(src.build(), mailbox, night, DataDir(cfg.data_dir), src.forwarding())
+    policy = load_policy(cfg.policy)
+    scan = (
+        ContactScan(public_matcher(cfg.public_domains_extra), policy.contact_scan_max_bytes)
+        if policy.contact_scan
+        else None
+    )
+    return collect_mailbox(
+        src.build(), mailbox, night, DataDir(cfg.data_dir), src.forwarding(), scan
+    )
 
 
 @task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{name}")

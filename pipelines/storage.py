@@ -104,6 +104,7 @@ CONTACTS = pa.schema(
         ("address", pa.string()),
         ("where_found", pa.string()),
         ("sent_date", pa.timestamp("s", tz="UTC")),
+        ("skipped", pa.string()),  # why this message was not scanned (address is then null)
     ]
 )
 

@@ -100,6 +100,7 @@ documents as (
     from contacts t
     join people p on p.mailbox = lower(t.mailbox)
     where t.sent_date >= $month_start and t.sent_date < $month_end
+        and t.address is not null
 ),
 
 inactive as (
