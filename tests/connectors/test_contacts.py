@@ -24,10 +24,12 @@ def docx(text: str) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("[Content_Types].xml", "<Types/>")
-        z.writestr("word/document.xml",
-                   '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
-                   f'2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body>'
-                   "</w:document>")
+        z.writestr(
+            "word/document.xml",
+            '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
+            f'2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body>'
+            "</w:document>",
+        )
     return buf.getvalue()
 
 
@@ -51,7 +53,9 @@ def pdf(text: str) -> bytes:
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, xref)
+        len(objects) + 1,
+        xref,
+    )
     return bytes(out)
 
 
@@ -63,22 +67,34 @@ def document_mail(sender: str, n: int) -> bytes:
     msg["Subject"] = "Công văn số 12/UBND"
     msg.set_content("Kính gửi Văn thư. Trả lời về địa chỉ vanthu@danang.gov.vn.")
     msg.add_alternative("<p>Đầu mối: <b>hotro.phuong@gmail.com</b></p>", subtype="html")
-    msg.add_attachment(docx("Liên hệ: Lienhe.UBND@Gmail.com hoặc ubnd@danang.gov.vn"),
-                       maintype="application",
-                       subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
-                       filename="cong-van.docx")
-    msg.add_attachment(pdf("Email: phongtn@hn.vnn.vn"), maintype="application",
-                       subtype="pdf", filename="to-trinh.pdf")
-    msg.add_attachment(b"\x00not a zip", maintype="application",
-                       subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
-                       filename="broken.docx")
+    msg.add_attachment(
+        docx("Liên hệ: Lienhe.UBND@Gmail.com hoặc ubnd@danang.gov.vn"),
+        maintype="application",
+        subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
+        filename="cong-van.docx",
+    )
+    msg.add_attachment(
+        pdf("Email: phongtn@hn.vnn.vn"),
+        maintype="application",
+        subtype="pdf",
+        filename="to-trinh.pdf",
+    )
+    msg.add_attachment(
+        b"\x00not a zip",
+        maintype="application",
+        subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
+        filename="broken.docx",
+    )
     return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def test_find_contacts_in_text_html_docx_and_pdf():
     got = set(find_contacts(document_mail("a@danang.gov.vn", 1), IS_PUBLIC))
-    assert got == {("hotro.phuong@gmail.com", "html"), ("lienhe.ubnd@gmail.com", "docx"),
-                   ("phongtn@hn.vnn.vn", "pdf")}
+    assert got == {
+        ("hotro.phuong@gmail.com", "html"),
+        ("lienhe.ubnd@gmail.com", "docx"),
+        ("phongtn@hn.vnn.vn", "pdf"),
+    }
 
 
 def test_scan_of_sent_mail_on_the_real_server(dovecot, tmp_path):
@@ -90,20 +106,35 @@ def test_scan_of_sent_mail_on_the_real_server(dovecot, tmp_path):
     dovecot.deliver(mailbox, "INBOX", document_mail("other@gmail.com", 3), when=BASE)
     dovecot.finish_seeding(mailbox)
     before = flag_names(dovecot, mailbox)
-    src = ImapSource(ImapSettings(host="127.0.0.1", port=dovecot.imaps_port,
-                                  ca_file=str(dovecot.ca_file), master_user=MASTER_USER),
-                     password_for=lambda _m: MASTER_PASSWORD)
+    src = ImapSource(
+        ImapSettings(
+            host="127.0.0.1",
+            port=dovecot.imaps_port,
+            ca_file=str(dovecot.ca_file),
+            master_user=MASTER_USER,
+        ),
+        password_for=lambda _m: MASTER_PASSWORD,
+    )
     scan = ContactScan(IS_PUBLIC, max_bytes=len(big) - 1)
     collect_mailbox(src, mailbox, "2026-11-20", DataDir(tmp_path), scan=scan)
     rows = pq.read_table(tmp_path / "contacts" / "night=2026-11-20" / f"{mailbox}.parquet")
-    got = {(r["message_id"], r["address"], r["where_found"], r["skipped"] is not None)
-           for r in rows.to_pylist()}
+    got = {
+        (r["message_id"], r["address"], r["where_found"], r["skipped"] is not None)
+        for r in rows.to_pylist()
+    }
     assert got == {
         ("<doc1@danang.gov.vn>", "hotro.phuong@gmail.com", "html", False),
         ("<doc1@danang.gov.vn>", "lienhe.ubnd@gmail.com", "docx", False),
         ("<doc1@danang.gov.vn>", "phongtn@hn.vnn.vn", "pdf", False),
         ("<doc2@danang.gov.vn>", None, None, True),  # too large: skipped, with the reason
     }
-    assert set(rows.column_names) == {"mailbox", "uid", "message_id", "address", "where_found",
-                                      "sent_date", "skipped"}  # no text is stored
+    assert set(rows.column_names) == {
+        "mailbox",
+        "uid",
+        "message_id",
+        "address",
+        "where_found",
+        "sent_date",
+        "skipped",
+    }  # no text is stored
     assert flag_names(dovecot, mailbox) == before  # BODY.PEEK: still unseen
