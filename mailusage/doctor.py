@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+from analytics.policy import PolicyError, load_policy
 from connectors.base import SourceError
 from connectors.imap import probe_tcp
 from connectors.logins import LogCursor, LoginSourceError
@@ -158,5 +159,18 @@ def _signal_checks(cfg: Config) -> list[Check]:
             else "no source has sieve = { … }: forwarding unknown",
         )
     )
-    out.append(Check("signals", "contact-scan", "ok", "off (opt-in by policy)"))
+    try:
+        policy = load_policy(cfg.policy)
+        out.append(
+            Check(
+                "signals",
+                "contact-scan",
+                "ok",
+                f"on (policy {policy.name}, messages up to {policy.contact_scan_max_bytes} bytes)"
+                if policy.contact_scan
+                else f"off (policy {policy.name}; opt-in with [contact_scan])",
+            )
+        )
+    except PolicyError as exc:
+        out.append(Check("policy", "load", "fail", str(exc)))
     return out

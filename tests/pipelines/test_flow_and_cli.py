@@ -209,7 +209,7 @@ path = "missing.csv"
     assert "dovecot-dict:" in out and "dovecot-log:" in out and "readable" in out
     assert "missing.csv not found" in out
     assert "login recency from: dovecot-dict, dovecot-log, exchange-csv" in out
-    assert "contact-scan" in out and "forwarding unknown" in out
+    assert "off (policy lien-chieu-2014" in out and "forwarding unknown" in out
 
 
 def test_doctor_checks_managesieve(dovecot, staff, tmp_path, monkeypatch, capsys):
