@@ -34,7 +34,9 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	@# Its own temp root: pytest prunes old /tmp/pytest-of-* dirs, which would pull the
+	@# files out from under another run's Dovecot on the same machine.
+	$(BIN)/pytest --basetemp=.pytest-tmp
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
@@ -43,4 +45,4 @@ bench: setup
 	$(BIN)/python benchmarks/collect_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .pytest-tmp .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from analytics.policy import Policy, Waiver, check_month, public_domains
 from analytics.queries import Workspace, month_params, previous_month
+from analytics.report import render_report
 from pipelines.config import Person
 
 LANGS = ("vi", "en")
@@ -168,6 +169,8 @@ class EvaluationResult:
     unit_ranking: pa.Table
     violations: pa.Table
     hr_rows: list[dict[str, Any]]
+    coverage: pa.Table
+    regular_share_prev: float | None
     paths: dict[str, Path] = field(default_factory=dict)
 
 
@@ -249,12 +252,23 @@ def evaluate_month(
         suspected_min_units=policy.suspected_min_units,
     )
     violations = _apply_confidence(violations, policy)
+    coverage = ws.run("coverage", **params)
     person_month = _with_counterparts(person_month, counterparts)
     hr_rows = _hr_rows(inputs, month, person_month, violations, lang)
-    result = EvaluationResult(month, person_month, ranking, violations, hr_rows)
+    result = EvaluationResult(
+        month, person_month, ranking, violations, hr_rows, coverage, _regular_share(prev)
+    )
     if out_dir is not None:
         result.paths = _write(result, out_dir / month, inputs, lang)
     return result
+
+
+def _regular_share(pm: pa.Table) -> float | None:
+    """Regular users among people with a mailbox, as in the ranking; None without data."""
+    people = [r for r in pm.to_pylist() if not r["is_unit_mailbox"] and r["has_mailbox"]]
+    if not any(r["nights_collected"] > 0 for r in people):
+        return None  # no collection that month: unknown, not 0%
+    return float(sum(r["usage_class"] == "regular" for r in people) / len(people))
 
 
 def _apply_confidence(violations: pa.Table, policy: Policy) -> pa.Table:
@@ -379,6 +393,7 @@ def _write(
             "violations.csv",
             "review.csv",
             "hr_ratings.csv",
+            "report.html",
         )
     }
     sink = pa.BufferOutputStream()
@@ -396,4 +411,5 @@ def _write(
         _csv_bytes(EVIDENCE_COLUMNS, _evidence_rows(inputs, result.violations, "suspected"), lang),
     )
     _atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, result.hr_rows, lang))
+    _atomic_write(paths["report.html"], render_report(result, inputs, lang).encode("utf-8"))
     return {Path(k).stem: v for k, v in paths.items()}

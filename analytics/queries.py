@@ -16,17 +16,32 @@ import duckdb
 import pyarrow as pa
 
 from analytics.policy import check_month
-from pipelines.storage import CONTACTS, FORWARDING, LOGINS, MAILBOX_STATUS, MESSAGES
+from pipelines.storage import (
+    CONTACTS,
+    FORWARDING,
+    LOGINS,
+    MAILBOX_STATUS,
+    MESSAGES,
+    RUN_MAILBOXES,
+)
 
 SQL_DIR = Path(__file__).parent / "sql"
 QUERIES = frozenset(
-    {"counterpart_addresses", "counterparts", "person_month", "unit_ranking", "violations"}
+    {
+        "counterpart_addresses",
+        "counterparts",
+        "coverage",
+        "person_month",
+        "unit_ranking",
+        "violations",
+    }
 )
 
 DATASETS = {
     "messages": MESSAGES,
     "mailbox_status": MAILBOX_STATUS,
     "logins": LOGINS,
+    "run_mailboxes": RUN_MAILBOXES,
     "forwarding": FORWARDING,
     "contacts": CONTACTS,
 }

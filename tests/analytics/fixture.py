@@ -31,7 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.config import load_roster
-from pipelines.storage import MAILBOX_STATUS, MESSAGES, DataDir
+from pipelines.storage import MAILBOX_STATUS, MESSAGES, RUN_MAILBOXES, DataDir
 
 ICT = timezone(timedelta(hours=7))
 DOMAIN = "lienchieu.danang.gov.vn"
@@ -158,6 +158,38 @@ def build(data_dir: Path) -> None:
     data.write_table(
         "messages", "2026-12-01", "fixture", pa.Table.from_pylist(b.messages, schema=MESSAGES)
     )
+
+    # Run outcomes: P08's collection failed every November night (a wrong password).
+    for n in range(2, 32):
+        night = datetime(2026, 11, 1) + timedelta(days=n - 1)  # nights 2 Nov .. 1 Dec
+        outcomes = [
+            {
+                "run_id": f"r{n:02d}",
+                "source": "fixture",
+                "mailbox": addr("P08"),
+                "status": "failed",
+                "reason": "login failed (wrong password?)",
+                "messages_new": 0,
+                "folders": 0,
+                "seconds": 0.1,
+            },
+            {
+                "run_id": f"r{n:02d}",
+                "source": "fixture",
+                "mailbox": addr("P01"),
+                "status": "ok",
+                "reason": "",
+                "messages_new": 1,
+                "folders": 2,
+                "seconds": 0.1,
+            },
+        ]
+        data.write_table(
+            "run_mailboxes",
+            night.date().isoformat(),
+            f"r{n:02d}",
+            pa.Table.from_pylist(outcomes, schema=RUN_MAILBOXES),
+        )
 
     collected = [
         addr(p) for p in ("P01", "P02", "P03", "P04", "P05", "P06", "P07", "P09", "P10", "UA")

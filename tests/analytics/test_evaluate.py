@@ -350,3 +350,29 @@ def test_a_code_the_policy_trusts_only_as_suspected_goes_to_review(data_dir, tmp
     p05 = [r for r in out.violations.to_pylist() if r["employee_id"] == "P05"]
     assert p05 and {r["confidence"] for r in p05} == {"suspected"}
     assert next(r for r in out.hr_rows if r["employee_id"] == "P05")["max_rating"] == ""
+
+
+def test_report_figures_equal_the_evaluation_outputs(result):
+    import re
+
+    html = result.paths["report"].read_text(encoding="utf-8")
+    kpi = re.search(
+        r'id="kpi-regular">\s*<div class="v [a-z]+">(\d+)%</div>\s*'
+        r'<div class="l">[^<]*\((\d+)/(\d+)\)',
+        html,
+    )
+    assert kpi is not None and kpi.groups() == ("30", "3", "10")
+    assert re.search(r'id="kpi-prev">\s*<div class="v">10%', html)  # October: P01 only
+    ranking = list(csv.reader(result.paths["unit_ranking"].read_text("utf-8-sig").splitlines()))
+    for row in ranking[1:]:
+        assert f"<td>{row[2]}</td>" in html  # every unit of the CSV is in the report
+    assert (
+        "<td>PUBLIC_MAIL_FOR_WORK</td><td>Phòng Tài chính - Kế hoạch</td>"
+        '<td class="n">1</td>' in html
+    )
+    assert "u" + "a@lienchieu.danang.gov.vn" in html  # the unattended unit mailbox
+    assert "8/11 hộp thư được thu thập đủ" not in html
+    cov = re.search(r'id="coverage">(\d+)/(\d+) [^:]*: (\d+)', html)
+    assert cov is not None and cov.groups() == ("1", "11", "1")  # P01 full; P08 failed
+    assert "login failed (wrong password?)" in html
+    assert html.count("<svg") == 2  # class split and ranking charts

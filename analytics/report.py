@@ -1,0 +1,211 @@
+"""The monthly report to the chairman: `reports/YYYY-MM/report.html`, Vietnamese by default.
+
+Figures come from the same evaluation tables as the CSVs; charts are matplotlib SVG inlined
+in one self-contained HTML file (no network, opens from a USB stick). Rendering the same
+month twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+BASELINE = 0.30  # the Bình Dương check: 30% regular, 70% rarely or never
+TEMPLATES = Path(__file__).parent / "templates"
+
+TEXT = {
+    "vi": {
+        "title": "Báo cáo tình hình sử dụng hộp thư điện tử công vụ",
+        "month": "Tháng",
+        "policy": "Căn cứ",
+        "regular_share": "Tỷ lệ sử dụng thường xuyên",
+        "last_month": "tháng trước",
+        "baseline": "mốc kiểm tra Bình Dương (30%)",
+        "ranking": "Xếp hạng đơn vị",
+        "rank": "Hạng",
+        "unit": "Đơn vị",
+        "mailboxes": "Số hộp thư",
+        "regular": "Thường xuyên",
+        "share": "Tỷ lệ",
+        "change": "So với tháng trước",
+        "violations": "Vi phạm theo mã và đơn vị",
+        "code": "Mã vi phạm",
+        "people": "Số người",
+        "unattended": "Hộp thư đơn vị không có người theo dõi",
+        "none": "Không có",
+        "coverage": "Độ phủ dữ liệu",
+        "coverage_text": "hộp thư được thu thập đủ; hộp thư có đêm lỗi",
+        "failed": "Hộp thư có đêm thu thập lỗi",
+        "nights_failed": "Số đêm lỗi",
+        "reason": "Lý do lần lỗi gần nhất",
+        "capped": "Số người bị giới hạn mức xếp loại",
+        "classes": "Phân loại mức độ sử dụng",
+        "class_names": {
+            "regular": "Thường xuyên",
+            "occasional": "Thỉnh thoảng",
+            "inactive": "Không sử dụng",
+            "no_mailbox": "Chưa có hộp thư",
+        },
+        "share_axis": "Tỷ lệ người dùng thường xuyên",
+        "generated": "Số liệu từ các tệp trong thư mục",
+    },
+    "en": {
+        "title": "Official mailbox usage report",
+        "month": "Month",
+        "policy": "Policy",
+        "regular_share": "Share of regular users",
+        "last_month": "last month",
+        "baseline": "Bình Dương check baseline (30%)",
+        "ranking": "Unit ranking",
+        "rank": "Rank",
+        "unit": "Unit",
+        "mailboxes": "Mailboxes",
+        "regular": "Regular",
+        "share": "Share",
+        "change": "Change from last month",
+        "violations": "Violations by code and unit",
+        "code": "Code",
+        "people": "People",
+        "unattended": "Unit mailboxes nobody attended",
+        "none": "None",
+        "coverage": "Data coverage",
+        "coverage_text": "mailboxes fully collected; mailboxes with failed nights",
+        "failed": "Mailboxes with failed nights",
+        "nights_failed": "Failed nights",
+        "reason": "Last failure",
+        "capped": "People whose rating is capped",
+        "classes": "Usage classes",
+        "class_names": {
+            "regular": "regular",
+            "occasional": "occasional",
+            "inactive": "inactive",
+            "no_mailbox": "no mailbox",
+        },
+        "share_axis": "Share of regular users",
+        "generated": "Figures from the files in",
+    },
+}
+
+
+def _svg(fig: Any) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]  # drop the XML prolog: the SVG is inlined
+
+
+def _ranking_chart(ranking: list[dict[str, Any]], t: dict[str, Any]) -> str:
+    rows = [r for r in ranking if r["share_regular"] is not None][::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(len(rows), 3) + 0.8))
+    names = [r["unit_name"] for r in rows]
+    shares = [r["share_regular"] * 100 for r in rows]
+    colours = ["#1b7f3b" if s >= BASELINE * 100 else "#c0392b" for s in shares]
+    ax.barh(names, shares, color=colours)
+    ax.axvline(BASELINE * 100, color="#555", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(t["share_axis"] + " (%)")
+    for y, s in enumerate(shares):
+        ax.text(min(s + 1, 92), y, f"{s:.0f}%", va="center", fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _svg(fig)
+
+
+def _class_chart(counts: dict[str, int], t: dict[str, Any]) -> str:
+    order = ["regular", "occasional", "inactive", "no_mailbox"]
+    fig, ax = plt.subplots(figsize=(7.5, 1.3))
+    left = 0
+    palette = {
+        "regular": "#1b7f3b",
+        "occasional": "#f0ad4e",
+        "inactive": "#c0392b",
+        "no_mailbox": "#999999",
+    }
+    total = sum(counts.values()) or 1
+    for cls in order:
+        n = counts.get(cls, 0)
+        if n:
+            ax.barh([0], [n], left=left, color=palette[cls])
+            ax.text(
+                left + n / 2,
+                0,
+                f"{t['class_names'][cls]}\n{n} ({n / total:.0%})",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white",
+            )
+            left += n
+    ax.set_axis_off()
+    return _svg(fig)
+
+
+def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
+    """Every figure the report shows, computed from the evaluation tables."""
+    t = TEXT[lang]
+    people = [
+        r for r in result.person_month.to_pylist() if not r["is_unit_mailbox"] and r["has_mailbox"]
+    ]
+    regular = sum(r["usage_class"] == "regular" for r in people)
+    classes = Counter(
+        r["usage_class"] for r in result.person_month.to_pylist() if not r["is_unit_mailbox"]
+    )
+    units = {p.employee_id: p.unit_name for p in inputs.people}
+    by_code: dict[str, set[str]] = defaultdict(set)
+    by_code_unit: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for v in result.violations.to_pylist():
+        if v["confidence"] != "confirmed" or v["code"] == "UNIT_MAILBOX_UNATTENDED":
+            continue
+        by_code[v["code"]].add(v["employee_id"])
+        by_code_unit[(v["code"], units.get(v["employee_id"], ""))].add(v["employee_id"])
+    unattended = [
+        r
+        for r in result.person_month.to_pylist()
+        if r["is_unit_mailbox"]
+        and any(
+            v["employee_id"] == r["employee_id"] and v["code"] == "UNIT_MAILBOX_UNATTENDED"
+            for v in result.violations.to_pylist()
+        )
+    ]
+    coverage = result.coverage.to_pylist()
+    failed = [c for c in coverage if c["nights_failed"]]
+    ranking = result.unit_ranking.to_pylist()
+    return {
+        "t": t,
+        "lang": lang,
+        "month": result.month,
+        "policy": inputs.policy.title or inputs.policy.name,
+        "regular_share": regular / len(people) if people else None,
+        "regular_share_prev": result.regular_share_prev,
+        "baseline": BASELINE,
+        "people": len(people),
+        "regular": regular,
+        "capped": sum(1 for r in result.hr_rows if r["max_rating"]),
+        "ranking": ranking,
+        "ranking_chart": _ranking_chart(ranking, t) if ranking else "",
+        "class_chart": _class_chart(dict(classes), t),
+        "violations_by_code": sorted((c, len(p)) for c, p in by_code.items()),
+        "violations_by_code_unit": sorted((c, u, len(p)) for (c, u), p in by_code_unit.items()),
+        "unattended": [(r["unit_name"], r["mailbox"]) for r in unattended],
+        "coverage_full": sum(1 for c in coverage if not c["nights_failed"] and c["nights_ok"]),
+        "coverage_failed": failed,
+        "coverage_total": len(coverage),
+    }
+
+
+def render_report(result: Any, inputs: Any, lang: str = "vi") -> str:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
+    env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
+    env.filters["pp"] = lambda v: (
+        "—" if v is None else f"{v * 100:+.0f} điểm %" if lang == "vi" else f"{v * 100:+.0f} pp"
+    )
+    plt.rcParams["svg.hashsalt"] = "mailusage"  # stable ids: same month, same bytes
+    return env.get_template("report.html.j2").render(**report_context(result, inputs, lang))
