@@ -120,30 +120,35 @@ def _ranking_chart(ranking: list[dict[str, Any]], t: dict[str, Any]) -> str:
 
 
 def _class_chart(counts: dict[str, int], t: dict[str, Any]) -> str:
+    """One stacked bar; shares are of people with a mailbox (as in the ranking and KPI)."""
     order = ["regular", "occasional", "inactive", "no_mailbox"]
-    fig, ax = plt.subplots(figsize=(7.5, 1.3))
-    left = 0
     palette = {
         "regular": "#1b7f3b",
         "occasional": "#f0ad4e",
         "inactive": "#c0392b",
         "no_mailbox": "#999999",
     }
-    total = sum(counts.values()) or 1
+    with_mailbox = sum(counts.get(c, 0) for c in order[:3]) or 1
+    total = sum(counts.get(c, 0) for c in order) or 1
+    fig, ax = plt.subplots(figsize=(7.5, 1.1))
+    left = 0
     for cls in order:
         n = counts.get(cls, 0)
-        if n:
-            ax.barh([0], [n], left=left, color=palette[cls])
-            ax.text(
-                left + n / 2,
-                0,
-                f"{t['class_names'][cls]}\n{n} ({n / total:.0%})",
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white",
-            )
-            left += n
+        if not n:
+            continue
+        ax.barh([0], [n], left=left, color=palette[cls])
+        share = "" if cls == "no_mailbox" else f" ({n / with_mailbox:.0%})"
+        ax.text(
+            left + n / 2,
+            0,
+            f"{t['class_names'][cls]}\n{n}{share}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white",
+        )
+        left += n
+    ax.set_xlim(0, total)
     ax.set_axis_off()
     return _svg(fig)
 
