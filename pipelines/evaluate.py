@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from analytics.evaluate import EvaluationInputs, evaluate_month
 from analytics.policy import load_policy, load_waivers
 from analytics.queries import previous_month
-from pipelines.config import load_config, load_roster
+from pipelines.config import Config, load_config, load_roster
 
 
 def last_month(tz: Any) -> str:
@@ -23,12 +23,9 @@ def last_month(tz: Any) -> str:
     return previous_month(datetime.now(tz).strftime("%Y-%m"))
 
 
-def run_evaluation(
-    config_path: str, month: str | None = None, language: str | None = None
-) -> dict[str, Any]:
-    cfg = load_config(config_path)
-    month = month or last_month(cfg.tz)
-    inputs = EvaluationInputs(
+def evaluation_inputs(cfg: Config) -> EvaluationInputs:
+    """Everything an evaluation reads, from the config (also what notebooks start from)."""
+    return EvaluationInputs(
         data_dir=cfg.data_dir,
         people=load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources]),
         timezone=cfg.timezone,
@@ -37,6 +34,14 @@ def run_evaluation(
         waivers=load_waivers(cfg.waivers_path),
         public_domains_extra=cfg.public_domains_extra,
     )
+
+
+def run_evaluation(
+    config_path: str, month: str | None = None, language: str | None = None
+) -> dict[str, Any]:
+    cfg = load_config(config_path)
+    month = month or last_month(cfg.tz)
+    inputs = evaluation_inputs(cfg)
     result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=language or cfg.language)
     classes = [
         r["usage_class"]
