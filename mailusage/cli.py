@@ -62,6 +62,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
             result = collect_mod.collect(config_path=str(cfg.path), night=args.date)
         finally:
             collect_mod.progress_hook = None
+    if args.quiet:
+        out.print(
+            f"night {result['night']}: ok {result['ok']}, failed {result['failed']}, "
+            f"skipped {result['skipped']}; {result['messages_new']} new messages"
+        )
+        return 1 if result["failed"] else 0
     table = Table(title=f"night {result['night']} — run {result['run_id']}")
     for col in ("mailbox", "status", "new messages", "folders", "reason"):
         table.add_column(col)
@@ -172,7 +178,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailusage.demo import run_demo
 
-    return run_demo(args.workdir, staff=args.staff)
+    return run_demo(args.workdir, staff=args.staff, nights=args.nights)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the night to record, YYYY-MM-DD (default: today in the agency's zone)",
     )
+    p.add_argument("--quiet", action="store_true", help="one summary line, no table")
     p.set_defaults(func=cmd_collect)
     p = sub.add_parser("doctor", help="check every source and the roster")
     p.add_argument("--config", required=True)
@@ -203,7 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workdir", default="demo-data", help="where the demo writes (default demo-data)"
     )
-    p.add_argument("--staff", type=int, default=12)
+    p.add_argument("--staff", type=int, default=40, help="staff members (default 40)")
+    p.add_argument(
+        "--nights",
+        type=int,
+        default=None,
+        help="simulate only the first N days of last month (default: all)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

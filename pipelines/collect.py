@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -296,8 +297,13 @@ def run_collection(
     config_path: str,
     night: str | None = None,
     progress: Callable[[MailboxOutcome], None] | None = None,
+    plain: bool = False,
 ) -> RunSummary:
-    """The body of the flow, callable on its own: one night, every roster mailbox."""
+    """The body of the flow, callable on its own: one night, every roster mailbox.
+
+    ``plain`` runs the same task functions on a plain thread pool, without Prefect's task
+    bookkeeping or retries (the demo's simulated nights; ~40 ms less per mailbox).
+    """
     _CONFIGS.pop(str(Path(config_path).resolve()), None)
     config_path = str(Path(config_path).resolve())
     cfg = _config(config_path)
@@ -315,7 +321,12 @@ def run_collection(
     )
     work = [(p.source or cfg.sources[0].name, p.email) for p in people if p.email]
     runner: Any  # Prefect's submit() overloads do not type a sync task's result
-    with ThreadPoolTaskRunner(max_workers=cfg.concurrency) as runner:
+    pool: Any = (
+        _PlainRunner(cfg.concurrency)
+        if plain
+        else ThreadPoolTaskRunner(max_workers=cfg.concurrency)
+    )
+    with pool as runner:
         futures = [
             (
                 src,
@@ -363,6 +374,22 @@ def run_collection(
             summary.outcomes.append(outcome)
     _write_run(cfg, summary, started)
     return summary
+
+
+class _PlainRunner:
+    """The subset of a Prefect task runner run_collection uses, on plain threads."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers)
+
+    def __enter__(self) -> _PlainRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    def submit(self, task: Any, parameters: dict[str, Any]) -> Future[Any]:
+        return self._pool.submit(task.fn, **parameters)
 
 
 def _write_run(cfg: Config, summary: RunSummary, started: datetime) -> None:

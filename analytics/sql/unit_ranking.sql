@@ -26,8 +26,11 @@ units as (
 previous as (
     select
         unit_code,
-        count(*) filter (where usage_class = 'regular')
-            / nullif(count(*) filter (where has_mailbox), 0) as share_regular_prev
+        -- no collection in the unit that month: unknown, not 0%
+        case when sum(nights_collected) > 0 then
+            count(*) filter (where usage_class = 'regular')
+                / nullif(count(*) filter (where has_mailbox), 0)
+        end as share_regular_prev
     from person_month_prev
     where not is_unit_mailbox
     group by unit_code
