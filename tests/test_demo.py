@@ -1,0 +1,25 @@
+"""`mailusage demo` end to end (small): every planted violation found, nothing false."""
+
+from __future__ import annotations
+
+import csv
+
+from mailusage.demo import run_demo
+
+
+def test_demo_finds_what_it_planted(tmp_path, monkeypatch, prefect_harness):
+    monkeypatch.chdir(tmp_path)
+    assert run_demo(str(tmp_path / "demo"), staff=16) == 0  # non-zero on missed / false
+    reports = next((tmp_path / "demo" / "reports").iterdir())
+    for name in (
+        "person_month.parquet",
+        "unit_ranking.csv",
+        "violations.csv",
+        "review.csv",
+        "hr_ratings.csv",
+        "report.html",
+    ):
+        assert (reports / name).exists(), name
+    with (reports / "hr_ratings.csv").open(encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    assert len(rows) == 1 + 16  # one row per person; unit mailboxes are not rated
