@@ -12,7 +12,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from mailusage.devserver import LocalDovecot
+from connectors.imap import ImapSettings, ImapSource
+from mailusage.devserver import MASTER_USER, LocalDovecot
 
 MASTER_PASSWORD = "test-master-secret"
 
@@ -39,3 +40,19 @@ def prefect_harness() -> Iterator[None]:
 
 def maildir_files(path: Path) -> list[Path]:
     return sorted(p for p in (path / "cur").iterdir() if p.is_file())
+
+
+def imap_source(server: LocalDovecot, **overrides: object) -> ImapSource:
+    """The collector's source for the test Dovecot: IMAPS, our CA, the master user."""
+    settings: dict[str, object] = dict(
+        host="127.0.0.1",
+        port=server.imaps_port,
+        ca_file=str(server.ca_file),
+        master_user=MASTER_USER,
+    )
+    settings.update(overrides)
+    return ImapSource(
+        ImapSettings(**settings),  # type: ignore[arg-type]
+        password_for=lambda _m: MASTER_PASSWORD,
+        name="test",
+    )

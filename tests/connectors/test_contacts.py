@@ -10,11 +10,9 @@ import pyarrow.parquet as pq
 
 from analytics.policy import public_matcher
 from connectors.contacts import find_contacts
-from connectors.imap import ImapSettings, ImapSource
-from mailusage.devserver import MASTER_USER
 from pipelines.collect import ContactScan, collect_mailbox
 from pipelines.storage import DataDir
-from tests.conftest import MASTER_PASSWORD
+from tests.conftest import imap_source
 from tests.groundtruth import BASE, flag_names
 
 IS_PUBLIC = public_matcher()
@@ -106,15 +104,7 @@ def test_scan_of_sent_mail_on_the_real_server(dovecot, tmp_path):
     dovecot.deliver(mailbox, "INBOX", document_mail("other@gmail.com", 3), when=BASE)
     dovecot.finish_seeding(mailbox)
     before = flag_names(dovecot, mailbox)
-    src = ImapSource(
-        ImapSettings(
-            host="127.0.0.1",
-            port=dovecot.imaps_port,
-            ca_file=str(dovecot.ca_file),
-            master_user=MASTER_USER,
-        ),
-        password_for=lambda _m: MASTER_PASSWORD,
-    )
+    src = imap_source(dovecot)
     scan = ContactScan(IS_PUBLIC, max_bytes=len(big) - 1)
     collect_mailbox(src, mailbox, "2026-11-20", DataDir(tmp_path), scan=scan)
     rows = pq.read_table(tmp_path / "contacts" / "night=2026-11-20" / f"{mailbox}.parquet")

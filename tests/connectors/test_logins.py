@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from connectors.imap import ImapSettings, ImapSource
 from connectors.logins import (
     LoginSourceError,
     parse_export_time,
@@ -21,8 +20,8 @@ from connectors.logins import (
     read_log,
     read_zimbra_export,
 )
-from mailusage.devserver import DOVEADM, MASTER_USER, LocalDovecot
-from tests.conftest import MASTER_PASSWORD
+from mailusage.devserver import DOVEADM, LocalDovecot
+from tests.conftest import imap_source
 from tests.groundtruth import seed_regular
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -50,15 +49,7 @@ def dict_logins(server: LocalDovecot) -> dict[str, datetime]:
 
 
 def collect_once(server: LocalDovecot, mailbox: str) -> None:
-    src = ImapSource(
-        ImapSettings(
-            host="127.0.0.1",
-            port=server.imaps_port,
-            ca_file=str(server.ca_file),
-            master_user=MASTER_USER,
-        ),
-        password_for=lambda _m: MASTER_PASSWORD,
-    )
+    src = imap_source(server)
     with src.open(mailbox) as session:
         for folder in session.folders():
             for _batch in session.messages(folder, 1, folder.uidnext - 1):
