@@ -441,6 +441,13 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
             f"({time.monotonic() - started:.0f} s); evaluating {month}…"
         )
         code = main(["evaluate", "--config", str(config), "--month", month]) or code
+    if len(days) < 15:  # the policy charges inactivity only on >= 15 collected nights
+        undetectable = {"NOT_USING_OFFICIAL_MAIL", "UNIT_MAILBOX_UNATTENDED"}
+        agency.planted = {(e, c) for e, c in agency.planted if c not in undetectable}
+        console.print(
+            f"{len(days)} nights: inactivity is not charged on fewer than 15 "
+            "collected nights, so it is left out of the self-check"
+        )
     found, missed, false = self_check(agency, root / "reports" / month / "violations.csv")
     console.print(f"found {found}, missed {missed}, false-confirmed {false}")
     console.print(
