@@ -403,8 +403,8 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
     with LocalDovecot.start(root / "dovecot", master_password="demo-master") as server:
         agency = build_agency(staff, rng)
         roles = plant_special(agency, rng)
+        server.add_users({p.email: PASSWORD for p in agency.people})
         for p in agency.people:
-            server.add_user(p.email, PASSWORD)
             server.create_folder(p.email, p.sent_folder)
         for p in roles["forward"]:
             server.set_sieve(

@@ -318,15 +318,20 @@ class LocalDovecot:
                 os.lchown(os.path.join(dirpath, name), uid, gid)
 
     def add_user(self, email: str, password: str) -> None:
-        self.users[email] = password
+        self.add_users({email: password})
+
+    def add_users(self, users: dict[str, str]) -> None:
+        """Create mailboxes; the passwd-file is written once however many there are."""
+        self.users.update(users)
         lines = "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items())
         passwd = self.root / "users.passwd"
         passwd.write_text(lines)
         self._passwd_written = time.time()
-        home = self.home(email)
-        for sub in ("cur", "new", "tmp"):
-            (home / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
-        self._chown(self.root / "mail" / email)
+        for email in users:
+            home = self.home(email)
+            for sub in ("cur", "new", "tmp"):
+                (home / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
+            self._chown(self.root / "mail" / email)
 
     def home(self, email: str) -> Path:
         return self.root / "mail" / email
