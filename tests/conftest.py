@@ -26,7 +26,7 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDovecot]:
         yield server
     finally:
         server.stop()
-    assert not (server.root / "run" / "master.pid").exists(), "dovecot left running"
+    assert not (server.run_dir / "master.pid").exists(), "dovecot left running"
 
 
 @pytest.fixture(scope="session")
