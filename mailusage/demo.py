@@ -186,6 +186,7 @@ def simulate_day(
     day: date,
     rng: random.Random,
     counter: list[int],
+    first: bool = False,
 ) -> None:
     """Deliver one day's mail, as the people of the agency would have sent and received it."""
     everyone = [p for p in agency.people]
@@ -228,7 +229,9 @@ def simulate_day(
         for p in everyone
         if (p.employee_id, "PUBLIC_MAIL_FOR_WORK") in agency.planted and p.personal_email
     ]
-    if day.day in (6, 20):
+    # Planted events: on the first simulated day (so a short --nights run has them too) and
+    # again later in the month.
+    if first or day.day in (6, 20):
         for p in planted_declared:  # official documents sent to one's own Gmail
             t = when(20, 22)
             raw = make_message(
@@ -249,7 +252,7 @@ def simulate_day(
                 subject="Xác nhận đăng ký tài khoản",
             )
             server.deliver(p.email, "INBOX", raw, when=t)
-    if day.day == 12:
+    if first or day.day == 12:
         for p in roles["document"]:
             t = when()
             server.deliver(
@@ -422,7 +425,7 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
         from pipelines.collect import run_collection
 
         for i, day in enumerate(days):
-            simulate_day(server, agency, roles, day, rng, counter)
+            simulate_day(server, agency, roles, day, rng, counter, first=i == 0)
             read_mail(server, agency, day, rng)
             night = (day + timedelta(days=1)).isoformat()
             if i < len(days) - 1:  # simulated nights: the same collection, no Prefect bookkeeping
