@@ -149,6 +149,14 @@ HR_COLUMNS = (
     "exemption",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+OUTPUT_FILES = (
+    "person_month.parquet",
+    "unit_ranking.csv",
+    "violations.csv",
+    "review.csv",
+    "hr_ratings.csv",
+    "report.html",
+)
 
 
 @dataclass(frozen=True)
@@ -385,17 +393,7 @@ def _evidence_rows(
 def _write(
     result: EvaluationResult, folder: Path, inputs: EvaluationInputs, lang: str
 ) -> dict[str, Path]:
-    paths = {
-        name: folder / name
-        for name in (
-            "person_month.parquet",
-            "unit_ranking.csv",
-            "violations.csv",
-            "review.csv",
-            "hr_ratings.csv",
-            "report.html",
-        )
-    }
+    paths = {name: folder / name for name in OUTPUT_FILES}
     sink = pa.BufferOutputStream()
     pq.write_table(result.person_month, sink, compression="zstd")
     _atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailusage.devserver import DOVEADM, MASTER_USER, LocalDovecot
-from mailusage.synth import make_message, person_name
+from mailusage.synth import make_docx, make_message, person_name
 
 ICT = ZoneInfo("Asia/Ho_Chi_Minh")
 DOMAIN = "demo.gov.vn"
@@ -143,21 +143,6 @@ def plant_special(agency: Agency, rng: random.Random) -> dict[str, list[Person]]
     return roles
 
 
-def _docx(text: str) -> bytes:
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr(
-            "word/document.xml",
-            '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
-            f'2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body>'
-            "</w:document>",
-        )
-    return buf.getvalue()
-
-
 def document_message(sender: Person, to: str, when: float, mid: str) -> bytes:
     from email.message import EmailMessage
     from email.utils import format_datetime
@@ -168,7 +153,7 @@ def document_message(sender: Person, to: str, when: float, mid: str) -> bytes:
     msg["Subject"] = "Thông báo tuyển dụng viên chức"
     msg.set_content("Kính gửi các đơn vị, xin gửi thông báo đính kèm.")
     msg.add_attachment(
-        _docx(
+        make_docx(
             f"Hồ sơ gửi về {sender.unit_name}, liên hệ: tuyendung.{sender.unit_code.lower()}"
             "@gmail.com"
         ),

@@ -97,3 +97,20 @@ def make_message(
         "Content-Transfer-Encoding: 8bit",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
+
+
+def make_docx(text: str) -> bytes:
+    """A minimal .docx (a zip with word/document.xml) holding one paragraph of ``text``."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr(
+            "word/document.xml",
+            '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
+            f'2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body>'
+            "</w:document>",
+        )
+    return buf.getvalue()

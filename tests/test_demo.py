@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+from analytics.evaluate import OUTPUT_FILES
 from mailusage.demo import run_demo
 
 
@@ -11,14 +12,7 @@ def test_demo_finds_what_it_planted(tmp_path, monkeypatch, prefect_harness):
     monkeypatch.chdir(tmp_path)
     assert run_demo(str(tmp_path / "demo"), staff=16) == 0  # non-zero on missed / false
     reports = next((tmp_path / "demo" / "reports").iterdir())
-    for name in (
-        "person_month.parquet",
-        "unit_ranking.csv",
-        "violations.csv",
-        "review.csv",
-        "hr_ratings.csv",
-        "report.html",
-    ):
+    for name in OUTPUT_FILES:
         assert (reports / name).exists(), name
     with (reports / "hr_ratings.csv").open(encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from email.message import EmailMessage
 
 import pyarrow.parquet as pq
 
 from analytics.policy import public_matcher
 from connectors.contacts import find_contacts
+from mailusage.synth import make_docx
 from pipelines.collect import ContactScan, collect_mailbox
 from pipelines.storage import DataDir
 from tests.conftest import imap_source
 from tests.groundtruth import BASE, flag_names
 
 IS_PUBLIC = public_matcher()
-
-
-def docx(text: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("[Content_Types].xml", "<Types/>")
-        z.writestr(
-            "word/document.xml",
-            '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
-            f'2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body>'
-            "</w:document>",
-        )
-    return buf.getvalue()
 
 
 def pdf(text: str) -> bytes:
@@ -66,7 +52,7 @@ def document_mail(sender: str, n: int) -> bytes:
     msg.set_content("Kính gửi Văn thư. Trả lời về địa chỉ vanthu@danang.gov.vn.")
     msg.add_alternative("<p>Đầu mối: <b>hotro.phuong@gmail.com</b></p>", subtype="html")
     msg.add_attachment(
-        docx("Liên hệ: Lienhe.UBND@Gmail.com hoặc ubnd@danang.gov.vn"),
+        make_docx("Liên hệ: Lienhe.UBND@Gmail.com hoặc ubnd@danang.gov.vn"),
         maintype="application",
         subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
         filename="cong-van.docx",

@@ -8,20 +8,12 @@ from imapclient import IMAPClient
 from connectors.base import AuthError, MailboxMissing, SourceError
 from connectors.imap import ImapSettings, ImapSource
 from mailusage.devserver import MASTER_USER, LocalDovecot
-from tests.conftest import MASTER_PASSWORD
+from tests.conftest import imap_source
 from tests.groundtruth import ODD_MESSAGES, flag_names, per_folder, seed_odd, seed_regular, truth
 
 
 def source(server: LocalDovecot, **overrides) -> ImapSource:
-    settings = dict(
-        host="127.0.0.1",
-        port=server.imaps_port,
-        ca_file=str(server.ca_file),
-        master_user=MASTER_USER,
-        batch_size=7,
-    )
-    settings.update(overrides)
-    return ImapSource(ImapSettings(**settings), password_for=lambda _m: MASTER_PASSWORD)
+    return imap_source(server, **{"batch_size": 7, **overrides})
 
 
 def collect_all(src: ImapSource, mailbox: str):
