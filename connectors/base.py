@@ -6,7 +6,7 @@ depend on :class:`MailboxSource` only, so IMAP and EWS are interchangeable downs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -56,6 +56,7 @@ class FolderState:
     uidnext: int
     uidvalidity: int
     highestmodseq: int | None
+    size_bytes: int | None = None  # the folder's total size, where the server says (EWS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,32 @@ class MailboxSession(Protocol):
     def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:
         """Batches of messages with from_uid <= UID <= to_uid."""
         ...
+
+    def fetch(self, requests: Sequence[tuple[FolderState, int, int]]) -> Iterator[list[Message]]:
+        """Batches for several (folder, from_uid, to_uid) at once; a server that can read
+        folders together (EWS FindItem) saves calls, IMAP reads them one by one."""
+        ...
+
+    def raw_message(self, folder: FolderState, uid: int) -> bytes | None:
+        """The whole message, read without changing it (None: gone, or not offered)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A rule that sends a mailbox's mail elsewhere (Sieve redirect, Exchange inbox rule)."""
+
+    mailbox: str
+    target: str
+    rule_name: str  # the Sieve script's or the inbox rule's name
+    keeps_copy: bool  # the mailbox keeps the message too (`redirect :copy`, an EWS forward)
+    conditional: bool  # only some messages are forwarded (inside an `if`, rule conditions)
+
+
+class ForwardingSource(Protocol):
+    """Where a mailbox's forwarding rules are read."""
+
+    def forwards(self, mailbox: str) -> list[Forward]: ...
 
 
 class MailboxSource(Protocol):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
@@ -248,6 +248,11 @@ class ImapSession:
         return bytes(raw) if raw is not None else None
 
     # -- the hot path --------------------------------------------------------------------
+
+    def fetch(self, requests: Sequence[tuple[FolderState, int, int]]) -> Iterator[list[Message]]:
+        """Folder after folder: IMAP reads one selected folder at a time."""
+        for folder, from_uid, to_uid in requests:
+            yield from self.messages(folder, from_uid, to_uid)
 
     def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:
         """Batches of Message for from_uid <= UID <= to_uid, streamed from one UID FETCH.

@@ -22,16 +22,7 @@ from typing import Any, Literal
 from sievelib.managesieve import Client, Error
 from sievelib.parser import Parser
 
-from connectors.base import AuthError, SourceError, TransientError
-
-
-@dataclass(frozen=True, slots=True)
-class Forward:
-    mailbox: str
-    target: str
-    rule_name: str  # the Sieve script's name
-    keeps_copy: bool  # `redirect :copy`: the mailbox keeps the message too
-    conditional: bool  # inside an `if`: only some messages are forwarded
+from connectors.base import AuthError, Forward, SourceError, TransientError
 
 
 @dataclass(frozen=True)

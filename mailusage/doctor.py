@@ -10,10 +10,14 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+import requests
+
 from analytics.policy import PolicyError, load_policy
-from connectors.base import SourceError
-from connectors.imap import probe_tcp
+from connectors.base import AuthError, SourceError
+from connectors.ews import EwsSettings, EwsSource
+from connectors.imap import ImapSource, probe_tcp
 from connectors.logins import LogCursor, LoginSourceError
+from connectors.sieve import SieveSource
 from pipelines.config import Config, Person, RosterError, SourceConfig, load_roster
 from pipelines.signals import read_source
 
@@ -27,7 +31,10 @@ class Check:
 
 
 def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
+    if src.ews is not None:
+        return _ews_checks(src, src.ews, probe)
     s = src.imap
+    assert s is not None
     out: list[Check] = []
 
     def add(check: str, status: str, detail: str) -> None:
@@ -40,6 +47,7 @@ def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
         add("tcp", "fail", f"cannot reach {s.host}:{s.effective_port}: {exc}")
         return out
     source = src.build()
+    assert isinstance(source, ImapSource)
     try:
         client = source.connect()
     except SourceError as exc:
@@ -84,7 +92,7 @@ def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
         add("login", "fail", f"TLS error: {exc}")
         return out
     forwarding = src.forwarding()
-    if forwarding is not None:
+    if isinstance(forwarding, SieveSource):
         try:
             rules = forwarding.forwards(probe)
             add(
@@ -94,6 +102,68 @@ def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
             )
         except SourceError as exc:
             add("managesieve", "fail", exc.reason)
+    return out
+
+
+def _ews_checks(src: SourceConfig, s: EwsSettings, probe: str | None) -> list[Check]:
+    """Endpoint reachable, login, impersonation right, folders, inbox rules — in that order,
+    stopping at the first failure (each later check needs the earlier ones)."""
+    out: list[Check] = []
+
+    def add(check: str, status: str, detail: str) -> None:
+        out.append(Check(src.name, check, status, detail))
+
+    try:
+        answer = requests.get(s.endpoint, timeout=min(s.timeout, 10), verify=s.ca_file or True)
+        add("endpoint", "ok", f"{s.endpoint} answers (HTTP {answer.status_code}, no autodiscover)")
+    except requests.exceptions.SSLError as exc:
+        add("endpoint", "fail", f"TLS certificate of {s.endpoint} not trusted: {exc}")
+        return out
+    except requests.exceptions.RequestException as exc:
+        add("endpoint", "fail", f"cannot reach {s.endpoint}: {exc}")
+        return out
+    if s.endpoint.startswith("http://"):
+        add("tls", "warn", "plain http: passwords cross the network unencrypted")
+    if probe is None:
+        add("login", "fail", "no roster mailbox for this source to open")
+        return out
+    source = src.build()
+    assert isinstance(source, EwsSource)
+    who = f"{s.username} ({s.auth})" if s.access != "user" else f"{probe} ({s.auth})"
+    try:
+        with source.open(probe) as session:
+            folders = session.folders()
+    except AuthError as exc:
+        login_refused = "UnauthorizedError" in exc.reason
+        add("login", "fail" if login_refused else "ok", exc.reason if login_refused else who)
+        if not login_refused:
+            add(s.access, "fail", f"{who} may not open {probe}: {exc.reason}")
+        return out
+    except SourceError as exc:
+        add("login", "fail", exc.reason)
+        return out
+    add("login", "ok", f"logged in as {who}")
+    if s.access != "user":
+        add(s.access, "ok", f"{s.username} may open {probe} ({s.access})")
+    roles = {f.role: f for f in folders}
+    for role in ("inbox", "sent"):
+        if role in roles:
+            f = roles[role]
+            add(f"{role}-folder", "ok", f"{f.name}: {f.messages} messages in {probe}")
+        else:
+            add(f"{role}-folder", "warn", f"no {role} folder in {probe}")
+    if src.ews_forwarding:
+        try:
+            rules = source.forwards(probe)
+            add("inbox-rules", "ok", f"GetInboxRules: {len(rules)} forwarding rule(s) in {probe}")
+        except SourceError as exc:
+            add("inbox-rules", "fail", exc.reason)
+    add(
+        "logins-quota",
+        "warn",
+        "EWS gives no last logon and no quota: export Get-MailboxStatistics ([[logins]] "
+        "kind = exchange-csv, operator guide)",
+    )
     return out
 
 
@@ -149,14 +219,17 @@ def _signal_checks(cfg: Config) -> list[Check]:
         )
     )
     with_sieve = [s.name for s in cfg.sources if s.sieve is not None]
+    with_rules = [s.name for s in cfg.sources if s.ews is not None and s.ews_forwarding]
+    how = [f"ManageSieve from {', '.join(with_sieve)}"] if with_sieve else []
+    how += [f"EWS inbox rules from {', '.join(with_rules)}"] if with_rules else []
     out.append(
         Check(
             "signals",
             "forwarding",
-            "ok" if with_sieve else "warn",
-            f"forwarding rules via ManageSieve from: {', '.join(with_sieve)}"
-            if with_sieve
-            else "no source has sieve = { … }: forwarding unknown",
+            "ok" if how else "warn",
+            f"forwarding rules via {'; '.join(how)}"
+            if how
+            else "no source has sieve = { … } or EWS rules: forwarding unknown",
         )
     )
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from analytics.policy import load_policy, public_matcher
 from connectors.base import (
     FolderCursor,
     FolderState,
+    ForwardingSource,
     MailboxSource,
     Message,
     SourceError,
@@ -32,7 +34,6 @@ from connectors.base import (
 )
 from connectors.contacts import find_contacts
 from connectors.logins import LoginSourceError
-from connectors.sieve import SieveSource
 from pipelines.config import Config, load_config, load_roster
 from pipelines.signals import collect_logins
 from pipelines.storage import (
@@ -89,7 +90,7 @@ def collect_mailbox(
     mailbox: str,
     night: str,
     data: DataDir,
-    forwarding: SieveSource | None = None,
+    forwarding: ForwardingSource | None = None,
     scan: ContactScan | None = None,
 ) -> MailboxOutcome:
     """Collect one mailbox for one night and commit it. Transient errors propagate (the
@@ -110,21 +111,25 @@ def collect_mailbox(
             rows: list[dict[str, Any]] = []
             rereads: list[tuple[str, int]] = []
             to_scan: list[tuple[FolderState, Message]] = []
+            by_name = {f.name: f for f in folders}
+            plans = {f.name: plan_folder(f, start.get(f.name)) for f in folders}
+            activity = {
+                f.name: session.count_changed(f, p.changed_since, p.previous_last_uid)
+                for f in folders
+                if (p := plans[f.name]).changed_since is not None
+            }
+            fetched: Counter[str] = Counter()
             with data.messages_writer(mailbox, night) as writer:
-                for folder in folders:
-                    plan = plan_folder(folder, start.get(folder.name))
-                    activity = (
-                        session.count_changed(folder, plan.changed_since, plan.previous_last_uid)
-                        if plan.changed_since is not None
-                        else None
-                    )
-                    before = writer.rows
-                    for batch in session.messages(folder, plan.from_uid, plan.to_uid):
-                        writer.write(
-                            messages_table(source.name, mailbox, uidvalidity, roles, batch)
+                wanted = [(f, plans[f.name].from_uid, plans[f.name].to_uid) for f in folders]
+                for batch in session.fetch(wanted):
+                    writer.write(messages_table(source.name, mailbox, uidvalidity, roles, batch))
+                    fetched.update(m.folder for m in batch)
+                    if scan is not None:
+                        to_scan.extend(
+                            (by_name[m.folder], m) for m in batch if roles[m.folder] == "sent"
                         )
-                        if scan is not None and folder.role == "sent":
-                            to_scan.extend((folder, m) for m in batch)
+                for folder in folders:
+                    plan = plans[folder.name]
                     after[folder.name] = FolderCursor(
                         folder.uidvalidity, max(folder.uidnext - 1, 0), folder.highestmodseq
                     )
@@ -141,9 +146,10 @@ def collect_mailbox(
                             "uidvalidity": folder.uidvalidity,
                             "highestmodseq": folder.highestmodseq,
                             "last_uid": after[folder.name].last_uid,
-                            "fetched": writer.rows - before,
+                            "fetched": fetched[folder.name],
                             "full_reread": plan.full_reread,
-                            "read_activity": activity,
+                            "read_activity": activity.get(folder.name),
+                            "folder_bytes": folder.size_bytes,
                         }
                     )
                 # A folder we knew that the server no longer lists: recorded, its rows and
@@ -254,9 +260,9 @@ def collect_mailbox_task(
     cfg = _config(config_path)
     src = cfg.source(source_name)
     policy = load_policy(cfg.policy)
-    scan = (
+    scan = (  # bodies are read over IMAP only (see docs/operator-guide.md, Exchange)
         ContactScan(public_matcher(cfg.public_domains_extra), policy.contact_scan_max_bytes)
-        if policy.contact_scan
+        if policy.contact_scan and src.kind == "imap"
         else None
     )
     return collect_mailbox(

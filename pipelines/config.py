@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from connectors.ews import ACCESS, AUTH_TYPES, EwsSettings, EwsSource
 from connectors.imap import ImapSettings, ImapSource
 from connectors.sieve import SieveSettings, SieveSource
 
@@ -75,18 +76,28 @@ def _from_env(name: str) -> str:
 
 @dataclass(frozen=True)
 class SourceConfig:
+    """One mail server: ``kind = "imap"`` (with ``imap`` settings) or ``"ews"`` (``ews``)."""
+
     name: str
     kind: str
-    imap: ImapSettings
+    imap: ImapSettings | None
     password: SecretRef = field(repr=False)
     sieve: SieveSettings | None = None
+    ews: EwsSettings | None = None
+    ews_forwarding: bool = True  # read inbox rules with GetInboxRules
 
-    def build(self) -> ImapSource:
+    def build(self) -> ImapSource | EwsSource:
+        if self.ews is not None:
+            return EwsSource(self.ews, password_for=self.password.resolve, name=self.name)
+        assert self.imap is not None
         ref = self.password
         return ImapSource(self.imap, password_for=ref.resolve, name=self.name, kind=self.kind)
 
-    def forwarding(self) -> SieveSource | None:
-        """Where forwarding rules are read, when the source has `sieve = { … }`."""
+    def forwarding(self) -> SieveSource | EwsSource | None:
+        """Where forwarding rules are read: ManageSieve when the IMAP source has
+        `sieve = { … }`, inbox rules for an EWS source (unless `forwarding = false`)."""
+        if self.ews is not None:
+            return self.build() if self.ews_forwarding else None  # type: ignore[return-value]
         if self.sieve is None:
             return None
         return SieveSource(self.sieve, password_for=self.password.resolve, name=self.name)
@@ -209,11 +220,91 @@ _IMAP_KEYS = {
 }
 
 
+_EWS_KEYS = {
+    "name",
+    "kind",
+    "endpoint",
+    "username",
+    "password",
+    "auth",
+    "access",
+    "version",
+    "max_connections",
+    "page_size",
+    "get_item_batch",
+    "timeout",
+    "max_wait",
+    "retry_wait",
+    "settle_seconds",
+    "ca_file",
+    "forwarding",
+}
+
+
+def _ews_source(raw: dict[str, Any], where: str, base: Path, name: str) -> SourceConfig:
+    unknown = raw.keys() - _EWS_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    endpoint = raw.get("endpoint", "")
+    if not re.match(r"https?://[^/]+/", endpoint):
+        raise ConfigError(
+            f"{where}.endpoint is required: the EWS URL, e.g. "
+            "https://mail.example.gov.vn/EWS/Exchange.asmx (no autodiscover is done)"
+        )
+    auth = raw.get("auth", "ntlm")
+    if auth not in AUTH_TYPES:
+        raise ConfigError(f"{where}.auth must be one of {', '.join(AUTH_TYPES)}")
+    access = raw.get("access", "impersonation")
+    if access not in ACCESS:
+        raise ConfigError(f"{where}.access must be one of {', '.join(ACCESS)}")
+    if access != "user" and not raw.get("username"):
+        raise ConfigError(f"{where}.username (the service account) is required with {access!r}")
+    if "password" not in raw:
+        raise ConfigError(f"{where}.password is required (a reference, e.g. {{ env = ... }})")
+    version = str(raw.get("version", "15.1.2507.6"))
+    if not re.fullmatch(r"\d+\.\d+(\.\d+){0,2}", version):
+        raise ConfigError(f"{where}.version must be an Exchange build like 15.1.2507.6")
+    page_size = int(raw.get("page_size", 1000))
+    if not 1 <= page_size <= 1000:
+        raise ConfigError(f"{where}.page_size must be between 1 and 1000 (the EWS limit)")
+    ca_file = raw.get("ca_file")
+    if ca_file is not None:
+        ca_path = (base / ca_file).resolve()
+        if not ca_path.exists():
+            raise ConfigError(f"{where}.ca_file {ca_path} does not exist")
+        ca_file = str(ca_path)
+    settings = EwsSettings(
+        endpoint=endpoint,
+        username=raw.get("username"),
+        auth=auth,
+        access=access,
+        version=version,
+        max_connections=int(raw.get("max_connections", 4)),
+        page_size=page_size,
+        get_item_batch=int(raw.get("get_item_batch", 100)),
+        timeout=float(raw.get("timeout", 120)),
+        max_wait=float(raw.get("max_wait", 900)),
+        retry_wait=float(raw.get("retry_wait", 10)),
+        settle_seconds=int(raw.get("settle_seconds", 900)),
+        ca_file=ca_file,
+    )
+    return SourceConfig(
+        name,
+        "ews",
+        None,
+        _secret(raw["password"], f"{where}.password"),
+        ews=settings,
+        ews_forwarding=bool(raw.get("forwarding", True)),
+    )
+
+
 def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
     where = f"sources[{index}]"
     kind = raw.get("kind", "imap")
+    if kind == "ews":
+        return _ews_source(raw, where, base, raw.get("name", f"source{index}"))
     if kind != "imap":
-        raise ConfigError(f"{where}.kind: {kind!r} is not supported yet (imap)")
+        raise ConfigError(f"{where}.kind must be imap or ews, not {kind!r}")
     unknown = raw.keys() - _IMAP_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")

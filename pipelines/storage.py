@@ -71,6 +71,7 @@ MAILBOX_STATUS = pa.schema(
         ("fetched", pa.int64()),
         ("full_reread", pa.bool_()),
         ("read_activity", pa.int64()),
+        ("folder_bytes", pa.int64()),
         ("quota_used_bytes", pa.int64()),
         ("quota_limit_bytes", pa.int64()),
         ("sent_folder", pa.string()),

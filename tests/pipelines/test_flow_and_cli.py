@@ -222,4 +222,4 @@ def test_doctor_checks_managesieve(dovecot, staff, tmp_path, monkeypatch, capsys
     )
     assert main(["doctor", "--config", cfg]) == 0
     out = capsys.readouterr().out
-    assert "managesieve" in out and "forwarding rules via ManageSieve from: dovecot" in out
+    assert "managesieve" in out and "forwarding rules via ManageSieve from dovecot" in out
