@@ -234,7 +234,6 @@ class EwsSession:
         self.settings = settings
         self.window_end = window_end
         self._folders: dict[str, Any] = {}
-        self.folder_bytes: dict[str, int | None] = {}
 
     def folders(self) -> list[FolderState]:
         root = Root(account=self.account)
@@ -261,7 +260,6 @@ class EwsSession:
             if isinstance(folder, Exception):
                 raise translate(folder, self.mailbox)
             self._folders[name] = folder
-            self.folder_bytes[name] = getattr(folder, _SIZE_FIELD)
             states.append(
                 FolderState(
                     name=name,
@@ -271,6 +269,7 @@ class EwsSession:
                     uidnext=self.window_end + 1,
                     uidvalidity=folder_uidvalidity(folder.id),
                     highestmodseq=None,
+                    size_bytes=getattr(folder, _SIZE_FIELD),
                 )
             )
         return states

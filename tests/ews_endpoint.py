@@ -166,8 +166,14 @@ class EwsEndpoint:
         if auth == "ntlm":
             if ntlm_user_file is None:
                 raise ValueError("NTLM needs a file for pyspnego's credential store")
+            from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+
+            # pwdump-style lines (hashes, not passwords): any character may be in a password
             ntlm_user_file.write_text(
-                "".join(f"{u.replace(chr(92), ':', 1)}:{p}\n" for u, p in users.items())
+                "".join(
+                    f"{u}:0:{lmowfv1(p).hex()}:{ntowfv1(p).hex()}:[U]:LCT-00000000\n"
+                    for u, p in users.items()
+                )
             )
             os.environ["NTLM_USER_FILE"] = str(ntlm_user_file)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -234,6 +240,11 @@ class EwsEndpoint:
             return 500, _fault("ErrorSchemaValidation", "The request has no SOAP body.")
         request = body[0]
         target = call.impersonated
+        if target is not None and target not in self.mailboxes:
+            call.fault = "ErrorNonExistentMailbox"
+            return 500, _fault(
+                "ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it."
+            )
         if target is not None:
             allowed = self.impersonators.get(user, set())
             if allowed != "*" and target not in allowed:

@@ -1,0 +1,402 @@
+"""EWS contract tests: exchangelib, unmodified, against the local endpoint (tests/ews_endpoint.py).
+
+Ground truth is the endpoint's own in-memory items, never read back through exchangelib.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base import AuthError, MailboxMissing, TransientError
+from connectors.ews import EwsSettings, EwsSource, item_uid
+from pipelines.collect import collect_mailbox, run_collection
+from pipelines.storage import DataDir, mailbox_key
+from tests.ews_endpoint import EwsEndpoint, Item, Mailbox, Rule
+
+PASSWORD = "svc-secret-%:!x"
+SVC = "svc-mailusage@danang.gov.vn"
+NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)  # the collector's clock in these tests
+SENDERS = ["vp.ubnd@danang.gov.vn", "dan.nguyen@gmail.com", "tt@yahoo.com", "hr@Danang.gov.vn"]
+PEERS = ["phong.tc@danang.gov.vn", "x.partner@gmail.com", "so.tttt@danang.gov.vn"]
+
+
+@pytest.fixture
+def ep():
+    endpoint = EwsEndpoint({SVC: PASSWORD}, impersonators={SVC: "*"})
+    with endpoint.running():
+        yield endpoint
+
+
+def source(ep: EwsEndpoint, now: datetime = NOW, **overrides) -> EwsSource:
+    settings = dict(
+        endpoint=ep.url,
+        username=SVC,
+        auth=ep.auth,
+        page_size=50,
+        get_item_batch=40,
+        retry_wait=0.2,
+        max_wait=30,
+        settle_seconds=600,
+    )
+    settings.update(overrides)
+    return EwsSource(
+        EwsSettings(**settings),  # type: ignore[arg-type]
+        password_for=lambda _m: PASSWORD,
+        name="exchange",
+        clock=lambda: now.timestamp(),
+    )
+
+
+def populate(mbx: Mailbox, n_in: int, n_sent: int, seed: int, until: datetime = NOW) -> None:
+    """Random mail over the 20 days before ``until`` (minus the settle time)."""
+    rng = random.Random(seed)
+    span = int((timedelta(days=20) - timedelta(minutes=11)).total_seconds())
+    start = until - timedelta(days=20)
+    for k in range(n_in):
+        t = start + timedelta(seconds=rng.randrange(span))
+        mbx.add(
+            "inbox",
+            Item(
+                received=t,
+                sent=t - timedelta(seconds=rng.randrange(5, 900)),
+                size=rng.randrange(2_000, 90_000),
+                is_read=rng.random() < 0.6,
+                sender=rng.choice(SENDERS),
+                to=[mbx.address],
+                cc=rng.sample(PEERS, rng.randrange(0, 2)),
+                message_id=f"<in{k}.{seed}@mail>",
+            ),
+        )
+    for k in range(n_sent):
+        t = start + timedelta(seconds=rng.randrange(span))
+        mbx.add(
+            "sentitems",
+            Item(
+                received=t,
+                sent=t,
+                size=rng.randrange(2_000, 400_000),
+                is_read=True,
+                sender=mbx.address,
+                to=rng.sample(PEERS, rng.randrange(1, 3)),
+                cc=rng.sample(SENDERS, rng.randrange(0, 2)),
+                message_id=f"<out{k}.{seed}@mail>",
+            ),
+        )
+
+
+def truth(mbx: Mailbox) -> list[tuple]:
+    names = {"inbox": "Inbox", "sentitems": "Sent Items"}
+    return sorted(
+        (
+            names[d],
+            item_uid(i.item_id),
+            int(i.received.timestamp()),
+            int((i.sent or i.received).timestamp()),
+            i.size,
+            i.is_read,
+            (i.sender or "").lower() or None,
+            tuple(a.lower() for a in i.to),
+            tuple(a.lower() for a in i.cc),
+            i.message_id,
+        )
+        for d, f in mbx.folders.items()
+        for i in f.items
+    )
+
+
+def stored(data: DataDir, mailbox: str) -> list[tuple]:
+    return sorted(
+        (f, u, r, s, z, seen, fr, tuple(to), tuple(cc), mid)
+        for f, u, r, s, z, seen, fr, to, cc, mid in duckdb.execute(
+            """select folder, uid, epoch(internal_date)::bigint, epoch(sent_date)::bigint, size,
+                      seen, from_addr, to_addrs, cc_addrs, message_id
+               from read_parquet($p, hive_partitioning = true) where mailbox = $m""",
+            parameters={"p": str(data.root / "messages" / "*" / "*.parquet"), "m": mailbox},
+        ).fetchall()
+    )
+
+
+def status(data: DataDir, mailbox: str, night: str) -> dict[str, dict]:
+    path = data.root / "mailbox_status" / f"night={night}" / f"{mailbox_key(mailbox)}.parquet"
+    return {r["folder"]: r for r in pq.read_table(path).to_pylist()}
+
+
+def test_records_equal_the_endpoint_data_and_status_counts(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 230, 61, seed=1)
+    data = DataDir(tmp_path / "data")
+    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.messages_new == 291
+    assert stored(data, mbx.address) == truth(mbx)
+    st = status(data, mbx.address, "2026-11-23")
+    for dist, name in (("inbox", "Inbox"), ("sentitems", "Sent Items")):
+        items = mbx.folders[dist].items
+        assert st[name]["messages"] == len(items)
+        assert st[name]["unseen"] == sum(1 for i in items if not i.is_read)
+        assert st[name]["folder_bytes"] == sum(i.size for i in items)  # 0x0E08 as a Long
+        assert st[name]["fetched"] == len(items)
+        assert st[name]["quota_used_bytes"] is None  # EWS has no quota
+    assert st["Sent Items"]["sent_folder"] == "Sent Items"
+    assert st["Inbox"]["role"] == "inbox" and st["Sent Items"]["role"] == "sent"
+
+
+def test_unchanged_mailbox_costs_three_soap_calls_and_new_mail_is_read_once(ep, tmp_path):
+    mbx = ep.mailbox("binh.tt@danang.gov.vn")
+    mbx.rules.append(Rule("to home", forward=["binh.home@gmail.com"]))
+    populate(mbx, 120, 30, seed=2)
+    data = DataDir(tmp_path / "data")
+    src1 = source(ep)
+    assert collect_mailbox(src1, mbx.address, "2026-11-23", data, forwarding=src1).status == "ok"
+    first = len(ep.calls)
+    later = NOW + timedelta(days=1)
+    src2 = source(ep, now=later)
+    outcome = collect_mailbox(src2, mbx.address, "2026-11-24", data, forwarding=src2)
+    assert outcome.status == "ok" and outcome.messages_new == 0
+    night2 = ep.calls[first:]
+    assert [c.service for c in night2] == ["GetFolder", "FindItem", "GetInboxRules"]
+    assert len(night2[1].folders) == 2  # both folders in one FindItem
+
+    # Mail that arrived after the first window: read on night 3, exactly once.
+    src3 = source(ep, now=later + timedelta(days=1))
+    for k in range(7):
+        mbx.add(
+            "inbox",
+            Item(later + timedelta(hours=k), later, 5000 + k, False, "a@gmail.com", [mbx.address]),
+        )
+    outcome = collect_mailbox(src3, mbx.address, "2026-11-25", data, forwarding=src3)
+    assert outcome.messages_new == 7
+    assert stored(data, mbx.address) == truth(mbx)
+
+
+def test_settle_margin_defers_fresh_mail_to_the_next_night(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    mbx.add("inbox", Item(NOW - timedelta(minutes=3), NOW, 100, False, "a@b.vn", [mbx.address]))
+    data = DataDir(tmp_path / "data")
+    assert collect_mailbox(source(ep), mbx.address, "2026-11-23", data).messages_new == 0
+    later = source(ep, now=NOW + timedelta(hours=2))
+    assert collect_mailbox(later, mbx.address, "2026-11-24", data).messages_new == 1
+
+
+def test_every_call_impersonates_the_mailbox_and_nothing_else_is_asked(ep, tmp_path):
+    mailboxes = [ep.mailbox(f"u{i}@danang.gov.vn") for i in range(3)]
+    for i, m in enumerate(mailboxes):
+        populate(m, 40 + i, 9, seed=10 + i)
+    data = DataDir(tmp_path / "data")
+    src = source(ep)
+    for m in mailboxes:
+        assert collect_mailbox(src, m.address, "2026-11-23", data, forwarding=src).status == "ok"
+    assert ep.calls, "no SOAP call reached the endpoint"
+    assert all(c.path == "/EWS/Exchange.asmx" for c in ep.calls), "autodiscover or other URL"
+    assert {c.service for c in ep.calls} <= {"GetFolder", "FindItem", "GetItem", "GetInboxRules"}
+    for c in ep.calls:
+        assert c.user == SVC
+        assert c.impersonated is not None and c.impersonated == c.anchor
+    assert all(c.folders == ("inbox", "sentitems") for c in ep.calls if c.service == "GetFolder")
+    for m in mailboxes:
+        assert len([c for c in ep.calls_for(m.address) if c.service == "GetFolder"]) == 1
+
+
+def test_page_sizes_are_the_configured_ones(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 95, 20, seed=3)
+    data = DataDir(tmp_path / "data")
+    src = source(ep, page_size=17, get_item_batch=23)
+    assert collect_mailbox(src, mbx.address, "2026-11-23", data).messages_new == 115
+    finds = [c for c in ep.calls if c.service == "FindItem"]
+    assert {c.page_size for c in finds} == {17}
+    assert [c.offset for c in finds] == [17 * k for k in range(len(finds))]
+    assert len(finds) == -(-95 // 17)  # the sent folder's 20 come with the first two pages
+    gets = [c.items for c in ep.calls if c.service == "GetItem"]
+    assert max(gets) == 23 and sum(gets) == 115
+
+
+def test_server_busy_back_off_is_honoured_and_the_run_completes(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 80, 10, seed=4)
+    ep.inject("busy", times=2, service="FindItem", back_off_ms=700)
+    data = DataDir(tmp_path / "data")
+    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
+    busy = [i for i, c in enumerate(ep.calls) if c.fault == "busy"]
+    assert len(busy) == 2
+    for i in busy:  # the next request waited at least BackOffMilliseconds
+        assert ep.calls[i + 1].at - ep.calls[i].at >= 0.7
+
+
+def test_503_is_retried_and_exceeded_connection_count_is_transient(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 30, 5, seed=5)
+    ep.inject("503", service="GetItem")
+    data = DataDir(tmp_path / "data")
+    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
+    assert [c.fault for c in ep.calls if c.fault] == ["503"]
+    # Too many connections with our pool already at one: the task's retry, not a failure.
+    more = ep.mailbox("binh.tt@danang.gov.vn")
+    populate(more, 12, 3, seed=55)
+    ep.inject("connections", service="FindItem")
+    with pytest.raises(TransientError, match="ErrorExceededConnectionCount"):
+        collect_mailbox(source(ep), more.address, "2026-11-23", data)
+    assert collect_mailbox(source(ep), more.address, "2026-11-23", data).status == "ok"
+    assert stored(data, more.address) == truth(more)
+
+
+def test_401_fails_the_mailbox_at_once_as_an_auth_error(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 5, 1, seed=6)
+    ep.inject("401", times=100)
+    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", DataDir(tmp_path / "d"))
+    assert outcome.status == "failed" and "401" in outcome.reason
+    assert len(ep.calls) == 1  # not retried as throttling
+
+
+def test_slow_reply_past_the_timeout_is_transient_and_loses_nothing(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 60, 12, seed=7)
+    data = DataDir(tmp_path / "data")
+    ep.inject("slow", service="GetItem", delay=2.0)
+    with pytest.raises(TransientError):
+        collect_mailbox(source(ep, timeout=0.5), mbx.address, "2026-11-23", data)
+    assert not (data.root / "_state" / "cursors" / f"{mailbox_key(mbx.address)}.json").exists()
+    ep.inject("slow", service="FindItem", delay=0.3)  # slow but within the timeout
+    outcome = collect_mailbox(source(ep, timeout=5), mbx.address, "2026-11-23", data)
+    assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
+
+
+def test_denied_and_missing_mailboxes_are_errors_of_their_own(tmp_path):
+    ep = EwsEndpoint({SVC: PASSWORD}, impersonators={SVC: {"an.nv@danang.gov.vn"}})
+    ep.mailbox("an.nv@danang.gov.vn")
+    ep.mailbox("giamdoc@danang.gov.vn")
+    with ep.running():
+        src = source(ep)
+        with (
+            pytest.raises(AuthError, match="ErrorImpersonateUserDenied"),
+            src.open("giamdoc@danang.gov.vn") as s,
+        ):
+            s.folders()
+        with pytest.raises(AuthError):  # not in the service account's management scope
+            src.forwards("giamdoc@danang.gov.vn")
+        ep.impersonators[SVC] = "*"
+        with (
+            pytest.raises(MailboxMissing, match="ErrorNonExistentMailbox"),
+            src.open("nobody@danang.gov.vn") as s,
+        ):
+            s.folders()
+
+
+def test_inbox_rules_become_forwarding_rows(ep):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    mbx.rules += [
+        Rule("Chuyển về Gmail", forward=["An.Home@Gmail.com"]),
+        Rule(
+            "redirect boss", redirect=["sec@danang.gov.vn"], from_addresses=["boss@danang.gov.vn"]
+        ),
+        Rule("old", forward=["old@yahoo.com"], enabled=False),
+        Rule("attach", forward_as_attachment=["archive@outlook.com"]),
+    ]
+    got = {
+        (f.target, f.rule_name, f.keeps_copy, f.conditional)
+        for f in source(ep).forwards(mbx.address)
+    }
+    assert got == {
+        ("an.home@gmail.com", "Chuyển về Gmail", True, False),
+        ("sec@danang.gov.vn", "redirect boss", True, True),
+        ("archive@outlook.com", "attach", True, False),
+    }
+
+
+def test_recreated_folder_is_read_again_without_duplicates(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 40, 8, seed=8)
+    data = DataDir(tmp_path / "data")
+    collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    mbx.recreate("inbox")
+    populate(mbx, 0, 0, seed=9)
+    mbx.add("inbox", Item(NOW - timedelta(days=3), None, 777, True, "z@gmail.com", [mbx.address]))
+    later = source(ep, now=NOW + timedelta(days=1))
+    outcome = collect_mailbox(later, mbx.address, "2026-11-24", data)
+    assert outcome.messages_new == 1  # an old date, found because the folder is new
+    assert stored(data, mbx.address) == truth(mbx)
+    assert status(data, mbx.address, "2026-11-24")["Inbox"]["full_reread"] is True
+
+
+def test_ntlm_login_and_a_wrong_password(tmp_path):
+    user = "DANANG\\svc-mailusage"
+    ep = EwsEndpoint(
+        {user: PASSWORD}, auth="ntlm", impersonators={user: "*"}, ntlm_user_file=tmp_path / "ntlm"
+    )
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 25, 4, seed=11)
+    with ep.running():
+        data = DataDir(tmp_path / "data")
+        outcome = collect_mailbox(source(ep, username=user), mbx.address, "2026-11-23", data)
+        assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
+        assert all(c.user == user for c in ep.calls)
+        bad = EwsSource(
+            EwsSettings(endpoint=ep.url, username=user, auth="ntlm", max_wait=30),
+            password_for=lambda _m: "wrong",
+        )
+        with pytest.raises(AuthError, match="401"), bad.open(mbx.address) as s:
+            s.folders()
+
+
+def test_collection_flow_over_an_ews_source_records_each_mailbox(tmp_path, monkeypatch):
+    allowed = {"an.nv@danang.gov.vn", "binh.tt@danang.gov.vn"}
+    ep = EwsEndpoint({SVC: PASSWORD}, impersonators={SVC: allowed})
+    for i, address in enumerate(sorted(allowed)):
+        populate(ep.mailbox(address), 20 + i, 5, seed=30 + i, until=datetime.now(UTC))
+    ep.mailbox("giamdoc@danang.gov.vn")  # exists, but outside the impersonation scope
+    ep.mailbox("an.nv@danang.gov.vn").rules.append(Rule("fw", redirect=["an@gmail.com"]))
+    monkeypatch.setenv("MU_TEST_EWS", PASSWORD)
+    (tmp_path / "roster.csv").write_text(
+        "employee_id,full_name,email,unit_code,unit_name\n"
+        "1,Nguyễn Văn An,an.nv@danang.gov.vn,VP,Văn phòng\n"
+        "2,Trần Thị Bình,binh.tt@danang.gov.vn,VP,Văn phòng\n"
+        "3,Lê Giám Đốc,giamdoc@danang.gov.vn,BGD,Ban giám đốc\n"
+        "4,Người Không Có,nobody@danang.gov.vn,VP,Văn phòng\n",
+        encoding="utf-8",
+    )
+    with ep.running():
+        cfg = tmp_path / "mailusage.toml"
+        cfg.write_text(
+            f"""
+[agency]
+official_domains = ["danang.gov.vn"]
+[roster]
+path = "roster.csv"
+[collect]
+retries = 0
+[[sources]]
+name = "exchange"
+kind = "ews"
+endpoint = "{ep.url}"
+auth = "basic"
+username = "{SVC}"
+password = {{ env = "MU_TEST_EWS" }}
+retry_wait = 0.2
+settle_seconds = 60
+""",
+            encoding="utf-8",
+        )
+        summary = run_collection(str(cfg), night="2026-11-23", plain=True)
+    by = {o.mailbox: o for o in summary.outcomes}
+    assert by["an.nv@danang.gov.vn"].status == by["binh.tt@danang.gov.vn"].status == "ok"
+    assert by["giamdoc@danang.gov.vn"].status == "failed"
+    assert "ErrorImpersonateUserDenied" in by["giamdoc@danang.gov.vn"].reason
+    assert by["nobody@danang.gov.vn"].status == "failed"
+    assert "no mailbox" in by["nobody@danang.gov.vn"].reason
+    data = DataDir(tmp_path / "data")
+    for address in allowed:
+        assert stored(data, address) == truth(ep.mailbox(address))
+    fw = pq.read_table(tmp_path / "data" / "forwarding").to_pylist()
+    assert [(r["mailbox"], r["target"]) for r in fw] == [("an.nv@danang.gov.vn", "an@gmail.com")]
+    assert PASSWORD not in "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*.json"))
+    counts = Counter(c.service for c in ep.calls)
+    assert counts["GetInboxRules"] == 2  # only for mailboxes that could be opened
