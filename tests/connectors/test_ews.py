@@ -6,8 +6,10 @@ Ground truth is the endpoint's own in-memory items, never read back through exch
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
@@ -15,7 +17,9 @@ import pytest
 
 from connectors.base import AuthError, MailboxMissing, TransientError
 from connectors.ews import EwsSettings, EwsSource, item_uid
+from mailusage.cli import main
 from pipelines.collect import collect_mailbox, run_collection
+from pipelines.config import ConfigError, load_config
 from pipelines.storage import DataDir, mailbox_key
 from tests.ews_endpoint import EwsEndpoint, Item, Mailbox, Rule
 
@@ -347,26 +351,10 @@ def test_ntlm_login_and_a_wrong_password(tmp_path):
             s.folders()
 
 
-def test_collection_flow_over_an_ews_source_records_each_mailbox(tmp_path, monkeypatch):
-    allowed = {"an.nv@danang.gov.vn", "binh.tt@danang.gov.vn"}
-    ep = EwsEndpoint({SVC: PASSWORD}, impersonators={SVC: allowed})
-    for i, address in enumerate(sorted(allowed)):
-        populate(ep.mailbox(address), 20 + i, 5, seed=30 + i, until=datetime.now(UTC))
-    ep.mailbox("giamdoc@danang.gov.vn")  # exists, but outside the impersonation scope
-    ep.mailbox("an.nv@danang.gov.vn").rules.append(Rule("fw", redirect=["an@gmail.com"]))
-    monkeypatch.setenv("MU_TEST_EWS", PASSWORD)
-    (tmp_path / "roster.csv").write_text(
-        "employee_id,full_name,email,unit_code,unit_name\n"
-        "1,Nguyễn Văn An,an.nv@danang.gov.vn,VP,Văn phòng\n"
-        "2,Trần Thị Bình,binh.tt@danang.gov.vn,VP,Văn phòng\n"
-        "3,Lê Giám Đốc,giamdoc@danang.gov.vn,BGD,Ban giám đốc\n"
-        "4,Người Không Có,nobody@danang.gov.vn,VP,Văn phòng\n",
-        encoding="utf-8",
-    )
-    with ep.running():
-        cfg = tmp_path / "mailusage.toml"
-        cfg.write_text(
-            f"""
+def write_config(tmp_path, ep: EwsEndpoint, extra: str = "") -> str:
+    cfg = tmp_path / "mailusage.toml"
+    cfg.write_text(
+        f"""
 [agency]
 official_domains = ["danang.gov.vn"]
 [roster]
@@ -382,10 +370,81 @@ username = "{SVC}"
 password = {{ env = "MU_TEST_EWS" }}
 retry_wait = 0.2
 settle_seconds = 60
+{extra}
 """,
-            encoding="utf-8",
-        )
-        summary = run_collection(str(cfg), night="2026-11-23", plain=True)
+        encoding="utf-8",
+    )
+    return str(cfg)
+
+
+ROSTER = """employee_id,full_name,email,unit_code,unit_name
+1,Nguyễn Văn An,an.nv@danang.gov.vn,VP,Văn phòng
+2,Trần Thị Bình,binh.tt@danang.gov.vn,VP,Văn phòng
+3,Lê Giám Đốc,giamdoc@danang.gov.vn,BGD,Ban giám đốc
+4,Người Không Có,nobody@danang.gov.vn,VP,Văn phòng
+"""
+
+
+def test_doctor_checks_endpoint_login_impersonation_folders_and_rules(
+    tmp_path, monkeypatch, capsys
+):
+    ep = EwsEndpoint({SVC: PASSWORD}, impersonators={SVC: {"binh.tt@danang.gov.vn"}})
+    populate(ep.mailbox("an.nv@danang.gov.vn"), 4, 2, seed=40)
+    monkeypatch.setenv("MU_TEST_EWS", PASSWORD)
+    (tmp_path / "roster.csv").write_text(ROSTER, encoding="utf-8")
+    with ep.running():
+        cfg = write_config(tmp_path, ep)
+        assert main(["doctor", "--config", cfg]) != 0  # an.nv is outside the scope
+        out = capsys.readouterr().out
+        assert "ErrorImpersonateUserDenied" in out
+        ep.impersonators[SVC] = "*"
+        code = main(["doctor", "--config", cfg])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        for check in ("endpoint", "login", "impersonation", "inbox-folder", "sent-folder"):
+            assert check in out
+        assert "inbox-rules" in out and "EWS inbox rules from exchange" in out
+        monkeypatch.setenv("MU_TEST_EWS", "wrong")
+        assert main(["doctor", "--config", cfg]) != 0
+        assert "401" in capsys.readouterr().out
+    assert all(c.path == "/EWS/Exchange.asmx" for c in ep.calls if c.service != "(not EWS)")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('endpoint = "mail.danang.gov.vn"', "endpoint is required"),
+        ('auth = "kerberos"', "auth must be one of"),
+        ('access = "sudo"', "access must be one of"),
+        ('version = "Exchange2016"', "Exchange build like"),
+        ("page_size = 5000", "page_size must be between 1 and 1000"),
+        ('password = "hunter2"', "passwords are never written in the config"),
+        ('host = "x"', "unknown keys ['host']"),
+    ],
+)
+def test_bad_ews_source_config_names_the_key(tmp_path, extra, message):
+    ep = EwsEndpoint({SVC: PASSWORD})
+    key = extra.split(" ")[0]
+    cfg = Path(write_config(tmp_path, ep))
+    lines = cfg.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line for line in lines if not line.startswith(key))
+    (tmp_path / "roster.csv").write_text(ROSTER, encoding="utf-8")
+    cfg.write_text(text.replace('kind = "ews"', f'kind = "ews"\n{extra}'), encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(cfg)
+
+
+def test_collection_flow_over_an_ews_source_records_each_mailbox(tmp_path, monkeypatch):
+    allowed = {"an.nv@danang.gov.vn", "binh.tt@danang.gov.vn"}
+    ep = EwsEndpoint({SVC: PASSWORD}, impersonators={SVC: allowed})
+    for i, address in enumerate(sorted(allowed)):
+        populate(ep.mailbox(address), 20 + i, 5, seed=30 + i, until=datetime.now(UTC))
+    ep.mailbox("giamdoc@danang.gov.vn")  # exists, but outside the impersonation scope
+    ep.mailbox("an.nv@danang.gov.vn").rules.append(Rule("fw", redirect=["an@gmail.com"]))
+    monkeypatch.setenv("MU_TEST_EWS", PASSWORD)
+    (tmp_path / "roster.csv").write_text(ROSTER, encoding="utf-8")
+    with ep.running():
+        summary = run_collection(write_config(tmp_path, ep), night="2026-11-23", plain=True)
     by = {o.mailbox: o for o in summary.outcomes}
     assert by["an.nv@danang.gov.vn"].status == by["binh.tt@danang.gov.vn"].status == "ok"
     assert by["giamdoc@danang.gov.vn"].status == "failed"
