@@ -82,17 +82,22 @@ class Mailbox:
     address: str
     folders: dict[str, Folder]
     rules: list[Rule] = field(default_factory=list)
+    index: dict[str, tuple[Item, Folder]] = field(default_factory=dict)  # item id -> where
+    added: int = 0
 
     def add(self, distinguished: str, item: Item) -> Item:
         folder = self.folders[distinguished]
-        n = sum(len(f.items) for f in self.folders.values())
-        item.item_id = _b64id(f"{self.address}/{distinguished}/{n}")
+        self.added += 1
+        item.item_id = _b64id(f"{self.address}/{distinguished}/{self.added}")
         folder.items.append(item)
+        self.index[item.item_id] = (item, folder)
         return item
 
     def recreate(self, distinguished: str) -> None:
         """The folder deleted and made again: a new folder id, no items."""
         old = self.folders[distinguished]
+        for item in old.items:
+            del self.index[item.item_id]
         self.folders[distinguished] = Folder(
             _b64id(f"{old.folder_id}/again"), distinguished, old.display_name
         )
@@ -358,10 +363,9 @@ class EwsEndpoint:
 
     def _GetItem(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
         props = _requested(request.find(_q(M, "ItemShape")))
-        by_id = {i.item_id: (i, f) for f in mbx.folders.values() for i in f.items}
         parts = []
         for ref in request.find(_q(M, "ItemIds")) or []:
-            found = by_id.get(ref.get("Id", ""))
+            found = mbx.index.get(ref.get("Id", ""))
             if found is None:
                 parts.append(
                     _error_message(
