@@ -43,6 +43,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/collect_throughput.py
+	$(BIN)/python benchmarks/ews_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .pytest-tmp .mypy_cache .ruff_cache
