@@ -444,7 +444,10 @@ def test_collection_flow_over_an_ews_source_records_each_mailbox(tmp_path, monke
     monkeypatch.setenv("MU_TEST_EWS", PASSWORD)
     (tmp_path / "roster.csv").write_text(ROSTER, encoding="utf-8")
     with ep.running():
-        summary = run_collection(write_config(tmp_path, ep), night="2026-11-23", plain=True)
+        # Two mailboxes at a time, one connection: the pool bounds what reaches Exchange.
+        ep.inject("slow", service="GetFolder", times=4, delay=0.3)  # calls would overlap
+        cfg = write_config(tmp_path, ep, "max_connections = 1")
+        summary = run_collection(cfg, night="2026-11-23", plain=True)
     by = {o.mailbox: o for o in summary.outcomes}
     assert by["an.nv@danang.gov.vn"].status == by["binh.tt@danang.gov.vn"].status == "ok"
     assert by["giamdoc@danang.gov.vn"].status == "failed"
@@ -457,5 +460,6 @@ def test_collection_flow_over_an_ews_source_records_each_mailbox(tmp_path, monke
     fw = pq.read_table(tmp_path / "data" / "forwarding").to_pylist()
     assert [(r["mailbox"], r["target"]) for r in fw] == [("an.nv@danang.gov.vn", "an@gmail.com")]
     assert PASSWORD not in "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*.json"))
+    assert ep.max_active == 1
     counts = Counter(c.service for c in ep.calls)
     assert counts["GetInboxRules"] == 2  # only for mailboxes that could be opened
