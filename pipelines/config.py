@@ -220,6 +220,16 @@ _IMAP_KEYS = {
 }
 
 
+def _ca_file(raw: dict[str, Any], where: str, base: Path) -> str | None:
+    """The source's `ca_file`, resolved against the config's directory; it must exist."""
+    if raw.get("ca_file") is None:
+        return None
+    ca_path = (base / raw["ca_file"]).resolve()
+    if not ca_path.exists():
+        raise ConfigError(f"{where}.ca_file {ca_path} does not exist")
+    return str(ca_path)
+
+
 _EWS_KEYS = {
     "name",
     "kind",
@@ -267,12 +277,7 @@ def _ews_source(raw: dict[str, Any], where: str, base: Path, name: str) -> Sourc
     page_size = int(raw.get("page_size", 1000))
     if not 1 <= page_size <= 1000:
         raise ConfigError(f"{where}.page_size must be between 1 and 1000 (the EWS limit)")
-    ca_file = raw.get("ca_file")
-    if ca_file is not None:
-        ca_path = (base / ca_file).resolve()
-        if not ca_path.exists():
-            raise ConfigError(f"{where}.ca_file {ca_path} does not exist")
-        ca_file = str(ca_path)
+    ca_file = _ca_file(raw, where, base)
     settings = EwsSettings(
         endpoint=endpoint,
         username=raw.get("username"),
@@ -320,12 +325,7 @@ def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
         raise ConfigError(f"{where}.master_user is required with auth = {auth!r}")
     if "password" not in raw:
         raise ConfigError(f"{where}.password is required (a reference, e.g. {{ env = ... }})")
-    ca_file = raw.get("ca_file")
-    if ca_file is not None:
-        ca_path = (base / ca_file).resolve()
-        if not ca_path.exists():
-            raise ConfigError(f"{where}.ca_file {ca_path} does not exist")
-        ca_file = str(ca_path)
+    ca_file = _ca_file(raw, where, base)
     settings = ImapSettings(
         host=raw["host"],
         port=raw.get("port"),
