@@ -21,7 +21,7 @@ from itertools import count
 from typing import Literal
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from connectors.base import (
     AuthError,
@@ -77,6 +77,10 @@ class ImapSource:
     name: str = "imap"
     kind: str = "imap"
 
+    @property
+    def _where(self) -> str:
+        return f"{self.settings.host}:{self.settings.effective_port}"
+
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.settings.ca_file)
         if not self.settings.verify:
@@ -119,6 +123,12 @@ class ImapSource:
                 client.login(mailbox, password)
         except LoginError as exc:
             text = str(exc)
+            if isinstance(exc.__context__, (IMAPClientAbortError, OSError)):
+                # imapclient reports a connection dropped mid-AUTHENTICATE as a LoginError:
+                # it is a network fault, to retry, not a wrong password to go and reset.
+                raise TransientError(
+                    f"connection lost to {self._where} during login for {mailbox}: {text}"
+                ) from exc
             if "AUTHORIZATIONFAILED" in text:
                 raise MailboxMissing(
                     f"server refused access to {mailbox} for the admin user "
@@ -137,10 +147,18 @@ class ImapSource:
             session = ImapSession(client, mailbox, self.settings)
             session.start()
             yield session
-        except (OSError, EOFError, ssl.SSLError, FetchProtocolError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise TransientError(
+                f"timed out: no answer from {self._where} within {self.settings.timeout:g} s "
+                f"while reading {mailbox}"
+            ) from exc
+        except (OSError, EOFError, ssl.SSLError, FetchProtocolError, IMAPClientAbortError) as exc:
+            raise TransientError(
+                f"connection lost to {self._where} while reading {mailbox} "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         except IMAPClientError as exc:
-            raise TransientError(f"server error: {exc}") from exc
+            raise TransientError(f"server error from {self._where} on {mailbox}: {exc}") from exc
         finally:
             _close(client)
 

@@ -239,12 +239,7 @@ class LocalDovecot:
         for sub in ("state", "mail"):
             (root / sub).mkdir(exist_ok=True)
         (root / "users.passwd").write_text("")
-        # The extra field sends the collector's own logins to another last-login key, so
-        # a night of collection never looks like the user logging in (FIELD-NOTES.md).
-        (root / "master.passwd").write_text(
-            f"{MASTER_USER}:{{PLAIN}}{master_password}::::::"
-            f"userdb_last_login_key={COLLECTOR_LOGIN_KEY}\n"
-        )
+        server._write_master(master_password)
         server.config_path.write_text(
             _CONFIG.format(
                 root=root,
@@ -262,19 +257,43 @@ class LocalDovecot:
                 else "",
             )
         )
-        server.run_dir.chmod(0o755)  # login processes run unprivileged and need the sockets
         server._chown(root)
         server._allow_traversal()
-        # The master daemonises and keeps inherited pipes open: never capture its output.
-        subprocess.run(
-            [DOVECOT, "-c", str(server.config_path)],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(root / "dovecot.stderr").open("wb"),
-        )
-        server._wait_listening()
+        server._launch()
         return server
+
+    def _launch(self) -> None:
+        self.run_dir.mkdir(exist_ok=True)
+        self.run_dir.chmod(0o755)  # login processes run unprivileged and need the sockets
+        # The master daemonises and keeps inherited pipes open: never capture its output.
+        with (self.root / "dovecot.stderr").open("ab") as stderr:
+            subprocess.run(
+                [DOVECOT, "-c", str(self.config_path)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        self._wait_listening()
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports and files (a server restart mid-night)."""
+        self.stop()
+        self._launch()
+
+    def set_master_password(self, password: str | None) -> None:
+        """Change the master user's password; None revokes the master user altogether."""
+        self._write_master(password)
+        self._passwd_written = time.time()
+        self.finish_seeding()
+
+    def _write_master(self, password: str | None) -> None:
+        # The extra field sends the collector's own logins to another last-login key, so
+        # a night of collection never looks like the user logging in (FIELD-NOTES.md).
+        entry = (
+            f"{MASTER_USER}:{{PLAIN}}{password}::::::userdb_last_login_key={COLLECTOR_LOGIN_KEY}"
+        )
+        (self.root / "master.passwd").write_text(entry + "\n" if password is not None else "")
 
     def _wait_listening(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -324,6 +343,11 @@ class LocalDovecot:
         for dirpath, dirnames, filenames in os.walk(path):
             for name in itertools.chain(dirnames, filenames):
                 os.lchown(os.path.join(dirpath, name), uid, gid)
+
+    def set_password(self, email: str, password: str) -> None:
+        """Change a user's password (as the user would in webmail); logins see it at once."""
+        self.add_users({email: password})
+        self.finish_seeding(email)
 
     def add_user(self, email: str, password: str) -> None:
         self.add_users({email: password})

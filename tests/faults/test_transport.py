@@ -1,0 +1,54 @@
+"""Network faults between the collector and Dovecot, injected by a loopback proxy."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.faults.conftest import FULL, NIGHT, World
+from tests.faults.invariant import check_night
+from tests.faults.proxy import Fault, FaultProxy
+
+_rng = random.Random(1010)
+# Byte counts where a cut lands: in the greeting, the login, LIST/STATUS, and deep in FETCH.
+CUTS = [40, 400, 1_500, *sorted(_rng.sample(range(1_600, 4_000), 6 if FULL else 2))]
+FETCH_SEEDS = list(range(8 if FULL else 3))
+
+
+def _run(world: World, name: str, faults: dict[int, Fault], **kwargs: object) -> None:
+    with FaultProxy(world.server.imap_port, faults) as proxy:
+        setup = world.setup(name, port=proxy.port, **kwargs)  # type: ignore[arg-type]
+        faulty = setup.collect(NIGHT)
+        proxy.faults.clear()  # the night again, without the fault
+        check_night(
+            name,
+            setup.data,
+            faulty,
+            lambda: setup.collect(NIGHT),
+            world.reference.data,
+            world.expected,
+        )
+        assert proxy.stats.fired
+
+
+@pytest.mark.parametrize("after", CUTS)
+def test_cut_every_connection_after_n_bytes(world: World, after: int) -> None:
+    _run(world, f"cut every connection after {after:,} bytes", {0: Fault("cut", after, every=True)})
+
+
+@pytest.mark.parametrize("seed", FETCH_SEEDS)
+def test_cut_inside_a_fetch_response(world: World, seed: int) -> None:
+    # Every third connection dies at a random point of its first FETCH response.
+    faults = {n: Fault("cut_in_fetch", seed=seed) for n in range(1 + seed % 3, 60, 3)}
+    _run(world, f"cut inside FETCH responses (seed {seed})", faults)
+
+
+def test_stalled_connection_times_out(world: World) -> None:
+    faults = {n: Fault("stall", after=300 + 900 * (n % 2)) for n in (2, 7, 19)}
+    _run(world, "server stops answering (3 connections stall)", faults, timeout=1.5)
+
+
+def test_refused_connections(world: World) -> None:
+    faults = {n: Fault("refuse") for n in range(5, 60, 4)}
+    _run(world, "connections refused / reset at accept", faults)
