@@ -157,6 +157,11 @@ class AuthError(SourceError):
     """Wrong password, or the admin may not act for this mailbox: retrying will not help."""
 
 
+class CredentialsRejected(AuthError):
+    """The source's own account (an IMAP master user) was refused: every mailbox of the
+    source would fail the same way, so the night stops logging in with it."""
+
+
 class MailboxMissing(SourceError):
     """The server has no such mailbox."""
 

@@ -25,6 +25,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 
 from connectors.base import (
     AuthError,
+    CredentialsRejected,
     FolderState,
     MailboxMissing,
     Message,
@@ -134,10 +135,22 @@ class ImapSource:
                     f"server refused access to {mailbox} for the admin user "
                     f"(no such mailbox, or no master-user right): {text}"
                 ) from exc
-            who = f"master user {s.master_user!r}" if s.auth != "user" else mailbox
-            raise AuthError(f"login failed for {who} (wrong password?): {text}") from exc
+            if s.auth != "user":
+                raise CredentialsRejected(
+                    f"login failed for master user {s.master_user!r} (wrong password, or the "
+                    f"master user was removed?): {text}"
+                ) from exc
+            raise AuthError(f"login failed for {mailbox} (wrong password?): {text}") from exc
+        except TimeoutError as exc:
+            raise TransientError(
+                f"timed out: no answer to the login for {mailbox} from {self._where} within "
+                f"{s.timeout:g} s (Dovecot slows every login from an address after failed "
+                "ones: look for wrong passwords in this night's reasons)"
+            ) from exc
         except (OSError, IMAPClientError) as exc:
-            raise TransientError(f"connection lost during login: {exc}") from exc
+            raise TransientError(
+                f"connection lost to {self._where} during login for {mailbox}: {exc}"
+            ) from exc
 
     @contextmanager
     def open(self, mailbox: str) -> Iterator[ImapSession]:
@@ -231,7 +244,14 @@ class ImapSession:
         """Storage used/limit in bytes from GETQUOTAROOT INBOX (RFC 2087 counts KiB)."""
         if b"QUOTA" not in self.capabilities:
             return Quota(None, None)
-        _roots, quotas = self.client.get_quota_root("INBOX")
+        try:
+            _roots, quotas = self.client.get_quota_root("INBOX")
+        except IMAPClientAbortError:
+            raise  # the connection went: transient, retried
+        except IMAPClientError:
+            # A server that advertises QUOTA but answers NO (no quota root for this user,
+            # quota backend down): the size is unknown tonight, the messages are not.
+            return Quota(None, None)
         for q in quotas:
             if q.resource.upper() == "STORAGE":
                 return Quota(int(q.usage) * 1024, int(q.limit) * 1024)

@@ -24,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from analytics.policy import load_policy, public_matcher
 from connectors.base import (
+    CredentialsRejected,
     FolderCursor,
     FolderState,
     ForwardingSource,
@@ -112,6 +113,7 @@ def collect_mailbox(
             rereads: list[tuple[str, int]] = []
             to_scan: list[tuple[FolderState, Message]] = []
             by_name = {f.name: f for f in folders}
+            renamed = _renamed(start, folders)
             plans = {f.name: plan_folder(f, start.get(f.name)) for f in folders}
             activity = {
                 f.name: session.count_changed(f, p.changed_since, p.previous_last_uid)
@@ -154,12 +156,15 @@ def collect_mailbox(
                     )
                 # A folder we knew that the server no longer lists: recorded, its rows and
                 # cursor kept (if it comes back with the same UIDVALIDITY we go on from it).
+                # Renamed (the same UIDVALIDITY under a new name): read whole under the new
+                # name tonight, its rows under the old name dropped once tonight commits.
                 for name in sorted(start.keys() - after.keys()):
-                    after[name] = start[name]
+                    if name not in renamed:
+                        after[name] = start[name]
                     rows.append(
                         {
                             "folder": name,
-                            "folder_status": "vanished",
+                            "folder_status": "renamed" if name in renamed else "vanished",
                             "uidvalidity": start[name].uidvalidity,
                             "last_uid": start[name].last_uid,
                             "fetched": 0,
@@ -168,7 +173,7 @@ def collect_mailbox(
                 fetched_total = writer.rows
             contacts = _scan_contacts(session, mailbox, to_scan, scan) if scan else None
     except SourceError as exc:
-        if exc.transient:
+        if exc.transient or isinstance(exc, CredentialsRejected):
             raise
         return MailboxOutcome(
             source.name, mailbox, "failed", exc.reason, seconds=time.monotonic() - started
@@ -189,6 +194,8 @@ def collect_mailbox(
         data.write_table("contacts", night, mailbox_key(mailbox), contacts)
     for name, uv in rereads:
         data.drop_folder_rows(mailbox, name, uv, except_night=night)
+    for name in renamed:
+        data.drop_folder_rows(mailbox, name, None, except_night=night)
     for row in rows:
         row.update(
             source=source.name,
@@ -208,6 +215,22 @@ def collect_mailbox(
         len(folders),
         time.monotonic() - started,
     )
+
+
+def _renamed(start: dict[str, FolderCursor], folders: list[FolderState]) -> dict[str, str]:
+    """Folders known last night that are gone under their name but whose UIDVALIDITY a new
+    folder now carries: old name -> new name.
+
+    >>> _renamed({"Dự án": FolderCursor(7, 9, None)}, [FolderState("Lưu", "other", 9, 0, 10, 7)])
+    {'Dự án': 'Lưu'}
+    """
+    names = {f.name for f in folders}
+    new = {f.uidvalidity: f.name for f in folders if f.name not in start}
+    return {
+        old: new[c.uidvalidity]
+        for old, c in start.items()
+        if old not in names and c.uidvalidity in new
+    }
 
 
 @dataclass(frozen=True)
@@ -265,9 +288,22 @@ def collect_mailbox_task(
         if policy.contact_scan and src.kind == "imap"
         else None
     )
-    return collect_mailbox(
-        src.build(), mailbox, night, DataDir(cfg.data_dir), src.forwarding(), scan
-    )
+    refused = (config_path, source_name, night)
+    if refused in _REFUSED:
+        return MailboxOutcome(source_name, mailbox, "failed", f"not tried: {_REFUSED[refused]}")
+    try:
+        return collect_mailbox(
+            src.build(), mailbox, night, DataDir(cfg.data_dir), src.forwarding(), scan
+        )
+    except CredentialsRejected as exc:
+        # Every further login would be refused too, and each refused one makes a server
+        # slow all logins from our address (Dovecot: up to 15 s) or lock the account.
+        _REFUSED[refused] = exc.reason
+        return MailboxOutcome(source_name, mailbox, "failed", exc.reason)
+
+
+# (config path, source, night) whose own account was refused in the current run.
+_REFUSED: dict[tuple[str, str, str], str] = {}
 
 
 @task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{name}")
@@ -322,6 +358,8 @@ def run_collection(
         + hashlib.sha256(f"{config_path}{time.time_ns()}".encode()).hexdigest()[:6]
     )
     summary = RunSummary(run_id, night)
+    for key in [k for k in _REFUSED if k[0] == config_path]:
+        del _REFUSED[key]
     task_ = collect_mailbox_task.with_options(
         retries=cfg.retries, retry_delay_seconds=list(cfg.retry_delay_seconds)
     )

@@ -307,19 +307,19 @@ class DataDir:
         return self.write_table("mailbox_status", night, mailbox_key(mailbox), table)
 
     def drop_folder_rows(
-        self, mailbox: str, folder: str, keep_uidvalidity: int, except_night: str
+        self, mailbox: str, folder: str, keep_uidvalidity: int | None, except_night: str
     ) -> int:
-        """Remove a folder's rows of any other UIDVALIDITY from earlier nights (a re-read
-        replaces them). Returns how many rows went."""
+        """Remove a folder's rows of any other UIDVALIDITY (None: all its rows) from other
+        nights: a re-read, or the folder read under its new name, replaces them. Returns
+        how many rows went."""
         removed = 0
         for path in sorted(self.root.glob(f"messages/night=*/{mailbox_key(mailbox)}.parquet")):
             if path.parent.name == f"night={except_night}":
                 continue
             table = pq.read_table(path, schema=MESSAGES)
-            stale = pc.and_(
-                pc.equal(table["folder"], folder),
-                pc.not_equal(table["uidvalidity"], keep_uidvalidity),
-            )
+            stale = pc.equal(table["folder"], folder)
+            if keep_uidvalidity is not None:
+                stale = pc.and_(stale, pc.not_equal(table["uidvalidity"], keep_uidvalidity))
             n = pc.sum(stale).as_py() or 0
             if n:
                 with _atomic(path) as tmp:

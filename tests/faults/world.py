@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from imapclient.imap_utf7 import decode as decode_utf7
 
 from mailusage.devserver import MASTER_USER, LocalDovecot
 from mailusage.synth import make_message
@@ -68,13 +69,18 @@ TRUTH_COLUMNS = (
 
 
 def seed_mail(
-    server: LocalDovecot, mailboxes: Iterable[str], rng: random.Random, night: int, most: int = 8
+    server: LocalDovecot,
+    mailboxes: Iterable[str],
+    rng: random.Random,
+    night: int,
+    most: int = 8,
+    folders: tuple[str, ...] = FOLDERS,
 ) -> int:
-    """Up to ``most`` messages per mailbox, spread over the three folders. Returns how many."""
+    """1 to ``most`` messages per mailbox, spread over ``folders``. Returns how many."""
     n = 0
     for mbx in mailboxes:
         for i in range(rng.randint(1, most)):
-            folder = rng.choice(FOLDERS)
+            folder = rng.choice(folders)
             when = START + night * 86_400 + i * 600 + rng.randint(0, 300)
             peer = rng.choice(PEERS)
             outgoing = folder == "Sent"
@@ -113,14 +119,20 @@ def _uidlist(folder_dir: Path) -> tuple[int, dict[str, int]]:
     return uidvalidity, uids
 
 
+def _folder_dirs(maildir: Path) -> list[tuple[str, Path]]:
+    """(IMAP name, directory) of every Maildir++ folder: INBOX, then `.<mUTF-7 name>`."""
+    out = [("INBOX", maildir)]
+    for d in sorted(maildir.iterdir()):
+        if d.name.startswith(".") and (d / "cur").is_dir():
+            out.append((decode_utf7(d.name[1:].encode()).replace(".", "/"), d))
+    return out
+
+
 def truth(server: LocalDovecot, mailboxes: Iterable[str]) -> set[tuple[Any, ...]]:
     """TRUTH_COLUMNS of every message now on the server (after Dovecot has seen it)."""
     rows = set()
     for mbx in mailboxes:
-        for folder in FOLDERS:
-            path = server.folder_dir(mbx, folder)
-            if not (path / "cur").is_dir():
-                continue
+        for folder, path in _folder_dirs(server.home(mbx) / "Maildir"):
             uidvalidity, uids = _uidlist(path)
             for file in sorted((path / "cur").iterdir()):
                 base, _, flags = file.name.partition(":2,")
