@@ -35,6 +35,7 @@ def _night(value: str) -> str:
 def cmd_collect(args: argparse.Namespace) -> int:
     import pipelines.collect as collect_mod
     from pipelines.config import ConfigError, RosterError, load_config, load_roster
+    from pipelines.storage import CollectionBusy
 
     try:
         cfg = load_config(args.config)
@@ -60,6 +61,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
         collect_mod.progress_hook = tick
         try:
             result = collect_mod.collect(config_path=str(cfg.path), night=args.date)
+        except CollectionBusy as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            return 3
         finally:
             collect_mod.progress_hook = None
     if args.quiet:

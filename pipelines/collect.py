@@ -35,7 +35,7 @@ from connectors.base import (
 )
 from connectors.contacts import find_contacts
 from connectors.logins import LoginSourceError
-from pipelines.config import Config, load_config, load_roster
+from pipelines.config import Config, Person, load_config, load_roster
 from pipelines.signals import collect_logins
 from pipelines.storage import (
     CONTACTS,
@@ -357,6 +357,21 @@ def run_collection(
         started.strftime("%Y%m%dT%H%M%SZ-")
         + hashlib.sha256(f"{config_path}{time.time_ns()}".encode()).hexdigest()[:6]
     )
+    with DataDir(cfg.data_dir).collect_lock(night):
+        summary = _run(cfg, config_path, people, night, run_id, progress, plain)
+        _write_run(cfg, summary, started)
+    return summary
+
+
+def _run(
+    cfg: Config,
+    config_path: str,
+    people: list[Person],
+    night: str,
+    run_id: str,
+    progress: Callable[[MailboxOutcome], None] | None,
+    plain: bool,
+) -> RunSummary:
     summary = RunSummary(run_id, night)
     for key in [k for k in _REFUSED if k[0] == config_path]:
         del _REFUSED[key]
@@ -416,7 +431,6 @@ def run_collection(
                     label.split(":", 1)[1], label, "failed", f"{type(exc).__name__}: {exc}"
                 )
             summary.outcomes.append(outcome)
-    _write_run(cfg, summary, started)
     return summary
 
 

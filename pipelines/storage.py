@@ -17,6 +17,7 @@ from, so running the same night twice leaves the same data.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,11 +234,42 @@ class NightConflict(Exception):
     would fetch its messages twice."""
 
 
+class CollectionBusy(Exception):
+    """Another collection holds this data directory."""
+
+
 class DataDir:
     """Paths and atomic writes of the data directory."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @contextmanager
+    def collect_lock(self, night: str) -> Iterator[None]:
+        """One collection at a time per data directory.
+
+        An flock(2) on ``_state/collect.lock``: the kernel releases it when the holder
+        exits, however it exits (kill -9 included), so a stale lock cannot outlive a run.
+        The file's text names the holder for the message a second run prints.
+        """
+        path = self.root / "_state" / "collect.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+                raise CollectionBusy(
+                    f"another collection is running on {self.root} ({holder or 'holder unknown'}); "
+                    "wait for it to finish, or stop it — this run changed nothing"
+                ) from None
+            os.ftruncate(fd, 0)
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            os.pwrite(fd, f"pid {os.getpid()}, night {night}, started {started}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def dataset(self, name: str) -> Path:
         return self.root / name
@@ -268,12 +301,17 @@ class DataDir:
                 f"collecting the earlier night {night} would count messages twice"
             )
         if night == state.night:
+            self._remove_uncommitted(mailbox, after=state.night, keep=night)
             return dict(state.before)
         self._remove_uncommitted(mailbox, after=state.night, keep=night)
         return dict(state.after)
 
     def _remove_uncommitted(self, mailbox: str, after: str | None, keep: str) -> None:
         key = mailbox_key(mailbox)
+        # Temp files of a run killed mid-write (never read: they do not end in .parquet).
+        for pattern in (f"*/night=*/.{key}.parquet.*.tmp", f"_state/cursors/.{key}.json.*.tmp"):
+            for path in self.root.glob(pattern):
+                path.unlink(missing_ok=True)
         for dataset in ("messages", "mailbox_status"):
             for path in self.root.glob(f"{dataset}/night=*/{key}.parquet"):
                 night = path.parent.name.removeprefix("night=")
