@@ -102,7 +102,10 @@ class Workspace:
         for name, schema in DATASETS.items():
             files = sorted((data_dir / name).glob("*/*.parquet"))
             if files:
-                rel = con.read_parquet([str(f) for f in files], hive_partitioning=True)
+                # union_by_name: files written before a column was added still read.
+                rel = con.read_parquet(
+                    [str(f) for f in files], hive_partitioning=True, union_by_name=True
+                )
                 rel.create_view(name)
             else:  # nothing collected yet: an empty table of the same shape
                 empty = schema.empty_table()

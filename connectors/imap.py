@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -196,6 +197,9 @@ class ImapSession:
         self.capabilities: set[bytes] = set()
         self.condstore = False
         self._selected: str | None = None
+        # Per folder: FETCH responses without a UID, INTERNALDATE or size (never seen from
+        # Dovecot; recorded in mailbox_status.unreadable rather than dropped in silence).
+        self.unreadable: Counter[str] = Counter()
 
     def start(self) -> None:
         self.capabilities = set(self.client.capabilities())
@@ -315,8 +319,11 @@ class ImapSession:
         size = self.settings.batch_size
         for attrs, header, groups in iter_fetch(read, tag):
             msg = parse_message(name, attrs, header, groups)
+            if msg is None:
+                self.unreadable[name] += 1
+                continue
             # `N:M` may return a message outside the range when N > the largest UID.
-            if msg is None or not from_uid <= msg.uid <= to_uid:
+            if not from_uid <= msg.uid <= to_uid:
                 continue
             batch.append(msg)
             if len(batch) >= size:

@@ -387,11 +387,17 @@ class LocalDovecot:
     def deliver(
         self, email: str, folder: str, raw: bytes, *, when: float, seen: bool = False
     ) -> Path:
-        """Write one message file; ``when`` (epoch seconds) becomes its INTERNALDATE."""
+        """Write one message file; ``when`` (epoch seconds) becomes its INTERNALDATE.
+
+        The name carries S= (bytes on disk) and W= (the size with CRLF line ends, which
+        Dovecot reports as RFC822.SIZE without reading the file)."""
         path = self.create_folder(email, folder)
         n = next(self._seq)
         size = len(raw)
-        name = f"{int(when)}.M{n}P{os.getpid()}.mailusage,S={size},W={size}:2,{'S' if seen else ''}"
+        vsize = size + raw.count(b"\n") - raw.count(b"\r\n")
+        name = (
+            f"{int(when)}.M{n}P{os.getpid()}.mailusage,S={size},W={vsize}:2,{'S' if seen else ''}"
+        )
         target = path / "cur" / name
         target.write_bytes(raw)
         os.utime(target, (when, when))

@@ -130,6 +130,7 @@ def collect_mailbox(
                         to_scan.extend(
                             (by_name[m.folder], m) for m in batch if roles[m.folder] == "sent"
                         )
+                unreadable: dict[str, int] = dict(getattr(session, "unreadable", {}))
                 for folder in folders:
                     plan = plans[folder.name]
                     after[folder.name] = FolderCursor(
@@ -152,6 +153,7 @@ def collect_mailbox(
                             "full_reread": plan.full_reread,
                             "read_activity": activity.get(folder.name),
                             "folder_bytes": folder.size_bytes,
+                            "unreadable": unreadable.get(folder.name, 0),
                         }
                     )
                 # A folder we knew that the server no longer lists: recorded, its rows and
@@ -179,6 +181,8 @@ def collect_mailbox(
             source.name, mailbox, "failed", exc.reason, seconds=time.monotonic() - started
         )
     notes = [] if sent else ["no Sent folder found"]
+    if sum(unreadable.values()):
+        notes.append(f"{sum(unreadable.values())} FETCH responses unreadable (not stored)")
     if forwarding is not None:
         try:
             rules = forwarding.forwards(mailbox)

@@ -74,6 +74,7 @@ MAILBOX_STATUS = pa.schema(
         ("full_reread", pa.bool_()),
         ("read_activity", pa.int64()),
         ("folder_bytes", pa.int64()),
+        ("unreadable", pa.int64()),
         ("quota_used_bytes", pa.int64()),
         ("quota_limit_bytes", pa.int64()),
         ("sent_folder", pa.string()),

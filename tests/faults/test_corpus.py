@@ -1,0 +1,106 @@
+"""Damaged and exotic real mail that nobody here wrote: CPython's email test corpus, taken
+at test time from Debian's libpython3.11-testsuite package (not committed), seeded into a
+mailbox — 47 messages (defective MIME, odd charsets, broken headers) and 17 binary files
+(images, sounds) stored as if they were mail."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.faults.conftest import NIGHT, World
+from tests.faults.invariant import LEDGER, Entry
+from tests.faults.world import START, Setup, _uidlist, add_mailboxes, messages
+
+PACKAGE = "libpython3.11-testsuite"
+INSTALLED = Path("/usr/lib/python3.11/test/test_email/data")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    if INSTALLED.is_dir():
+        files = sorted(p for p in INSTALLED.iterdir() if p.is_file())
+    else:
+        where = tmp_path_factory.mktemp("corpus")
+        get = ["apt-get", "download", PACKAGE]
+        if subprocess.run(get, cwd=where, capture_output=True).returncode != 0:
+            if os.geteuid() == 0:  # a fresh machine has no package lists yet
+                subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+            done = subprocess.run(get, cwd=where, capture_output=True, text=True)
+            assert done.returncode == 0, f"cannot fetch the corpus: {done.stderr}"
+        deb = next(where.glob(f"{PACKAGE}_*.deb"))
+        tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], check=True, capture_output=True)
+        subprocess.run(
+            ["tar", "-x", "--wildcards", "*/test_email/data/*"],
+            input=tar.stdout,
+            cwd=where,
+            check=True,
+        )
+        files = sorted(p for p in where.rglob("test_email/data/*") if p.is_file())
+    assert len(files) >= 60, f"the corpus is smaller than expected: {len(files)} files"
+    return files
+
+
+def test_real_damaged_mail_is_collected_or_skipped_with_a_reason(
+    world: World, corpus: list[Path]
+) -> None:
+    server = world.server
+    (mbx,) = add_mailboxes(server, ["corpus"])
+    for i, path in enumerate(corpus):
+        folder = "Sent" if i % 4 == 0 else "INBOX"
+        server.deliver(mbx, folder, path.read_bytes(), when=START + i * 60, seen=i % 3 == 0)
+    server.finish_seeding()
+    setup = Setup(world.root / "corpus", server, [mbx])
+    summary = setup.collect(NIGHT)
+    assert summary.count("ok") == 1, summary.outcomes
+
+    # Ground truth from the files and Dovecot's uidlist, parsed by the standard library.
+    truth = {}
+    for folder in ("INBOX", "Sent"):
+        _uidvalidity, uids = _uidlist(server.folder_dir(mbx, folder))
+        for file in (server.folder_dir(mbx, folder) / "cur").iterdir():
+            raw = file.read_bytes()
+            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+            mid = msg.get("Message-ID")
+            truth[(folder, uids[file.name.partition(":2,")[0]])] = (
+                len(raw) + raw.count(b"\n") - raw.count(b"\r\n"),
+                int(os.stat(file).st_mtime),
+                " ".join(str(mid).split()) if mid else None,
+            )
+    assert len(truth) == len(corpus)
+    rows = messages(setup.data)
+    got = {(r[1], r[3]): (r[9], r[6], r[14]) for r in rows}
+    fetched, unreadable = duckdb.sql(
+        "SELECT sum(fetched), sum(unreadable) "
+        f"FROM read_parquet('{setup.data}/mailbox_status/*/*.parquet')"
+    ).fetchall()[0]
+    # Every message accounted for: stored, or counted as unreadable (none are, here).
+    assert fetched + unreadable == len(truth)
+    assert len(rows) == len(got) == len(truth) - unreadable, "a message lost or stored twice"
+    mismatched = {
+        k: (got.get(k), v)
+        for k, v in truth.items()
+        if got.get(k) is None or got[k][:2] != v[:2] or (v[2] and got[k][2] != v[2])
+    }
+    assert not mismatched, mismatched
+    LEDGER.append(
+        Entry(
+            f"{len(corpus)} real damaged/exotic messages (CPython test_email corpus)",
+            1,
+            len(rows),
+            len(truth) - len(rows) - unreadable,
+            0,
+            0,
+            unreadable,
+            f"{len(rows)} collected, {unreadable} unreadable; UID, size, INTERNALDATE and "
+            "Message-ID equal the stdlib's reading",
+        )
+    )
+    shutil.rmtree(setup.root)
