@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -384,11 +385,13 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
     month = month_start.strftime("%Y-%m")
     rng = random.Random(2018)
     console.print(f"[bold]mailusage demo[/bold]: {staff} staff, {month}, in {root}")
-    os.environ["MAILUSAGE_DEMO_MASTER_PASSWORD"] = "demo-master"
+    # A fresh master password per demo unless one is given; the config names only the variable.
+    master = os.environ.get("MAILUSAGE_DEMO_MASTER_PASSWORD") or secrets.token_urlsafe(16)
+    os.environ["MAILUSAGE_DEMO_MASTER_PASSWORD"] = master
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # one line a night is enough
     from mailusage.cli import main
 
-    with LocalDovecot.start(root / "dovecot", master_password="demo-master") as server:
+    with LocalDovecot.start(root / "dovecot", master_password=master) as server:
         agency = build_agency(staff, rng)
         roles = plant_special(agency, rng)
         server.add_users({p.email: PASSWORD for p in agency.people})

@@ -145,7 +145,7 @@ def _login_source(raw: dict[str, Any], index: int, base: Path, tz: str) -> Login
     if isinstance(doveadm, str):
         doveadm = doveadm.split()
     return LoginSourceConfig(
-        name=raw.get("name", f"{kind}-{index}"),
+        name=_name(raw, where, f"{kind}-{index}"),
         kind=kind,
         path=(base / path).resolve() if path else None,
         dict_uri=raw.get("dict_uri", "proxy::lastlogin"),
@@ -303,11 +303,26 @@ def _ews_source(raw: dict[str, Any], where: str, base: Path, name: str) -> Sourc
     )
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _name(raw: dict[str, Any], where: str, default: str) -> str:
+    """A source's name: it names files in the data directory, so nothing path-like."""
+    name = raw.get("name", default)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"{where}.name {str(name)[:80]!r} may hold only letters, digits, '.', '_' and '-' "
+            "(64 at most, starting with a letter or digit): it names files"
+        )
+    return name
+
+
 def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
     where = f"sources[{index}]"
     kind = raw.get("kind", "imap")
+    raw = {**raw, "name": _name(raw, where, f"source{index}")}
     if kind == "ews":
-        return _ews_source(raw, where, base, raw.get("name", f"source{index}"))
+        return _ews_source(raw, where, base, raw["name"])
     if kind != "imap":
         raise ConfigError(f"{where}.kind must be imap or ews, not {kind!r}")
     unknown = raw.keys() - _IMAP_KEYS
@@ -435,6 +450,12 @@ OPTIONAL_COLUMNS = (
     "source",
 )
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+# A unit code or employee id: letters (Vietnamese too), digits, '.', '_', '-' — nothing that
+# could climb out of a directory if a report or a script ever names a file after it.
+_CODE = re.compile(r"^\w[\w.-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_CELL = 500  # characters; a roster cell longer than this is a pasted document
+MAX_ROSTER_BYTES = 64 * 1024 * 1024
 _TRUE = {"1", "true", "yes", "y", "x", "có", "co"}
 _FALSE = {"", "0", "false", "no", "n", "không", "khong"}
 
@@ -462,6 +483,11 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
     Person(employee_id='NV001', full_name='Nguyễn Văn An', email='an.nv@danang.gov.vn', ...)
     """
     try:
+        if path.stat().st_size > MAX_ROSTER_BYTES:
+            raise RosterError(
+                f"{path} is {path.stat().st_size:,} bytes: not a roster "
+                f"(at most {MAX_ROSTER_BYTES:,})"
+            )
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise RosterError(f"roster file {path} not found") from exc
@@ -478,11 +504,35 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
     problems: list[str] = []
     seen_ids: dict[str, int] = {}
     seen_emails: dict[str, int] = {}
-    for line, row in enumerate(reader, start=2):
+    rows = enumerate(reader, start=2)
+    while True:
+        try:
+            line, row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a cell over the csv module's 128 KiB field limit
+            raise RosterError(f"{path}: line {reader.line_num}: {exc}") from exc
         if None in row:
             problems.append(f"line {line}: more cells than columns (a stray comma?)")
             continue
         values = {k: (v or "").strip() for k, v in row.items()}
+        hostile = [
+            f"line {line}: {col} is {len(v):,} characters long (at most {MAX_CELL})"
+            if len(v) > MAX_CELL
+            else f"line {line}: {col} holds control characters"
+            for col, v in values.items()
+            if len(v) > MAX_CELL or _CONTROL.search(v)
+        ]
+        for col in ("unit_code", "employee_id"):
+            v = values[col]
+            if v and not hostile and (not _CODE.match(v) or ".." in v):
+                hostile.append(
+                    f"line {line}: {col} {v!r} may hold only letters, digits, '.', '_' and "
+                    "'-' (64 at most; no '/', no '..')"
+                )
+        if hostile:
+            problems.extend(hostile)
+            continue
         emp, email = values["employee_id"], values["email"].lower()
         if not emp:
             problems.append(f"line {line}: employee_id is empty")

@@ -23,6 +23,7 @@ from tests.faults.world import as_truth, messages, run_rows
 REASONS = {
     "network": ("cannot connect", "connection lost", "connection closed", "timed out"),
     "auth": ("login failed", "no answer to the login"),
+    "tls": ("certificate",),
     "none": (),
 }
 

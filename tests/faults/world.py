@@ -176,22 +176,26 @@ class Setup:
     mailboxes: list[str]
     port: int | None = None  # a FaultProxy's port; None = straight to Dovecot (IMAPS)
     auth: str = "master-sasl"
-    timeout: float = 3.0
+    timeout: float = 10.0
     retries: int = 0
     concurrency: int = 2
     extra: str = ""
+    ca: bool = True  # name the test server's CA in the config
+    rows: list[str] | None = None  # roster rows after the header; default one per mailbox
+    header: str = "employee_id,full_name,email,unit_code,unit_name"
     config: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        rows = ["employee_id,full_name,email,unit_code,unit_name"]
-        rows += [f"E{i:04d},Cán bộ {i},{m},UB,Ủy ban" for i, m in enumerate(self.mailboxes)]
+        rows = [self.header]
+        rows += self.rows or [
+            f"E{i:04d},Cán bộ {i},{m},UB,Ủy ban" for i, m in enumerate(self.mailboxes)
+        ]
         (self.root / "roster.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
         if self.port is None:
-            transport = (
-                f'port = {self.server.imaps_port}\nsecurity = "tls"\n'
-                f'ca_file = "{self.server.ca_file}"'
-            )
+            transport = f'port = {self.server.imaps_port}\nsecurity = "tls"'
+            if self.ca:
+                transport += f'\nca_file = "{self.server.ca_file}"'
         else:
             transport = f'port = {self.port}\nsecurity = "plain"'
         if self.auth == "user":
