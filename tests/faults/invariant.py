@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,21 @@ def write_table(path: Path) -> str:
         f"| {sum(e.duplicated for e in LEDGER)} | {sum(e.failed for e in LEDGER)} "
         f"| {sum(e.skipped for e in LEDGER)} | |\n"
     )
-    text = head + body + total
+    mode = "full (`make faults`)" if os.environ.get("MAILUSAGE_FAULTS") == "full" else "bounded"
+    text = (
+        "# Fault suite: what was tried, and what it cost\n\n"
+        "Written by the suite itself (`tests/faults/`, run as `make faults`; `make test` runs "
+        f"a bounded form) on {date.today().isoformat()}, mode {mode}, against a private "
+        "Dovecot 2.3.19 on 127.0.0.1.\n\n"
+        "After each fault the night is run again without it; the `messages` dataset must then "
+        "equal, row for row and in every column, a clean collection of the same server "
+        "history, and that must equal the truth read from the seeded Maildir files and "
+        "Dovecot's uidlists with the standard library. *Mailboxes failed* counts those the "
+        "fault made fail; each has a `run_mailboxes` row with the reason shown.\n\n"
+        + head
+        + body
+        + total
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return text

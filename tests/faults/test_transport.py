@@ -52,3 +52,23 @@ def test_stalled_connection_times_out(world: World) -> None:
 def test_refused_connections(world: World) -> None:
     faults = {n: Fault("refuse") for n in range(5, 60, 4)}
     _run(world, "connections refused / reset at accept", faults)
+
+
+def test_prefect_retries_recover_without_duplicates(world: World, prefect_harness: None) -> None:
+    """Through the Prefect task runner with retries: connections die inside FETCH, the tasks
+    retry, the night ends with every mailbox ok and each message stored once."""
+    faults = {n: Fault("cut_in_fetch", seed=n) for n in range(1, 30, 3)}
+    with FaultProxy(world.server.imap_port, faults) as proxy:
+        setup = world.setup("prefect retries", port=proxy.port, retries=2)
+        night = setup.collect(NIGHT, plain=False)
+        assert len(proxy.stats.fired) >= 5
+        assert night.count("ok") == len(world.mailboxes)
+        check_night(
+            "cut inside FETCH, recovered by Prefect task retries in the same night",
+            setup.data,
+            night,
+            lambda: setup.collect(NIGHT),
+            world.reference.data,
+            world.expected,
+            min_failed=0,
+        )
