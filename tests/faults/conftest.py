@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from mailusage.devserver import LocalDovecot
-from tests.faults.invariant import LEDGER, report_path, write_table
+from pipelines.collect import RunSummary
+from tests.faults.invariant import LEDGER, Entry, check_night, report_path, write_table
 from tests.faults.world import PASSWORD_ENV, Setup, add_mailboxes, seed_mail, truth
 
 SECRET = "Fault-Suite-master-7Qx"  # searched for in every file the suite leaves behind
@@ -31,6 +32,18 @@ class World:
 
     def setup(self, name: str, **kwargs: Any) -> Setup:
         return Setup(self.root / name, self.server, self.mailboxes, **kwargs)
+
+    def check(self, fault: str, setup: Setup, faulty: RunSummary, **kwargs: Any) -> Entry:
+        """The invariant for a fault on this world's night: rerun, compare, ledger."""
+        return check_night(
+            fault,
+            setup.data,
+            faulty,
+            lambda: setup.collect(NIGHT),
+            self.reference.data,
+            self.expected,
+            **kwargs,
+        )
 
 
 @pytest.fixture(scope="package")

@@ -17,7 +17,6 @@ from pipelines.collect import run_collection
 from pipelines.config import ConfigError, RosterError, load_config, load_roster
 from pipelines.evaluate import run_evaluation
 from tests.faults.conftest import NIGHT, World
-from tests.faults.invariant import check_night
 from tests.faults.world import DOMAIN, Setup, add_mailboxes, seed_mail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,13 +31,10 @@ def test_tls_verification_is_on_by_default(world: World) -> None:
     assert faulty.count("failed") == len(world.mailboxes)
     assert all("certificate" in o.reason and "not trusted" in o.reason for o in faulty.outcomes)
     fixed = world.setup("tls without the CA")  # the same directory, ca_file added
-    entry = check_night(
+    entry = world.check(
         "TLS: self-signed server, CA not configured (then configured)",
-        fixed.data,
+        fixed,
         faulty,
-        lambda: fixed.collect(NIGHT),
-        world.reference.data,
-        world.expected,
         kind="tls",
     )
     assert entry.failed == len(world.mailboxes)

@@ -30,13 +30,10 @@ def test_dovecot_restarted_mid_night(world: World) -> None:
 
     faulty = run_collection(str(setup.config), NIGHT, progress=progress, plain=True)
     restarts[0].join()
-    check_night(
+    world.check(
         "Dovecot stopped and restarted mid-night",
-        setup.data,
+        setup,
         faulty,
-        lambda: setup.collect(NIGHT),
-        world.reference.data,
-        world.expected,
     )
 
 
@@ -56,13 +53,10 @@ def test_user_passwords_changed(world: World, monkeypatch: pytest.MonkeyPatch) -
     finally:
         for m in changed:
             world.server.set_password(m, USER_PASSWORD)
-    entry = check_night(
+    entry = world.check(
         "2 of 8 users changed their password (per-user login)",
-        setup.data,
+        setup,
         faulty,
-        lambda: setup.collect(NIGHT),
-        world.reference.data,
-        world.expected,
         kind="auth",
         only=set(mailboxes),
     )
@@ -77,13 +71,10 @@ def test_master_user_revoked(world: World) -> None:
         faulty = setup.collect(NIGHT)
     finally:
         world.server.set_master_password(SECRET)
-    entry = check_night(
+    entry = world.check(
         "master user revoked",
-        setup.data,
+        setup,
         faulty,
-        lambda: setup.collect(NIGHT),
-        world.reference.data,
-        world.expected,
         kind="auth",
     )
     assert entry.failed == len(world.mailboxes)
@@ -99,13 +90,10 @@ def test_quota_not_answered(world: World) -> None:
     with FaultProxy(world.server.imap_port, {0: Fault("no_quota", every=True)}) as proxy:
         setup = world.setup("quota missing", port=proxy.port)
         faulty = setup.collect(NIGHT)
-        check_night(
+        world.check(
             "GETQUOTAROOT answered NO",
-            setup.data,
+            setup,
             faulty,
-            lambda: setup.collect(NIGHT),
-            world.reference.data,
-            world.expected,
             kind="none",
             min_failed=0,
         )

@@ -7,7 +7,6 @@ import random
 import pytest
 
 from tests.faults.conftest import FULL, NIGHT, World
-from tests.faults.invariant import check_night
 from tests.faults.proxy import Fault, FaultProxy
 
 _rng = random.Random(1010)
@@ -21,14 +20,7 @@ def _run(world: World, name: str, faults: dict[int, Fault], **kwargs: object) ->
         setup = world.setup(name, port=proxy.port, **kwargs)  # type: ignore[arg-type]
         faulty = setup.collect(NIGHT)
         proxy.faults.clear()  # the night again, without the fault
-        check_night(
-            name,
-            setup.data,
-            faulty,
-            lambda: setup.collect(NIGHT),
-            world.reference.data,
-            world.expected,
-        )
+        world.check(name, setup, faulty)
         assert proxy.stats.fired
 
 
@@ -63,12 +55,9 @@ def test_prefect_retries_recover_without_duplicates(world: World, prefect_harnes
         night = setup.collect(NIGHT, plain=False)
         assert len(proxy.stats.fired) >= 5
         assert night.count("ok") == len(world.mailboxes)
-        check_night(
+        world.check(
             "cut inside FETCH, recovered by Prefect task retries in the same night",
-            setup.data,
+            setup,
             night,
-            lambda: setup.collect(NIGHT),
-            world.reference.data,
-            world.expected,
             min_failed=0,
         )
