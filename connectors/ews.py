@@ -74,6 +74,7 @@ from exchangelib.util import SOAPNS, TNS, create_element, to_xml
 
 from connectors.base import (
     AuthError,
+    CredentialsRejected,
     FolderState,
     Forward,
     MailboxMissing,
@@ -560,9 +561,21 @@ class EwsSource:
     @contextmanager
     def open(self, mailbox: str) -> Iterator[EwsSession]:
         mailbox = mailbox.lower()
-        with _errors(mailbox):
-            account = self.account(mailbox)
-        yield EwsSession(account, mailbox, self.settings, self.window_end())
+        try:
+            with _errors(mailbox):
+                account = self.account(mailbox)
+            yield EwsSession(account, mailbox, self.settings, self.window_end())
+        except AuthError as exc:
+            if self.settings.access == "user" or not isinstance(
+                exc.__cause__, ews_errors.UnauthorizedError
+            ):
+                raise
+            # HTTP 401 under impersonation or delegation: the service account itself was
+            # refused, so every mailbox of this source would be.
+            raise CredentialsRejected(
+                f"Exchange refused the service account {self.settings.username!r} "
+                f"(wrong password, locked or disabled?): {exc.reason}"
+            ) from exc
 
     def forwards(self, mailbox: str) -> list[Forward]:
         """Enabled inbox rules that forward, forward as attachment or redirect (GetInboxRules)."""

@@ -64,6 +64,9 @@ class MailboxOutcome:
     messages_new: int = 0
     folders: int = 0
     seconds: float = 0.0
+    # The source's own account was refused: the night's other mailboxes of this source
+    # would fail the same way (not a run_mailboxes column).
+    account_refused: bool = False
 
     @property
     def is_signal(self) -> bool:
@@ -175,10 +178,15 @@ def collect_mailbox(
                 fetched_total = writer.rows
             contacts = _scan_contacts(session, mailbox, to_scan, scan) if scan else None
     except SourceError as exc:
-        if exc.transient or isinstance(exc, CredentialsRejected):
+        if exc.transient:
             raise
         return MailboxOutcome(
-            source.name, mailbox, "failed", exc.reason, seconds=time.monotonic() - started
+            source.name,
+            mailbox,
+            "failed",
+            exc.reason,
+            seconds=time.monotonic() - started,
+            account_refused=isinstance(exc, CredentialsRejected),
         )
     notes = [] if sent else ["no Sent folder found"]
     if sum(unreadable.values()):
@@ -295,15 +303,14 @@ def collect_mailbox_task(
     refused = (config_path, source_name, night)
     if refused in _REFUSED:
         return MailboxOutcome(source_name, mailbox, "failed", f"not tried: {_REFUSED[refused]}")
-    try:
-        return collect_mailbox(
-            src.build(), mailbox, night, DataDir(cfg.data_dir), src.forwarding(), scan
-        )
-    except CredentialsRejected as exc:
+    outcome = collect_mailbox(
+        src.build(), mailbox, night, DataDir(cfg.data_dir), src.forwarding(), scan
+    )
+    if outcome.account_refused:
         # Every further login would be refused too, and each refused one makes a server
         # slow all logins from our address (Dovecot: up to 15 s) or lock the account.
-        _REFUSED[refused] = exc.reason
-        return MailboxOutcome(source_name, mailbox, "failed", exc.reason)
+        _REFUSED[refused] = outcome.reason
+    return outcome
 
 
 # (config path, source, night) whose own account was refused in the current run.

@@ -463,3 +463,28 @@ def test_collection_flow_over_an_ews_source_records_each_mailbox(tmp_path, monke
     assert ep.max_active == 1
     counts = Counter(c.service for c in ep.calls)
     assert counts["GetInboxRules"] == 2  # only for mailboxes that could be opened
+
+
+def test_a_refused_service_account_stops_the_source_for_the_night(tmp_path, monkeypatch):
+    """HTTP 401 under impersonation is the service account's own login: the first mailbox
+    says so, the others are not tried (each try would be refused too, and count towards
+    the account's lockout). The next night, with the password fixed, collects them all."""
+    ep = EwsEndpoint({SVC: PASSWORD}, impersonators={SVC: "*"})
+    for i, address in enumerate(["an.nv@danang.gov.vn", "binh.tt@danang.gov.vn"]):
+        populate(ep.mailbox(address), 5, 2, seed=50 + i)
+    (tmp_path / "roster.csv").write_text(ROSTER, encoding="utf-8")
+    monkeypatch.setenv("MU_TEST_EWS", "expired-password")
+    with ep.running():
+        cfg = write_config(tmp_path, ep, "max_connections = 1")
+        summary = run_collection(cfg, night="2026-11-23", plain=True)
+        assert summary.count("failed") == len(summary.outcomes) == 4
+        reasons = [o.reason for o in summary.outcomes]
+        assert all("service account" in r and "401" in r for r in reasons), reasons
+        assert sum(r.startswith("not tried") for r in reasons) >= 2
+        assert len(ep.calls) <= 2  # one refused call per worker, then none
+        monkeypatch.setenv("MU_TEST_EWS", PASSWORD)
+        again = run_collection(cfg, night="2026-11-23", plain=True)
+    assert {o.mailbox for o in again.outcomes if o.status == "ok"} == {
+        "an.nv@danang.gov.vn",
+        "binh.tt@danang.gov.vn",
+    }
