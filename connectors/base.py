@@ -6,6 +6,7 @@ depend on :class:`MailboxSource` only, so IMAP and EWS are interchangeable downs
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -95,6 +96,9 @@ def plan_folder(state: FolderState, cursor: FolderCursor | None) -> FolderPlan:
 class MailboxSession(Protocol):
     """An open, read-only view of one mailbox."""
 
+    # Per folder: messages the server listed that could not be read (not stored).
+    unreadable: Counter[str]
+
     def folders(self) -> list[FolderState]: ...
 
     def quota(self) -> Quota: ...
@@ -158,8 +162,8 @@ class AuthError(SourceError):
 
 
 class CredentialsRejected(AuthError):
-    """The source's own account (an IMAP master user) was refused: every mailbox of the
-    source would fail the same way, so the night stops logging in with it."""
+    """The source's own account (an IMAP master user, an EWS service account) was refused:
+    every mailbox of the source would fail the same way, so the night stops using it."""
 
 
 class MailboxMissing(SourceError):

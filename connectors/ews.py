@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -361,6 +362,7 @@ class EwsSession:
         self.settings = settings
         self.window_end = window_end
         self._folders: dict[str, Any] = {}
+        self.unreadable: Counter[str] = Counter()  # every FindItem item is read
 
     def folders(self) -> list[FolderState]:
         root = Root(account=self.account)

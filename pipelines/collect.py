@@ -133,7 +133,7 @@ def collect_mailbox(
                         to_scan.extend(
                             (by_name[m.folder], m) for m in batch if roles[m.folder] == "sent"
                         )
-                unreadable: dict[str, int] = dict(getattr(session, "unreadable", {}))
+                unreadable = session.unreadable
                 for folder in folders:
                     plan = plans[folder.name]
                     after[folder.name] = FolderCursor(

@@ -14,7 +14,7 @@ import csv
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,6 +476,15 @@ def _flag(value: str, column: str, problems: list[str], line: int) -> None:
         problems.append(f"line {line}: {column} must be yes/no (got {value!r})")
 
 
+def _rows(reader: csv.DictReader[str], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, row) pairs; a row csv cannot read (a cell over its 128 KiB field limit) is a
+    RosterError naming the line."""
+    try:
+        yield from enumerate(reader, start=2)
+    except csv.Error as exc:
+        raise RosterError(f"{path}: line {reader.line_num}: {exc}") from exc
+
+
 def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None) -> list[Person]:
     """Read the roster CSV (UTF-8, BOM allowed); every bad row is reported, then RosterError.
 
@@ -504,14 +513,7 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
     problems: list[str] = []
     seen_ids: dict[str, int] = {}
     seen_emails: dict[str, int] = {}
-    rows = enumerate(reader, start=2)
-    while True:
-        try:
-            line, row = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # e.g. a cell over the csv module's 128 KiB field limit
-            raise RosterError(f"{path}: line {reader.line_num}: {exc}") from exc
+    for line, row in _rows(reader, path):
         if None in row:
             problems.append(f"line {line}: more cells than columns (a stray comma?)")
             continue

@@ -51,20 +51,9 @@ COLUMNS = (
     "message_id",
     "address_invalid",
 )
-# The columns the independent truth knows.
-TRUTH_COLUMNS = (
-    "mailbox",
-    "folder",
-    "uidvalidity",
-    "uid",
-    "internal_date",
-    "sent_date",
-    "size",
-    "seen",
-    "from_addr",
-    "to_addrs",
-    "cc_addrs",
-    "message_id",
+# The columns the independent truth knows: all but the collector's own labels.
+TRUTH_COLUMNS = tuple(
+    c for c in COLUMNS if c not in ("source", "role", "date_source", "address_invalid")
 )
 
 
