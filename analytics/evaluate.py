@@ -27,9 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analytics.policy import Policy, Waiver, check_month, public_domains
-from analytics.queries import Workspace, month_params, previous_month
+from analytics.queries import Workspace, month_nights, month_params, previous_month
 from analytics.report import render_report
-from pipelines.config import Person
+from contract.people import Person
 
 LANGS = ("vi", "en")
 CLASS_LABELS = {
@@ -239,6 +239,7 @@ def evaluate_month(
         official=list(inputs.official_domains),
         public=public_domains(inputs.public_domains_extra),
         registration=list(policy.registration_domains),
+        nights=month_nights(month),
     )
     usage = {
         "regular_days": policy.regular_min_active_days,

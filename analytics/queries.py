@@ -16,14 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from analytics.policy import check_month
-from pipelines.storage import (
-    CONTACTS,
-    FORWARDING,
-    LOGINS,
-    MAILBOX_STATUS,
-    MESSAGES,
-    RUN_MAILBOXES,
-)
+from contract.datasets import BY_NIGHT, DATASETS, NIGHTLY, dataset_files
 
 SQL_DIR = Path(__file__).parent / "sql"
 QUERIES = frozenset(
@@ -37,14 +30,7 @@ QUERIES = frozenset(
     }
 )
 
-DATASETS = {
-    "messages": MESSAGES,
-    "mailbox_status": MAILBOX_STATUS,
-    "logins": LOGINS,
-    "run_mailboxes": RUN_MAILBOXES,
-    "forwarding": FORWARDING,
-    "contacts": CONTACTS,
-}
+VIEWS = ("messages", "mailbox_status", "logins", "run_mailboxes", "forwarding", "contacts")
 
 
 def sql(name: str) -> str:
@@ -73,6 +59,17 @@ def month_params(month: str, tz: str) -> dict[str, Any]:
     }
 
 
+def month_nights(month: str) -> tuple[date, date]:
+    """The collection nights a month's evaluation reads: the previous month's first day
+    through the night after the month (the night N run covers day N-1).
+
+    >>> month_nights("2026-11")
+    (datetime.date(2026, 10, 1), datetime.date(2026, 12, 1))
+    """
+    first = date.fromisoformat(f"{previous_month(month)}-01")
+    return first, month_params(month, "UTC")["next_day"]
+
+
 def previous_month(month: str) -> str:
     """``"2026-01"`` -> ``"2025-12"``."""
     check_month(month)
@@ -95,20 +92,27 @@ class Workspace:
         official: list[str],
         public: list[str],
         registration: list[str],
+        nights: tuple[date, date] | None = None,
     ) -> Workspace:
+        """Views over the datasets; with ``nights`` (first, last), the datasets keyed by
+        collection night read only those nights' files (a month reads what it needs)."""
         con = duckdb.connect()
         con.execute("set TimeZone = 'UTC'")
         ws = cls(con)
-        for name, schema in DATASETS.items():
-            files = sorted((data_dir / name).glob("*/*.parquet"))
+        for name in VIEWS:
+            first, last = nights if nights is not None and name in BY_NIGHT else (None, None)
+            files = dataset_files(data_dir, name, first, last)
             if files:
-                # union_by_name: files written before a column was added still read.
+                # union_by_name only where files of older schemas may remain (one file per
+                # run or login source); nightly datasets are rewritten in the current one.
                 rel = con.read_parquet(
-                    [str(f) for f in files], hive_partitioning=True, union_by_name=True
+                    [str(f) for f in files],
+                    hive_partitioning=True,
+                    union_by_name=name not in NIGHTLY,
                 )
                 rel.create_view(name)
             else:  # nothing collected yet: an empty table of the same shape
-                empty = schema.empty_table()
+                empty = DATASETS[name].empty_table()
                 empty = empty.append_column("night", pa.array([], pa.date32()))
                 ws.register(name, empty)
         ws.register("roster", roster)

@@ -127,7 +127,7 @@ import resource, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from connectors.imap import ImapSettings, ImapSource
-from pipelines.collect import collect_mailbox
+from pipelines.collect import collect_single as collect_mailbox
 from pipelines.storage import DataDir
 src = ImapSource(ImapSettings(host="127.0.0.1", port={port}, security="plain",
                  master_user={master!r}), password_for=lambda _m: {pw!r})

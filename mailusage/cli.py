@@ -32,8 +32,15 @@ def _night(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD") from exc
 
 
+def _prefect_api() -> str | None:
+    """The Prefect API the operator configured, if any (none: no server is started)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
-    import pipelines.collect as collect_mod
+    from pipelines.collect import MailboxOutcome, collect, run_collection, summary_dict
     from pipelines.config import ConfigError, RosterError, load_config, load_roster
     from pipelines.storage import CollectionBusy
 
@@ -51,21 +58,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
         MofNCompleteColumn(),
         TextColumn("{task.description}"),
         console=err,
-        disable=not err.is_terminal,
+        disable=args.quiet or not err.is_terminal,
     ) as progress:
         bar = progress.add_task("", total=total)
 
-        def tick(outcome: collect_mod.MailboxOutcome) -> None:
+        def tick(outcome: MailboxOutcome) -> None:
             progress.update(bar, advance=1, description=outcome.mailbox)
 
-        collect_mod.progress_hook = tick
         try:
-            result = collect_mod.collect(config_path=str(cfg.path), night=args.date)
+            if _prefect_api():  # the run shows in the operator's Prefect UI
+                result = collect(config_path=str(cfg.path), night=args.date)
+            else:  # the same code, without a temporary Prefect server
+                result = summary_dict(run_collection(str(cfg.path), args.date, progress=tick))
         except CollectionBusy as exc:
             err.print(f"[red]error:[/red] {exc}")
             return 3
-        finally:
-            collect_mod.progress_hook = None
     if args.quiet:
         out.print(
             f"night {result['night']}: ok {result['ok']}, failed {result['failed']}, "
@@ -179,6 +186,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from pipelines.config import ConfigError, load_config
+    from pipelines.migrate import convert_layout
+    from pipelines.storage import CollectionBusy, DataDir
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    data = DataDir(cfg.data_dir)
+    try:
+        with data.collect_lock("compact"):
+            data.recover()
+            done = convert_layout(data)
+    except CollectionBusy as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 3
+    if done is None:
+        out.print(f"{cfg.data_dir}: already one file per dataset per night; nothing to do")
+    else:
+        out.print(
+            f"{cfg.data_dir}: {done.files_read:,} per-mailbox files of {done.mailboxes:,} "
+            f"mailboxes -> {done.night_files:,} night files ({done.rows:,} message rows); "
+            f"{done.files_dropped:,} uncommitted files dropped"
+        )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailusage.demo import run_demo
 
@@ -210,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="YYYY-MM (default: last month in the agency's time zone)",
     )
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser(
+        "compact", help="convert a data directory of one file per mailbox to one per night"
+    )
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_compact)
     p = sub.add_parser("demo", help="a local Dovecot with a small agency, collected end to end")
     p.add_argument(
         "--workdir", default="demo-data", help="where the demo writes (default demo-data)"

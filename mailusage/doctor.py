@@ -18,7 +18,8 @@ from connectors.ews import EwsSettings, EwsSource
 from connectors.imap import ImapSource, probe_tcp
 from connectors.logins import LogCursor, LoginSourceError
 from connectors.sieve import SieveSource
-from pipelines.config import Config, Person, RosterError, SourceConfig, load_roster
+from contract.people import Person
+from pipelines.config import Config, RosterError, SourceConfig, load_roster
 from pipelines.signals import read_source
 
 

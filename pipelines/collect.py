@@ -1,17 +1,21 @@
 """Nightly collection: every roster mailbox's metadata into the data directory.
 
-Reads like its table of contents:
-    config + roster -> one task per mailbox (bounded concurrency, retried when transient)
-    -> messages + mailbox_status per mailbox -> a runs record with ok / failed / skipped.
+Reads like its table of contents (:func:`run_collection`):
+    plan    the roster's mailboxes and the cursors each starts from (one state query)
+    fetch   shards of mailboxes, each shard one task; a quiet mailbox costs one login and
+            one LIST-STATUS; transient failures retried per mailbox inside the shard
+    write   each dataset's night file built from the staged rows
+    commit  cursors, folder index and run records in one transaction, then published
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from analytics.policy import load_policy, public_matcher
@@ -35,17 +40,19 @@ from connectors.base import (
 )
 from connectors.contacts import find_contacts
 from connectors.logins import LoginSourceError
-from pipelines.config import Config, Person, load_config, load_roster
+from contract.datasets import CONTACTS, FORWARDING, MAILBOX_STATUS, RUN_MAILBOXES, RUNS
+from contract.people import Person
+from pipelines.config import Config, SourceConfig, load_config, load_roster
+from pipelines.migrate import convert_layout
 from pipelines.signals import collect_logins
 from pipelines.storage import (
-    CONTACTS,
-    FORWARDING,
-    RUN_MAILBOXES,
-    RUNS,
+    Collected,
     DataDir,
+    MailboxRows,
     MailboxState,
     NightConflict,
-    mailbox_key,
+    NightWriter,
+    ShardWriter,
     messages_table,
 )
 
@@ -73,6 +80,9 @@ class MailboxOutcome:
         """A server-signal source (``logins:<name>``), not a mailbox."""
         return self.mailbox.startswith("logins:")
 
+    def row(self, run_id: str) -> dict[str, Any]:
+        return {"run_id": run_id, **{k: getattr(self, k) for k in RUN_MAILBOXES.names[1:]}}
+
 
 @dataclass
 class RunSummary:
@@ -89,21 +99,265 @@ class RunSummary:
         return sum(o.messages_new for o in self.outcomes if not o.is_signal)
 
 
+@dataclass
+class Collection:
+    """One mailbox read in full tonight: its outcome, its rows and what its commit needs."""
+
+    outcome: MailboxOutcome
+    rows: MailboxRows | None = None
+    collected: Collected | None = None
+
+
+@dataclass(frozen=True)
+class ContactScan:
+    """The opt-in contact scan (policy `[contact_scan] enabled = true`)."""
+
+    is_public: Callable[[str], bool]
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class Work:
+    """One mailbox to collect tonight and the cursors it starts from."""
+
+    source: str
+    mailbox: str
+    start: dict[str, FolderCursor]
+
+
+@dataclass
+class Night:
+    """Everything one night's collection carries, passed down instead of kept in globals."""
+
+    cfg: Config
+    night: str
+    run_id: str
+    started: datetime
+    progress: Callable[[MailboxOutcome], None] | None = None
+    # source -> why its own account was refused tonight (its other mailboxes are not tried)
+    refused: dict[str, str] = field(default_factory=dict)
+    writer: NightWriter | None = None
+    _scan: ContactScan | None = None
+
+    @classmethod
+    def begin(
+        cls,
+        cfg: Config,
+        night: str | None,
+        progress: Callable[[MailboxOutcome], None] | None = None,
+    ) -> Night:
+        night = night or tonight(cfg)
+        datetime.strptime(night, "%Y-%m-%d")  # a clear ValueError for a bad --date
+        started = datetime.now(UTC)
+        run_id = (
+            started.strftime("%Y%m%dT%H%M%SZ-")
+            + hashlib.sha256(f"{cfg.path}{time.time_ns()}".encode()).hexdigest()[:6]
+        )
+        policy = load_policy(cfg.policy)
+        scan = (
+            ContactScan(public_matcher(cfg.public_domains_extra), policy.contact_scan_max_bytes)
+            if policy.contact_scan
+            else None
+        )
+        return cls(cfg, night, run_id, started, progress, _scan=scan)
+
+    @property
+    def data(self) -> DataDir:
+        return DataDir(self.cfg.data_dir)
+
+    def scan_for(self, src: SourceConfig) -> ContactScan | None:
+        # Bodies are read over IMAP only (see docs/operator-guide.md, Exchange).
+        return self._scan if src.kind == "imap" else None
+
+    def report(self, outcome: MailboxOutcome) -> None:
+        if self.progress is not None:
+            self.progress(outcome)
+
+
+def tonight(cfg: Config) -> str:
+    """The night being collected: today's date in the agency's time zone."""
+    return datetime.now(cfg.tz).date().isoformat()
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def run_collection(
+    config_path: str,
+    night: str | None = None,
+    progress: Callable[[MailboxOutcome], None] | None = None,
+    plain: bool | None = None,
+) -> RunSummary:
+    """One night, every roster mailbox: plan -> fetch -> write -> commit.
+
+    ``plain`` runs the shards on a plain thread pool instead of Prefect tasks; by default
+    they are Prefect tasks inside a flow run (the deployment) and plain threads outside.
+    """
+    cfg = load_config(str(Path(config_path).resolve()))
+    people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources])
+    nt = Night.begin(cfg, night, progress)
+    data = nt.data
+    with data.collect_lock(nt.night):
+        data.recover()
+        convert_layout(data)
+        work, skipped = plan(nt, people, data)
+        nt.writer = data.begin(nt.run_id, nt.night)
+        try:
+            collections = fetch(nt, work, plain)
+            summary = RunSummary(nt.run_id, nt.night, [c.outcome for c in collections])
+            summary.outcomes.extend(skipped)
+            summary.outcomes.extend(collect_signals(nt, plain))
+            commit(nt, summary, collections)
+        except BaseException:
+            nt.writer.abandon()
+            raise
+    return summary
+
+
+def plan(nt: Night, people: list[Person], data: DataDir) -> tuple[list[Work], list[MailboxOutcome]]:
+    """The mailboxes to read tonight with their start cursors, and those skipped."""
+    states = data.states()
+    work, skipped = [], []
+    for p in people:
+        if not p.email:
+            continue
+        src = p.source or nt.cfg.sources[0].name
+        state = states.get(p.email)
+        try:
+            start = state.start(p.email, nt.night) if state else {}
+        except NightConflict as exc:
+            outcome = MailboxOutcome(src, p.email, "skipped", str(exc))
+            skipped.append(outcome)
+            nt.report(outcome)
+            continue
+        work.append(Work(src, p.email, start))
+    return work, skipped
+
+
+def shards(work: list[Work], n: int) -> list[list[Work]]:
+    """``work`` dealt round-robin into at most ``n`` shards (balanced, in roster order).
+
+    >>> [len(s) for s in shards([Work("s", str(i), {}) for i in range(10)], 4)]
+    [3, 3, 2, 2]
+    """
+    n = max(1, min(n, len(work)))
+    return [work[i::n] for i in range(n)] if work else []
+
+
+def fetch(nt: Night, work: list[Work], plain: bool | None) -> list[Collection]:
+    """Read every mailbox, shard by shard; returns one Collection per mailbox."""
+    if plain is None:
+        plain = FlowRunContext.get() is None
+    parts = shards(work, nt.cfg.concurrency * 4)
+    results: list[Collection] = []
+    if plain:
+        with ThreadPoolExecutor(max_workers=nt.cfg.concurrency) as pool:
+            for f in [pool.submit(collect_shard, nt, f"{i:04d}", s) for i, s in enumerate(parts)]:
+                results.extend(f.result())
+        return results
+    runner: Any  # Prefect's submit() overloads do not type a sync task's result
+    with ThreadPoolTaskRunner(max_workers=nt.cfg.concurrency) as runner:
+        futures = [
+            runner.submit(collect_shard_task, {"nt": nt, "shard": f"{i:04d}", "work": s})
+            for i, s in enumerate(parts)
+        ]
+        for i, future in enumerate(futures, 1):
+            done = future.result()
+            results.extend(done)
+            _logger().info(
+                "shard %d/%d: %d mailboxes, %d failed",
+                i,
+                len(futures),
+                len(done),
+                sum(1 for c in done if c.outcome.status != "ok"),
+            )
+    return results
+
+
+def _logger() -> Any:
+    """The flow run's logger inside a flow, the module's outside."""
+    return get_run_logger() if FlowRunContext.get() else logging.getLogger(__name__)
+
+
+def collect_shard(nt: Night, shard: str, work: list[Work]) -> list[Collection]:
+    """Collect one shard's mailboxes on one connection at a time, staging each mailbox's
+    rows once it is read in full. A transient failure (dropped connection, time-out) is
+    retried after the shard's first pass, with the configured delays."""
+    assert nt.writer is not None
+    writer = nt.writer.shard(shard)
+    done: list[Collection] = []
+    pending = list(work)
+    delays = nt.cfg.retry_delay_seconds or (0,)
+    try:
+        for attempt in range(nt.cfg.retries + 1):
+            if attempt:
+                time.sleep(delays[min(attempt - 1, len(delays) - 1)])
+            retry = []
+            for w in pending:
+                result = _attempt(nt, w, writer, last=attempt == nt.cfg.retries)
+                if result is None:
+                    retry.append(w)
+                    continue
+                done.append(result)
+                nt.report(result.outcome)
+            pending = retry
+            if not pending:
+                break
+    finally:
+        writer.close()
+    return done
+
+
+def _attempt(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection | None:
+    """One try at one mailbox; None when it failed transiently and will be tried again."""
+    if w.source in nt.refused:
+        return Collection(
+            MailboxOutcome(w.source, w.mailbox, "failed", f"not tried: {nt.refused[w.source]}")
+        )
+    src = nt.cfg.source(w.source)
+    try:
+        result = collect_mailbox(
+            src.build(), w.mailbox, nt.night, w.start, src.forwarding(), nt.scan_for(src)
+        )
+    except SourceError as exc:  # transient: collect_mailbox returns the others
+        if not last:
+            return None
+        return Collection(MailboxOutcome(w.source, w.mailbox, "failed", exc.reason))
+    except Exception as exc:  # a bug or an unreadable answer: recorded, the night goes on
+        return Collection(
+            MailboxOutcome(w.source, w.mailbox, "failed", f"{type(exc).__name__}: {exc}")
+        )
+    if result.outcome.account_refused:
+        # Every further login would be refused too, and each refused one makes a server
+        # slow all logins from our address (Dovecot: up to 15 s) or lock the account.
+        nt.refused[w.source] = result.outcome.reason
+    if result.rows is not None:
+        writer.add(result.rows)
+    return result
+
+
+@task(name="collect-shard", cache_policy=NO_CACHE, task_run_name="shard-{shard}")
+def collect_shard_task(nt: Night, shard: str, work: list[Work]) -> list[Collection]:
+    return collect_shard(nt, shard, work)
+
+
+# -- one mailbox -------------------------------------------------------------------------
+
+
 def collect_mailbox(
     source: MailboxSource,
     mailbox: str,
     night: str,
-    data: DataDir,
+    start: dict[str, FolderCursor],
     forwarding: ForwardingSource | None = None,
     scan: ContactScan | None = None,
-) -> MailboxOutcome:
-    """Collect one mailbox for one night and commit it. Transient errors propagate (the
-    task retries them); other source errors come back as a failed outcome."""
+) -> Collection:
+    """Read one mailbox from its start cursors into rows to stage. Nothing is written here.
+
+    Transient errors propagate (the shard retries them); other source errors come back
+    as a failed outcome.
+    """
     started = time.monotonic()
-    try:
-        start = data.start_cursors(mailbox, night)
-    except NightConflict as exc:
-        return MailboxOutcome(source.name, mailbox, "skipped", str(exc))
     try:
         with source.open(mailbox) as session:
             folders = session.folders()
@@ -111,10 +365,6 @@ def collect_mailbox(
             sent = next((f.name for f in folders if f.role == "sent"), None)
             roles = {f.name: f.role for f in folders}
             uidvalidity = {f.name: f.uidvalidity for f in folders}
-            after: dict[str, FolderCursor] = {}
-            rows: list[dict[str, Any]] = []
-            rereads: list[tuple[str, int]] = []
-            to_scan: list[tuple[FolderState, Message]] = []
             by_name = {f.name: f for f in folders}
             renamed = _renamed(start, folders)
             plans = {f.name: plan_folder(f, start.get(f.name)) for f in folders}
@@ -123,92 +373,73 @@ def collect_mailbox(
                 for f in folders
                 if (p := plans[f.name]).changed_since is not None
             }
+            rows = MailboxRows()
             fetched: Counter[str] = Counter()
-            with data.messages_writer(mailbox, night) as writer:
-                wanted = [(f, plans[f.name].from_uid, plans[f.name].to_uid) for f in folders]
-                for batch in session.fetch(wanted):
-                    writer.write(messages_table(source.name, mailbox, uidvalidity, roles, batch))
-                    fetched.update(m.folder for m in batch)
-                    if scan is not None:
-                        to_scan.extend(
-                            (by_name[m.folder], m) for m in batch if roles[m.folder] == "sent"
-                        )
-                unreadable = session.unreadable
-                for folder in folders:
-                    plan = plans[folder.name]
-                    after[folder.name] = FolderCursor(
-                        folder.uidvalidity, max(folder.uidnext - 1, 0), folder.highestmodseq
+            to_scan: list[tuple[FolderState, Message]] = []
+            wanted = [(f, p.from_uid, p.to_uid) for f in folders if not (p := plans[f.name]).empty]
+            for batch in session.fetch(wanted):
+                rows.messages.append(
+                    messages_table(source.name, mailbox, uidvalidity, roles, batch)
+                )
+                fetched.update(m.folder for m in batch)
+                if scan is not None:
+                    to_scan.extend(
+                        (by_name[m.folder], m) for m in batch if roles[m.folder] == "sent"
                     )
-                    if plan.full_reread:
-                        rereads.append((folder.name, folder.uidvalidity))
-                    rows.append(
-                        {
-                            "folder": folder.name,
-                            "role": folder.role,
-                            "folder_status": "ok",
-                            "messages": folder.messages,
-                            "unseen": folder.unseen,
-                            "uidnext": folder.uidnext,
-                            "uidvalidity": folder.uidvalidity,
-                            "highestmodseq": folder.highestmodseq,
-                            "last_uid": after[folder.name].last_uid,
-                            "fetched": fetched[folder.name],
-                            "full_reread": plan.full_reread,
-                            "read_activity": activity.get(folder.name),
-                            "folder_bytes": folder.size_bytes,
-                            "unreadable": unreadable.get(folder.name, 0),
-                        }
-                    )
-                # A folder we knew that the server no longer lists: recorded, its rows and
-                # cursor kept (if it comes back with the same UIDVALIDITY we go on from it).
-                # Renamed (the same UIDVALIDITY under a new name): read whole under the new
-                # name tonight, its rows under the old name dropped once tonight commits.
-                for name in sorted(start.keys() - after.keys()):
-                    if name not in renamed:
-                        after[name] = start[name]
-                    rows.append(
-                        {
-                            "folder": name,
-                            "folder_status": "renamed" if name in renamed else "vanished",
-                            "uidvalidity": start[name].uidvalidity,
-                            "last_uid": start[name].last_uid,
-                            "fetched": 0,
-                        }
-                    )
-                fetched_total = writer.rows
+            unreadable = session.unreadable
             contacts = _scan_contacts(session, mailbox, to_scan, scan) if scan else None
     except SourceError as exc:
         if exc.transient:
             raise
-        return MailboxOutcome(
-            source.name,
-            mailbox,
-            "failed",
-            exc.reason,
-            seconds=time.monotonic() - started,
-            account_refused=isinstance(exc, CredentialsRejected),
-        )
-    notes = [] if sent else ["no Sent folder found"]
-    if sum(unreadable.values()):
-        notes.append(f"{sum(unreadable.values())} FETCH responses unreadable (not stored)")
-    if forwarding is not None:
-        try:
-            rules = forwarding.forwards(mailbox)
-            data.write_table(
-                "forwarding",
-                night,
-                mailbox_key(mailbox),
-                pa.Table.from_pylist([asdict(r) for r in rules], schema=FORWARDING),
+        return Collection(
+            MailboxOutcome(
+                source.name,
+                mailbox,
+                "failed",
+                exc.reason,
+                seconds=time.monotonic() - started,
+                account_refused=isinstance(exc, CredentialsRejected),
             )
-        except SourceError as exc:  # the messages are safe; say what is missing
-            notes.append(f"forwarding rules not read: {exc.reason}")
-    if contacts is not None:
-        data.write_table("contacts", night, mailbox_key(mailbox), contacts)
-    for name, uv in rereads:
-        data.drop_folder_rows(mailbox, name, uv, except_night=night)
-    for name in renamed:
-        data.drop_folder_rows(mailbox, name, None, except_night=night)
-    for row in rows:
+        )
+    after = {
+        f.name: FolderCursor(f.uidvalidity, max(f.uidnext - 1, 0), f.highestmodseq) for f in folders
+    }
+    status = [
+        {
+            "folder": f.name,
+            "role": f.role,
+            "folder_status": "ok",
+            "messages": f.messages,
+            "unseen": f.unseen,
+            "uidnext": f.uidnext,
+            "uidvalidity": f.uidvalidity,
+            "highestmodseq": f.highestmodseq,
+            "last_uid": after[f.name].last_uid,
+            "fetched": fetched[f.name],
+            "full_reread": plans[f.name].full_reread,
+            "read_activity": activity.get(f.name),
+            "folder_bytes": f.size_bytes,
+            "unreadable": unreadable.get(f.name, 0),
+        }
+        for f in folders
+    ]
+    # A folder we knew that the server no longer lists: recorded, its rows and cursor kept
+    # (if it comes back with the same UIDVALIDITY we go on from it). Renamed (the same
+    # UIDVALIDITY under a new name): read whole under the new name tonight, its rows under
+    # the old name dropped when tonight commits.
+    for name in sorted(start.keys() - after.keys()):
+        if name not in renamed:
+            after[name] = start[name]
+        status.append(
+            {
+                "folder": name,
+                "folder_status": "renamed" if name in renamed else "vanished",
+                "uidvalidity": start[name].uidvalidity,
+                "last_uid": start[name].last_uid,
+                "fetched": 0,
+            }
+        )
+    for row in status:
         row.update(
             source=source.name,
             mailbox=mailbox,
@@ -216,17 +447,37 @@ def collect_mailbox(
             quota_limit_bytes=quota.limit_bytes,
             sent_folder=sent,
         )
-    data.write_status(mailbox, night, rows)
-    data.commit(mailbox, MailboxState(night, start, after))
-    return MailboxOutcome(
+    rows.mailbox_status = pa.Table.from_pylist(status, schema=MAILBOX_STATUS)
+    rows.contacts = contacts
+    notes = [] if sent else ["no Sent folder found"]
+    if sum(unreadable.values()):
+        notes.append(f"{sum(unreadable.values())} FETCH responses unreadable (not stored)")
+    if forwarding is not None:
+        try:
+            rules = forwarding.forwards(mailbox)
+            rows.forwarding = pa.Table.from_pylist([asdict(r) for r in rules], schema=FORWARDING)
+        except SourceError as exc:  # the messages are safe; say what is missing
+            notes.append(f"forwarding rules not read: {exc.reason}")
+    drops: list[tuple[str, int | None]] = [
+        (f.name, f.uidvalidity) for f in folders if plans[f.name].full_reread
+    ]
+    drops += [(name, None) for name in renamed]
+    collected = Collected(
+        mailbox,
+        MailboxState(night, start, after),
+        {(f.name, f.uidvalidity): fetched[f.name] for f in folders},
+        drops,
+    )
+    outcome = MailboxOutcome(
         source.name,
         mailbox,
         "ok",
         "; ".join(notes),
-        fetched_total,
+        sum(fetched.values()),
         len(folders),
         time.monotonic() - started,
     )
+    return Collection(outcome, rows, collected)
 
 
 def _renamed(start: dict[str, FolderCursor], folders: list[FolderState]) -> dict[str, str]:
@@ -243,14 +494,6 @@ def _renamed(start: dict[str, FolderCursor], folders: list[FolderState]) -> dict
         for old, c in start.items()
         if old not in names and c.uidvalidity in new
     }
-
-
-@dataclass(frozen=True)
-class ContactScan:
-    """The opt-in contact scan (policy `[contact_scan] enabled = true`)."""
-
-    is_public: Callable[[str], bool]
-    max_bytes: int
 
 
 def _scan_contacts(
@@ -277,49 +520,27 @@ def _scan_contacts(
     return pa.Table.from_pylist(rows, schema=CONTACTS)
 
 
-def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry dropped connections and timeouts, not wrong passwords."""
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, SourceError) and exc.transient
+# -- signals -----------------------------------------------------------------------------
 
 
-@task(
-    name="collect-mailbox",
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_transient,
-    task_run_name="{mailbox}",
-)
-def collect_mailbox_task(
-    config_path: str, source_name: str, mailbox: str, night: str
-) -> MailboxOutcome:
-    cfg = _config(config_path)
-    src = cfg.source(source_name)
-    policy = load_policy(cfg.policy)
-    scan = (  # bodies are read over IMAP only (see docs/operator-guide.md, Exchange)
-        ContactScan(public_matcher(cfg.public_domains_extra), policy.contact_scan_max_bytes)
-        if policy.contact_scan and src.kind == "imap"
-        else None
-    )
-    refused = (config_path, source_name, night)
-    if refused in _REFUSED:
-        return MailboxOutcome(source_name, mailbox, "failed", f"not tried: {_REFUSED[refused]}")
-    outcome = collect_mailbox(
-        src.build(), mailbox, night, DataDir(cfg.data_dir), src.forwarding(), scan
-    )
-    if outcome.account_refused:
-        # Every further login would be refused too, and each refused one makes a server
-        # slow all logins from our address (Dovecot: up to 15 s) or lock the account.
-        _REFUSED[refused] = outcome.reason
-    return outcome
-
-
-# (config path, source, night) whose own account was refused in the current run.
-_REFUSED: dict[tuple[str, str, str], str] = {}
+def collect_signals(nt: Night, plain: bool | None) -> list[MailboxOutcome]:
+    """The night's login sources (each writes its own file and cursor)."""
+    if plain is None:
+        plain = FlowRunContext.get() is None
+    outcomes = []
+    for src in nt.cfg.logins:
+        label = f"logins:{src.name}"
+        try:
+            fn = collect_logins_task.fn if plain else collect_logins_task
+            outcome = fn(nt.cfg, src.name, nt.night)
+        except Exception as exc:  # a signal source failing never stops the night
+            outcome = MailboxOutcome(src.name, label, "failed", f"{type(exc).__name__}: {exc}")
+        outcomes.append(outcome)
+    return outcomes
 
 
 @task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{name}")
-def collect_logins_task(config_path: str, name: str, night: str) -> MailboxOutcome:
-    cfg = _config(config_path)
+def collect_logins_task(cfg: Config, name: str, night: str) -> MailboxOutcome:
     src = next(s for s in cfg.logins if s.name == name)
     started = time.monotonic()
     try:
@@ -331,144 +552,18 @@ def collect_logins_task(config_path: str, name: str, night: str) -> MailboxOutco
     return MailboxOutcome(name, f"logins:{name}", "ok", "", rows, 0, time.monotonic() - started)
 
 
-_CONFIGS: dict[str, Config] = {}
+# -- commit ------------------------------------------------------------------------------
 
 
-def _config(path: str) -> Config:
-    # Tasks get the config path, not the object: nothing secret-adjacent is a task input.
-    if path not in _CONFIGS:
-        _CONFIGS[path] = load_config(path)
-    return _CONFIGS[path]
-
-
-def tonight(cfg: Config) -> str:
-    """The night being collected: today's date in the agency's time zone."""
-    return datetime.now(cfg.tz).date().isoformat()
-
-
-def run_collection(
-    config_path: str,
-    night: str | None = None,
-    progress: Callable[[MailboxOutcome], None] | None = None,
-    plain: bool = False,
-) -> RunSummary:
-    """The body of the flow, callable on its own: one night, every roster mailbox.
-
-    ``plain`` runs the same task functions on a plain thread pool, without Prefect's task
-    bookkeeping or retries (the demo's simulated nights; ~40 ms less per mailbox).
-    """
-    _CONFIGS.pop(str(Path(config_path).resolve()), None)
-    config_path = str(Path(config_path).resolve())
-    cfg = _config(config_path)
-    people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources])
-    night = night or tonight(cfg)
-    datetime.strptime(night, "%Y-%m-%d")  # a clear ValueError for a bad --date
-    started = datetime.now(UTC)
-    run_id = (
-        started.strftime("%Y%m%dT%H%M%SZ-")
-        + hashlib.sha256(f"{config_path}{time.time_ns()}".encode()).hexdigest()[:6]
-    )
-    with DataDir(cfg.data_dir).collect_lock(night):
-        summary = _run(cfg, config_path, people, night, run_id, progress, plain)
-        _write_run(cfg, summary, started)
-    return summary
-
-
-def _run(
-    cfg: Config,
-    config_path: str,
-    people: list[Person],
-    night: str,
-    run_id: str,
-    progress: Callable[[MailboxOutcome], None] | None,
-    plain: bool,
-) -> RunSummary:
-    summary = RunSummary(run_id, night)
-    for key in [k for k in _REFUSED if k[0] == config_path]:
-        del _REFUSED[key]
-    task_ = collect_mailbox_task.with_options(
-        retries=cfg.retries, retry_delay_seconds=list(cfg.retry_delay_seconds)
-    )
-    work = [(p.source or cfg.sources[0].name, p.email) for p in people if p.email]
-    runner: Any  # Prefect's submit() overloads do not type a sync task's result
-    pool: Any = (
-        _PlainRunner(cfg.concurrency)
-        if plain
-        else ThreadPoolTaskRunner(max_workers=cfg.concurrency)
-    )
-    with pool as runner:
-        futures = [
-            (
-                src,
-                mbx,
-                runner.submit(
-                    task_,
-                    {
-                        "config_path": config_path,
-                        "source_name": src,
-                        "mailbox": mbx,
-                        "night": night,
-                    },
-                ),
-            )
-            for src, mbx in work
-        ]
-        logins = [
-            (
-                f"logins:{src.name}",
-                runner.submit(
-                    collect_logins_task,
-                    {"config_path": config_path, "name": src.name, "night": night},
-                ),
-            )
-            for src in cfg.logins
-        ]
-        for src, mbx, future in futures:
-            try:
-                outcome = future.result()
-            except Exception as exc:  # retries exhausted: record it, the night goes on
-                reason = (
-                    exc.reason if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
-                )
-                outcome = MailboxOutcome(src, mbx, "failed", reason)
-            summary.outcomes.append(outcome)
-            if progress:
-                progress(outcome)
-        for label, future in logins:
-            try:
-                outcome = future.result()
-            except Exception as exc:  # a signal source failing never stops the night
-                outcome = MailboxOutcome(
-                    label.split(":", 1)[1], label, "failed", f"{type(exc).__name__}: {exc}"
-                )
-            summary.outcomes.append(outcome)
-    return summary
-
-
-class _PlainRunner:
-    """The subset of a Prefect task runner run_collection uses, on plain threads."""
-
-    def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers)
-
-    def __enter__(self) -> _PlainRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)
-
-    def submit(self, task: Any, parameters: dict[str, Any]) -> Future[Any]:
-        return self._pool.submit(task.fn, **parameters)
-
-
-def _write_run(cfg: Config, summary: RunSummary, started: datetime) -> None:
-    data = DataDir(cfg.data_dir)
-    digest = hashlib.sha256(cfg.path.read_bytes()).hexdigest()
+def commit(nt: Night, summary: RunSummary, collections: list[Collection]) -> None:
+    """Build the night's files, commit cursors and run records together, publish."""
+    assert nt.writer is not None
+    digest = hashlib.sha256(nt.cfg.path.read_bytes()).hexdigest()
     run = pa.Table.from_pylist(
         [
             {
                 "run_id": summary.run_id,
-                "started_at": started,
+                "started_at": nt.started,
                 "finished_at": datetime.now(UTC),
                 "mailboxes": sum(1 for o in summary.outcomes if not o.is_signal),
                 "ok": summary.count("ok"),
@@ -480,15 +575,48 @@ def _write_run(cfg: Config, summary: RunSummary, started: datetime) -> None:
         ],
         schema=RUNS,
     )
-    data.write_table("runs", summary.night, summary.run_id, run)
-    rows = pa.Table.from_pylist(
-        [{"run_id": summary.run_id, **o.__dict__} for o in summary.outcomes], schema=RUN_MAILBOXES
+    outcomes = pa.Table.from_pylist(
+        [o.row(summary.run_id) for o in summary.outcomes], schema=RUN_MAILBOXES
     )
-    data.write_table("run_mailboxes", summary.night, summary.run_id, rows)
+    done = [c.collected for c in collections if c.collected is not None]
+    nt.writer.commit(done, run, outcomes)
 
 
-# Set by the CLI to draw a progress bar; a flow parameter cannot carry a callable.
-progress_hook: Callable[[MailboxOutcome], None] | None = None
+def collect_single(
+    source: MailboxSource,
+    mailbox: str,
+    night: str,
+    data: DataDir,
+    forwarding: ForwardingSource | None = None,
+    scan: ContactScan | None = None,
+) -> MailboxOutcome:
+    """One mailbox's night, start to commit, without a config (tests, the EWS contract).
+
+    Transient errors propagate, as in a shard; nothing is committed then.
+    """
+    data.recover()
+    state = data.state(mailbox)
+    try:
+        start = state.start(mailbox, night) if state else {}
+    except NightConflict as exc:
+        return MailboxOutcome(source.name, mailbox, "skipped", str(exc))
+    writer = data.begin(f"single-{time.time_ns()}", night)
+    try:
+        result = collect_mailbox(source, mailbox, night, start, forwarding, scan)
+        if result.rows is not None and result.collected is not None:
+            shard = writer.shard("0000")
+            shard.add(result.rows)
+            shard.close()
+            writer.commit([result.collected], None, None)
+        else:
+            writer.abandon()
+    except BaseException:
+        writer.abandon()
+        raise
+    return result.outcome
+
+
+# -- the flow ----------------------------------------------------------------------------
 
 
 @flow(name="collect", log_prints=False)
@@ -498,17 +626,22 @@ def collect(config_path: str, night: str | None = None) -> dict[str, Any]:
     Returns ``{"run_id", "night", "ok", "failed", "skipped", "messages_new", "outcomes"}``.
     """
     logger = get_run_logger()
-    summary = run_collection(config_path, night, progress_hook)
+    summary = run_collection(config_path, night)
     for o in summary.outcomes:
         if o.status != "ok":
             logger.warning("%s %s: %s", o.mailbox, o.status, o.reason)
-    result = {
+    result = summary_dict(summary)
+    logger.info("collection %s", {k: v for k, v in result.items() if k != "outcomes"})
+    return result
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    return {
         "run_id": summary.run_id,
         "night": summary.night,
         "ok": summary.count("ok"),
         "failed": summary.count("failed"),
         "skipped": summary.count("skipped"),
         "messages_new": summary.messages_new,
+        "outcomes": [o.__dict__ for o in summary.outcomes],
     }
-    logger.info("collection %s", result)
-    return {**result, "outcomes": [o.__dict__ for o in summary.outcomes]}

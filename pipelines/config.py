@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from connectors.ews import ACCESS, AUTH_TYPES, EwsSettings, EwsSource
 from connectors.imap import ImapSettings, ImapSource
 from connectors.sieve import SieveSettings, SieveSource
+from contract.people import Person
 
 
 class ConfigError(Exception):
@@ -458,17 +459,6 @@ MAX_CELL = 500  # characters; a roster cell longer than this is a pasted documen
 MAX_ROSTER_BYTES = 64 * 1024 * 1024
 _TRUE = {"1", "true", "yes", "y", "x", "có", "co"}
 _FALSE = {"", "0", "false", "no", "n", "không", "khong"}
-
-
-@dataclass(frozen=True)
-class Person:
-    employee_id: str
-    full_name: str
-    email: str  # "" when no mailbox is issued
-    unit_code: str
-    unit_name: str
-    source: str | None
-    extra: dict[str, str]
 
 
 def _flag(value: str, column: str, problems: list[str], line: int) -> None:

@@ -25,8 +25,9 @@ from connectors.logins import (
     read_log,
     read_zimbra_export,
 )
+from contract.datasets import LOGINS
 from pipelines.config import LoginSourceConfig
-from pipelines.storage import LOGINS, DataDir, NightConflict
+from pipelines.storage import DataDir, NightConflict
 
 
 def _state_path(data: DataDir, name: str) -> Path:

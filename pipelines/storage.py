@@ -1,18 +1,31 @@
-"""The data directory: Hive-partitioned Parquet datasets and the per-mailbox cursor state.
+"""The data directory's writer: one Parquet file per dataset per night, one SQLite state file.
 
     data/
-      messages/night=2026-11-23/<mailbox>.parquet        one file per mailbox and night
-      mailbox_status/night=2026-11-23/<mailbox>.parquet  one row per folder
-      runs/night=2026-11-23/<run_id>.parquet              one row per run
-      run_mailboxes/night=2026-11-23/<run_id>.parquet     one row per mailbox per run
-      _state/cursors/<mailbox>.json                       the commit point of each mailbox
+      messages/night=2026-11-23/part-0.parquet        every mailbox's new messages that night
+      mailbox_status/night=2026-11-23/part-0.parquet  one row per mailbox and folder
+      forwarding/…/part-0.parquet, contacts/…/part-0.parquet
+      runs/night=…/<run_id>.parquet, run_mailboxes/night=…/<run_id>.parquet
+      logins/night=…/<source>.parquet                 (pipelines/signals.py)
+      _state/store.sqlite                             cursors, folder index, files to publish
+      _state/staging/<run_id>/                        a running night's staged rows
 
-Every file is written to a temporary name and renamed, so a reader sees the old file or
-the new one, never half of one. A mailbox's night is committed when its cursor file is
-renamed into place; files of a night that was never committed are removed before the
-next collection of that mailbox, so a killed run neither loses nor duplicates rows.
-Re-collecting the night last committed starts again from the cursor that night started
-from, so running the same night twice leaves the same data.
+A night is written in four steps, so that a kill at any point loses and duplicates nothing:
+
+1. **stage**   a mailbox's rows, once the whole mailbox is read, go into its shard's
+               staging files. Nothing a reader sees changes.
+2. **build**   each dataset's night file is built in staging: the night's committed file
+               without the rows of mailboxes collected again tonight, plus the staged rows,
+               sorted by sent date (a month's query skips other months' row groups). Nights
+               holding rows that a UIDVALIDITY reset or a rename replaces are rebuilt too —
+               found through the folder index, never by scanning other nights.
+3. **commit**  one SQLite transaction stores every collected mailbox's cursors, the folder
+               index and the list of built files to publish. This is the commit point.
+4. **publish** each built file is renamed over its target (atomic per file); the list is
+               then cleared. A run killed inside 4 is finished by the next run's start.
+
+A run killed before 3 leaves only its staging directory, which the next run removes. Why
+SQLite: it is in the standard library, its transactions survive kill -9 and power loss,
+one file holds 50,000 cursors in a few MB, and readers of the data never need it.
 """
 
 from __future__ import annotations
@@ -22,126 +35,41 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import sqlite3
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.base import FolderCursor, Message
-
-MESSAGES = pa.schema(
-    [
-        ("source", pa.string()),
-        ("mailbox", pa.string()),
-        ("folder", pa.string()),
-        ("role", pa.string()),
-        ("uidvalidity", pa.int64()),
-        ("uid", pa.int64()),
-        ("internal_date", pa.timestamp("s", tz="UTC")),
-        ("sent_date", pa.timestamp("s", tz="UTC")),
-        ("date_source", pa.string()),
-        ("size", pa.int64()),
-        ("seen", pa.bool_()),
-        ("from_addr", pa.string()),
-        ("to_addrs", pa.list_(pa.string())),
-        ("cc_addrs", pa.list_(pa.string())),
-        ("message_id", pa.string()),
-        ("address_invalid", pa.bool_()),
-    ]
+from contract.datasets import (
+    CONTACTS,
+    FORWARDING,
+    MAILBOX_STATUS,
+    MESSAGES,
 )
 
-MAILBOX_STATUS = pa.schema(
-    [
-        ("source", pa.string()),
-        ("mailbox", pa.string()),
-        ("folder", pa.string()),
-        ("role", pa.string()),
-        ("folder_status", pa.string()),
-        ("messages", pa.int64()),
-        ("unseen", pa.int64()),
-        ("uidnext", pa.int64()),
-        ("uidvalidity", pa.int64()),
-        ("highestmodseq", pa.int64()),
-        ("last_uid", pa.int64()),
-        ("fetched", pa.int64()),
-        ("full_reread", pa.bool_()),
-        ("read_activity", pa.int64()),
-        ("folder_bytes", pa.int64()),
-        ("unreadable", pa.int64()),
-        ("quota_used_bytes", pa.int64()),
-        ("quota_limit_bytes", pa.int64()),
-        ("sent_folder", pa.string()),
-    ]
-)
-
-# Server-side signals. Absent datasets mean "unknown" to the evaluation.
-LOGINS = pa.schema(
-    [
-        ("mailbox", pa.string()),
-        ("login_at", pa.timestamp("s", tz="UTC")),
-        ("protocol", pa.string()),
-        ("remote_addr", pa.string()),
-        ("source", pa.string()),
-    ]
-)
-FORWARDING = pa.schema(
-    [
-        ("mailbox", pa.string()),
-        ("target", pa.string()),
-        ("rule_name", pa.string()),
-        ("keeps_copy", pa.bool_()),
-        ("conditional", pa.bool_()),
-    ]
-)
-CONTACTS = pa.schema(
-    [
-        ("mailbox", pa.string()),
-        ("uid", pa.int64()),
-        ("message_id", pa.string()),
-        ("address", pa.string()),
-        ("where_found", pa.string()),
-        ("sent_date", pa.timestamp("s", tz="UTC")),
-        ("skipped", pa.string()),  # why this message was not scanned (address is then null)
-    ]
-)
-
-RUNS = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("started_at", pa.timestamp("s", tz="UTC")),
-        ("finished_at", pa.timestamp("s", tz="UTC")),
-        ("mailboxes", pa.int64()),
-        ("ok", pa.int64()),
-        ("failed", pa.int64()),
-        ("skipped", pa.int64()),
-        ("messages_new", pa.int64()),
-        ("config_sha256", pa.string()),
-    ]
-)
-
-RUN_MAILBOXES = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("source", pa.string()),
-        ("mailbox", pa.string()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("messages_new", pa.int64()),
-        ("folders", pa.int64()),
-        ("seconds", pa.float64()),
-    ]
-)
+# The datasets written once per night from every mailbox's staged rows, with the order
+# their night file is sorted in (deterministic: a night collected twice is the same file).
+NIGHT_DATASETS: dict[str, tuple[pa.Schema, str]] = {
+    "messages": (MESSAGES, "sent_date, mailbox, folder, uidvalidity, uid"),
+    "mailbox_status": (MAILBOX_STATUS, "mailbox, folder"),
+    "forwarding": (FORWARDING, "all"),
+    "contacts": (CONTACTS, "all"),
+}
+ROW_GROUP = 65_536  # rows per row group: small enough for sent_date statistics to skip
+LAYOUT = "2"  # one file per dataset per night (1: one file per mailbox per night)
 
 
 def mailbox_key(mailbox: str) -> str:
-    """A file name for a mailbox: readable, and unique even after unsafe characters go.
+    """A file name for a mailbox (the layout-1 file stem): readable and unique.
 
     >>> mailbox_key("An.NV@danang.gov.vn")
     'an.nv@danang.gov.vn'
@@ -216,7 +144,7 @@ class MailboxState:
                 "before": {k: asdict(v) for k, v in sorted(self.before.items())},
                 "after": {k: asdict(v) for k, v in sorted(self.after.items())},
             },
-            indent=1,
+            separators=(",", ":"),
             ensure_ascii=False,
         )
 
@@ -229,6 +157,41 @@ class MailboxState:
             {k: FolderCursor(**v) for k, v in raw["after"].items()},
         )
 
+    def start(self, mailbox: str, night: str) -> dict[str, FolderCursor]:
+        """The cursors a collection of ``night`` starts from.
+
+        Re-collecting the night last committed starts again from the cursors that night
+        started from, so running the same night twice leaves the same data.
+        """
+        if night < self.night:
+            raise NightConflict(
+                f"night {self.night} is already collected for {mailbox}; "
+                f"collecting the earlier night {night} would count messages twice"
+            )
+        return dict(self.before if night == self.night else self.after)
+
+
+@dataclass
+class MailboxRows:
+    """One mailbox's rows of tonight, staged only once the whole mailbox was read."""
+
+    messages: list[pa.Table] = field(default_factory=list)
+    mailbox_status: pa.Table | None = None
+    forwarding: pa.Table | None = None
+    contacts: pa.Table | None = None
+
+
+@dataclass
+class Collected:
+    """What the commit needs of a mailbox read in full tonight."""
+
+    mailbox: str
+    state: MailboxState
+    # (folder, uidvalidity) -> rows staged tonight: the folder index's new entries
+    folder_rows: dict[tuple[str, int], int]
+    # Rows of other nights to drop: (folder, UIDVALIDITY to keep); None keeps none (renamed)
+    drops: list[tuple[str, int | None]]
+
 
 class NightConflict(Exception):
     """A later night is already committed for this mailbox: collecting an earlier one
@@ -239,8 +202,21 @@ class CollectionBusy(Exception):
     """Another collection holds this data directory."""
 
 
+_SCHEMA = """
+create table if not exists meta (key text primary key, value text not null);
+create table if not exists cursors (
+    mailbox text primary key, night text not null, state text not null);
+create table if not exists folder_nights (
+    mailbox text not null, folder text not null, uidvalidity integer not null,
+    night text not null, rows integer not null,
+    primary key (mailbox, folder, uidvalidity, night));
+create table if not exists publish (
+    seq integer primary key, staged text, target text not null);
+"""
+
+
 class DataDir:
-    """Paths and atomic writes of the data directory."""
+    """The data directory: its lock, its state database and its night files."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -275,108 +251,314 @@ class DataDir:
     def dataset(self, name: str) -> Path:
         return self.root / name
 
-    def _file(self, dataset: str, night: str, stem: str) -> Path:
+    def night_file(self, dataset: str, night: str, stem: str = "part-0") -> Path:
         return self.root / dataset / f"night={night}" / f"{stem}.parquet"
 
-    def _state_file(self, mailbox: str) -> Path:
-        return self.root / "_state" / "cursors" / f"{mailbox_key(mailbox)}.json"
+    @property
+    def staging(self) -> Path:
+        return self.root / "_state" / "staging"
 
-    # -- cursors ---------------------------------------------------------------------------
-
-    def state(self, mailbox: str) -> MailboxState | None:
-        path = self._state_file(mailbox)
-        return MailboxState.from_json(path.read_text()) if path.exists() else None
-
-    def start_cursors(self, mailbox: str, night: str) -> dict[str, FolderCursor]:
-        """The cursors tonight's collection starts from; removes uncommitted leftovers.
-
-        Raises NightConflict when a later night is already committed.
-        """
-        state = self.state(mailbox)
-        if state is None:
-            self._remove_uncommitted(mailbox, after=None, keep=night)
-            return {}
-        if night < state.night:
-            raise NightConflict(
-                f"night {state.night} is already collected for {mailbox}; "
-                f"collecting the earlier night {night} would count messages twice"
-            )
-        if night == state.night:
-            self._remove_uncommitted(mailbox, after=state.night, keep=night)
-            return dict(state.before)
-        self._remove_uncommitted(mailbox, after=state.night, keep=night)
-        return dict(state.after)
-
-    def _remove_uncommitted(self, mailbox: str, after: str | None, keep: str) -> None:
-        key = mailbox_key(mailbox)
-        # Temp files of a run killed mid-write (never read: they do not end in .parquet).
-        for pattern in (f"*/night=*/.{key}.parquet.*.tmp", f"_state/cursors/.{key}.json.*.tmp"):
-            for path in self.root.glob(pattern):
-                path.unlink(missing_ok=True)
-        for dataset in ("messages", "mailbox_status"):
-            for path in self.root.glob(f"{dataset}/night=*/{key}.parquet"):
-                night = path.parent.name.removeprefix("night=")
-                if (after is None or night > after) and night != keep:
-                    path.unlink()
-
-    def commit(self, mailbox: str, state: MailboxState) -> None:
-        with _atomic(self._state_file(mailbox)) as tmp:
-            tmp.write_text(state.to_json())
-
-    # -- datasets --------------------------------------------------------------------------
+    # -- the state database ----------------------------------------------------------------
 
     @contextmanager
-    def messages_writer(self, mailbox: str, night: str) -> Iterator[MessagesWriter]:
-        target = self._file("messages", night, mailbox_key(mailbox))
-        with _atomic(target) as tmp:
-            writer = MessagesWriter(tmp)
-            try:
-                yield writer
-            finally:
-                writer.close()
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """The state database; a ``with con:`` block inside is one transaction."""
+        path = self.root / "_state" / "store.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(path, timeout=60)) as con:
+            con.execute("pragma journal_mode = wal")
+            con.execute("pragma synchronous = full")
+            con.executescript(_SCHEMA)
+            yield con
+
+    def layout(self) -> str | None:
+        with self.db() as con:
+            row = con.execute("select value from meta where key = 'layout'").fetchone()
+        return row[0] if row else None
+
+    def states(self) -> dict[str, MailboxState]:
+        """Every mailbox's commit record (one query, whatever the number of nights)."""
+        with self.db() as con:
+            rows = con.execute("select mailbox, state from cursors").fetchall()
+        return {m: MailboxState.from_json(s) for m, s in rows}
+
+    def state(self, mailbox: str) -> MailboxState | None:
+        with self.db() as con:
+            row = con.execute("select state from cursors where mailbox = ?", (mailbox,)).fetchone()
+        return MailboxState.from_json(row[0]) if row else None
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Finish what a killed run committed, and drop what it did not.
+
+        Files listed for publication were committed: rename them into place (a rename
+        already done is skipped). Staging directories are uncommitted leftovers.
+        """
+        with self.db() as con:
+            pending = con.execute("select staged, target from publish order by seq").fetchall()
+            if pending:
+                _publish(self.root, pending)
+                with con:
+                    con.execute("delete from publish")
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        # Temp files of single-file writes killed mid-way (never read: not *.parquet).
+        for path in self.root.glob("*/night=*/.*.tmp"):
+            path.unlink(missing_ok=True)
+
+    # -- single files (runs of login sources) ----------------------------------------------
 
     def write_table(self, dataset: str, night: str, stem: str, table: pa.Table) -> Path:
-        target = self._file(dataset, night, stem)
+        target = self.night_file(dataset, night, stem)
         with _atomic(target) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         return target
 
-    def write_status(self, mailbox: str, night: str, rows: list[dict[str, Any]]) -> Path:
-        table = pa.Table.from_pylist(rows, schema=MAILBOX_STATUS)
-        return self.write_table("mailbox_status", night, mailbox_key(mailbox), table)
-
-    def drop_folder_rows(
-        self, mailbox: str, folder: str, keep_uidvalidity: int | None, except_night: str
-    ) -> int:
-        """Remove a folder's rows of any other UIDVALIDITY (None: all its rows) from other
-        nights: a re-read, or the folder read under its new name, replaces them. Returns
-        how many rows went."""
-        removed = 0
-        for path in sorted(self.root.glob(f"messages/night=*/{mailbox_key(mailbox)}.parquet")):
-            if path.parent.name == f"night={except_night}":
-                continue
-            table = pq.read_table(path, schema=MESSAGES)
-            stale = pc.equal(table["folder"], folder)
-            if keep_uidvalidity is not None:
-                stale = pc.and_(stale, pc.not_equal(table["uidvalidity"], keep_uidvalidity))
-            n = pc.sum(stale).as_py() or 0
-            if n:
-                with _atomic(path) as tmp:
-                    pq.write_table(table.filter(pc.invert(stale)), tmp, compression="zstd")
-                removed += n
-        return removed
+    def begin(self, run_id: str, night: str) -> NightWriter:
+        """The staging area of one run's night."""
+        return NightWriter(self, run_id, night)
 
 
-class MessagesWriter:
-    """Streams record batches into one Parquet file: memory stays at one batch."""
+def _publish(root: Path, pending: Iterable[tuple[str | None, str]]) -> None:
+    """Rename staged files over their targets; a missing staged file was renamed before.
+    A row with no staged file deletes its target (a layout-1 file a conversion replaced)."""
+    dirs: set[Path] = set()
+    for staged, target in pending:
+        dst = root / target
+        if staged is None:
+            dst.unlink(missing_ok=True)
+            continue
+        src = root / staged
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            dirs.add(dst.parent)
+    for d in dirs:  # the renames themselves survive a power cut
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
-    def __init__(self, path: Path) -> None:
-        self._writer = pq.ParquetWriter(path, MESSAGES, compression="zstd")
-        self.rows = 0
 
-    def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
-        self.rows += table.num_rows
+class ShardWriter:
+    """Streams the staged rows of one shard's mailboxes into one file per dataset.
+
+    One thread per shard: each shard owns its writers, so no lock is needed.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def _writer(self, dataset: str) -> pq.ParquetWriter:
+        if dataset not in self._writers:
+            path = self.directory / dataset / f"{self.directory.name}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            schema = NIGHT_DATASETS[dataset][0]
+            self._writers[dataset] = pq.ParquetWriter(path, schema, compression="zstd")
+        return self._writers[dataset]
+
+    def write(self, dataset: str, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer(dataset).write_table(table)
+
+    def add(self, rows: MailboxRows) -> None:
+        for table in rows.messages:
+            self.write("messages", table)
+        for dataset in ("mailbox_status", "forwarding", "contacts"):
+            table = getattr(rows, dataset)
+            if table is not None:
+                self.write(dataset, table)
 
     def close(self) -> None:
-        self._writer.close()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+class NightWriter:
+    """One run's night: shards stage rows, then :meth:`commit` builds, commits, publishes."""
+
+    def __init__(self, data: DataDir, run_id: str, night: str) -> None:
+        self.data = data
+        self.night = night
+        self.run_id = run_id
+        self.dir = data.staging / run_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.committed = False
+
+    def shard(self, name: str) -> ShardWriter:
+        return ShardWriter(self.dir / "shards" / name)
+
+    def _staged(self, dataset: str) -> list[Path]:
+        return sorted(self.dir.glob(f"shards/*/{dataset}/*.parquet"))
+
+    def commit(
+        self,
+        collected: list[Collected],
+        runs: pa.Table | None,
+        run_mailboxes: pa.Table | None,
+    ) -> None:
+        """Build the night's files, commit cursors and index in one transaction, publish."""
+        root = self.data.root
+        out = self.dir / "out"
+        built: list[tuple[str | None, str]] = []
+        again = sorted({c.mailbox for c in collected})
+        with closing(duckdb.connect()) as con:
+            con.execute("set preserve_insertion_order = true")
+            con.register("again", pa.table({"mailbox": pa.array(again, pa.string())}))
+            for dataset, (schema, order) in NIGHT_DATASETS.items():
+                target = self.data.night_file(dataset, self.night)
+                staged = self._staged(dataset)
+                old = target if target.exists() and again else None
+                if not staged and old is None:
+                    continue
+                path = out / dataset / f"night={self.night}.parquet"
+                _build(con, schema, old, staged, order, path)
+                built.append((str(path.relative_to(root)), str(target.relative_to(root))))
+            with self.data.db() as db:
+                rewrites = _rewrites(db, collected, self.night)
+            for night, drops in sorted(rewrites.items()):
+                target = self.data.night_file("messages", night)
+                if not target.exists():
+                    continue
+                path = out / "rewrites" / f"night={night}.parquet"
+                _rewrite(con, target, drops, path)
+                built.append((str(path.relative_to(root)), str(target.relative_to(root))))
+        for dataset, table in (("runs", runs), ("run_mailboxes", run_mailboxes)):
+            if table is None:
+                continue
+            path = out / dataset / f"{self.run_id}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path, compression="zstd")
+            target = self.data.night_file(dataset, self.night, self.run_id)
+            built.append((str(path.relative_to(root)), str(target.relative_to(root))))
+        _fsync_files(root / p for p, _ in built if p is not None)
+        with self.data.db() as db:
+            with db:  # the commit point
+                _commit_index(db, collected, self.night)
+                db.executemany(
+                    "insert or replace into cursors values (?, ?, ?)",
+                    [(c.mailbox, c.state.night, c.state.to_json()) for c in collected],
+                )
+                db.execute("insert or replace into meta values ('layout', ?)", (LAYOUT,))
+                db.executemany("insert into publish (staged, target) values (?, ?)", built)
+            self.committed = True
+            _publish(root, built)
+            with db:
+                db.execute("delete from publish")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def abandon(self) -> None:
+        """Drop what was staged, unless it was committed: then the files still to be
+        published are the next run's to rename (:meth:`DataDir.recover`)."""
+        if not self.committed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _fsync_files(paths: Iterable[Path]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _build(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.Schema,
+    old: Path | None,
+    staged: list[Path],
+    order: str,
+    out: Path,
+) -> None:
+    """Write a night file: the committed one less re-collected mailboxes, plus staged rows."""
+    parts, params = [], []
+    if old is not None:
+        parts.append(
+            "select * from read_parquet(?) where mailbox not in (select mailbox from again)"
+        )
+        params.append(str(old))
+    if staged:
+        parts.append("select * from read_parquet(?)")
+        params.append([str(p) for p in staged])  # type: ignore[arg-type]
+    query = " union all by name ".join(parts) + f" order by {order}"
+    _write_query(con, query, params, schema, out)
+
+
+def _rewrite(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    drops: list[tuple[str, str, int | None]],
+    out: Path,
+) -> None:
+    """Rewrite another night's messages file without the rows a reset or rename replaces."""
+    con.register(
+        "drops",
+        pa.table(
+            {
+                "mailbox": pa.array([d[0] for d in drops], pa.string()),
+                "folder": pa.array([d[1] for d in drops], pa.string()),
+                "keep": pa.array([d[2] for d in drops], pa.int64()),
+            }
+        ),
+    )
+    query = """
+        select m.* from read_parquet(?) m
+        where not exists (
+            select 1 from drops d
+            where d.mailbox = m.mailbox and d.folder = m.folder
+              and (d.keep is null or d.keep <> m.uidvalidity))
+        order by sent_date, mailbox, folder, uidvalidity, uid"""
+    _write_query(con, query, [str(path)], MESSAGES, out)
+
+
+def _write_query(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    params: Sequence[object],
+    schema: pa.Schema,
+    out: Path,
+) -> None:
+    """Stream a query's rows into a Parquet file of exactly ``schema`` (DuckDB spills to
+    disk when a sort outgrows memory, so a first night of a million rows stays bounded)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reader = con.sql(query, params=params).to_arrow_reader(ROW_GROUP)
+    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_table(pa.Table.from_batches([batch]).select(schema.names).cast(schema))
+
+
+def _rewrites(
+    db: sqlite3.Connection, collected: list[Collected], night: str
+) -> dict[str, list[tuple[str, str, int | None]]]:
+    """Other nights holding rows that tonight's resets and renames replace: night -> drops."""
+    out: dict[str, list[tuple[str, str, int | None]]] = {}
+    for c in collected:
+        for folder, keep in c.drops:
+            rows = db.execute(
+                "select distinct night from folder_nights where mailbox = ? and folder = ? "
+                "and night <> ? and (? is null or uidvalidity <> ?)",
+                (c.mailbox, folder, night, keep, keep),
+            ).fetchall()
+            for (other,) in rows:
+                out.setdefault(other, []).append((c.mailbox, folder, keep))
+    return out
+
+
+def _commit_index(db: sqlite3.Connection, collected: list[Collected], night: str) -> None:
+    for c in collected:
+        db.execute("delete from folder_nights where mailbox = ? and night = ?", (c.mailbox, night))
+        for folder, keep in c.drops:
+            db.execute(
+                "delete from folder_nights where mailbox = ? and folder = ? "
+                "and (? is null or uidvalidity <> ?)",
+                (c.mailbox, folder, keep, keep),
+            )
+        db.executemany(
+            "insert into folder_nights values (?, ?, ?, ?, ?)",
+            [(c.mailbox, f, uv, night, n) for (f, uv), n in c.folder_rows.items() if n],
+        )

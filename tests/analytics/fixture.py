@@ -30,8 +30,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from contract.datasets import MAILBOX_STATUS, MESSAGES, RUN_MAILBOXES
 from pipelines.config import load_roster
-from pipelines.storage import MAILBOX_STATUS, MESSAGES, RUN_MAILBOXES, DataDir
+from pipelines.storage import DataDir
 
 ICT = timezone(timedelta(hours=7))
 DOMAIN = "lienchieu.danang.gov.vn"
@@ -156,7 +157,7 @@ def build(data_dir: Path) -> None:
 
     data = DataDir(data_dir)
     data.write_table(
-        "messages", "2026-12-01", "fixture", pa.Table.from_pylist(b.messages, schema=MESSAGES)
+        "messages", "2026-12-01", "part-0", pa.Table.from_pylist(b.messages, schema=MESSAGES)
     )
 
     # Run outcomes: P08's collection failed every November night (a wrong password).
@@ -233,7 +234,7 @@ def build(data_dir: Path) -> None:
         data.write_table(
             "mailbox_status",
             night.isoformat(),
-            "fixture",
+            "part-0",
             pa.Table.from_pylist(rows, schema=MAILBOX_STATUS),
         )
 

@@ -274,7 +274,8 @@ def test_forwarding_and_contact_scan_data_are_used_when_present(data_dir, tmp_pa
 
     import pyarrow as pa
 
-    from pipelines.storage import CONTACTS, FORWARDING, DataDir
+    from contract.datasets import CONTACTS, FORWARDING
+    from pipelines.storage import DataDir
 
     shutil.copytree(data_dir / "data", tmp_path / "data")
     data = DataDir(tmp_path / "data")

@@ -18,9 +18,10 @@ import pytest
 from connectors.base import AuthError, MailboxMissing, TransientError
 from connectors.ews import EwsSettings, EwsSource, item_uid
 from mailusage.cli import main
-from pipelines.collect import collect_mailbox, run_collection
+from pipelines.collect import collect_single as collect_mailbox
+from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
-from pipelines.storage import DataDir, mailbox_key
+from pipelines.storage import DataDir
 from tests.ews_endpoint import EwsEndpoint, Item, Mailbox, Rule
 
 PASSWORD = "svc-secret-%:!x"
@@ -127,8 +128,8 @@ def stored(data: DataDir, mailbox: str) -> list[tuple]:
 
 
 def status(data: DataDir, mailbox: str, night: str) -> dict[str, dict]:
-    path = data.root / "mailbox_status" / f"night={night}" / f"{mailbox_key(mailbox)}.parquet"
-    return {r["folder"]: r for r in pq.read_table(path).to_pylist()}
+    path = data.root / "mailbox_status" / f"night={night}" / "part-0.parquet"
+    return {r["folder"]: r for r in pq.read_table(path).to_pylist() if r["mailbox"] == mailbox}
 
 
 def test_records_equal_the_endpoint_data_and_status_counts(ep, tmp_path):
@@ -268,7 +269,7 @@ def test_slow_reply_past_the_timeout_is_transient_and_loses_nothing(ep, tmp_path
     ep.inject("slow", service="GetItem", delay=2.0)
     with pytest.raises(TransientError):
         collect_mailbox(source(ep, timeout=0.5), mbx.address, "2026-11-23", data)
-    assert not (data.root / "_state" / "cursors" / f"{mailbox_key(mbx.address)}.json").exists()
+    assert data.state(mbx.address) is None
     ep.inject("slow", service="FindItem", delay=0.3)  # slow but within the timeout
     outcome = collect_mailbox(source(ep, timeout=5), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)

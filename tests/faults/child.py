@@ -1,6 +1,14 @@
 """A collector process for the fault suite to kill, or to hold the lock while another runs.
 
-    python -m tests.faults.child CONFIG NIGHT [NIGHT...] [--kill KIND:N] [--hold-until FILE]
+    python -m tests.faults.child CONFIG NIGHT [NIGHT...] [--kill KIND:N   SIGKILL itself at the Nth event of KIND:
+                  batch        just after a mailbox's rows went into a shard's staging
+                               file (the Parquet file has no footer yet)
+                  build        just after a row batch went into a night file being built
+                               (the night's final write)
+                  commit       inside the commit transaction, cursors half written
+                  replace      just before a built file is renamed into place
+                  replaced     just after a rename (some night files published, not all)
+--hold-until FILE]
 
 --kill KIND:N   SIGKILL itself at the Nth event of KIND:
                   batch        just after a record batch went into a messages file being
@@ -36,14 +44,35 @@ def _die() -> None:
 def arm(kind: str, n: int) -> None:
     seen = count(1)
     if kind == "batch":
-        write = storage.MessagesWriter.write
+        write = storage.ShardWriter.write
 
-        def patched_write(self: storage.MessagesWriter, table: Any) -> None:
-            write(self, table)
+        def patched_write(self: storage.ShardWriter, dataset: str, table: Any) -> None:
+            write(self, dataset, table)
             if next(seen) == n:
                 _die()
 
-        storage.MessagesWriter.write = patched_write  # type: ignore[method-assign]
+        storage.ShardWriter.write = patched_write  # type: ignore[method-assign]
+    elif kind == "build":
+        real_writer = storage.pq.ParquetWriter
+
+        class DyingWriter(real_writer):  # type: ignore[misc,valid-type]
+            def write_table(self, table: Any, *args: Any, **kwargs: Any) -> None:
+                super().write_table(table, *args, **kwargs)
+                if "/out/" in str(self.where) and next(seen) == n:
+                    _die()
+
+        storage.pq.ParquetWriter = DyingWriter  # type: ignore[misc]
+    elif kind == "commit":
+        commit_index = storage._commit_index
+
+        def patched_commit(db: Any, collected: Any, night: str) -> None:
+            # Half the mailboxes' index rows written inside the open transaction.
+            commit_index(db, collected[: len(collected) // 2], night)
+            if next(seen) == n:
+                _die()
+            commit_index(db, collected[len(collected) // 2 :], night)
+
+        storage._commit_index = patched_commit
     elif kind in ("replace", "replaced"):
         replace = os.replace
 
@@ -56,18 +85,6 @@ def arm(kind: str, n: int) -> None:
                 _die()
 
         storage.os.replace = patched_replace  # type: ignore[attr-defined]
-    elif kind == "cursor":
-        commit = storage.DataDir.commit
-
-        def patched_commit(self: storage.DataDir, mailbox: str, state: Any) -> None:
-            if next(seen) == n:
-                with storage._atomic(self._state_file(mailbox)) as tmp:
-                    text = state.to_json()
-                    tmp.write_text(text[: len(text) // 2])
-                    _die()
-            commit(self, mailbox, state)
-
-        storage.DataDir.commit = patched_commit  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown kill point {kind}")
 

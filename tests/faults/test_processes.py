@@ -18,9 +18,10 @@ from tests.faults.world import Setup, messages
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ("messages", "mailbox_status", "runs", "run_mailboxes")
-# Upper bounds that a night of 50 mailboxes surely reaches: >= 1 batch and 3 renames
-# (messages, status, cursor) and 1 commit per mailbox.
-KINDS = {"batch": 50, "replace": 150, "replaced": 150, "cursor": 50}
+# Upper bounds that a night of 50 mailboxes surely reaches: >= 1 staged batch per mailbox;
+# 2 night files built (messages, status); 1 commit; 4 renames (messages, status, runs,
+# run_mailboxes).
+KINDS = {"batch": 50, "build": 2, "commit": 1, "replace": 4, "replaced": 4}
 
 
 def child(setup: Setup, *args: str) -> subprocess.Popen[str]:
@@ -47,8 +48,8 @@ def readable(data: Path) -> int:
 def kill_points(n: int, seed: int) -> list[tuple[str, int]]:
     rng = random.Random(seed)
     kinds = list(KINDS)
-    # Every kind at least n // 4 times, at seeded random depths of the night.
-    return [(kinds[i % 4], rng.randint(1, KINDS[kinds[i % 4]])) for i in range(n)]
+    # Every kind at least n // len(KINDS) times, at seeded random depths of the night.
+    return [(kinds[i % len(kinds)], rng.randint(1, KINDS[kinds[i % len(kinds)]])) for i in range(n)]
 
 
 def test_sigkill_mid_write_then_the_next_run_completes(world: World) -> None:
@@ -70,8 +71,8 @@ def test_sigkill_mid_write_then_the_next_run_completes(world: World) -> None:
     rows = len(messages(world.reference.data))
     LEDGER.append(
         Entry(
-            f"SIGKILL mid-write at {killed} seeded points (Parquet batch, before/after "
-            "rename, half-written cursor)",
+            f"SIGKILL mid-write at {killed} seeded points (staged batch, night-file build, "
+            "commit transaction, before/after rename)",
             killed + len(points) // 2,
             rows * len(points) // 2,
             0,

@@ -47,16 +47,16 @@ def test_refused_connections(world: World) -> None:
 
 
 def test_prefect_retries_recover_without_duplicates(world: World, prefect_harness: None) -> None:
-    """Through the Prefect task runner with retries: connections die inside FETCH, the tasks
-    retry, the night ends with every mailbox ok and each message stored once."""
-    faults = {n: Fault("cut_in_fetch", seed=n) for n in range(1, 30, 3)}
+    """Through Prefect shard tasks with retries: connections die inside FETCH, the shards
+    retry those mailboxes, the night ends with every mailbox ok and each message stored once."""
+    faults = {n: Fault("cut_in_fetch", seed=n) for n in range(1, 40, 3)}
     with FaultProxy(world.server.imap_port, faults) as proxy:
         setup = world.setup("prefect retries", port=proxy.port, retries=2)
         night = setup.collect(NIGHT, plain=False)
         assert len(proxy.stats.fired) >= 5
         assert night.count("ok") == len(world.mailboxes)
         world.check(
-            "cut inside FETCH, recovered by Prefect task retries in the same night",
+            "cut inside FETCH, retried per mailbox inside Prefect shard tasks the same night",
             setup,
             night,
             min_failed=0,

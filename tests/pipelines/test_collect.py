@@ -15,8 +15,9 @@ from connectors.base import TransientError
 from connectors.imap import ImapSettings, ImapSource
 from mailusage.devserver import MASTER_USER, LocalDovecot
 from mailusage.synth import make_message
-from pipelines.collect import collect_mailbox
-from pipelines.storage import DataDir, MessagesWriter, mailbox_key
+from pipelines import storage
+from pipelines.collect import collect_single as collect_mailbox
+from pipelines.storage import DataDir, ShardWriter
 from tests.conftest import MASTER_PASSWORD
 from tests.groundtruth import BASE, per_folder, seed_regular, truth
 
@@ -80,9 +81,7 @@ def test_first_night_equals_ground_truth_and_second_fetches_only_new(dovecot, sr
     add_messages(dovecot, mailbox, "INBOX", 4, "new")
     second = collect_mailbox(src, mailbox, "2026-11-21", data)
     assert second.messages_new == 4
-    new_file = pq.read_table(
-        tmp_path / "messages" / "night=2026-11-21" / f"{mailbox_key(mailbox)}.parquet"
-    )
+    new_file = pq.read_table(tmp_path / "messages" / "night=2026-11-21" / "part-0.parquet")
     assert sorted(new_file["message_id"].to_pylist()) == [f"<new{i}@test>" for i in range(4)]
     assert stored_per_folder(data, mailbox) == per_folder(
         truth(dovecot, mailbox, ["INBOX", "Sent Items"])
@@ -161,21 +160,22 @@ def test_killed_run_keeps_earlier_data_and_next_run_completes(dovecot, src, tmp_
     before = rows(data, mailbox)
     add_messages(dovecot, mailbox, "INBOX", 40, "k")
 
-    real_write = MessagesWriter.write
+    real_write = ShardWriter.write
     calls = {"n": 0}
 
-    def dying_write(self, table):
+    def dying_write(self, dataset, table):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")  # the process dies mid-mailbox
-        real_write(self, table)
+            raise KeyboardInterrupt("killed")  # the process dies while staging
+        real_write(self, dataset, table)
 
-    monkeypatch.setattr(MessagesWriter, "write", dying_write)
+    monkeypatch.setattr(ShardWriter, "write", dying_write)
     with pytest.raises(KeyboardInterrupt):
         collect_mailbox(src, mailbox, "2026-11-21", data)
-    monkeypatch.setattr(MessagesWriter, "write", real_write)
+    monkeypatch.setattr(ShardWriter, "write", real_write)
     assert rows(data, mailbox) == before  # earlier data readable, nothing half-written
     assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(data.staging.glob("*"))
 
     outcome = collect_mailbox(src, mailbox, "2026-11-22", data)
     assert outcome.messages_new == 40
@@ -183,20 +183,53 @@ def test_killed_run_keeps_earlier_data_and_next_run_completes(dovecot, src, tmp_
     assert len(stored) == len(set(stored)) == 80
 
 
-def test_uncommitted_night_files_are_removed_before_the_next_night(dovecot, src, tmp_path):
+def test_a_night_killed_before_its_commit_leaves_nothing(dovecot, src, tmp_path, monkeypatch):
     mailbox = "orphan@danang.gov.vn"
     seed_regular(dovecot, mailbox, 10, seed=8)
     data = DataDir(tmp_path)
     collect_mailbox(src, mailbox, "2026-11-20", data)
     add_messages(dovecot, mailbox, "INBOX", 5, "o")
-    state = data._state_file(mailbox).read_text()
-    collect_mailbox(src, mailbox, "2026-11-21", data)
-    data._state_file(mailbox).write_text(state)  # as if killed just before the commit
+
+    def killed(*_args):
+        raise KeyboardInterrupt("killed inside the commit transaction")
+
+    monkeypatch.setattr(storage, "_commit_index", killed)
+    with pytest.raises(KeyboardInterrupt):
+        collect_mailbox(src, mailbox, "2026-11-21", data)
+    monkeypatch.undo()
+    assert data.state(mailbox).night == "2026-11-20"  # the transaction rolled back
     outcome = collect_mailbox(src, mailbox, "2026-11-22", data)
     assert outcome.messages_new == 5
-    assert not list((tmp_path / "messages" / "night=2026-11-21").glob("*.parquet"))
+    assert not (tmp_path / "messages" / "night=2026-11-21").exists()
     stored = rows(data, mailbox)
     assert len(stored) == len(set(stored)) == 15
+
+
+def test_a_night_killed_after_its_commit_is_published_by_the_next_start(
+    dovecot, src, tmp_path, monkeypatch
+):
+    mailbox = "rollforward@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 10, seed=9)
+    data = DataDir(tmp_path)
+    collect_mailbox(src, mailbox, "2026-11-20", data)
+    add_messages(dovecot, mailbox, "INBOX", 5, "r")
+    real_publish = storage._publish
+
+    def killed(root, pending):
+        pending = list(pending)
+        real_publish(root, pending[:1])  # one file renamed, then the process dies
+        raise KeyboardInterrupt("killed while publishing")
+
+    monkeypatch.setattr(storage, "_publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        collect_mailbox(src, mailbox, "2026-11-21", data)
+    monkeypatch.undo()
+    assert data.state(mailbox).night == "2026-11-21"  # committed
+    data.recover()  # what every run does first
+    stored = rows(data, mailbox)
+    assert len(stored) == len(set(stored)) == 15
+    assert collect_mailbox(src, mailbox, "2026-11-22", data).messages_new == 0
+    assert len(rows(data, mailbox)) == 15
 
 
 class DroppingSource:
@@ -251,7 +284,7 @@ def test_forwarding_rules_are_written_with_the_night(dovecot, src, tmp_path):
     data = DataDir(tmp_path)
     outcome = collect_mailbox(src, mailbox, "2026-11-20", data, forwarding=sieve)
     assert outcome.status == "ok" and outcome.reason == ""
-    table = pq.read_table(tmp_path / "forwarding" / "night=2026-11-20" / f"{mailbox}.parquet")
+    table = pq.read_table(tmp_path / "forwarding" / "night=2026-11-20" / "part-0.parquet")
     assert table.to_pylist() == [
         {
             "mailbox": mailbox,

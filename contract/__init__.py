@@ -1,0 +1,7 @@
+"""The contract at the bottom: what every layer agrees on and nothing else.
+
+``contract.datasets`` holds the dataset schemas and the data directory's layout (how a
+reader finds a dataset's files); ``contract.people`` the roster's typed person. These
+modules import no other mailusage package: connectors, storage, analytics and pipelines
+all import them, never the other way round.
+"""
