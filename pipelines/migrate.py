@@ -124,6 +124,9 @@ def convert_layout(data: DataDir) -> Conversion | None:
         _publish(root, changes)
         with db:
             db.execute("delete from publish")
+    for parent in {(root / t).parent for _, t in changes}:
+        if parent.name.startswith("night=") and not any(parent.iterdir()):
+            parent.rmdir()  # a night that held only uncommitted files
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cursors, ignore_errors=True)  # only temp files of killed runs remain
     return report
