@@ -11,18 +11,17 @@ collector never changes a flag, a MODSEQ or anything else in a mailbox.
 
 from __future__ import annotations
 
-import contextlib
+import re
 import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import count
 from typing import Literal
 
-from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.imap_utf7 import encode as encode_utf7
+from imapclient.response_parser import parse_fetch_response, parse_response
 
 from connectors.base import (
     AuthError,
@@ -42,6 +41,15 @@ from connectors.imap_helpers import (
     folder_role,
     iter_fetch,
     parse_message,
+)
+from connectors.imap_wire import (
+    CommandFailed,
+    Reply,
+    Response,
+    Wire,
+    capabilities_in,
+    quoted,
+    sasl_plain,
 )
 
 Security = Literal["tls", "starttls", "plain"]
@@ -90,146 +98,213 @@ class ImapSource:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def connect(self) -> IMAPClient:
+    def connect(self) -> Wire:
         """An unauthenticated connection, TLS-protected unless the config says plain."""
         s = self.settings
         try:
-            client = IMAPClient(
+            wire = Wire.open(
                 s.host,
-                port=s.effective_port,
-                ssl=s.security == "tls",
-                ssl_context=self.ssl_context() if s.security == "tls" else None,
-                timeout=s.timeout,
+                s.effective_port,
+                self.ssl_context() if s.security == "tls" else None,
+                s.timeout,
             )
             if s.security == "starttls":
-                client.starttls(self.ssl_context())
+                wire.starttls(self.ssl_context(), s.host)
         except ssl.SSLCertVerificationError as exc:
             raise SourceError(
                 f"TLS certificate of {s.host} not trusted: {exc.verify_message}"
             ) from exc
-        except (OSError, IMAPClientError) as exc:
+        except (OSError, CommandFailed) as exc:
             raise TransientError(f"cannot connect to {s.host}:{s.effective_port}: {exc}") from exc
-        return client
+        return wire
 
-    def login(self, client: IMAPClient, mailbox: str) -> None:
+    def login(self, wire: Wire, mailbox: str) -> set[bytes]:
+        """Log in for ``mailbox``; returns the server's capabilities after login.
+
+        One round trip where the server takes SASL-IR (Dovecot, Cyrus): the PLAIN message
+        rides on the AUTHENTICATE line, and the tagged OK carries the new capabilities.
+        """
         s = self.settings
         password = self.password_for(mailbox)
         try:
+            caps = capabilities_in(wire.greeting)
+            if caps is None or (s.security == "starttls"):
+                caps = _capabilities(wire.command(b"CAPABILITY"))
             if s.auth == "master-sasl":
                 # RFC 4616 PLAIN with an authorization identity: admin logs in *as* the user
                 # (Dovecot master users, Cyrus admins).
-                client.plain_login(s.master_user, password, authorization_identity=mailbox)
+                authz, authc = mailbox, s.master_user or ""
             elif s.auth == "master-separator":
-                client.login(f"{mailbox}{s.master_separator}{s.master_user}", password)
+                authz, authc = "", f"{mailbox}{s.master_separator}{s.master_user}"
             else:
-                client.login(mailbox, password)
-        except LoginError as exc:
-            text = str(exc)
-            if isinstance(exc.__context__, (IMAPClientAbortError, OSError)):
-                # imapclient reports a connection dropped mid-AUTHENTICATE as a LoginError:
-                # it is a network fault, to retry, not a wrong password to go and reset.
-                raise TransientError(
-                    f"connection lost to {self._where} during login for {mailbox}: {text}"
-                ) from exc
-            if "AUTHORIZATIONFAILED" in text:
-                raise MailboxMissing(
-                    f"server refused access to {mailbox} for the admin user "
-                    f"(no such mailbox, or no master-user right): {text}"
-                ) from exc
-            if s.auth != "user":
-                raise CredentialsRejected(
-                    f"login failed for master user {s.master_user!r} (wrong password, or the "
-                    f"master user was removed?): {text}"
-                ) from exc
-            raise AuthError(f"login failed for {mailbox} (wrong password?): {text}") from exc
+                authz, authc = "", mailbox
+            if b"AUTH=PLAIN" in caps or s.auth == "master-sasl":
+                reply = wire.authenticate_plain(
+                    sasl_plain(authz, authc, password), b"SASL-IR" in caps
+                )
+            else:  # an old server without AUTH=PLAIN: LOGIN with quoted strings
+                (tag,) = wire.send(
+                    b"LOGIN " + quoted(authc.encode()) + b" " + quoted(password.encode())
+                )
+                reply = wire.reply(tag)
         except TimeoutError as exc:
             raise TransientError(
                 f"timed out: no answer to the login for {mailbox} from {self._where} within "
                 f"{s.timeout:g} s (Dovecot slows every login from an address after failed "
                 "ones: look for wrong passwords in this night's reasons)"
             ) from exc
-        except (OSError, IMAPClientError) as exc:
+        except (OSError, CommandFailed) as exc:
             raise TransientError(
                 f"connection lost to {self._where} during login for {mailbox}: {exc}"
             ) from exc
+        if reply.status != b"OK":
+            text = f"{reply.status.decode()} {reply.text.decode('utf-8', 'replace')}"
+            if b"AUTHORIZATIONFAILED" in reply.text.upper():
+                raise MailboxMissing(
+                    f"server refused access to {mailbox} for the admin user "
+                    f"(no such mailbox, or no master-user right): {text}"
+                )
+            if s.auth != "user":
+                raise CredentialsRejected(
+                    f"login failed for master user {s.master_user!r} (wrong password, or the "
+                    f"master user was removed?): {text}"
+                )
+            raise AuthError(f"login failed for {mailbox} (wrong password?): {text}")
+        after = capabilities_in(reply.text)
+        if after is None:
+            try:
+                after = _capabilities(wire.command(b"CAPABILITY"))
+            except (OSError, CommandFailed) as exc:
+                raise TransientError(
+                    f"connection lost to {self._where} during login for {mailbox}: {exc}"
+                ) from exc
+        return after
 
     @contextmanager
     def open(self, mailbox: str) -> Iterator[ImapSession]:
-        client = self.connect()
+        wire = self.connect()
         try:
-            self.login(client, mailbox)
-            session = ImapSession(client, mailbox, self.settings)
-            session.start()
-            yield session
+            caps = self.login(wire, mailbox)
+            yield ImapSession(wire, mailbox, self.settings, caps)
         except TimeoutError as exc:
             raise TransientError(
                 f"timed out: no answer from {self._where} within {self.settings.timeout:g} s "
                 f"while reading {mailbox}"
             ) from exc
-        except (OSError, EOFError, ssl.SSLError, FetchProtocolError, IMAPClientAbortError) as exc:
+        except (OSError, EOFError, ssl.SSLError, FetchProtocolError) as exc:
             raise TransientError(
                 f"connection lost to {self._where} while reading {mailbox} "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-        except IMAPClientError as exc:
+        except CommandFailed as exc:
             raise TransientError(f"server error from {self._where} on {mailbox}: {exc}") from exc
         finally:
-            _close(client)
+            wire.logout()
 
 
-def _close(client: IMAPClient) -> None:
-    try:
-        client.logout()
-    except Exception:  # the connection may already be gone: nothing left to save
-        with contextlib.suppress(Exception):
-            client.shutdown()
+def _capabilities(reply: Reply) -> set[bytes]:
+    caps: set[bytes] = set()
+    for data in reply.of(b"CAPABILITY"):
+        text = data[0] if isinstance(data[0], bytes) else data[0][0]
+        caps |= {c.upper() for c in text.split()}
+    return caps
+
+
+def _text(data: Response) -> bytes:
+    first = data[0]
+    return first if isinstance(first, bytes) else first[0]
+
+
+def _name(value: object) -> bytes:
+    """A mailbox name as parsed (bytes, or an int for a name like ``2024``), as bytes."""
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 class ImapSession:
-    """One logged-in connection to one mailbox. Read-only by construction."""
+    """One logged-in connection to one mailbox. Read-only by construction.
 
-    _tags = count(1)
+    A quiet mailbox costs one round trip here: LIST with STATUS (RFC 5819) and
+    GETQUOTAROOT go out together; EXAMINE, SEARCH and FETCH only for folders that changed.
+    """
 
-    def __init__(self, client: IMAPClient, mailbox: str, settings: ImapSettings) -> None:
-        self.client = client
+    def __init__(
+        self, wire: Wire, mailbox: str, settings: ImapSettings, capabilities: set[bytes]
+    ) -> None:
+        self.wire = wire
         self.mailbox = mailbox
         self.settings = settings
-        self.capabilities: set[bytes] = set()
-        self.condstore = False
+        self.capabilities = capabilities
+        self.condstore = b"CONDSTORE" in capabilities
         self._selected: str | None = None
+        self._survey: tuple[list[FolderState], list[tuple[str, str, bool]], Quota] | None = None
         # Per folder: FETCH responses without a UID, INTERNALDATE or size (never seen from
         # Dovecot; recorded in mailbox_status.unreadable rather than dropped in silence).
         self.unreadable: Counter[str] = Counter()
 
-    def start(self) -> None:
-        self.capabilities = set(self.client.capabilities())
-        if b"CONDSTORE" in self.capabilities:
-            enable = [b"CONDSTORE"] + ([b"QRESYNC"] if b"QRESYNC" in self.capabilities else [])
-            self.condstore = b"CONDSTORE" in set(self.client.enable(*enable))
+    # -- folders and quota: one round trip -----------------------------------------------
 
-    # -- folders -------------------------------------------------------------------------
+    def _status_items(self) -> bytes:
+        items = b"MESSAGES UIDNEXT UIDVALIDITY UNSEEN"
+        return items + (b" HIGHESTMODSEQ" if self.condstore else b"")
 
-    def list_folders(self) -> list[tuple[str, str, bool]]:
-        """(name, role, role came from SPECIAL-USE) for every selectable folder."""
-        out = []
-        for flags, delimiter, raw in self.client.list_folders():
+    def survey(self) -> tuple[list[FolderState], list[tuple[str, str, bool]], Quota]:
+        """Every folder with its STATUS counters, and the quota, in one pipeline."""
+        if self._survey is not None:
+            return self._survey
+        caps = self.capabilities
+        list_status = b"LIST-STATUS" in caps
+        ret = [b"SPECIAL-USE"] if b"SPECIAL-USE" in caps else []
+        if list_status:
+            ret.append(b"STATUS (" + self._status_items() + b")")
+        commands = [b'LIST "" "*"' + (b" RETURN (" + b" ".join(ret) + b")" if ret else b"")]
+        if b"QUOTA" in caps:
+            commands.append(b"GETQUOTAROOT INBOX")
+        # ENABLE first, in the same round trip: Dovecot tracks per-message MODSEQs only
+        # once a client enabled CONDSTORE on the mailbox; without it tonight's
+        # HIGHESTMODSEQ would date every message as changed tomorrow.
+        enable = self.condstore and b"ENABLE" in caps
+        tags = self.wire.send(*([b"ENABLE CONDSTORE"] if enable else []), *commands)
+        if enable:
+            self.wire.reply(tags.pop(0))  # a NO leaves STATUS HIGHESTMODSEQ to enable it
+        listed = self.wire.reply(tags[0])
+        if listed.status != b"OK":
+            raise CommandFailed(commands[0], listed.status, listed.text)
+        quota = Quota(None, None)
+        if len(tags) > 1:
+            # A server that advertises QUOTA but answers NO (no quota root for this user,
+            # quota backend down): the size is unknown tonight, the messages are not.
+            quota = _quota(self.wire.reply(tags[1]))
+        folders: list[tuple[str, str, bool, bytes]] = []
+        for data in listed.of(b"LIST"):
+            flags, delimiter, raw = parse_response(data)
             lowered = {f.lower() for f in flags}
             if b"\\noselect" in lowered or b"\\nonexistent" in lowered:
                 continue
-            name = folder_name(raw)
+            wire_name = _name(raw)
+            name = folder_name(wire_name)
             delim = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
             role = folder_role(name, tuple(flags), delim)
-            out.append((name, role, any(f in SPECIAL_USE_ROLES for f in lowered)))
-        return out
-
-    def folders(self) -> list[FolderState]:
-        """Every selectable folder with its role and STATUS counters."""
-        items = [b"MESSAGES", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"]
-        if self.condstore:
-            items.append(b"HIGHESTMODSEQ")
+            special = any(f in SPECIAL_USE_ROLES for f in lowered)
+            folders.append((name, role, special, wire_name))
+        statuses = {}
+        for data in listed.of(b"STATUS"):
+            raw, values = parse_response(data)
+            statuses[_name(raw)] = dict(zip(values[::2], values[1::2], strict=True))
+        missing = [f[3] for f in folders if f[3] not in statuses]
+        if missing:  # no LIST-STATUS: STATUS per folder, all in one more round trip
+            status_tags = self.wire.send(
+                *[b"STATUS " + quoted(w) + b" (" + self._status_items() + b")" for w in missing]
+            )
+            for tag in status_tags:
+                reply = self.wire.reply(tag)
+                if reply.status != b"OK":
+                    raise CommandFailed(b"STATUS", reply.status, reply.text)
+                for data in reply.of(b"STATUS"):
+                    raw, values = parse_response(data)
+                    statuses[_name(raw)] = dict(zip(values[::2], values[1::2], strict=True))
         states = []
-        for name, role, _special in self.list_folders():
-            st = self.client.folder_status(name, items)
+        for name, role, _special, wire_name in folders:
+            st = statuses[wire_name]
             hms = st.get(b"HIGHESTMODSEQ")
             states.append(
                 FolderState(
@@ -242,31 +317,30 @@ class ImapSession:
                     int(hms) if hms is not None else None,
                 )
             )
-        return states
+        self._survey = (states, [(n, r, sp) for n, r, sp, _w in folders], quota)
+        return self._survey
+
+    def list_folders(self) -> list[tuple[str, str, bool]]:
+        """(name, role, role came from SPECIAL-USE) for every selectable folder."""
+        return self.survey()[1]
+
+    def folders(self) -> list[FolderState]:
+        """Every selectable folder with its role and STATUS counters."""
+        return self.survey()[0]
 
     def quota(self) -> Quota:
         """Storage used/limit in bytes from GETQUOTAROOT INBOX (RFC 2087 counts KiB)."""
-        if b"QUOTA" not in self.capabilities:
-            return Quota(None, None)
-        try:
-            _roots, quotas = self.client.get_quota_root("INBOX")
-        except IMAPClientAbortError:
-            raise  # the connection went: transient, retried
-        except IMAPClientError:
-            # A server that advertises QUOTA but answers NO (no quota root for this user,
-            # quota backend down): the size is unknown tonight, the messages are not.
-            return Quota(None, None)
-        for q in quotas:
-            if q.resource.upper() == "STORAGE":
-                return Quota(int(q.usage) * 1024, int(q.limit) * 1024)
-        return Quota(None, None)
+        return self.survey()[2]
 
     def _examine(self, folder: FolderState) -> None:
         if self._selected == folder.name:
             return
-        info = self.client.select_folder(folder.name, readonly=True)
+        name = quoted(encode_utf7(folder.name))
+        reply = self.wire.command(b"EXAMINE " + name + (b" (CONDSTORE)" if self.condstore else b""))
         self._selected = folder.name
-        if int(info[b"UIDVALIDITY"]) != folder.uidvalidity:
+        codes = b" ".join(_text(d) for d in reply.of(b"OK"))
+        m = re.search(rb"\[UIDVALIDITY (\d+)\]", codes)
+        if m is None or int(m.group(1)) != folder.uidvalidity:
             raise TransientError(f"UIDVALIDITY of {folder.name!r} changed during the collection")
 
     # -- activity ------------------------------------------------------------------------
@@ -279,15 +353,22 @@ class ImapSession:
             return 0
         self._examine(folder)
         # RFC 7162: SEARCH MODSEQ n matches mod-sequences >= n; we want those after the cursor.
-        criteria = [b"UID", f"1:{up_to_uid}", b"MODSEQ", str(since_modseq + 1)]
-        return len(self.client.search(criteria))
+        reply = self.wire.command(b"UID SEARCH UID 1:%d MODSEQ %d" % (up_to_uid, since_modseq + 1))
+        found = 0
+        for data in reply.of(b"SEARCH"):
+            found += sum(1 for w in _text(data).split(b"(", 1)[0].split() if w.isdigit())
+        return found
 
     def raw_message(self, folder: FolderState, uid: int) -> bytes | None:
         """The whole message, read with BODY.PEEK[] (never sets \\Seen): contact scan only."""
         self._examine(folder)
-        data = self.client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})
-        raw = data.get(b"BODY[]")
-        return bytes(raw) if raw is not None else None
+        reply = self.wire.command(b"UID FETCH %d (BODY.PEEK[])" % uid)
+        for data in reply.of(b"FETCH"):
+            for got_uid, attrs in parse_fetch_response(data).items():
+                raw = attrs.get(b"BODY[]")
+                if got_uid == uid and raw is not None:
+                    return bytes(raw)
+        return None
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -305,19 +386,11 @@ class ImapSession:
         if to_uid < from_uid:
             return
         self._examine(folder)
-        imap = self.client._imap  # imaplib connection under imapclient; we drive FETCH ourselves
-        tag = b"MU%d" % next(self._tags)
-        imap.send(b"%s UID FETCH %d:%d %s\r\n" % (tag, from_uid, to_uid, FETCH_ITEMS.encode()))
-        chunk = self.settings.read_chunk
-        reader = imap.file
-
-        def read() -> bytes:
-            return bytes(reader.read1(chunk))
-
+        (tag,) = self.wire.send(b"UID FETCH %d:%d %s" % (from_uid, to_uid, FETCH_ITEMS.encode()))
         name = folder.name
         batch: list[Message] = []
         size = self.settings.batch_size
-        for attrs, header, groups in iter_fetch(read, tag):
+        for attrs, header, groups in iter_fetch(self.wire.read, tag):
             msg = parse_message(name, attrs, header, groups)
             if msg is None:
                 self.unreadable[name] += 1
@@ -331,6 +404,17 @@ class ImapSession:
                 batch = []
         if batch:
             yield batch
+
+
+def _quota(reply: Reply) -> Quota:
+    if reply.status != b"OK":
+        return Quota(None, None)
+    for data in reply.of(b"QUOTA"):
+        _root, values = parse_response(data)
+        for i in range(0, len(values) - 2, 3):
+            if _name(values[i]).upper() == b"STORAGE":
+                return Quota(int(values[i + 1]) * 1024, int(values[i + 2]) * 1024)
+    return Quota(None, None)
 
 
 def probe_tcp(host: str, port: int, timeout: float = 5.0) -> None:

@@ -50,11 +50,11 @@ def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
     source = src.build()
     assert isinstance(source, ImapSource)
     try:
-        client = source.connect()
+        wire = source.connect()
     except SourceError as exc:
         add("tls", "fail", exc.reason)
         return out
-    client.logout()
+    wire.logout()
     if s.security == "plain":
         add("tls", "warn", "plain text: passwords cross the network unencrypted")
     else:

@@ -156,7 +156,7 @@ def test_master_separator_login_and_plain_transport(dovecot, mailboxes):
 def test_starttls_on_the_plain_port(dovecot, mailboxes):
     src = source(dovecot, port=dovecot.imap_port, security="starttls")
     with src.open("su@danang.gov.vn") as session:
-        assert session.client.socket().version().startswith("TLS")
+        assert session.wire.sock.version().startswith("TLS")
 
 
 def test_per_user_credentials(dovecot, mailboxes):

@@ -247,7 +247,7 @@ class DroppingSource:
                 for n, batch in enumerate(real(folder, lo, hi)):
                     yield batch
                     if n == 0:
-                        session.client.socket().shutdown(socket.SHUT_RDWR)
+                        session.wire.sock.shutdown(socket.SHUT_RDWR)
 
             session.messages = messages
             yield session
@@ -297,3 +297,42 @@ def test_forwarding_rules_are_written_with_the_night(dovecot, src, tmp_path):
     broken = SieveSource(sieve.settings, password_for=lambda _m: "wrong")
     outcome = collect_mailbox(src, mailbox, "2026-11-21", data, forwarding=broken)
     assert outcome.status == "ok" and "forwarding rules not read" in outcome.reason
+
+
+def test_a_quiet_mailbox_costs_one_connection_and_three_round_trips(
+    dovecot, src, tmp_path, monkeypatch
+):
+    from connectors.imap_wire import Wire
+
+    mailbox = "quiet@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 9, seed=13)
+    data = DataDir(tmp_path)
+    collect_mailbox(src, mailbox, "2026-11-20", data)
+    writes: list[list[bytes]] = []
+    opened = {"n": 0}
+    real_send, real_open = Wire.send, Wire.open.__func__
+
+    def send(self, *commands):
+        writes.append([c.split(b" ")[0] for c in commands])
+        return real_send(self, *commands)
+
+    def open_(cls, *args, **kwargs):
+        opened["n"] += 1
+        return real_open(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Wire, "send", send)
+    monkeypatch.setattr(Wire, "open", classmethod(open_))
+    assert collect_mailbox(src, mailbox, "2026-11-21", data).messages_new == 0
+    # Every write of the client waits for one answer: these are the round trips.
+    assert opened["n"] == 1
+    assert writes == [
+        [b"AUTHENTICATE"],
+        [b"ENABLE", b"LIST", b"GETQUOTAROOT"],
+        [b"LOGOUT"],
+    ]
+    writes.clear()
+    add_messages(dovecot, mailbox, "INBOX", 2, "q")
+    assert collect_mailbox(src, mailbox, "2026-11-22", data).messages_new == 2
+    # Only the folder that changed is opened: INBOX, never Sent.
+    examined = [w for w in writes if w[0] in (b"EXAMINE", b"UID")]
+    assert examined == [[b"EXAMINE"], [b"UID"], [b"UID"]]  # SEARCH MODSEQ, then FETCH

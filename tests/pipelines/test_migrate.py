@@ -93,7 +93,7 @@ def layout1(dovecot, tmp_path_factory) -> tuple[Path, str]:
 
 
 def test_compact_converts_the_old_layout_with_nothing_lost(layout1, tmp_path, monkeypatch):
-    old, config = layout1
+    old, _config = layout1
     committed = sorted(
         r
         for night in ("2026-11-20", "2026-11-21")
