@@ -96,7 +96,9 @@ def seed_part(root: str, mailboxes: list[str], messages: int, uid: int, gid: int
             raw = _message(mbx if sent else peer, peer if sent else mbx, when, f"{i}.{k}")
             folder = home / ".Sent" if sent else home
             size = len(raw)
-            path = folder / "cur" / f"{when}.M{i}P{k}.bench,S={size},W={size}:2,{'S' if i % 2 else ''}"
+            path = (
+                folder / "cur" / f"{when}.M{i}P{k}.bench,S={size},W={size}:2,{'S' if i % 2 else ''}"
+            )
             path.write_bytes(raw)
             os.utime(path, (when, when))
             n += 1
@@ -121,8 +123,14 @@ def raw_full_read(port: int, mailboxes: list[str], connections: int) -> dict[str
         with socket.create_connection(("127.0.0.1", port)) as s:
             f = s.makefile("rb")
             f.readline()
-            s.sendall(_auth(b"a", mbx) + b'b EXAMINE "INBOX"\r\nc UID FETCH 1:* ' + FETCH_ITEMS.encode()
-                      + b'\r\nd EXAMINE "Sent"\r\ne UID FETCH 1:* ' + FETCH_ITEMS.encode() + b"\r\nf LOGOUT\r\n")  # fmt: skip
+            s.sendall(
+                _auth(b"a", mbx)
+                + b'b EXAMINE "INBOX"\r\nc UID FETCH 1:* '
+                + FETCH_ITEMS.encode()
+                + b'\r\nd EXAMINE "Sent"\r\ne UID FETCH 1:* '
+                + FETCH_ITEMS.encode()
+                + b"\r\nf LOGOUT\r\n"
+            )
             got = 0
             while line := f.readline():
                 got += b" FETCH (" in line
@@ -242,33 +250,49 @@ def evaluate_floor(data: str, roster: str, month: str) -> dict[str, Any]:
         if not list(Path(data).glob(f"{name}/*/*.parquet")):
             from contract.datasets import DATASETS
 
-            con.register(name, DATASETS[name].empty_table().append_column(
-                "night", pa.array([], pa.date32())))  # fmt: skip
+            con.register(
+                name, DATASETS[name].empty_table().append_column("night", pa.array([], pa.date32()))
+            )
     con.register("roster", roster_table(load_roster(Path(roster))))
     con.register("official_domains", pa.table({"domain": [DOMAIN]}))
     con.register("public_domains", pa.table({"domain": sorted(set(public_domains([])))}))
     con.register("registration_domains", pa.table({"domain": list(policy.registration_domains)}))
-    usage = {"regular_days": policy.regular_min_active_days,
-             "occasional_days": policy.occasional_min_active_days}  # fmt: skip
+    usage = {
+        "regular_days": policy.regular_min_active_days,
+        "occasional_days": policy.occasional_min_active_days,
+    }
 
     def run(q: str, **params: Any) -> pa.Table:
         text = sql(q)
-        return con.sql(text, params={k: v for k, v in params.items() if f"${k}" in text}).to_arrow_table()
+        return con.sql(
+            text, params={k: v for k, v in params.items() if f"${k}" in text}
+        ).to_arrow_table()
 
     p = month_params(month, "Asia/Ho_Chi_Minh")
-    con.register("person_month_prev", run("person_month", **month_params(previous_month(month), "Asia/Ho_Chi_Minh"), **usage))
+    con.register(
+        "person_month_prev",
+        run("person_month", **month_params(previous_month(month), "Asia/Ho_Chi_Minh"), **usage),
+    )
     pm = run("person_month", **p, **usage)
     con.register("person_month", pm)
     con.register("counterpart_addresses", run("counterpart_addresses", **p))
     run("counterparts")
     run("unit_ranking", min_nights_collected=policy.min_nights_collected)
-    run("violations", **p, mandatory_use=policy.mandatory_use, min_nights_collected=policy.min_nights_collected,
-        suspected_min_mailboxes=policy.suspected_min_mailboxes, suspected_min_units=policy.suspected_min_units)  # fmt: skip
+    run(
+        "violations",
+        **p,
+        mandatory_use=policy.mandatory_use,
+        min_nights_collected=policy.min_nights_collected,
+        suspected_min_mailboxes=policy.suspected_min_mailboxes,
+        suspected_min_units=policy.suspected_min_units,
+    )
     run("coverage", **p)
     return {"people": pm.num_rows}
 
 
-def write_month_store(data: str, mailboxes: int, first: str, nights: int, per_day: int) -> dict[str, Any]:
+def write_month_store(
+    data: str, mailboxes: int, first: str, nights: int, per_day: int
+) -> dict[str, Any]:
     """A store of ``nights`` nights as the collector writes it: per night one messages file
     (``per_day`` new messages per mailbox, the first night a 100-message backfill) and one
     mailbox_status file (INBOX and Sent per mailbox), plus run records."""
@@ -290,48 +314,80 @@ def write_month_store(data: str, mailboxes: int, first: str, nights: int, per_da
         idx = np.repeat(np.arange(mailboxes), per)
         n = len(idx)
         sent = rng.random(n) < 0.3
-        when = (day0 - (0 if k else 86400 * 60) + rng.integers(0, 86400 * (1 if k else 60), n)).astype("int64")
-        uid = np.concatenate([np.arange(1, c + 1) for c in per]) + (100 + (k - 1) * per_day if k else 0)
+        when = (
+            day0 - (0 if k else 86400 * 60) + rng.integers(0, 86400 * (1 if k else 60), n)
+        ).astype("int64")
+        uid = np.concatenate([np.arange(1, c + 1) for c in per]) + (
+            100 + (k - 1) * per_day if k else 0
+        )
         peers = np.array(PEERS, dtype=object)[rng.integers(0, len(PEERS), n)]
-        table = pa.table({
-            "source": pa.array(["bench"] * n), "mailbox": pa.array(names[idx]),
-            "folder": pa.array(np.where(sent, "Sent", "INBOX")), "role": pa.array(np.where(sent, "sent", "inbox")),
-            "uidvalidity": pa.array(np.where(sent, 2, 1)), "uid": pa.array(uid.astype("int64")),
-            "internal_date": pa.array(when).cast(pa.timestamp("s", tz="UTC")),
-            "sent_date": pa.array(when).cast(pa.timestamp("s", tz="UTC")),
-            "date_source": pa.array(["header"] * n), "size": pa.array(rng.integers(800, 90000, n)),
-            "seen": pa.array(rng.random(n) < 0.8),
-            "from_addr": pa.array(np.where(sent, names[idx], peers)),
-            "to_addrs": pa.array([[p] for p in np.where(sent, peers, names[idx])], pa.list_(pa.string())),
-            "cc_addrs": pa.array([[] for _ in range(n)], pa.list_(pa.string())),
-            "message_id": pa.array([f"<{k}.{i}@b>" for i in range(n)]), "address_invalid": pa.array(np.zeros(n, bool)),
-        }, schema=MESSAGES).sort_by([("sent_date", "ascending")])  # fmt: skip
+        table = pa.table(
+            {
+                "source": pa.array(["bench"] * n),
+                "mailbox": pa.array(names[idx]),
+                "folder": pa.array(np.where(sent, "Sent", "INBOX")),
+                "role": pa.array(np.where(sent, "sent", "inbox")),
+                "uidvalidity": pa.array(np.where(sent, 2, 1)),
+                "uid": pa.array(uid.astype("int64")),
+                "internal_date": pa.array(when).cast(pa.timestamp("s", tz="UTC")),
+                "sent_date": pa.array(when).cast(pa.timestamp("s", tz="UTC")),
+                "date_source": pa.array(["header"] * n),
+                "size": pa.array(rng.integers(800, 90000, n)),
+                "seen": pa.array(rng.random(n) < 0.8),
+                "from_addr": pa.array(np.where(sent, names[idx], peers)),
+                "to_addrs": pa.array(
+                    [[p] for p in np.where(sent, peers, names[idx])], pa.list_(pa.string())
+                ),
+                "cc_addrs": pa.array([[] for _ in range(n)], pa.list_(pa.string())),
+                "message_id": pa.array([f"<{k}.{i}@b>" for i in range(n)]),
+                "address_invalid": pa.array(np.zeros(n, bool)),
+            },
+            schema=MESSAGES,
+        ).sort_by([("sent_date", "ascending")])
         out = Path(data) / "messages" / f"night={night}" / "part-0.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out, compression="zstd", row_group_size=65536)
         m2 = np.repeat(names, 2)
-        status = pa.table({
-            "source": pa.array(["bench"] * len(m2)), "mailbox": pa.array(m2),
-            "folder": pa.array(["INBOX", "Sent"] * mailboxes), "role": pa.array(["inbox", "sent"] * mailboxes),
-            "folder_status": pa.array(["ok"] * len(m2)), "messages": pa.array(np.full(len(m2), 100)),
-            "unseen": pa.array(np.zeros(len(m2), "int64")), "uidnext": pa.array(np.full(len(m2), 101)),
-            "uidvalidity": pa.array([1, 2] * mailboxes), "highestmodseq": pa.array(np.full(len(m2), 5)),
-            "last_uid": pa.array(np.full(len(m2), 100)), "fetched": pa.array(np.zeros(len(m2), "int64")),
-            "full_reread": pa.array(np.zeros(len(m2), bool)),
-            "read_activity": pa.array(np.repeat(np.where(active, 3, 0), 2)),
-            "folder_bytes": pa.nulls(len(m2), pa.int64()), "unreadable": pa.array(np.zeros(len(m2), "int64")),
-            "quota_used_bytes": pa.array(np.full(len(m2), 1 << 30)),
-            "quota_limit_bytes": pa.array(np.full(len(m2), 5 << 30)), "sent_folder": pa.array(["Sent"] * len(m2)),
-        }, schema=MAILBOX_STATUS)  # fmt: skip
+        status = pa.table(
+            {
+                "source": pa.array(["bench"] * len(m2)),
+                "mailbox": pa.array(m2),
+                "folder": pa.array(["INBOX", "Sent"] * mailboxes),
+                "role": pa.array(["inbox", "sent"] * mailboxes),
+                "folder_status": pa.array(["ok"] * len(m2)),
+                "messages": pa.array(np.full(len(m2), 100)),
+                "unseen": pa.array(np.zeros(len(m2), "int64")),
+                "uidnext": pa.array(np.full(len(m2), 101)),
+                "uidvalidity": pa.array([1, 2] * mailboxes),
+                "highestmodseq": pa.array(np.full(len(m2), 5)),
+                "last_uid": pa.array(np.full(len(m2), 100)),
+                "fetched": pa.array(np.zeros(len(m2), "int64")),
+                "full_reread": pa.array(np.zeros(len(m2), bool)),
+                "read_activity": pa.array(np.repeat(np.where(active, 3, 0), 2)),
+                "folder_bytes": pa.nulls(len(m2), pa.int64()),
+                "unreadable": pa.array(np.zeros(len(m2), "int64")),
+                "quota_used_bytes": pa.array(np.full(len(m2), 1 << 30)),
+                "quota_limit_bytes": pa.array(np.full(len(m2), 5 << 30)),
+                "sent_folder": pa.array(["Sent"] * len(m2)),
+            },
+            schema=MAILBOX_STATUS,
+        )
         out = Path(data) / "mailbox_status" / f"night={night}" / "part-0.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(status, out, compression="zstd")
-        runs = pa.table({
-            "run_id": pa.array([f"r{k}"] * mailboxes), "source": pa.array(["bench"] * mailboxes),
-            "mailbox": pa.array(names), "status": pa.array(["ok"] * mailboxes), "reason": pa.array([""] * mailboxes),
-            "messages_new": pa.array(per.astype("int64")), "folders": pa.array(np.full(mailboxes, 2)),
-            "seconds": pa.array(np.full(mailboxes, 0.02)),
-        }, schema=RUN_MAILBOXES)  # fmt: skip
+        runs = pa.table(
+            {
+                "run_id": pa.array([f"r{k}"] * mailboxes),
+                "source": pa.array(["bench"] * mailboxes),
+                "mailbox": pa.array(names),
+                "status": pa.array(["ok"] * mailboxes),
+                "reason": pa.array([""] * mailboxes),
+                "messages_new": pa.array(per.astype("int64")),
+                "folders": pa.array(np.full(mailboxes, 2)),
+                "seconds": pa.array(np.full(mailboxes, 0.02)),
+            },
+            schema=RUN_MAILBOXES,
+        )
         out = Path(data) / "run_mailboxes" / f"night={night}" / f"r{k}.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(runs, out, compression="zstd")
@@ -355,11 +411,15 @@ STEPS = {
 
 
 def write_config(root: Path, port: int, people: list[str], concurrency: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     (root / "roster.csv").write_text(
         "employee_id,full_name,email,unit_code,unit_name\n"
-        + "".join(f"NV{i:05d},Cán bộ {i},{m},U{i % 90:02d},Đơn vị {i % 90}\n" for i, m in enumerate(people)),
+        + "".join(
+            f"NV{i:05d},Cán bộ {i},{m},U{i % 90:02d},Đơn vị {i % 90}\n"
+            for i, m in enumerate(people)
+        ),
         encoding="utf-8",
-    )  # fmt: skip
+    )
     from mailusage.devserver import MASTER_USER
 
     config = root / "mailusage.toml"
@@ -395,8 +455,13 @@ def grow(server: Any, mailboxes: list[str], tag: str) -> int:
     now = int(time.time())
     for k, mbx in enumerate(mailboxes):
         for i in range(5):
-            server.deliver(mbx, "INBOX", _message(PEERS[i], mbx, now - 3600 + i, f"{tag}.{i}.{k}"), when=now - 3600 + i)
-        server.finish_seeding(mbx)  # fmt: skip
+            server.deliver(
+                mbx,
+                "INBOX",
+                _message(PEERS[i], mbx, now - 3600 + i, f"{tag}.{i}.{k}"),
+                when=now - 3600 + i,
+            )
+        server.finish_seeding(mbx)
     return 5 * len(mailboxes)
 
 
@@ -419,8 +484,11 @@ def fake_history(data: Path, from_night: str, nights: list[str]) -> None:
         for mbx, state in rows:
             s = json.loads(state)
             s["night"], s["before"] = nights[-1], s["after"]
-            con.execute("update cursors set night = ?, state = ? where mailbox = ?", (nights[-1], json.dumps(s), mbx))
-    con.close()  # fmt: skip
+            con.execute(
+                "update cursors set night = ?, state = ? where mailbox = ?",
+                (nights[-1], json.dumps(s), mbx),
+            )
+    con.close()
 
 
 def main() -> int:
@@ -430,19 +498,28 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=4, help="mailusage's (and the naive read's)")
     p.add_argument("--eval-mailboxes", type=int, default=6_500)
     p.add_argument("--eval-per-day", type=int, default=6, help="messages a regular user's day adds")
+    p.add_argument(
+        "--sweep",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[2, 8],
+        help="more quiet nights at these concurrencies (default 2,8)",
+    )
     p.add_argument("--skip-collect", action="store_true", help="only the evaluation part")
-    p.add_argument("--prefect", action="store_true", help="also a quiet night through the Prefect flow")
+    p.add_argument(
+        "--prefect", action="store_true", help="also a quiet night through the Prefect flow"
+    )
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "nightly_scale.last.md")
-    args = p.parse_args()  # fmt: skip
+    args = p.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mu-scale-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["MU_BENCH_MASTER"] = PASSWORD
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect"))
     lines = [
-        f"### {date.today()} — {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        f"### {date.today()} — {platform.platform()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "",
-    ]  # fmt: skip
+    ]
 
     def row(what: str, r: dict[str, Any], extra: str = "") -> None:
         lines.append(f"| {what} | {r['seconds']:,.1f} | {r['rss_mib']:,} | {extra} |")
@@ -469,11 +546,28 @@ def collect_part(args: argparse.Namespace, work: Path, lines: list[str], row: An
         server.finish_seeding()
         half = (n + 1) // 2
         seeders = [
-            subprocess.Popen([sys.executable, __file__, "_step", "seed_part", json.dumps({
-                "root": str(server.root), "mailboxes": part, "messages": m,
-                "uid": server.account.pw_uid, "gid": server.account.pw_gid})], cwd=ROOT, stdout=subprocess.DEVNULL)
-            for part in (people[:half], people[half:]) if part
-        ]  # fmt: skip
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "_step",
+                    "seed_part",
+                    json.dumps(
+                        {
+                            "root": str(server.root),
+                            "mailboxes": part,
+                            "messages": m,
+                            "uid": server.account.pw_uid,
+                            "gid": server.account.pw_gid,
+                        }
+                    ),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+            for part in (people[:half], people[half:])
+            if part
+        ]
         for s in seeders:
             assert s.wait() == 0
         seeded = time.perf_counter() - t
@@ -490,37 +584,80 @@ def collect_part(args: argparse.Namespace, work: Path, lines: list[str], row: An
         ]
         port = server.imap_port
         warm = step("raw_full_read", port=port, mailboxes=people, connections=4)
-        row("raw sockets, every mailbox read in full, no parsing (first read: warms Dovecot's cache)", warm,
-            f"{warm['messages']:,} messages")  # fmt: skip
+        row(
+            "raw sockets, every mailbox read in full, no parsing (warms Dovecot's cache)",
+            warm,
+            f"{warm['messages']:,} messages",
+        )
         naive = step("naive_full_read", port=port, mailboxes=people, connections=args.concurrency)
-        row("**baseline**: imapclient as documented, every mailbox read in full", naive,
-            f"{naive['messages']:,} messages")  # fmt: skip
+        row(
+            "**baseline**: imapclient as documented, every mailbox read in full",
+            naive,
+            f"{naive['messages']:,} messages",
+        )
         config = write_config(work, port, people, args.concurrency)
         data = work / "data"
         first = step("collect_night", config=str(config), night="2026-11-01")
-        row("mailusage first night", first, _night_note(first) + f"; **{naive['seconds'] / first['seconds']:.2f}x faster than the naive read**")  # fmt: skip
+        row(
+            "mailusage first night",
+            first,
+            _night_note(first)
+            + f"; **{naive['seconds'] / first['seconds']:.2f}x faster than the naive read**",
+        )
         grown = people[:: max(1, n // max(1, n // 100))][: max(1, n // 100)]
         grow(server, grown, "g2")
-        floors = {c: step("login_floor", port=port, mailboxes=people, connections=c) for c in (2, 4, 8)}
+        floors = {
+            c: step("login_floor", port=port, mailboxes=people, connections=c) for c in (2, 4, 8)
+        }
         best = min(floors.values(), key=lambda r: r["seconds"])
         for c, r in floors.items():
-            row(f"login floor, raw socket, {c} connections", r, f"{n / r['seconds']:.0f} mailboxes/s")
+            row(
+                f"login floor, raw socket, {c} connections",
+                r,
+                f"{n / r['seconds']:.0f} mailboxes/s",
+            )
         quiet = step("collect_night", config=str(config), night="2026-11-02")
-        row("mailusage quiet night (1% grew by 5 messages)", quiet,
+        row(
+            "mailusage quiet night (1% grew by 5 messages)",
+            quiet,
             _night_note(quiet) + f"; **{quiet['seconds'] / best['seconds']:.2f}x the floor**, "
-            f"**{naive['seconds'] / quiet['seconds']:.2f}x faster than the naive read**")  # fmt: skip
+            f"**{naive['seconds'] / quiet['seconds']:.2f}x faster than the naive read**",
+        )
+        used = 2
+        for c in args.sweep:
+            used += 1
+            grow(server, grown, f"s{c}")
+            cfg_c = write_config(work / f"c{c}", port, people, c)
+            shutil.rmtree(work / f"c{c}" / "data", ignore_errors=True)
+            (work / f"c{c}" / "data").symlink_to(data)
+            night = (FIRST_NIGHT + timedelta(days=used - 1)).isoformat()
+            r = step("collect_night", config=str(cfg_c), night=night)
+            row(
+                f"the same quiet night at concurrency {c}",
+                r,
+                _night_note(r) + f"; {r['seconds'] / best['seconds']:.2f}x the floor",
+            )
         if args.prefect:
+            used += 1
             grow(server, grown, "gp")
-            flow = step("collect_night", config=str(config), night="2026-11-03", prefect=True)
-            row("the same quiet night through the Prefect flow (temporary server included)", flow, _night_note(flow))
-        history = [(FIRST_NIGHT + timedelta(days=k)).isoformat() for k in range(3 if not args.prefect else 4, 31)]
+            night = (FIRST_NIGHT + timedelta(days=used - 1)).isoformat()
+            flow = step("collect_night", config=str(config), night=night, prefect=True)
+            row(
+                "the same quiet night through the Prefect flow (temporary server included)",
+                flow,
+                _night_note(flow),
+            )
+        history = [(FIRST_NIGHT + timedelta(days=k)).isoformat() for k in range(used, 30)]
         fake_history(data, "2026-11-02", history)
         grow(server, grown, "g31")
         files = sum(1 for _ in data.rglob("*.parquet"))
         late = step("collect_night", config=str(config), night="2026-12-01")
-        row("mailusage night 31, after 30 nights of history", late,
+        row(
+            "mailusage night 31, after 30 nights of history",
+            late,
             _night_note(late) + f"; {files:,} Parquet files in the store; "
-            f"**{late['seconds'] / quiet['seconds']:.2f}x night 2**")  # fmt: skip
+            f"**{late['seconds'] / quiet['seconds']:.2f}x night 2**",
+        )
         lines.append("")
     finally:
         server.stop()
@@ -538,29 +675,51 @@ def evaluation_part(args: argparse.Namespace, work: Path, lines: list[str], row:
     people = [f"cb{i:05d}@{DOMAIN}" for i in range(e)]
     lines += [
         f"Month evaluation: {e:,} mailboxes, stores written directly in the collector's layout "
-        f"(30% of staff add {args.eval_per_day} messages a day; the first night backfills 100 each).",
+        f"(30% of staff add {args.eval_per_day} messages a day; the first night backfills 100 "
+        "each).",
         "",
         "| step | seconds | peak RSS MiB | notes |",
         "|---|---:|---:|---|",
-    ]  # fmt: skip
+    ]
     results = {}
     for label, first, nights in (("one month", "2026-11-01", 31), ("a year", "2025-12-01", 366)):
         root = work / f"eval-{nights}"
         root.mkdir(parents=True, exist_ok=True)
         config = write_config(root, 1, people, 1)
-        store = step("write_month_store", data=str(root / "data"), mailboxes=e, first=first, nights=nights,
-                     per_day=args.eval_per_day)  # fmt: skip
+        store = step(
+            "write_month_store",
+            data=str(root / "data"),
+            mailboxes=e,
+            first=first,
+            nights=nights,
+            per_day=args.eval_per_day,
+        )
         files = sum(1 for _ in (root / "data").rglob("*.parquet"))
-        floor = step("evaluate_floor", data=str(root / "data"), roster=str(root / "roster.csv"), month="2026-11")
+        floor = step(
+            "evaluate_floor",
+            data=str(root / "data"),
+            roster=str(root / "roster.csv"),
+            month="2026-11",
+        )
         mine = step("evaluate_mailusage", config=str(config), month="2026-11")
         results[label] = mine
-        row(f"DuckDB floor: the evaluation's SQL over a glob, {label} of history", floor,
-            f"{store['rows']:,} rows in {files:,} files")  # fmt: skip
-        row(f"mailusage evaluate 2026-11, {label} of history (CSV, xlsx-free outputs, report)", mine,
-            f"**{mine['seconds'] / floor['seconds']:.2f}x the floor**")  # fmt: skip
+        row(
+            f"DuckDB floor: the evaluation's SQL over a glob, {label} of history",
+            floor,
+            f"{store['rows']:,} rows in {files:,} files",
+        )
+        row(
+            f"mailusage evaluate 2026-11, {label} of history (CSV, xlsx-free outputs, report)",
+            mine,
+            f"**{mine['seconds'] / floor['seconds']:.2f}x the floor**",
+        )
     year, month = results["a year"], results["one month"]
-    lines += ["", f"A month over a year of history costs **{year['seconds'] / month['seconds']:.2f}x** "
-              f"a month over one month ({year['rss_mib']} vs {month['rss_mib']} MiB).", ""]  # fmt: skip
+    lines += [
+        "",
+        f"A month over a year of history costs **{year['seconds'] / month['seconds']:.2f}x** "
+        f"a month over one month ({year['rss_mib']} vs {month['rss_mib']} MiB).",
+        "",
+    ]
 
 
 if __name__ == "__main__":

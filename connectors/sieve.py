@@ -23,6 +23,7 @@ from sievelib.managesieve import Client, Error
 from sievelib.parser import Parser
 
 from connectors.base import AuthError, Forward, SourceError, TransientError
+from connectors.imap import tls_context
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class SieveSource:
     def forwards(self, mailbox: str) -> list[Forward]:
         s = self.settings
         Client.read_timeout = s.timeout
-        client = _VerifyingClient(s.host, s.port, ssl.create_default_context(cafile=s.ca_file))
+        client = _VerifyingClient(s.host, s.port, tls_context(s.ca_file, True))
         try:
             ok = client.connect(
                 s.master_user or mailbox,

@@ -345,24 +345,38 @@ def _publish(root: Path, pending: Iterable[tuple[str | None, str]]) -> None:
 class ShardWriter:
     """Streams the staged rows of one shard's mailboxes into one file per dataset.
 
+    Small tables (a quiet mailbox's two status rows) are gathered and written as one row
+    group per ``FLUSH_ROWS`` rows: a row group per mailbox would cost more than its IMAP.
     One thread per shard: each shard owns its writers, so no lock is needed.
     """
+
+    FLUSH_ROWS = 50_000
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pending: dict[str, list[pa.Table]] = {}
+        self._rows: dict[str, int] = {}
 
-    def _writer(self, dataset: str) -> pq.ParquetWriter:
+    def _flush(self, dataset: str) -> None:
+        tables = self._pending.pop(dataset, [])
+        self._rows.pop(dataset, None)
+        if not tables:
+            return
         if dataset not in self._writers:
             path = self.directory / dataset / f"{self.directory.name}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             schema = NIGHT_DATASETS[dataset][0]
             self._writers[dataset] = pq.ParquetWriter(path, schema, compression="zstd")
-        return self._writers[dataset]
+        self._writers[dataset].write_table(pa.concat_tables(tables))
 
     def write(self, dataset: str, table: pa.Table) -> None:
-        if table.num_rows:
-            self._writer(dataset).write_table(table)
+        if not table.num_rows:
+            return
+        self._pending.setdefault(dataset, []).append(table)
+        self._rows[dataset] = self._rows.get(dataset, 0) + table.num_rows
+        if self._rows[dataset] >= self.FLUSH_ROWS:
+            self._flush(dataset)
 
     def add(self, rows: MailboxRows) -> None:
         for table in rows.messages:
@@ -373,6 +387,8 @@ class ShardWriter:
                 self.write(dataset, table)
 
     def close(self) -> None:
+        for dataset in list(self._pending):
+            self._flush(dataset)
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()

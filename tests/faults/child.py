@@ -1,8 +1,8 @@
 """A collector process for the fault suite to kill, or to hold the lock while another runs.
 
     python -m tests.faults.child CONFIG NIGHT [NIGHT...] [--kill KIND:N   SIGKILL itself at the Nth event of KIND:
-                  batch        just after a mailbox's rows went into a shard's staging
-                               file (the Parquet file has no footer yet)
+                  batch        just after staged rows went into a shard's staging file
+                               (the Parquet file has no footer yet)
                   build        just after a row batch went into a night file being built
                                (the night's final write)
                   commit       inside the commit transaction, cursors half written
@@ -44,14 +44,14 @@ def _die() -> None:
 def arm(kind: str, n: int) -> None:
     seen = count(1)
     if kind == "batch":
-        write = storage.ShardWriter.write
+        flush = storage.ShardWriter._flush
 
-        def patched_write(self: storage.ShardWriter, dataset: str, table: Any) -> None:
-            write(self, dataset, table)
+        def patched_flush(self: storage.ShardWriter, dataset: str) -> None:
+            flush(self, dataset)
             if next(seen) == n:
                 _die()
 
-        storage.ShardWriter.write = patched_write  # type: ignore[method-assign]
+        storage.ShardWriter._flush = patched_flush  # type: ignore[method-assign]
     elif kind == "build":
         real_writer = storage.pq.ParquetWriter
 
