@@ -188,27 +188,27 @@ def _truthy(value: str) -> bool:
 
 def roster_table(people: Sequence[Person]) -> pa.Table:
     """The roster as the SQL sees it (bound as data, never as SQL text)."""
-    rows = []
-    for p in people:
-        x = p.extra
-        start = x.get("start_date") or None
-        rows.append(
-            {
-                "employee_id": p.employee_id,
-                "full_name": p.full_name,
-                "email": p.email,
-                "unit_code": p.unit_code,
-                "unit_name": p.unit_name,
-                "is_unit_mailbox": _truthy(x.get("is_unit_mailbox", "")),
-                "personal_emails": [
-                    a.strip().lower() for a in x.get("personal_email", "").split(";") if a.strip()
-                ],
-                "on_leave": _truthy(x.get("on_leave", "")),
-                "start_date": date.fromisoformat(start) if start else None,
-                "mailbox_issued": x.get("mailbox_issued", "yes").strip().lower()
-                not in {"no", "n", "0", "false", "không", "khong"},
-            }
-        )
+    extra = [p.extra for p in people]
+    starts = [x.get("start_date") or None for x in extra]
+    columns = {
+        "employee_id": [p.employee_id for p in people],
+        "full_name": [p.full_name for p in people],
+        "email": [p.email for p in people],
+        "unit_code": [p.unit_code for p in people],
+        "unit_name": [p.unit_name for p in people],
+        "is_unit_mailbox": [_truthy(x.get("is_unit_mailbox", "")) for x in extra],
+        "personal_emails": [
+            [a.strip().lower() for a in x.get("personal_email", "").split(";") if a.strip()]
+            for x in extra
+        ],
+        "on_leave": [_truthy(x.get("on_leave", "")) for x in extra],
+        "start_date": [date.fromisoformat(s) if s else None for s in starts],
+        "mailbox_issued": [
+            x.get("mailbox_issued", "yes").strip().lower()
+            not in {"no", "n", "0", "false", "không", "khong"}
+            for x in extra
+        ],
+    }
     schema = pa.schema(
         [
             ("employee_id", pa.string()),
@@ -223,7 +223,7 @@ def roster_table(people: Sequence[Person]) -> pa.Table:
             ("mailbox_issued", pa.bool_()),
         ]
     )
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def evaluate_month(
@@ -355,7 +355,7 @@ def _csv_bytes(columns: Sequence[str], rows: list[dict[str, Any]], lang: str) ->
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([HEADERS[c][lang] for c in columns])
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else neutralise(row.get(c)) for c in columns])
+        writer.writerow(["" if (v := row.get(c)) is None else neutralise(v) for c in columns])
     return ("\ufeff" + out.getvalue()).encode("utf-8")  # BOM: Excel reads it as UTF-8
 
 
@@ -373,9 +373,8 @@ def _evidence_rows(
     people = {p.employee_id: p for p in inputs.people}
     zone = ZoneInfo(inputs.timezone)
     rows = []
-    for v in violations.to_pylist():
-        if v["confidence"] != confidence:
-            continue
+    mine = violations.filter(pc.equal(violations["confidence"], confidence))
+    for v in mine.to_pylist():
         person = people.get(v["employee_id"])
         rule = inputs.policy.codes.get(v["code"])
         when: datetime | None = v["evidence_date"]

@@ -333,6 +333,7 @@ def _attempt(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection 
         nt.refused[w.source] = result.outcome.reason
     if result.rows is not None:
         writer.add(result.rows)
+        result.rows = None  # staged: the night keeps only outcomes and cursors in memory
     return result
 
 
@@ -594,25 +595,26 @@ def collect_single(
 
     Transient errors propagate, as in a shard; nothing is committed then.
     """
-    data.recover()
-    state = data.state(mailbox)
-    try:
-        start = state.start(mailbox, night) if state else {}
-    except NightConflict as exc:
-        return MailboxOutcome(source.name, mailbox, "skipped", str(exc))
-    writer = data.begin(f"single-{time.time_ns()}", night)
-    try:
-        result = collect_mailbox(source, mailbox, night, start, forwarding, scan)
-        if result.rows is not None and result.collected is not None:
-            shard = writer.shard("0000")
-            shard.add(result.rows)
-            shard.close()
-            writer.commit([result.collected], None, None)
-        else:
+    with data.collect_lock(night):
+        data.recover()
+        state = data.state(mailbox)
+        try:
+            start = state.start(mailbox, night) if state else {}
+        except NightConflict as exc:
+            return MailboxOutcome(source.name, mailbox, "skipped", str(exc))
+        writer = data.begin(f"single-{time.time_ns()}", night)
+        try:
+            result = collect_mailbox(source, mailbox, night, start, forwarding, scan)
+            if result.rows is not None and result.collected is not None:
+                shard = writer.shard("0000")
+                shard.add(result.rows)
+                shard.close()
+                writer.commit([result.collected], None, None)
+            else:
+                writer.abandon()
+        except BaseException:
             writer.abandon()
-    except BaseException:
-        writer.abandon()
-        raise
+            raise
     return result.outcome
 
 

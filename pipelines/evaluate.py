@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 from prefect import flow, get_run_logger
 
 from analytics.evaluate import EvaluationInputs, evaluate_month
@@ -43,23 +44,18 @@ def run_evaluation(
     month = month or last_month(cfg.tz)
     inputs = evaluation_inputs(cfg)
     result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=language or cfg.language)
-    classes = [
-        r["usage_class"]
-        for r in result.person_month.to_pylist()
-        if not r["is_unit_mailbox"] and r["has_mailbox"]
-    ]
+    pm = result.person_month
+    staff = pm.filter(pc.and_(pc.invert(pm["is_unit_mailbox"]), pm["has_mailbox"]))
+    regular = pc.sum(pc.equal(staff["usage_class"], "regular")).as_py() or 0
+    confidence = result.violations["confidence"]
     return {
         "month": month,
         "policy": inputs.policy.name,
         "people": len(result.hr_rows),
-        "regular_share": round(classes.count("regular") / len(classes), 4) if classes else None,
+        "regular_share": round(regular / staff.num_rows, 4) if staff.num_rows else None,
         "capped": sum(1 for r in result.hr_rows if r["max_rating"]),
-        "confirmed_evidence": sum(
-            1 for v in result.violations.to_pylist() if v["confidence"] == "confirmed"
-        ),
-        "suspected_evidence": sum(
-            1 for v in result.violations.to_pylist() if v["confidence"] == "suspected"
-        ),
+        "confirmed_evidence": pc.sum(pc.equal(confidence, "confirmed")).as_py() or 0,
+        "suspected_evidence": pc.sum(pc.equal(confidence, "suspected")).as_py() or 0,
         "paths": {k: str(v) for k, v in result.paths.items()},
         "unit_ranking": result.unit_ranking.to_pylist(),
     }

@@ -68,6 +68,8 @@ def convert_layout(data: DataDir) -> Conversion | None:
     changes: list[tuple[str | None, str]] = []
     addresses: dict[str, str] = {}
     index: list[tuple[str, str, int, str, int]] = []
+    for tmp in root.glob("*/night=*/.*.tmp"):  # 0.1's killed writes: never read, once
+        tmp.unlink()
     with closing(duckdb.connect()) as con:
         for dataset, (schema, order) in NIGHT_DATASETS.items():
             base = root / dataset

@@ -303,8 +303,8 @@ class DataDir:
                     con.execute("delete from publish")
         if self.staging.exists():
             shutil.rmtree(self.staging)
-        # Temp files of single-file writes killed mid-way (never read: not *.parquet).
-        for path in self.root.glob("*/night=*/.*.tmp"):
+        # Temp files of login-source writes killed mid-way (never read: not *.parquet).
+        for path in self.root.glob("logins/night=*/.*.tmp"):
             path.unlink(missing_ok=True)
 
     # -- single files (runs of login sources) ----------------------------------------------
@@ -423,6 +423,9 @@ class NightWriter:
         built: list[tuple[str | None, str]] = []
         again = sorted({c.mailbox for c in collected})
         with closing(duckdb.connect()) as con:
+            # A first night of a million rows sorts within this, spilling to staging.
+            con.execute("set memory_limit = '1GB'")
+            con.execute("set temp_directory = ?", [str(self.dir / "spill")])
             con.execute("set preserve_insertion_order = true")
             con.register("again", pa.table({"mailbox": pa.array(again, pa.string())}))
             for dataset, (schema, order) in NIGHT_DATASETS.items():

@@ -14,7 +14,7 @@ import duckdb
 from pipelines.evaluate import run_evaluation
 from tests.faults.conftest import FULL, NIGHT, World
 from tests.faults.invariant import LEDGER, Entry
-from tests.faults.world import Setup, messages
+from tests.faults.world import Setup, add_mailboxes, as_truth, messages, seed_mail, truth
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ("messages", "mailbox_status", "runs", "run_mailboxes")
@@ -80,6 +80,46 @@ def test_sigkill_mid_write_then_the_next_run_completes(world: World) -> None:
             0,
             0,
             "store readable by DuckDB after every kill",
+        )
+    )
+
+
+def test_sigkill_during_the_final_write_of_a_2000_mailbox_night(fault_server, tmp_path) -> None:
+    """At province scale the night's final write is long enough to be killed in: built
+    night files half written, some already renamed into place. Nothing may be lost or
+    counted twice, row for row against the files on the server."""
+    mailboxes = add_mailboxes(fault_server, [f"big{i:04d}" for i in range(2000)])
+    seed_mail(fault_server, mailboxes, random.Random(2000), night=0, most=3)
+    fault_server.finish_seeding()
+    setup = Setup(tmp_path / "big", fault_server, mailboxes, concurrency=4)
+    # build:1   a night file being built, its first row batch written (no footer yet)
+    # replaced:1  the first built file renamed into place, the others not yet
+    kills = ("build:1", "replaced:1")
+    for kind in kills:
+        proc = child(setup, NIGHT, "--kill", kind)
+        _out, err = proc.communicate(timeout=900)
+        assert proc.returncode == -9, f"{kind} not reached: {proc.returncode} {err}"
+        readable(setup.data)
+    summary = setup.collect(NIGHT)
+    assert summary.count("ok") == len(mailboxes)
+    expected = truth(fault_server, mailboxes)  # once Dovecot has given every file its UID
+    stored = messages(setup.data)
+    assert len(stored) == len(expected), "rows lost or duplicated"
+    assert as_truth(stored) == expected
+    assert not list(setup.data.rglob("*.tmp")) and not list(
+        (setup.data / "_state").glob("staging/*")
+    )
+    LEDGER.append(
+        Entry(
+            f"SIGKILL during the final write of a {len(mailboxes):,}-mailbox night "
+            "(a night file half built; one night file renamed, the rest not)",
+            len(kills) + 1,
+            len(stored),
+            0,
+            0,
+            0,
+            0,
+            "every message once, equal to the seeded files",
         )
     )
 
