@@ -340,16 +340,27 @@ class ImapSession:
         """Storage used/limit in bytes from GETQUOTAROOT INBOX (RFC 2087 counts KiB)."""
         return self.survey()[2]
 
-    def _examine(self, folder: FolderState) -> None:
-        if self._selected == folder.name:
-            return
-        name = quoted(encode_utf7(folder.name))
-        reply = self.wire.command(b"EXAMINE " + name + (b" (CONDSTORE)" if self.condstore else b""))
-        self._selected = folder.name
-        codes = b" ".join(_text(d) for d in reply.of(b"OK"))
-        m = re.search(rb"\[UIDVALIDITY (\d+)\]", codes)
-        if m is None or int(m.group(1)) != folder.uidvalidity:
-            raise TransientError(f"UIDVALIDITY of {folder.name!r} changed during the collection")
+    def _examine(self, folder: FolderState, then: bytes | None = None) -> bytes | None:
+        """EXAMINE ``folder`` unless it is selected; ``then``, a command that needs it, goes
+        out in the same write (one round trip saved per folder). Returns its tag."""
+        commands = [then] if then is not None else []
+        if self._selected != folder.name:
+            name = quoted(encode_utf7(folder.name))
+            condstore = b" (CONDSTORE)" if self.condstore else b""
+            commands.insert(0, b"EXAMINE " + name + condstore)
+        tags = self.wire.send(*commands) if commands else []
+        if self._selected != folder.name:
+            reply = self.wire.reply(tags.pop(0))
+            if reply.status != b"OK":
+                raise CommandFailed(commands[0], reply.status, reply.text)
+            self._selected = folder.name
+            codes = b" ".join(_text(d) for d in reply.of(b"OK"))
+            m = re.search(rb"\[UIDVALIDITY (\d+)\]", codes)
+            if m is None or int(m.group(1)) != folder.uidvalidity:
+                raise TransientError(
+                    f"UIDVALIDITY of {folder.name!r} changed during the collection"
+                )
+        return tags[0] if tags else None
 
     # -- activity ------------------------------------------------------------------------
 
@@ -359,9 +370,13 @@ class ImapSession:
             return None
         if up_to_uid < 1 or folder.highestmodseq <= since_modseq:
             return 0
-        self._examine(folder)
         # RFC 7162: SEARCH MODSEQ n matches mod-sequences >= n; we want those after the cursor.
-        reply = self.wire.command(b"UID SEARCH UID 1:%d MODSEQ %d" % (up_to_uid, since_modseq + 1))
+        search = b"UID SEARCH UID 1:%d MODSEQ %d" % (up_to_uid, since_modseq + 1)
+        tag = self._examine(folder, then=search)
+        assert tag is not None
+        reply = self.wire.reply(tag)
+        if reply.status != b"OK":
+            raise CommandFailed(search, reply.status, reply.text)
         found = 0
         for data in reply.of(b"SEARCH"):
             found += sum(1 for w in _text(data).split(b"(", 1)[0].split() if w.isdigit())
@@ -393,8 +408,9 @@ class ImapSession:
         """
         if to_uid < from_uid:
             return
-        self._examine(folder)
-        (tag,) = self.wire.send(b"UID FETCH %d:%d %s" % (from_uid, to_uid, FETCH_ITEMS.encode()))
+        fetch = b"UID FETCH %d:%d %s" % (from_uid, to_uid, FETCH_ITEMS.encode())
+        tag = self._examine(folder, then=fetch)
+        assert tag is not None
         name = folder.name
         batch: list[Message] = []
         size = self.settings.batch_size

@@ -335,4 +335,5 @@ def test_a_quiet_mailbox_costs_one_connection_and_three_round_trips(
     assert collect_mailbox(src, mailbox, "2026-11-22", data).messages_new == 2
     # Only the folder that changed is opened: INBOX, never Sent.
     examined = [w for w in writes if w[0] in (b"EXAMINE", b"UID")]
-    assert examined == [[b"EXAMINE"], [b"UID"], [b"UID"]]  # SEARCH MODSEQ, then FETCH
+    # EXAMINE with SEARCH MODSEQ in one write, then the FETCH of the new UIDs.
+    assert examined == [[b"EXAMINE", b"UID"], [b"UID"]]
