@@ -40,7 +40,7 @@ from connectors.base import (
 )
 from connectors.contacts import find_contacts
 from connectors.logins import LoginSourceError
-from contract.datasets import CONTACTS, FORWARDING, MAILBOX_STATUS, RUN_MAILBOXES, RUNS
+from contract.datasets import CONTACTS, FORWARDING, RUN_MAILBOXES, RUNS
 from contract.people import Person
 from pipelines.config import Config, SourceConfig, load_config, load_roster
 from pipelines.migrate import convert_layout
@@ -198,7 +198,7 @@ def run_collection(
     nt = Night.begin(cfg, night, progress)
     data = nt.data
     with data.collect_lock(nt.night):
-        data.recover()
+        data.recover(nt.night)
         convert_layout(data)
         work, skipped = plan(nt, people, data)
         nt.writer = data.begin(nt.run_id, nt.night)
@@ -448,7 +448,7 @@ def collect_mailbox(
             quota_limit_bytes=quota.limit_bytes,
             sent_folder=sent,
         )
-    rows.mailbox_status = pa.Table.from_pylist(status, schema=MAILBOX_STATUS)
+    rows.mailbox_status = status
     rows.contacts = contacts
     notes = [] if sent else ["no Sent folder found"]
     if sum(unreadable.values()):
@@ -596,7 +596,7 @@ def collect_single(
     Transient errors propagate, as in a shard; nothing is committed then.
     """
     with data.collect_lock(night):
-        data.recover()
+        data.recover(night)
         state = data.state(mailbox)
         try:
             start = state.start(mailbox, night) if state else {}

@@ -362,6 +362,7 @@ official_domains = ["danang.gov.vn"]
 path = "roster.csv"
 [collect]
 retries = 0
+concurrency = 2
 [[sources]]
 name = "exchange"
 kind = "ews"
