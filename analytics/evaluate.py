@@ -11,16 +11,16 @@ same files byte for byte.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -147,6 +147,9 @@ HR_COLUMNS = (
     "evidence_count",
     "waiver",
     "exemption",
+)
+_HR_SCHEMA = pa.schema(
+    [(c, pa.int64() if c == "evidence_count" else pa.string()) for c in HR_COLUMNS]
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 OUTPUT_FILES = (
@@ -304,17 +307,18 @@ def _hr_rows(
 ) -> list[dict[str, Any]]:
     """One row per roster person (unit mailboxes are not people)."""
     policy = inputs.policy
-    confirmed: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for v in violations.to_pylist():
-        if v["confidence"] == "confirmed":
-            confirmed[v["employee_id"]].append(v)
+    confirmed: dict[str, list[str]] = defaultdict(list)  # employee -> a code per evidence
+    mine = violations.filter(pc.equal(violations["confidence"], "confirmed"))
+    for employee_id, code in zip(
+        mine["employee_id"].to_pylist(), mine["code"].to_pylist(), strict=True
+    ):
+        confirmed[employee_id].append(code)
     waivers = {(w.employee_id, w.code): w for w in inputs.waivers if w.month == month}
     rows = []
-    for p in pm.to_pylist():
-        if p["is_unit_mailbox"]:
-            continue
+    wanted = ["employee_id", "full_name", "unit_name", "usage_class", "exemption"]
+    for p in pm.filter(pc.invert(pm["is_unit_mailbox"])).select(wanted).to_pylist():
         evidence = confirmed.get(p["employee_id"], [])
-        codes = sorted({e["code"] for e in evidence})
+        codes = sorted(set(evidence))
         counting = {c for c in codes if c in policy.codes and policy.codes[c].counts}
         waived = sorted(c for c in counting if (p["employee_id"], c) in waivers)
         cap = policy.cap_for(counting - set(waived))
@@ -339,23 +343,31 @@ def _hr_rows(
     return rows
 
 
-def neutralise(value: Any) -> Any:
-    """A text cell that Excel would run as a formula gets a leading apostrophe.
+def neutralise(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """A column's cells as Python values; text that Excel would run as a formula gets a
+    leading apostrophe, other types pass through.
 
-    >>> neutralise("=HYPERLINK(\\"http://x\\")"), neutralise(-0.05)
-    ('\\'=HYPERLINK("http://x")', -0.05)
+    >>> neutralise(pa.array(['=HYPERLINK("http://x")', "An", None]))
+    ['\\'=HYPERLINK("http://x")', 'An', None]
     """
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    cells: list[Any]
+    if pa.types.is_string(column.type):
+        risky = functools.reduce(pc.or_, (pc.starts_with(column, p) for p in _FORMULA_START))
+        quoted = pc.binary_join_element_wise("'", column, "")
+        cells = pc.if_else(risky, quoted, column).to_pylist()
+    else:
+        cells = column.to_pylist()
+    return cells
 
 
-def _csv_bytes(columns: Sequence[str], rows: list[dict[str, Any]], lang: str) -> bytes:
+def _csv_bytes(columns: Sequence[str], table: pa.Table, lang: str) -> bytes:
+    """Header row, then the table's columns in this order; null is an empty cell."""
+    none = [None] * table.num_rows
+    cells = [neutralise(table[c]) if c in table.column_names else none for c in columns]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([HEADERS[c][lang] for c in columns])
-    for row in rows:
-        writer.writerow(["" if (v := row.get(c)) is None else neutralise(v) for c in columns])
+    writer.writerows(zip(*cells, strict=True))
     return ("\ufeff" + out.getvalue()).encode("utf-8")  # BOM: Excel reads it as UTF-8
 
 
@@ -367,27 +379,28 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _evidence_rows(
-    inputs: EvaluationInputs, violations: pa.Table, confidence: str
-) -> list[dict[str, Any]]:
-    people = {p.employee_id: p for p in inputs.people}
-    zone = ZoneInfo(inputs.timezone)
-    rows = []
+def _evidence_table(inputs: EvaluationInputs, violations: pa.Table, confidence: str) -> pa.Table:
+    """The evidence of one confidence with the person's name and unit, whether it counts
+    toward the cap, and its time in the agency's zone (ISO 8601 with the offset)."""
     mine = violations.filter(pc.equal(violations["confidence"], confidence))
-    for v in mine.to_pylist():
-        person = people.get(v["employee_id"])
-        rule = inputs.policy.codes.get(v["code"])
-        when: datetime | None = v["evidence_date"]
-        rows.append(
-            {
-                **v,
-                "full_name": person.full_name if person else "",
-                "unit": person.unit_name if person else "",
-                "counts": "yes" if (rule and rule.counts and confidence == "confirmed") else "no",
-                "date": when.astimezone(zone).isoformat(timespec="seconds") if when else None,
-            }
-        )
-    return rows
+    ids = pa.array([p.employee_id for p in inputs.people], pa.string())
+    where = pc.index_in(mine["employee_id"], value_set=ids)
+
+    def roster(values: list[str]) -> pa.ChunkedArray | pa.Array:
+        return pc.fill_null(pc.take(pa.array(values, pa.string()), where), "")
+
+    counting = [c for c, rule in inputs.policy.codes.items() if rule.counts]
+    counts = pc.is_in(mine["code"], value_set=pa.array(counting, pa.string()))
+    if confidence != "confirmed":
+        counts = pc.and_(counts, False)
+    local = pa.timestamp("s", tz=inputs.timezone)
+    when = pc.floor_temporal(mine["evidence_date"], unit="second").cast(local)
+    return (
+        mine.append_column("full_name", roster([p.full_name for p in inputs.people]))
+        .append_column("unit", roster([p.unit_name for p in inputs.people]))
+        .append_column("counts", pc.if_else(pc.fill_null(counts, False), "yes", "no"))
+        .append_column("date", pc.strftime(when, format="%Y-%m-%dT%H:%M:%S%Ez"))
+    )
 
 
 def _write(
@@ -397,17 +410,11 @@ def _write(
     sink = pa.BufferOutputStream()
     pq.write_table(result.person_month, sink, compression="zstd")
     _atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
-    _atomic_write(
-        paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking.to_pylist(), lang)
-    )
-    _atomic_write(
-        paths["violations.csv"],
-        _csv_bytes(EVIDENCE_COLUMNS, _evidence_rows(inputs, result.violations, "confirmed"), lang),
-    )
-    _atomic_write(
-        paths["review.csv"],
-        _csv_bytes(EVIDENCE_COLUMNS, _evidence_rows(inputs, result.violations, "suspected"), lang),
-    )
-    _atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, result.hr_rows, lang))
+    _atomic_write(paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking, lang))
+    for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
+        evidence = _evidence_table(inputs, result.violations, confidence)
+        _atomic_write(paths[name], _csv_bytes(EVIDENCE_COLUMNS, evidence, lang))
+    hr = pa.Table.from_pylist(result.hr_rows, schema=_HR_SCHEMA)
+    _atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
     _atomic_write(paths["report.html"], render_report(result, inputs, lang).encode("utf-8"))
     return {Path(k).stem: v for k, v in paths.items()}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import pyarrow.compute as pc
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -156,30 +157,25 @@ def _class_chart(counts: dict[str, int], t: dict[str, Any]) -> str:
 def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     """Every figure the report shows, computed from the evaluation tables."""
     t = TEXT[lang]
-    people = [
-        r for r in result.person_month.to_pylist() if not r["is_unit_mailbox"] and r["has_mailbox"]
-    ]
+    wanted = ["employee_id", "mailbox", "unit_name", "is_unit_mailbox", "has_mailbox"]
+    rows = result.person_month.select([*wanted, "usage_class"]).to_pylist()
+    people = [r for r in rows if not r["is_unit_mailbox"] and r["has_mailbox"]]
     regular = sum(r["usage_class"] == "regular" for r in people)
-    classes = Counter(
-        r["usage_class"] for r in result.person_month.to_pylist() if not r["is_unit_mailbox"]
-    )
+    classes = Counter(r["usage_class"] for r in rows if not r["is_unit_mailbox"])
     units = {p.employee_id: p.unit_name for p in inputs.people}
     by_code: dict[str, set[str]] = defaultdict(set)
     by_code_unit: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for v in result.violations.to_pylist():
-        if v["confidence"] != "confirmed" or v["code"] == "UNIT_MAILBOX_UNATTENDED":
+    v = result.violations
+    confirmed = v.filter(pc.equal(v["confidence"], "confirmed")).select(["employee_id", "code"])
+    for employee_id, code in zip(*confirmed.to_pydict().values(), strict=True):
+        if code == "UNIT_MAILBOX_UNATTENDED":
             continue
-        by_code[v["code"]].add(v["employee_id"])
-        by_code_unit[(v["code"], units.get(v["employee_id"], ""))].add(v["employee_id"])
-    unattended = [
-        r
-        for r in result.person_month.to_pylist()
-        if r["is_unit_mailbox"]
-        and any(
-            v["employee_id"] == r["employee_id"] and v["code"] == "UNIT_MAILBOX_UNATTENDED"
-            for v in result.violations.to_pylist()
-        )
-    ]
+        by_code[code].add(employee_id)
+        by_code_unit[(code, units.get(employee_id, ""))].add(employee_id)
+    unattended_ids = set(
+        v.filter(pc.equal(v["code"], "UNIT_MAILBOX_UNATTENDED"))["employee_id"].to_pylist()
+    )
+    unattended = [r for r in rows if r["is_unit_mailbox"] and r["employee_id"] in unattended_ids]
     coverage = result.coverage.to_pylist()
     failed = [c for c in coverage if c["nights_failed"]]
     ranking = result.unit_ranking.to_pylist()
