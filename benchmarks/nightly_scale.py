@@ -526,14 +526,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mailboxes", type=int, default=10_000)
     p.add_argument("--messages", type=int, default=100)
-    p.add_argument("--concurrency", type=int, default=4, help="mailusage's (and the naive read's)")
+    p.add_argument("--concurrency", type=int, default=8, help="mailusage's (and the naive read's)")
     p.add_argument("--eval-mailboxes", type=int, default=6_500)
     p.add_argument("--eval-per-day", type=int, default=6, help="messages a regular user's day adds")
     p.add_argument(
         "--sweep",
         type=lambda v: [int(x) for x in v.split(",") if x],
-        default=[2, 8],
-        help="more quiet nights at these concurrencies (default 2,8)",
+        default=[2, 4],
+        help="more quiet nights at these concurrencies (default 2,4)",
     )
     p.add_argument("--skip-collect", action="store_true", help="only the evaluation part")
     p.add_argument(

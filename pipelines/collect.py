@@ -2,7 +2,8 @@
 
 Reads like its table of contents (:func:`run_collection`):
     plan    the roster's mailboxes and the cursors each starts from (one state query)
-    fetch   shards of mailboxes, each shard one task; a quiet mailbox costs one login and
+    fetch   one mailbox of each source alone (a refused account is refused once), then
+            shards of mailboxes, each shard one task; a quiet mailbox costs one login and
             one LIST-STATUS; transient failures retried per mailbox inside the shard
     write   each dataset's night file built from the staged rows
     commit  cursors, folder index and run records in one transaction, then published
@@ -245,11 +246,16 @@ def shards(work: list[Work], n: int) -> list[list[Work]]:
 
 
 def fetch(nt: Night, work: list[Work], plain: bool | None) -> list[Collection]:
-    """Read every mailbox, shard by shard; returns one Collection per mailbox."""
+    """Read every mailbox, shard by shard; returns one Collection per mailbox.
+
+    One mailbox of each source goes first, alone: a service account that is refused is
+    then refused once, not once per connection in flight (Active Directory commonly locks
+    an account after five failures), and the source's other mailboxes are not tried.
+    """
     if plain is None:
         plain = FlowRunContext.get() is None
-    parts = shards(work, nt.cfg.concurrency * 4)
-    results: list[Collection] = []
+    results, rest = lead(nt, work)
+    parts = shards(rest, nt.cfg.concurrency * 4)
     if plain:
         with ThreadPoolExecutor(max_workers=nt.cfg.concurrency) as pool:
             for f in [pool.submit(collect_shard, nt, f"{i:04d}", s) for i, s in enumerate(parts)]:
@@ -272,6 +278,28 @@ def fetch(nt: Night, work: list[Work], plain: bool | None) -> list[Collection]:
                 sum(1 for c in done if c.outcome.status != "ok"),
             )
     return results
+
+
+def lead(nt: Night, work: list[Work]) -> tuple[list[Collection], list[Work]]:
+    """Collect the first mailbox of each source, one at a time; returns them and the work
+    left for the shards (a lead that failed transiently goes back to it)."""
+    assert nt.writer is not None
+    first = {w.source: w for w in reversed(work)}
+    leads = [w for w in work if first.get(w.source) is w]
+    rest = [w for w in work if first.get(w.source) is not w]
+    done: list[Collection] = []
+    writer = nt.writer.shard("lead")
+    try:
+        for w in leads:
+            result = _attempt(nt, w, writer, last=False)
+            if result is None:
+                rest.append(w)
+                continue
+            done.append(result)
+            nt.report(result.outcome)
+    finally:
+        writer.close()
+    return done, rest
 
 
 def _logger() -> Any:

@@ -166,7 +166,7 @@ class Config:
     roster_path: Path
     official_domains: tuple[str, ...]
     sources: tuple[SourceConfig, ...]
-    concurrency: int = 4
+    concurrency: int = 8
     retries: int = 2
     retry_delay_seconds: tuple[int, ...] = (10, 60)
     policy: str = "lien-chieu-2014"
@@ -404,7 +404,7 @@ def load_config(path: str | Path) -> Config:
     if len(set(names)) != len(names):
         raise ConfigError(f"source names must be unique: {names}")
     collect = raw.get("collect", {})
-    concurrency = int(collect.get("concurrency", 4))
+    concurrency = int(collect.get("concurrency", 8))
     if not 1 <= concurrency <= 64:
         raise ConfigError("collect.concurrency must be between 1 and 64")
     roster = raw.get("roster", {}).get("path")

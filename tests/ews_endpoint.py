@@ -164,6 +164,7 @@ class EwsEndpoint:
         self.owners = owners or {}
         self.mailboxes: dict[str, Mailbox] = {}
         self.calls: list[Call] = []
+        self.refused = 0  # requests whose credentials were wrong (answered 401)
         self.faults: list[Fault] = []
         self.lock = threading.Lock()
         self.active = 0
@@ -426,6 +427,7 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
                     user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
                     if ep.users.get(user) == pw:
                         return user
+                    ep.refused += 1
                 self._send(401, "", {"WWW-Authenticate": 'Basic realm="127.0.0.1"'})
                 return None
             if self.ntlm_user is not None and not header:
@@ -437,6 +439,7 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
                     out = self.ntlm_ctx.step(base64.b64decode(header[5:]))
                 except Exception:
                     self.ntlm_ctx = None
+                    ep.refused += 1
                     self._send(401, "", {"WWW-Authenticate": "NTLM"})
                     return None
                 if not self.ntlm_ctx.complete:
