@@ -162,6 +162,11 @@ OUTPUT_FILES = (
 )
 
 
+class MonthNotCollected(Exception):
+    """No night of the month was collected for any roster mailbox: rating everyone
+    "inactive" from no data would be wrong, so there is nothing to evaluate."""
+
+
 @dataclass(frozen=True)
 class EvaluationInputs:
     data_dir: Path
@@ -252,6 +257,11 @@ def evaluate_month(
     prev = ws.run("person_month", **month_params(previous_month(month), inputs.timezone), **usage)
     ws.register("person_month_prev", prev)
     person_month = ws.materialise("person_month", **params, **usage)
+    if not pc.max(person_month["nights_collected"]).as_py():
+        raise MonthNotCollected(
+            f"no night of {month} was collected for any roster mailbox in "
+            f"{inputs.data_dir}: nothing to evaluate (wrong month, or data directory?)"
+        )
     ws.materialise("counterpart_addresses", **params)
     counterparts = ws.run("counterparts")
     ranking = ws.run("unit_ranking", min_nights_collected=policy.min_nights_collected)

@@ -9,12 +9,14 @@ One private Dovecot (plain IMAP on loopback, master user, Maildir written direct
     Dovecot index them (`doveadm mailbox status -A`), then warm its cache with one raw read;
  2. baseline: imapclient as documented, every mailbox read in full (`user*master` login);
  3. mailusage's first night;
- 4. 1% of the mailboxes get 5 messages; baseline: the login floor — per mailbox one
-    connection, AUTHENTICATE PLAIN with authzid, one LIST-STATUS, LOGOUT, pipelined on a raw
-    socket, at 2, 4 and 8 connections (best kept); then mailusage's quiet night;
- 5. 28 more nights of history are added to the store (night 2's files copied to nights
-    3..30, the folder index and cursors advanced as 28 quiet nights would leave them); 1%
-    grows again and night 31 is collected: its cost against night 2's;
+ 4. baseline: the login floor — per mailbox one connection, AUTHENTICATE PLAIN with
+    authzid, one LIST-STATUS, LOGOUT, pipelined on a raw socket, at 2, 4 and 8 connections
+    (best kept); then two quiet nights of mailusage, before each of which 1% of the
+    mailboxes get 5 messages (the better of the two is compared: this VM varies by ~10%
+    from one minute to the next);
+ 5. the store is given a month of history (night 2's files copied to the nights up to
+    30, the folder index and cursors advanced as quiet nights would leave them); then
+    nights 31 and 32, 1% grown before each, the better against the quiet nights' better;
  6. a month's evaluation over E mailboxes x 31 nights (default 6,500) written straight into
     the store, against DuckDB over the same rows in one file per night running the same
     SQL; then the same month with a year (365 nights) of history before it.
@@ -501,6 +503,8 @@ def fake_history(data: Path, from_night: str, nights: list[str]) -> None:
     the folder index's rows of night 2 repeated, every cursor's night moved to the last."""
     for ds in ("messages", "mailbox_status", "run_mailboxes", "runs"):
         src = data / ds / f"night={from_night}"
+        if not src.exists():  # a night with no new messages has no messages file
+            continue
         for night in nights:
             shutil.copytree(src, data / ds / f"night={night}")
     con = sqlite3.connect(data / "_state" / "store.sqlite")
@@ -643,7 +647,6 @@ def collect_part(args: argparse.Namespace, work: Path, lines: list[str], row: An
             f"{naive['seconds'] / first['seconds']:.2f}x its {args.concurrency}-connection form",
         )
         grown = people[:: max(1, n // max(1, n // 100))][: max(1, n // 100)]
-        grow(server, grown, "g2")
         floors = {
             c: step("login_floor", port=port, mailboxes=people, connections=c) for c in (2, 4, 8)
         }
@@ -654,15 +657,27 @@ def collect_part(args: argparse.Namespace, work: Path, lines: list[str], row: An
                 r,
                 f"{n / r['seconds']:.0f} mailboxes/s",
             )
-        quiet = step("collect_night", config=str(config), night="2026-11-02")
-        row(
-            "mailusage quiet night (1% grew by 5 messages)",
-            quiet,
-            _night_note(quiet) + f"; **{quiet['seconds'] / best['seconds']:.2f}x the floor**, "
+        # Two quiet nights (and two nights after the history, below): this VM varies by
+        # ~10% from one minute to the next, so each side of a target is the better of two.
+        quiets = []
+        for night in ("2026-11-02", "2026-11-03"):
+            grow(server, grown, f"q{night}")
+            quiets.append(step("collect_night", config=str(config), night=night))
+            row(
+                f"mailusage quiet night {night[-1]} (1% grew by 5 messages)",
+                quiets[-1],
+                _night_note(quiets[-1]),
+            )
+        quiet = min(quiets, key=lambda r: r["seconds"])
+        lines.append(
+            f"| quiet night, the better of the two | {quiet['seconds']:,.1f} | "
+            f"{quiet['rss_mib']} | "
+            f"**{quiet['seconds'] / best['seconds']:.2f}x the floor**, "
             f"**{naive1['seconds'] / quiet['seconds']:.2f}x faster than the naive read**, "
-            f"{naive['seconds'] / quiet['seconds']:.2f}x its {args.concurrency}-connection form",
+            f"{naive['seconds'] / quiet['seconds']:.2f}x its {args.concurrency}-connection form |"
         )
-        used = 2
+        print(lines[-1], flush=True)
+        used = 3
         for c in args.sweep:
             used += 1
             grow(server, grown, f"s{c}")
@@ -688,15 +703,24 @@ def collect_part(args: argparse.Namespace, work: Path, lines: list[str], row: An
             )
         history = [(FIRST_NIGHT + timedelta(days=k)).isoformat() for k in range(used, 30)]
         fake_history(data, "2026-11-02", history)
-        grow(server, grown, "g31")
+        os.sync()  # the copies' writeback must not land inside night 31's time
         files = sum(1 for _ in data.rglob("*.parquet"))
-        late = step("collect_night", config=str(config), night="2026-12-01")
-        row(
-            "mailusage night 31, after 30 nights of history",
-            late,
-            _night_note(late) + f"; {files:,} Parquet files in the store; "
-            f"**{late['seconds'] / quiet['seconds']:.2f}x night 2**",
+        lates = []
+        for night in ("2026-12-01", "2026-12-02"):
+            grow(server, grown, f"g{night}")
+            lates.append(step("collect_night", config=str(config), night=night))
+            row(
+                f"mailusage night {30 + int(night[-1])}, after {29 + int(night[-1])} nights",
+                lates[-1],
+                _night_note(lates[-1]),
+            )
+        late = min(lates, key=lambda r: r["seconds"])
+        lines.append(
+            f"| after 30 nights, the better of the two | {late['seconds']:,.1f} | "
+            f"{late['rss_mib']} | {files:,} Parquet files in the store before night 31; "
+            f"**{late['seconds'] / quiet['seconds']:.2f}x the quiet nights' better** |"
         )
+        print(lines[-1], flush=True)
         lines.append("")
     finally:
         server.stop()

@@ -1,17 +1,23 @@
-"""The `mailusage` command: collect, doctor, demo.
+"""mailusage: official-mail usage, collected nightly and evaluated monthly.
 
-$ mailusage collect --config mailusage.toml --date 2026-11-23
 $ mailusage doctor --config mailusage.toml
+$ mailusage collect --config mailusage.toml --date 2026-11-23
+$ mailusage evaluate --config mailusage.toml --month 2026-11
+$ mailusage compact --config mailusage.toml
 $ mailusage demo
+
+`--config` may be left out when MAILUSAGE_CONFIG names the file (as in the notebooks).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -40,7 +46,14 @@ def _prefect_api() -> str | None:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from pipelines.collect import MailboxOutcome, collect, run_collection, summary_dict
+    from pipelines.collect import (
+        MailboxOutcome,
+        NightFailed,
+        collect,
+        run_collection,
+        summary_dict,
+        summary_line,
+    )
     from pipelines.config import ConfigError, RosterError, load_config, load_roster
     from pipelines.storage import CollectionBusy
 
@@ -48,7 +61,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         total = sum(1 for p in load_roster(cfg.roster_path) if p.email)
     except (ConfigError, RosterError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -70,14 +83,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
                 result = collect(config_path=str(cfg.path), night=args.date)
             else:  # the same code, without a temporary Prefect server
                 result = summary_dict(run_collection(str(cfg.path), args.date, progress=tick))
+        except NightFailed as exc:  # the flow run is Failed; the night is still committed
+            result = exc.result
         except CollectionBusy as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
             return 3
     if args.quiet:
-        out.print(
-            f"night {result['night']}: ok {result['ok']}, failed {result['failed']}, "
-            f"skipped {result['skipped']}; {result['messages_new']} new messages"
-        )
+        out.print(summary_line(result))
         return 1 if result["failed"] else 0
     table = Table(title=f"night {result['night']} — run {result['run_id']}")
     for col in ("mailbox", "status", "new messages", "folders", "reason"):
@@ -85,11 +97,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
     for o in result["outcomes"]:
         colour = {"ok": "green", "failed": "red", "skipped": "yellow"}[o["status"]]
         table.add_row(
-            o["mailbox"],
+            escape(o["mailbox"]),
             f"[{colour}]{o['status']}[/{colour}]",
             str(o["messages_new"]),
             str(o["folders"]),
-            o["reason"],
+            escape(o["reason"]),
         )
     out.print(table)
     out.print(
@@ -106,7 +118,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     checks = run_doctor(cfg)
     table = Table(title=f"mailusage doctor — {cfg.path}")
@@ -114,7 +126,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         table.add_column(col)
     for c in checks:
         colour = {"ok": "green", "warn": "yellow", "fail": "red"}[c.status]
-        table.add_row(c.subject, c.check, f"[{colour}]{c.status}[/{colour}]", c.detail)
+        table.add_row(
+            escape(c.subject), c.check, f"[{colour}]{c.status}[/{colour}]", escape(c.detail)
+        )
     out.print(table)
     failed = [c for c in checks if c.status == "fail"]
     out.print(f"{len(failed)} failure(s)" if failed else "all checks passed")
@@ -131,20 +145,21 @@ def _month(value: str) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from analytics.evaluate import MonthNotCollected
     from analytics.policy import PolicyError
     from pipelines.config import ConfigError, RosterError, load_config
 
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     from pipelines.evaluate import evaluate
 
     try:
         result = evaluate(config_path=str(cfg.path), month=args.month)
-    except (PolicyError, RosterError, ConfigError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except (PolicyError, RosterError, ConfigError, MonthNotCollected) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     table = Table(title=f"unit ranking {result['month']} ({result['policy']})")
     for col in (
@@ -194,7 +209,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     data = DataDir(cfg.data_dir)
     try:
@@ -202,7 +217,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             data.recover()
             done = convert_layout(data)
     except CollectionBusy as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 3
     if done is None:
         out.print(f"{cfg.data_dir}: already one file per dataset per night; nothing to do")
@@ -221,11 +236,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.workdir, staff=args.staff, nights=args.nights)
 
 
+def _config(p: argparse.ArgumentParser) -> None:
+    """``--config FILE``, defaulting to $MAILUSAGE_CONFIG."""
+    env = os.environ.get("MAILUSAGE_CONFIG")
+    p.add_argument(
+        "--config",
+        required=not env,
+        default=env,
+        help="the TOML config file" + (f" (default from MAILUSAGE_CONFIG: {env})" if env else ""),
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mailusage")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mailusage", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="mailusage",
+        description=__doc__.splitlines()[0],
+        epilog="Run `mailusage COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"mailusage {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("collect", help="one nightly collection of every roster mailbox")
-    p.add_argument("--config", required=True, help="the TOML config file")
+    _config(p)
     p.add_argument(
         "--date",
         type=_night,
@@ -235,10 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="one summary line, no table")
     p.set_defaults(func=cmd_collect)
     p = sub.add_parser("doctor", help="check every source and the roster")
-    p.add_argument("--config", required=True)
+    _config(p)
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("evaluate", help="the monthly evaluation: ranking, violations, HR CSV")
-    p.add_argument("--config", required=True)
+    _config(p)
     p.add_argument(
         "--month",
         type=_month,
@@ -249,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compact", help="convert a data directory of one file per mailbox to one per night"
     )
-    p.add_argument("--config", required=True)
+    _config(p)
     p.set_defaults(func=cmd_compact)
     p = sub.add_parser("demo", help="a local Dovecot with a small agency, collected end to end")
     p.add_argument(

@@ -35,6 +35,7 @@ from mailusage.synth import make_docx, make_message, person_name
 ICT = ZoneInfo("Asia/Ho_Chi_Minh")
 DOMAIN = "demo.gov.vn"
 PASSWORD = "user-secret"
+DEMO_MARK = ".mailusage-demo"  # the demo deletes only a directory that carries this
 UNITS = (
     ("VP", "Văn phòng HĐND và UBND huyện"),
     ("TCKH", "Phòng Tài chính - Kế hoạch"),
@@ -373,9 +374,16 @@ def self_check(agency: Agency, violations_csv: Path) -> tuple[int, int, int]:
 def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
     started = time.monotonic()
     root = Path(workdir).resolve()
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    if root.exists() and any(root.iterdir()):
+        if not (root / DEMO_MARK).exists():
+            console.print(
+                f"[red]error:[/red] {root} holds files that an earlier demo did not write; "
+                "the demo replaces its whole directory, so give it a new or empty one"
+            )
+            return 2
+        shutil.rmtree(root)  # an earlier demo's directory: replaced whole
+    root.mkdir(parents=True, exist_ok=True)
+    (root / DEMO_MARK).write_text("written by `mailusage demo`; replaced by the next one\n")
     today = datetime.now(ICT).date()
     month_end = today.replace(day=1)
     month_start = (month_end - timedelta(days=1)).replace(day=1)

@@ -293,7 +293,18 @@ class LocalDovecot:
         entry = (
             f"{MASTER_USER}:{{PLAIN}}{password}::::::userdb_last_login_key={COLLECTOR_LOGIN_KEY}"
         )
-        (self.root / "master.passwd").write_text(entry + "\n" if password is not None else "")
+        self._write_private(
+            self.root / "master.passwd", entry + "\n" if password is not None else ""
+        )
+
+    def _write_private(self, path: Path, text: str) -> None:
+        """A password file: readable by its owner only (Dovecot's account when root)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+        if os.geteuid() == 0:
+            os.chown(path, self.account.pw_uid, self.account.pw_gid)
 
     def _wait_listening(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -356,8 +367,7 @@ class LocalDovecot:
         """Create mailboxes; the passwd-file is written once however many there are."""
         self.users.update(users)
         lines = "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items())
-        passwd = self.root / "users.passwd"
-        passwd.write_text(lines)
+        self._write_private(self.root / "users.passwd", lines)
         self._passwd_written = time.time()
         for email in users:
             home = self.home(email)

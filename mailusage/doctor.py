@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 
 import requests
 
@@ -168,8 +168,34 @@ def _ews_checks(src: SourceConfig, s: EwsSettings, probe: str | None) -> list[Ch
     return out
 
 
+# The settings a night and a month run with, as `doctor` shows them (section.key, field).
+SETTINGS = (
+    ("agency.timezone", "timezone"),
+    ("storage.data_dir", "data_dir"),
+    ("collect.concurrency", "concurrency"),
+    ("collect.retries", "retries"),
+    ("collect.retry_delay_seconds", "retry_delay_seconds"),
+    ("collect.allowed_failures", "allowed_failures"),
+    ("evaluation.policy", "policy"),
+    ("evaluation.language", "language"),
+    ("evaluation.reports_dir", "reports_dir"),
+)
+
+
+def settings(cfg: Config) -> list[Check]:
+    """The effective settings, each marked "(default)" when the file left it out."""
+    defaults = {f.name: f.default for f in fields(Config) if f.default is not MISSING}
+    out = []
+    for key, name in SETTINGS:
+        value = getattr(cfg, name)
+        shown = ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        default = name in defaults and value == defaults[name]
+        out.append(Check("config", key, "ok", shown + (" (default)" if default else "")))
+    return out
+
+
 def run_doctor(cfg: Config) -> list[Check]:
-    checks: list[Check] = []
+    checks: list[Check] = settings(cfg)
     people: list[Person] = []
     try:
         people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources])

@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -43,7 +44,7 @@ from connectors.contacts import find_contacts
 from connectors.logins import LoginSourceError
 from contract.datasets import CONTACTS, FORWARDING, RUN_MAILBOXES, RUNS
 from contract.people import Person
-from pipelines.config import Config, SourceConfig, load_config, load_roster
+from pipelines.config import Config, ConfigError, SourceConfig, load_config, load_roster
 from pipelines.migrate import convert_layout
 from pipelines.signals import collect_logins
 from pipelines.storage import (
@@ -351,6 +352,10 @@ def _attempt(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection 
         if not last:
             return None
         return Collection(MailboxOutcome(w.source, w.mailbox, "failed", exc.reason))
+    except ConfigError as exc:  # the password reference resolves to nothing
+        if src.password.env_prefix is None:  # the source's one password: none will log in
+            nt.refused[w.source] = str(exc)
+        return Collection(MailboxOutcome(w.source, w.mailbox, "failed", str(exc)))
     except Exception as exc:  # a bug or an unreadable answer: recorded, the night goes on
         return Collection(
             MailboxOutcome(w.source, w.mailbox, "failed", f"{type(exc).__name__}: {exc}")
@@ -649,20 +654,69 @@ def collect_single(
 # -- the flow ----------------------------------------------------------------------------
 
 
+class NightFailed(Exception):
+    """More mailboxes failed tonight than `collect.allowed_failures`: the flow run ends
+    Failed (red in the UI, the summary as its message), not Completed.
+
+    ``result`` is the night's summary, as :func:`collect` would have returned it.
+    """
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message, result)  # both in args: the exception survives pickling
+        self.result = result
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @flow(name="collect", log_prints=False)
 def collect(config_path: str, night: str | None = None) -> dict[str, Any]:
     """Nightly collection flow (deployment: 01:30 Asia/Ho_Chi_Minh).
 
-    Returns ``{"run_id", "night", "ok", "failed", "skipped", "messages_new", "outcomes"}``.
+    Returns ``{"run_id", "night", "ok", "failed", "skipped", "messages_new", "outcomes"}``;
+    raises NightFailed (the run ends Failed) when more mailboxes failed than the config's
+    `collect.allowed_failures` (default 0), after the night's data is committed. The
+    failed mailboxes and their reasons are a table artifact, ``collect-failures``.
     """
     logger = get_run_logger()
     summary = run_collection(config_path, night)
+    failed = [o for o in summary.outcomes if o.status == "failed"]
     for o in summary.outcomes:
         if o.status != "ok":
             logger.warning("%s %s: %s", o.mailbox, o.status, o.reason)
     result = summary_dict(summary)
-    logger.info("collection %s", {k: v for k, v in result.items() if k != "outcomes"})
+    line = summary_line(result)
+    logger.info("collection %s: %s", result["run_id"], line)
+    if failed:
+        create_table_artifact(
+            table=[
+                {"source": o.source, "mailbox": o.mailbox, "reason": o.reason}
+                for o in failed[:ARTIFACT_ROWS]
+            ],
+            key="collect-failures",
+            description=f"night {summary.night}: {len(failed)} failed"
+            + (f" (the first {ARTIFACT_ROWS} listed)" if len(failed) > ARTIFACT_ROWS else ""),
+        )
+    allowed = load_config(config_path).allowed_failures
+    if len(failed) > allowed:
+        reasons = Counter(o.reason.removeprefix("not tried: ") for o in failed).most_common(1)
+        raise NightFailed(
+            f"{line}; more than the {allowed} failures allowed. Most common reason "
+            f"({reasons[0][1]}x): {reasons[0][0]}",
+            result,
+        )
     return result
+
+
+ARTIFACT_ROWS = 1000  # a night where everything failed lists this many, and says so
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """``night 2026-11-20: ok 3, failed 1, skipped 0; 48 new messages``"""
+    return (
+        f"night {result['night']}: ok {result['ok']}, failed {result['failed']}, "
+        f"skipped {result['skipped']}; {result['messages_new']} new messages"
+    )
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:

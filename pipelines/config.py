@@ -11,6 +11,7 @@ Secrets are references only — ``{ env = "NAME" }`` or ``{ prefect_secret = "bl
 from __future__ import annotations
 
 import csv
+import difflib
 import os
 import re
 import tomllib
@@ -75,6 +76,60 @@ def _from_env(name: str) -> str:
     return value
 
 
+# -- the config's shape ---------------------------------------------------------------
+# Every section and key the file may hold, with the type its value must have. Anything
+# else is refused with the nearest valid name: a typo such as `concurency` or
+# `[evalution]` must not fall back to a default in silence.
+
+Kind = type | tuple[type, ...]
+NUMBER = (int, float)
+SECTIONS: dict[str, dict[str, Kind]] = {
+    "agency": {"name": str, "timezone": str, "official_domains": list},
+    "storage": {"data_dir": str},
+    "roster": {"path": str},
+    "collect": {
+        "concurrency": int,
+        "retries": int,
+        "retry_delay_seconds": list,
+        "allowed_failures": int,
+    },
+    "evaluation": {
+        "policy": str,
+        "waivers": str,
+        "reports_dir": str,
+        "language": str,
+        "public_domains": list,
+    },
+}
+TOP_LEVEL: dict[str, Kind] = {**{name: dict for name in SECTIONS}, "sources": list, "logins": list}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_TYPE_NAMES |= {list: "a list [...]", dict: "a table { ... }"}
+
+
+def check_keys(raw: dict[str, Any], known: dict[str, Kind], where: str) -> None:
+    """Refuse a key ``known`` does not list (suggesting the nearest) or a value of the
+    wrong type.
+
+    >>> check_keys({"concurency": 8}, SECTIONS["collect"], "collect")
+    Traceback (most recent call last):
+    pipelines.config.ConfigError: collect: unknown key 'concurency' (did you mean 'concurrency'?)
+    """
+    for key, value in raw.items():
+        if key not in known:
+            what = "section" if not where and isinstance(value, dict) else "key"
+            near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}?" if near else "valid: " + ", ".join(sorted(known))
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}unknown {what} {key!r} ({hint})")
+        kinds = known[key] if isinstance(known[key], tuple) else (known[key],)
+        # bool is an int to Python, not to a config file: `concurrency = true` is a mistake
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)  # type: ignore[union-attr]
+            name = f"{where}.{key}" if where else key
+            raise ConfigError(f"{name} must be {expected}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """One mail server: ``kind = "imap"`` (with ``imap`` settings) or ``"ews"`` (``ews``)."""
@@ -121,24 +176,24 @@ class LoginSourceConfig:
     day_first: bool = False
 
 
+_LOGIN_KEYS: dict[str, Kind] = {
+    "name": str,
+    "kind": str,
+    "path": str,
+    "dict_uri": str,
+    "doveadm": (str, list),
+    "ignore_remote": list,
+    "timezone": str,
+    "day_first": bool,
+}
+
+
 def _login_source(raw: dict[str, Any], index: int, base: Path, tz: str) -> LoginSourceConfig:
     where = f"logins[{index}]"
     kind = raw.get("kind")
     if kind not in LOGIN_KINDS:
         raise ConfigError(f"{where}.kind must be one of {', '.join(LOGIN_KINDS)}")
-    known = {
-        "name",
-        "kind",
-        "path",
-        "dict_uri",
-        "doveadm",
-        "ignore_remote",
-        "timezone",
-        "day_first",
-    }
-    unknown = raw.keys() - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    check_keys(raw, _LOGIN_KEYS, where)
     path = raw.get("path")
     if kind != "dovecot-dict" and not path:
         raise ConfigError(f"{where}.path is required for kind {kind!r}")
@@ -169,6 +224,7 @@ class Config:
     concurrency: int = 8
     retries: int = 2
     retry_delay_seconds: tuple[int, ...] = (10, 60)
+    allowed_failures: int = 0  # failed mailboxes a night may have and its flow run pass
     policy: str = "lien-chieu-2014"
     waivers_path: Path | None = None
     reports_dir: Path = Path("reports")
@@ -197,27 +253,25 @@ def _secret(raw: Any, where: str) -> SecretRef:
         )
     if not isinstance(raw, dict) or not raw.keys() & {"env", "prefect_secret", "env_prefix"}:
         raise ConfigError(f"{where}: expected {{ env = ... }} or {{ prefect_secret = ... }}")
-    unknown = raw.keys() - {"env", "prefect_secret", "env_prefix"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    check_keys(raw, {"env": str, "prefect_secret": str, "env_prefix": str}, where)
     return SecretRef(raw.get("env"), raw.get("prefect_secret"), raw.get("env_prefix"))
 
 
-_IMAP_KEYS = {
-    "sieve",
-    "name",
-    "kind",
-    "host",
-    "port",
-    "security",
-    "ca_file",
-    "verify",
-    "auth",
-    "master_user",
-    "master_separator",
-    "password",
-    "timeout",
-    "batch_size",
+_IMAP_KEYS: dict[str, Kind] = {
+    "sieve": dict,
+    "name": str,
+    "kind": str,
+    "host": str,
+    "port": int,
+    "security": str,
+    "ca_file": str,
+    "verify": bool,
+    "auth": str,
+    "master_user": str,
+    "master_separator": str,
+    "password": (dict, str),  # a string is refused below, with why
+    "timeout": NUMBER,
+    "batch_size": int,
 }
 
 
@@ -231,31 +285,29 @@ def _ca_file(raw: dict[str, Any], where: str, base: Path) -> str | None:
     return str(ca_path)
 
 
-_EWS_KEYS = {
-    "name",
-    "kind",
-    "endpoint",
-    "username",
-    "password",
-    "auth",
-    "access",
-    "version",
-    "max_connections",
-    "page_size",
-    "get_item_batch",
-    "timeout",
-    "max_wait",
-    "retry_wait",
-    "settle_seconds",
-    "ca_file",
-    "forwarding",
+_EWS_KEYS: dict[str, Kind] = {
+    "name": str,
+    "kind": str,
+    "endpoint": str,
+    "username": str,
+    "password": (dict, str),
+    "auth": str,
+    "access": str,
+    "version": (str, float),
+    "max_connections": int,
+    "page_size": int,
+    "get_item_batch": int,
+    "timeout": NUMBER,
+    "max_wait": NUMBER,
+    "retry_wait": NUMBER,
+    "settle_seconds": int,
+    "ca_file": str,
+    "forwarding": bool,
 }
 
 
 def _ews_source(raw: dict[str, Any], where: str, base: Path, name: str) -> SourceConfig:
-    unknown = raw.keys() - _EWS_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    check_keys(raw, _EWS_KEYS, where)
     endpoint = raw.get("endpoint", "")
     if not re.match(r"https?://[^/]+/", endpoint):
         raise ConfigError(
@@ -326,9 +378,7 @@ def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
         return _ews_source(raw, where, base, raw["name"])
     if kind != "imap":
         raise ConfigError(f"{where}.kind must be imap or ews, not {kind!r}")
-    unknown = raw.keys() - _IMAP_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    check_keys(raw, _IMAP_KEYS, where)
     if "host" not in raw:
         raise ConfigError(f"{where}.host is required")
     security = raw.get("security", "tls")
@@ -357,8 +407,7 @@ def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
     sieve = None
     if "sieve" in raw:
         sv = raw["sieve"]
-        if not isinstance(sv, dict) or sv.keys() - {"port", "security"}:
-            raise ConfigError(f"{where}.sieve: expected {{ port = 4190, security = ... }}")
+        check_keys(sv, {"port": int, "security": str}, f"{where}.sieve")
         if sv.get("security", "starttls") not in ("starttls", "plain"):
             raise ConfigError(f"{where}.sieve.security must be starttls or plain")
         if auth == "master-separator":
@@ -390,6 +439,12 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     base = path.parent
+    check_keys(raw, TOP_LEVEL, "")
+    for section, keys in SECTIONS.items():
+        check_keys(raw.get(section, {}), keys, section)
+    for array in ("sources", "logins"):
+        if not all(isinstance(entry, dict) for entry in raw.get(array, [])):
+            raise ConfigError(f"{array}: each entry must be a [[{array}]] table")
     agency = raw.get("agency", {})
     tz = agency.get("timezone", "Asia/Ho_Chi_Minh")
     try:
@@ -407,6 +462,9 @@ def load_config(path: str | Path) -> Config:
     concurrency = int(collect.get("concurrency", 8))
     if not 1 <= concurrency <= 64:
         raise ConfigError("collect.concurrency must be between 1 and 64")
+    allowed_failures = collect.get("allowed_failures", 0)
+    if allowed_failures < 0:
+        raise ConfigError("collect.allowed_failures must be 0 or more")
     roster = raw.get("roster", {}).get("path")
     if not roster:
         raise ConfigError("roster.path is required")
@@ -436,6 +494,7 @@ def load_config(path: str | Path) -> Config:
         concurrency=concurrency,
         retries=int(collect.get("retries", 2)),
         retry_delay_seconds=tuple(int(x) for x in collect.get("retry_delay_seconds", [10, 60])),
+        allowed_failures=allowed_failures,
     )
 
 
@@ -503,6 +562,7 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
     problems: list[str] = []
     seen_ids: dict[str, int] = {}
     seen_emails: dict[str, int] = {}
+    unit_names: dict[str, tuple[str, int]] = {}  # unit_code -> (its name, first line)
     for line, row in _rows(reader, path):
         if None in row:
             problems.append(f"line {line}: more cells than columns (a stray comma?)")
@@ -534,8 +594,15 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
             seen_ids[emp] = line
         if not values["full_name"]:
             problems.append(f"line {line}: full_name is empty")
-        if not values["unit_code"]:
+        code, unit = values["unit_code"], values["unit_name"]
+        if not code:
             problems.append(f"line {line}: unit_code is empty")
+        elif unit_names.setdefault(code, (unit, line))[0] != unit:
+            first, at = unit_names[code]
+            problems.append(
+                f"line {line}: unit_code {code} is named {unit!r} here and {first!r} on line "
+                f"{at} (one unit, one name: the ranking would merge them)"
+            )
         if email:
             if not _EMAIL.match(email):
                 problems.append(f"line {line}: email {values['email']!r} is not an address")

@@ -17,3 +17,12 @@ def test_demo_finds_what_it_planted(tmp_path, monkeypatch, prefect_harness):
     with (reports / "hr_ratings.csv").open(encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))
     assert len(rows) == 1 + 16  # one row per person; unit mailboxes are not rated
+    # The master password file is its owner's alone.
+    assert (tmp_path / "demo" / "dovecot" / "master.passwd").stat().st_mode & 0o077 == 0
+
+
+def test_demo_never_deletes_a_directory_it_did_not_write(tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("an operator's file")
+    assert run_demo(str(tmp_path), staff=4) == 2
+    assert mine.read_text() == "an operator's file"

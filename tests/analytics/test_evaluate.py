@@ -257,6 +257,10 @@ password = {{ env = "UNUSED_HERE" }}
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--config", str(cfg), "--month", "2026-13"])
     assert exit_info.value.code == 2
+    # A month nothing was collected for is refused, not rated "inactive" for everyone.
+    assert main(["evaluate", "--config", str(cfg), "--month", "2025-01"]) == 2
+    assert "no night of 2025-01 was collected" in capsys.readouterr().err
+    assert not (tmp_path / "reports" / "2025-01").exists()
 
 
 def test_inactivity_is_not_charged_on_too_few_nights(data_dir, tmp_path):

@@ -421,7 +421,8 @@ def test_doctor_checks_endpoint_login_impersonation_folders_and_rules(
         ('version = "Exchange2016"', "Exchange build like"),
         ("page_size = 5000", "page_size must be between 1 and 1000"),
         ('password = "hunter2"', "passwords are never written in the config"),
-        ('host = "x"', "unknown keys ['host']"),
+        ('host = "x"', "sources[0]: unknown key 'host'"),
+        ('timeout = "slow"', "sources[0].timeout must be an integer or a number, not 'slow'"),
     ],
 )
 def test_bad_ews_source_config_names_the_key(tmp_path, extra, message):

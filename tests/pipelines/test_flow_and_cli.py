@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
 from mailusage.cli import main
 from mailusage.devserver import MASTER_USER, LocalDovecot
-from pipelines.collect import collect
+from mailusage.doctor import settings
+from pipelines.collect import NightFailed, collect
 from pipelines.config import ConfigError, RosterError, load_config, load_roster
 from tests.conftest import MASTER_PASSWORD
 from tests.groundtruth import seed_regular
@@ -71,8 +80,25 @@ def test_flow_collects_every_mailbox_and_records_a_bad_one(
     monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
     roster = roster_rows(staff) + "NV9,Người Không Có Hộp Thư,ghost@danang.gov.vn,VP,Văn phòng,no\n"
     cfg = write_setup(tmp_path, dovecot, roster)
-    result = collect(config_path=cfg, night="2026-11-20")
+    state = collect(config_path=cfg, night="2026-11-20", return_state=True)
+    # One failed mailbox fails the flow run (allowed_failures = 0): red in the UI, with the
+    # counts and the reason as its message, and the failed mailbox in an artifact table.
+    assert state.is_failed()
+    assert "night 2026-11-20: ok 3, failed 1, skipped 0" in state.message
+    assert "no such mailbox" in state.message
+    failure = state.result(raise_on_failure=False)
+    assert isinstance(failure, NightFailed)
+    result = failure.result
     assert (result["ok"], result["failed"], result["skipped"]) == (3, 1, 0)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["collect-failures"])),
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            ),
+        )
+    assert len(artifacts) == 1
+    assert "ghost@danang.gov.vn" in str(artifacts[0].data)
     assert result["messages_new"] == 15 + 16 + 17
     ghost = next(o for o in result["outcomes"] if o["mailbox"] == "ghost@danang.gov.vn")
     assert ghost["status"] == "failed" and "no such mailbox" in ghost["reason"]
@@ -89,6 +115,11 @@ def test_flow_collects_every_mailbox_and_records_a_bad_one(
         ).fetchall()
     )
     assert per_mailbox == {m: 15 + i for i, m in enumerate(staff)}
+    # With one failure allowed, the same night's run passes.
+    Path(cfg).write_text(
+        Path(cfg).read_text().replace("[collect]", "[collect]\nallowed_failures = 1")
+    )
+    assert collect(config_path=cfg, night="2026-11-20")["failed"] == 1
 
 
 def test_cli_collect_exits_nonzero_on_a_failed_mailbox_and_never_prints_the_password(
@@ -110,6 +141,12 @@ def test_doctor_passes_on_a_good_setup(dovecot, staff, tmp_path, monkeypatch, ca
     assert code == 0, out
     for check in ("tcp", "tls", "login", "master-user", "condstore", "quota", "sent-folder"):
         assert check in out
+    # the settings the night runs with; those the file left out say so
+    shown = {c.check: c.detail for c in settings(load_config(cfg))}
+    assert shown["collect.concurrency"] == "2"  # written in the file
+    assert shown["collect.allowed_failures"] == "0 (default)"
+    assert shown["evaluation.policy"] == "lien-chieu-2014 (default)"
+    assert all(key in out for key in shown)
 
 
 def test_doctor_names_a_wrong_master_password(dovecot, staff, tmp_path, monkeypatch, capsys):
@@ -141,6 +178,12 @@ def test_roster_errors_name_line_and_cause(tmp_path):
     assert "line 3: employee_id NV1 repeats line 2" in text
     assert "line 3: unit_code is empty" in text
     assert "line 3: is_unit_mailbox must be yes/no" in text
+    path.write_text(
+        ROSTER_HEADER + "NV1,A,a@x.gov.vn,VP,Văn phòng,no\nNV2,B,b@x.gov.vn,VP,Phòng Nội vụ,no\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(RosterError, match="line 3: unit_code VP is named 'Phòng Nội vụ' here"):
+        load_roster(path)
     path.write_text("employee_id,full_name,email\n", encoding="utf-8")
     with pytest.raises(RosterError, match=r"missing required column.*unit_code, unit_name"):
         load_roster(path)
@@ -164,7 +207,33 @@ def test_config_refuses_inline_passwords_and_unknown_keys(dovecot, tmp_path):
     with pytest.raises(ConfigError, match="passwords are never written in the config"):
         load_config(cfg)
     path.write_text(text + 'colour = "blue"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"sources\[0\]: unknown keys \['colour'\]"):
+    with pytest.raises(ConfigError, match=r"sources\[0\]: unknown key 'colour'"):
+        load_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("typo", "message"),
+    [
+        # each of these used to be ignored, the default taken in silence
+        (
+            ("data_dir =", "data_dri ="),
+            "storage: unknown key 'data_dri' (did you mean 'data_dir'?)",
+        ),
+        (("[collect]", "[evalution]"), "unknown section 'evalution' (did you mean 'evaluation'?)"),
+        (("concurrency =", "concurency ="), "did you mean 'concurrency'?"),
+        (("official_domains", "oficial_domains"), "did you mean 'official_domains'?"),
+        (("[agency]", '[agency]\ntime_zone = "UTC"'), "did you mean 'timezone'?"),
+        (("concurrency = 2", "concurrency = true"), "collect.concurrency must be an integer"),
+        (("concurrency = 2", 'concurrency = "8"'), "collect.concurrency must be an integer"),
+        (("retry_delay_seconds = [0]", "retry_delay_seconds = 0"), "must be a list"),
+        (("port =", "prot ="), "sources[0]: unknown key 'prot' (did you mean 'port'?)"),
+    ],
+)
+def test_config_typos_are_refused_with_the_nearest_name(dovecot, tmp_path, typo, message):
+    cfg = Path(write_setup(tmp_path, dovecot, ""))
+    load_config(cfg)  # the file as written is valid
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(*typo, 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(cfg)
 
 
@@ -209,7 +278,8 @@ path = "missing.csv"
     assert "dovecot-dict:" in out and "dovecot-log:" in out and "readable" in out
     assert "missing.csv not found" in out
     assert "login recency from: dovecot-dict, dovecot-log, exchange-csv" in out
-    assert "off (policy lien-chieu-2014" in out and "forwarding unknown" in out
+    assert "off (policy lien-chieu-2014; opt-in with [contact_scan])" in out
+    assert "forwarding unknown" in out
 
 
 def test_doctor_checks_managesieve(dovecot, staff, tmp_path, monkeypatch, capsys):
@@ -223,3 +293,48 @@ def test_doctor_checks_managesieve(dovecot, staff, tmp_path, monkeypatch, capsys
     assert main(["doctor", "--config", cfg]) == 0
     out = capsys.readouterr().out
     assert "managesieve" in out and "forwarding rules via ManageSieve from dovecot" in out
+
+
+def test_cli_help_version_and_config_from_the_environment(dovecot, tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    listed = capsys.readouterr().out
+    assert all(c in listed for c in ("collect", "doctor", "evaluate", "compact", "demo"))
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("mailusage 0.")
+    monkeypatch.delenv("MAILUSAGE_CONFIG", raising=False)
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate"])
+    assert done.value.code == 2 and "--config" in capsys.readouterr().err
+    # As in the notebooks: MAILUSAGE_CONFIG names the file when --config is left out.
+    bad = tmp_path / "typo.toml"
+    bad.write_text(
+        Path(write_setup(tmp_path, dovecot, "")).read_text().replace("[roster]", "[rooster]")
+    )
+    monkeypatch.setenv("MAILUSAGE_CONFIG", str(bad))
+    assert main(["compact"]) == 2
+    assert "unknown section 'rooster' (did you mean 'roster'?)" in capsys.readouterr().err
+
+
+def test_an_unset_password_variable_fails_the_source_once_in_one_line(
+    dovecot, staff, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("MU_TEST_MASTER", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    cfg = write_setup(tmp_path, dovecot, roster_rows(staff))
+    assert main(["collect", "--config", cfg, "--date", "2026-11-22", "--quiet"]) == 1
+    out, errors = capsys.readouterr()
+    assert out.strip() == "night 2026-11-22: ok 0, failed 3, skipped 0; 0 new messages"
+    assert "Traceback" not in out + errors
+    reasons = duckdb.execute(
+        "select reason from read_parquet($p)",
+        parameters={"p": str(tmp_path / "data" / "run_mailboxes" / "*" / "*.parquet")},
+    ).fetchall()
+    # the first mailbox says why; the others were not tried with a password that is not there
+    assert sorted(r[0] for r in reasons) == [
+        "environment variable MU_TEST_MASTER is not set (it holds a password)",
+        *["not tried: environment variable MU_TEST_MASTER is not set (it holds a password)"] * 2,
+    ]
