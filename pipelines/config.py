@@ -102,8 +102,14 @@ SECTIONS: dict[str, dict[str, Kind]] = {
     },
 }
 TOP_LEVEL: dict[str, Kind] = {**{name: dict for name in SECTIONS}, "sources": list, "logins": list}
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-_TYPE_NAMES |= {list: "a list [...]", dict: "a table { ... }"}
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list [...]",
+    dict: "a table { ... }",
+}
 
 
 def check_keys(raw: dict[str, Any], known: dict[str, Kind], where: str) -> None:
@@ -121,11 +127,12 @@ def check_keys(raw: dict[str, Any], known: dict[str, Kind], where: str) -> None:
             hint = f"did you mean {near[0]!r}?" if near else "valid: " + ", ".join(sorted(known))
             prefix = f"{where}: " if where else ""
             raise ConfigError(f"{prefix}unknown {what} {key!r} ({hint})")
-        kinds = known[key] if isinstance(known[key], tuple) else (known[key],)
+        kind = known[key]
+        kinds: tuple[type, ...] = kind if isinstance(kind, tuple) else (kind,)
         # bool is an int to Python, not to a config file: `concurrency = true` is a mistake
         ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok:
-            expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)  # type: ignore[union-attr]
+            expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
             name = f"{where}.{key}" if where else key
             raise ConfigError(f"{name} must be {expected}, not {value!r}")
 

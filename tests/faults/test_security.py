@@ -98,7 +98,7 @@ def test_csv_cells_never_run_as_formulas(world: World) -> None:
     server.finish_seeding()
     rows = [
         f'E9001,"=HYPERLINK(""http://x.example/"",""bấm"")",{mbx},HOST,+Ủy ban,,=SUM(1+1)@gmail.com',
-        f"E9002,-2+3 Nguyễn,-cmd@{DOMAIN},HOST,\tTab unit,,",
+        f"E9002,-2+3 Nguyễn,-cmd@{DOMAIN},HOST2,\tTab unit,,",
     ]
     setup = Setup(
         world.root / "hostile",
