@@ -27,7 +27,8 @@ class Fault:
 
     refuse        accept, then reset at once (the server's port is gone)
     cut           reset after ``after`` bytes from the server
-    cut_in_fetch  reset at a seeded random point inside the first FETCH response
+    cut_in_fetch  reset at a seeded random point inside the first FETCH response, within
+                  its first ``after`` bytes (3,000 when 0; a shorter response is not cut)
     stall         stop forwarding after ``after`` bytes; the socket stays open
     no_quota      the server answers GETQUOTAROOT with NO and no QUOTA data
     """
@@ -170,7 +171,8 @@ class _Link:
                 elif self.fault.kind == "cut_in_fetch" and self.cut_at is None:
                     at = data.find(b" FETCH (")
                     if at >= 0:
-                        self.cut_at = self.sent + at + self.rng.randint(1, 3000)
+                        within = self.fault.after or 3000
+                        self.cut_at = self.sent + at + self.rng.randint(1, within)
                 if self.cut_at is not None and self.sent + len(data) >= self.cut_at:
                     keep = max(self.cut_at - self.sent, 0)
                     self.client.sendall(data[:keep])
