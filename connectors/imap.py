@@ -122,8 +122,31 @@ class ImapSource:
             raise SourceError(
                 f"TLS certificate of {s.host} not trusted: {exc.verify_message}"
             ) from exc
+        except ssl.SSLError as exc:
+            if "WRONG_VERSION_NUMBER" not in str(exc).upper():
+                raise TransientError(f"TLS failed with {self._where}: {exc}") from exc
+            raise SourceError(
+                f"{self._where} does not speak TLS from the first byte: it looks like a "
+                'plain-text IMAP port. Use security = "starttls" (port 143), or the TLS '
+                f"port (993) with security = {s.security!r}"
+            ) from exc
+        except ConnectionRefusedError as exc:
+            raise TransientError(
+                f"cannot connect to {self._where}: connection refused, nothing listens "
+                "there (is the IMAP service running? is the port right: 993 for "
+                'security = "tls", 143 for "starttls" or "plain"?)'
+            ) from exc
+        except TimeoutError as exc:
+            hint = (
+                ' (a TLS port answers nothing to plain text: with port 993 use security = "tls")'
+                if s.security != "tls" and s.effective_port == 993
+                else ""
+            )
+            raise TransientError(
+                f"cannot connect to {self._where}: no greeting within {s.timeout:g} s{hint}"
+            ) from exc
         except (OSError, CommandFailed) as exc:
-            raise TransientError(f"cannot connect to {s.host}:{s.effective_port}: {exc}") from exc
+            raise TransientError(f"cannot connect to {self._where}: {exc}") from exc
         return wire
 
     def login(self, wire: Wire, mailbox: str) -> set[bytes]:

@@ -79,7 +79,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             progress.update(bar, advance=1, description=outcome.mailbox)
 
         try:
-            if _prefect_api():  # the run shows in the operator's Prefect UI
+            if args.prefect or _prefect_api():  # the run shows in a Prefect UI
                 result = collect(config_path=str(cfg.path), night=args.date)
             else:  # the same code, without a temporary Prefect server
                 result = summary_dict(run_collection(str(cfg.path), args.date, progress=tick))
@@ -154,10 +154,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
-    from pipelines.evaluate import evaluate
+    from pipelines.evaluate import evaluate, run_evaluation
 
     try:
-        result = evaluate(config_path=str(cfg.path), month=args.month)
+        if args.prefect or _prefect_api():  # the run shows in a Prefect UI
+            result = evaluate(config_path=str(cfg.path), month=args.month)
+        else:  # the same code, without a temporary Prefect server
+            result = run_evaluation(str(cfg.path), args.month)
     except (PolicyError, RosterError, ConfigError, MonthNotCollected) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
@@ -185,6 +188,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             str(u["unit_mailboxes_unattended"]),
         )
     out.print(table)
+    if result["days_collected"] < result["days"]:
+        out.print(
+            f"[yellow]partial month:[/yellow] {result['days_collected']} of {result['days']} "
+            "days collected; usage is counted over those days only"
+        )
     share = result["regular_share"]
     out.print(
         f"regular users: {share:.0%} (Bình Dương baseline 30%); "
@@ -247,6 +255,15 @@ def _config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _prefect_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prefect",
+        action="store_true",
+        help="run as a Prefect flow even without PREFECT_API_URL (a temporary local "
+        "server is started, ~10 s); with PREFECT_API_URL set it always does",
+    )
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -273,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the night to record, YYYY-MM-DD (default: today in the agency's zone)",
     )
     p.add_argument("--quiet", action="store_true", help="one summary line, no table")
+    _prefect_flag(p)
     p.set_defaults(func=cmd_collect)
     p = sub.add_parser("doctor", help="check every source and the roster")
     _config(p)
@@ -285,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="YYYY-MM (default: last month in the agency's time zone)",
     )
+    _prefect_flag(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser(
         "compact", help="convert a data directory of one file per mailbox to one per night"

@@ -432,14 +432,14 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
                 )
                 code = code or (1 if summary.count("failed") else 0)
             else:  # the last night goes through the Prefect flow, as the nightly deployment does
-                code = (
-                    main(["collect", "--config", str(config), "--date", night, "--quiet"]) or code
-                )
+                last = ["collect", "--config", str(config), "--date", night, "--quiet"]
+                code = main([*last, "--prefect"]) or code
         console.print(
             f"collected {len(days)} nights, {counter[0]} messages "
             f"({time.monotonic() - started:.0f} s); evaluating {month}…"
         )
-        code = main(["evaluate", "--config", str(config), "--month", month]) or code
+        evaluate = ["evaluate", "--config", str(config), "--month", month, "--prefect"]
+        code = main(evaluate) or code  # the flow the monthly deployment runs
     if len(days) < 15:  # the policy charges inactivity only on >= 15 collected nights
         undetectable = {"NOT_USING_OFFICIAL_MAIL", "UNIT_MAILBOX_UNATTENDED"}
         agency.planted = {(e, c) for e, c in agency.planted if c not in undetectable}

@@ -31,9 +31,16 @@ class Check:
     detail: str
 
 
-def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
+def _no_probe(roster_read: bool, what: str) -> tuple[str, str]:
+    """The login check's status when no roster mailbox can be tried."""
+    if not roster_read:  # already a failure of its own, above: not one more per source
+        return "warn", "not tried: the roster could not be read"
+    return "fail", f"no roster mailbox for this source to {what}"
+
+
+def _source_checks(src: SourceConfig, probe: str | None, roster_read: bool) -> list[Check]:
     if src.ews is not None:
-        return _ews_checks(src, src.ews, probe)
+        return _ews_checks(src, src.ews, probe, roster_read)
     s = src.imap
     assert s is not None
     out: list[Check] = []
@@ -44,6 +51,14 @@ def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
     try:
         probe_tcp(s.host, s.effective_port, timeout=min(s.timeout, 10))
         add("tcp", "ok", f"{s.host}:{s.effective_port} answers")
+    except ConnectionRefusedError:
+        add(
+            "tcp",
+            "fail",
+            f"{s.host}:{s.effective_port} refused the connection: nothing listens there "
+            '(is the IMAP service running? 993 for security = "tls", 143 for "starttls")',
+        )
+        return out
     except OSError as exc:
         add("tcp", "fail", f"cannot reach {s.host}:{s.effective_port}: {exc}")
         return out
@@ -61,7 +76,7 @@ def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
         how = "verified" if s.verify else "NOT verified (verify = false)"
         add("tls", "ok", f"{s.security}, certificate {how}")
     if probe is None:
-        add("login", "fail", "no roster mailbox for this source to log in to")
+        add("login", *_no_probe(roster_read, "log in to"))
         return out
     who = f"as {s.master_user} for {probe}" if s.auth != "user" else f"as {probe}"
     try:
@@ -106,7 +121,9 @@ def _source_checks(src: SourceConfig, probe: str | None) -> list[Check]:
     return out
 
 
-def _ews_checks(src: SourceConfig, s: EwsSettings, probe: str | None) -> list[Check]:
+def _ews_checks(
+    src: SourceConfig, s: EwsSettings, probe: str | None, roster_read: bool
+) -> list[Check]:
     """Endpoint reachable, login, impersonation right, folders, inbox rules — in that order,
     stopping at the first failure (each later check needs the earlier ones)."""
     out: list[Check] = []
@@ -126,7 +143,7 @@ def _ews_checks(src: SourceConfig, s: EwsSettings, probe: str | None) -> list[Ch
     if s.endpoint.startswith("http://"):
         add("tls", "warn", "plain http: passwords cross the network unencrypted")
     if probe is None:
-        add("login", "fail", "no roster mailbox for this source to open")
+        add("login", *_no_probe(roster_read, "open"))
         return out
     source = src.build()
     assert isinstance(source, EwsSource)
@@ -197,6 +214,7 @@ def settings(cfg: Config) -> list[Check]:
 def run_doctor(cfg: Config) -> list[Check]:
     checks: list[Check] = settings(cfg)
     people: list[Person] = []
+    roster_read = True
     try:
         people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources])
         with_mailbox = sum(1 for p in people if p.email)
@@ -205,12 +223,13 @@ def run_doctor(cfg: Config) -> list[Check]:
         )
     except RosterError as exc:
         checks.append(Check("roster", "rows", "fail", str(exc)))
+        roster_read = False
     for src in cfg.sources:
         probe = next(
             (p.email for p in people if p.email and (p.source or cfg.sources[0].name) == src.name),
             None,
         )
-        checks.extend(_source_checks(src, probe))
+        checks.extend(_source_checks(src, probe, roster_read))
     for name, ref in ((s.name, s.password) for s in cfg.sources):
         checks.append(Check(name, "secret", "ok", f"password by reference ({ref.describe()})"))
     checks.extend(_signal_checks(cfg))

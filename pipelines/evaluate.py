@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 
 from analytics.evaluate import EvaluationInputs, evaluate_month
 from analytics.policy import load_policy, load_waivers
-from analytics.queries import previous_month
+from analytics.queries import month_params, previous_month
 from pipelines.config import Config, load_config, load_roster
 
 
@@ -48,8 +48,13 @@ def run_evaluation(
     staff = pm.filter(pc.and_(pc.invert(pm["is_unit_mailbox"]), pm["has_mailbox"]))
     regular = pc.sum(pc.equal(staff["usage_class"], "regular")).as_py() or 0
     confidence = result.violations["confidence"]
+    bounds = month_params(month, cfg.timezone)
     return {
         "month": month,
+        # days of the month with a collected night, against the days it has: a partial
+        # month is said so wherever its figures are shown
+        "days_collected": pc.max(pm["nights_collected"]).as_py() or 0,
+        "days": (bounds["next_day"] - bounds["first_day"]).days,
         "policy": inputs.policy.name,
         "people": len(result.hr_rows),
         "regular_share": round(regular / staff.num_rows, 4) if staff.num_rows else None,
@@ -66,11 +71,13 @@ def evaluate(config_path: str, month: str | None = None) -> dict[str, Any]:
     """Monthly evaluation flow. ``month`` defaults to last month in the agency's zone."""
     summary = run_evaluation(config_path, month)
     get_run_logger().info(
-        "evaluated %s with %s: %s people, %s capped; files in %s",
+        "evaluated %s with %s: %s people, %s capped; %s of %s days collected; files in %s",
         summary["month"],
         summary["policy"],
         summary["people"],
         summary["capped"],
+        summary["days_collected"],
+        summary["days"],
         Path(next(iter(summary["paths"].values()))).parent,
     )
     return summary

@@ -251,6 +251,11 @@ password = {{ env = "UNUSED_HERE" }}
     assert main(["evaluate", "--config", str(cfg), "--month", MONTH]) == 0
     out = capsys.readouterr().out
     assert "regular users: 30% (Bình Dương baseline 30%)" in out
+    # November was collected every night; December only on night 2 Dec (the fixture's
+    # last), which covers 1 December: the output says the month is partial, and by how much.
+    assert "partial month" not in out
+    assert main(["evaluate", "--config", str(cfg), "--month", "2026-12"]) == 0
+    assert "partial month: 1 of 31 days collected" in capsys.readouterr().out
     hr = (tmp_path / "reports" / MONTH / "hr_ratings.csv").read_text("utf-8-sig")
     p04 = next(line for line in hr.splitlines() if line.startswith("P04,"))
     assert "Đã giải trình" in p04 and "Hoàn thành khá" not in p04

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from imapclient import IMAPClient
 
-from connectors.base import AuthError, MailboxMissing, SourceError
+from connectors.base import AuthError, MailboxMissing, SourceError, TransientError
 from connectors.imap import ImapSettings, ImapSource
-from mailusage.devserver import MASTER_USER, LocalDovecot
+from mailusage.devserver import MASTER_USER, LocalDovecot, free_port
 from tests.conftest import imap_source
 from tests.groundtruth import ODD_MESSAGES, flag_names, per_folder, seed_odd, seed_regular, truth
 
@@ -193,3 +193,14 @@ def test_unknown_mailbox_is_reported_missing(dovecot):
         source(dovecot).open("ghost@danang.gov.vn"),
     ):
         pass
+
+
+def test_a_wrong_port_or_security_says_what_to_change(dovecot):
+    """TLS spoken to the plain port, or a port where nothing listens: the reason says
+    which setting to look at, not just the socket error."""
+    plain_port = imap_source(dovecot, port=dovecot.imap_port, security="tls")
+    with pytest.raises(SourceError, match=r'plain-text IMAP port\. Use security = "starttls"'):
+        plain_port.connect()
+    nobody = imap_source(dovecot, port=free_port(), security="tls")
+    with pytest.raises(TransientError, match="connection refused, nothing listens there"):
+        nobody.connect()

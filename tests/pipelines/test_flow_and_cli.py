@@ -164,7 +164,11 @@ def test_doctor_names_a_bad_roster_row(dovecot, staff, tmp_path, monkeypatch, ca
         tmp_path, dovecot, roster_rows(staff) + "NV7,Lê Văn C,not-an-email,VP,VP,no\n"
     )
     assert main(["doctor", "--config", cfg]) != 0
-    assert "line 5: email 'not-an-email' is not an address" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "line 5: email 'not-an-email' is not an address" in out
+    # the roster's failure is one failure, not one more per source
+    assert "not tried: the roster could not be read" in out
+    assert "no roster mailbox" not in out and "1 failure(s)" in out
 
 
 def test_roster_errors_name_line_and_cause(tmp_path):
