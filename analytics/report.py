@@ -1,33 +1,23 @@
 """The monthly report to the chairman: `reports/YYYY-MM/report.html`, Vietnamese by default.
 
-Figures come from the same evaluation tables as the CSVs; charts are matplotlib SVG inlined
-in one self-contained HTML file (no network, opens from a USB stick). Rendering the same
-month twice gives the same bytes.
+Figures come from the same evaluation tables as the CSVs; the charts (analytics/charts.py)
+are SVG inlined in one self-contained HTML file (no network, opens from a USB stick).
+Rendering the same month twice gives the same bytes.
 """
 
 from __future__ import annotations
 
-import io
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import pyarrow.compute as pc
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from analytics import charts
 
 BASELINE = 0.30  # the Bình Dương check: 30% regular, 70% rarely or never
 TEMPLATES = Path(__file__).parent / "templates"
-SVG_SETTINGS: dict[str, Any] = {
-    "svg.hashsalt": "mailusage",  # stable ids: the same month gives the same bytes
-    # Text stays text (the reader's fonts draw it; it can be searched and copied), not
-    # glyph outlines: a third of the size, and a 90-unit chart renders in 0.27 s, not 0.4.
-    "svg.fonttype": "none",
-}
-
 TEXT = {
     "vi": {
         "title": "Báo cáo tình hình sử dụng hộp thư điện tử công vụ",
@@ -102,62 +92,27 @@ TEXT = {
 }
 
 
-def _svg(fig: Any) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg") :]  # drop the XML prolog: the SVG is inlined
-
-
 def _ranking_chart(ranking: list[dict[str, Any]], t: dict[str, Any]) -> str:
-    rows = [r for r in ranking if r["share_regular"] is not None][::-1]
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(len(rows), 3) + 0.8))
-    names = [r["unit_name"] for r in rows]
-    shares = [r["share_regular"] * 100 for r in rows]
-    colours = ["#1b7f3b" if s >= BASELINE * 100 else "#c0392b" for s in shares]
-    ax.barh(names, shares, color=colours)
-    ax.axvline(BASELINE * 100, color="#555", linestyle="--", linewidth=1)
-    ax.set_xlim(0, 100)
-    ax.set_xlabel(t["share_axis"] + " (%)")
-    for y, s in enumerate(shares):
-        ax.text(min(s + 1, 92), y, f"{s:.0f}%", va="center", fontsize=9)
-    ax.spines[["top", "right"]].set_visible(False)
-    return _svg(fig)
+    rows = [(r["unit_name"], r["share_regular"]) for r in ranking if r["share_regular"] is not None]
+    return charts.ranking_chart(
+        rows, baseline=BASELINE, axis=t["share_axis"] + " (%)", baseline_label=t["baseline"]
+    )
 
 
 def _class_chart(counts: dict[str, int], t: dict[str, Any]) -> str:
-    """One stacked bar; shares are of people with a mailbox (as in the ranking and KPI)."""
+    """Shares are of people with a mailbox (as in the ranking and KPI)."""
     order = ["regular", "occasional", "inactive", "no_mailbox"]
-    palette = {
-        "regular": "#1b7f3b",
-        "occasional": "#f0ad4e",
-        "inactive": "#c0392b",
-        "no_mailbox": "#999999",
-    }
     with_mailbox = sum(counts.get(c, 0) for c in order[:3]) or 1
-    total = sum(counts.get(c, 0) for c in order) or 1
-    fig, ax = plt.subplots(figsize=(7.5, 1.1))
-    left = 0
-    for cls in order:
-        n = counts.get(cls, 0)
-        if not n:
-            continue
-        ax.barh([0], [n], left=left, color=palette[cls])
-        share = "" if cls == "no_mailbox" else f" ({n / with_mailbox:.0%})"
-        ax.text(
-            left + n / 2,
-            0,
-            f"{t['class_names'][cls]}\n{n}{share}",
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="white",
+    segments = [
+        (
+            c,
+            t["class_names"][c],
+            counts.get(c, 0),
+            None if c == "no_mailbox" else counts.get(c, 0) / with_mailbox,
         )
-        left += n
-    ax.set_xlim(0, total)
-    ax.set_axis_off()
-    return _svg(fig)
+        for c in order
+    ]
+    return charts.class_chart(segments, title=t["classes"])
 
 
 def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
@@ -214,6 +169,5 @@ def render_report(result: Any, inputs: Any, lang: str = "vi") -> str:
     env.filters["pp"] = lambda v: (
         "—" if v is None else f"{v * 100:+.0f} điểm %" if lang == "vi" else f"{v * 100:+.0f} pp"
     )
-    with plt.rc_context(SVG_SETTINGS):  # type: ignore[arg-type]
-        context = report_context(result, inputs, lang)
+    context = report_context(result, inputs, lang)
     return env.get_template("report.html.j2").render(**context)

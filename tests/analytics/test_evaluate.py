@@ -257,7 +257,7 @@ password = {{ env = "UNUSED_HERE" }}
     assert main(["evaluate", "--config", str(cfg), "--month", "2026-12"]) == 0
     assert "partial month: 1 of 31 days collected" in capsys.readouterr().out
     hr = (tmp_path / "reports" / MONTH / "hr_ratings.csv").read_text("utf-8-sig")
-    p04 = next(line for line in hr.splitlines() if line.startswith("P04,"))
+    p04 = ",".join(next(row for row in csv.reader(hr.splitlines()) if row[0] == "P04"))
     assert "Đã giải trình" in p04 and "Hoàn thành khá" not in p04
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--config", str(cfg), "--month", "2026-13"])
