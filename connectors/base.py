@@ -24,7 +24,7 @@ class Message(NamedTuple):
     uid: int
     internal_date: int
     sent_date: int
-    date_source: str  # "header" | "internaldate" (Date missing or unparseable)
+    date_source: str  # "header" | "internaldate" | "internaldate_implausible_header"
     size: int
     seen: bool
     from_addr: str | None
@@ -32,6 +32,32 @@ class Message(NamedTuple):
     cc_addrs: tuple[str, ...]
     message_id: str | None
     address_invalid: bool  # some address was not an addr-spec and is kept raw
+
+
+# A Date header before this (1980-01-01) is a broken clock or a typo ("0102", "0001"):
+# stored as written it would drop the message out of every month.
+EARLIEST_SENT = 315_532_800
+# How far a Date may run ahead of the server's arrival time (clock skew, time zones).
+MAX_SENT_AHEAD = 86_400
+
+
+def sent_date(header: int | None, arrived: int) -> tuple[int, str]:
+    """The date a message is counted by, and where it came from: the Date header unless it
+    is missing, or implausible against the arrival time (INTERNALDATE, DateTimeReceived).
+    A Date long *before* arrival stays: mail imported from an old system is like that.
+
+    >>> sent_date(1_793_588_400, 1_793_588_460)
+    (1793588400, 'header')
+    >>> sent_date(None, 1_793_588_460)
+    (1793588460, 'internaldate')
+    >>> sent_date(-59_011_459_200, 1_793_588_460)  # "Date: ... 0100": far before 1980
+    (1793588460, 'internaldate_implausible_header')
+    """
+    if header is None:
+        return arrived, "internaldate"
+    if header < EARLIEST_SENT or header > arrived + MAX_SENT_AHEAD:
+        return arrived, "internaldate_implausible_header"
+    return header, "header"
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,7 @@ from connectors.base import (
     Quota,
     SourceError,
     TransientError,
+    sent_date,
 )
 
 AUTH_TYPES = {"ntlm": NTLM, "basic": BASIC}
@@ -475,14 +476,14 @@ class EwsSession:
             to = [_address(r) for r in item.to] if item else []
             cc = [_address(r) for r in item.cc] if item else []
             received = stub.received or 0
-            sent = stub.sent
+            sent, date_source = sent_date(stub.sent, received)
             out.append(
                 Message(
                     folder=folder.name,
                     uid=item_uid(stub.id),
                     internal_date=received,
-                    sent_date=sent if sent is not None else received,
-                    date_source="header" if sent is not None else "internaldate",
+                    sent_date=sent,
+                    date_source=date_source,
                     size=stub.size,
                     seen=stub.is_read,
                     from_addr=sender,

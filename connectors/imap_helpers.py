@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from imapclient.imap_utf7 import decode as decode_utf7
 
-from connectors.base import Message
+from connectors.base import Message, sent_date
 
 # The header fields we read; nothing else of a message ever leaves the server.
 HEADER_FIELDS = "FROM TO CC DATE MESSAGE-ID"
@@ -482,11 +482,7 @@ def parse_message(
     seen = b"\\Seen" in flags_b
     fields = split_headers(header) if header else {}
     value = fields.get(b"date")
-    sent = _sent_date(value) if value else None
-    if sent is None:
-        sent, date_source = internal, "internaldate"
-    else:
-        date_source = "header"
+    sent, date_source = sent_date(_sent_date(value) if value else None, internal)
     invalid = False
     from_addr: str | None = None
     value = fields.get(b"from")

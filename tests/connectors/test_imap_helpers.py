@@ -70,6 +70,27 @@ def test_parse_message_reads_both_orders():
     assert m2.date_source == "internaldate" and m2.sent_date == 1793588400
 
 
+@pytest.mark.parametrize(
+    ("date", "source", "sent"),
+    [
+        # a typo'd or zeroed year: stored as written, the message would fall out of every month
+        (b"Fri, 20 Nov 0102 09:00:00 +0700", "internaldate_implausible_header", 1795140000),
+        (b"Mon, 01 Jan 0001 00:00:00 +0000", "internaldate_implausible_header", 1795140000),
+        # a sender's clock a year ahead: after arrival by more than a day
+        (b"Sat, 20 Nov 2027 09:00:00 +0700", "internaldate_implausible_header", 1795140000),
+        # mail imported from an old system: years before arrival, and kept
+        (b"Tue, 20 Nov 2012 09:00:00 +0700", "header", 1353376800),
+        # a few hours after arrival (a zone written wrongly): within the day allowed
+        (b"Fri, 20 Nov 2026 14:00:00 +0700", "header", 1795158000),
+    ],
+)
+def test_an_implausible_date_header_falls_back_to_internaldate_flagged(date, source, sent):
+    attrs = b'* 1 FETCH (UID 7 INTERNALDATE "20-Nov-2026 09:00:00 +0700" RFC822.SIZE 80 FLAGS ()'
+    m = parse_message("INBOX", attrs, b"Date: " + date + b"\r\n\r\n")
+    assert m is not None and m.internal_date == 1795140000  # 2026-11-20 02:00 UTC
+    assert (m.date_source, m.sent_date) == (source, sent)
+
+
 def test_iter_fetch_raises_on_no_and_on_a_dropped_connection():
     with pytest.raises(FetchProtocolError, match="NO"):
         list(iter_fetch(chunks(b"MU1 NO [SERVERBUG] Internal error\r\n", 9), b"MU1"))
