@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,9 @@ class Work:
     source: str
     mailbox: str
     start: dict[str, FolderCursor]
+    # Messages of tonight already stored, which a re-collection of tonight replaces: they
+    # are not new again (runs.messages_new summed over runs counts each message once).
+    replaces: int = 0
 
 
 @dataclass
@@ -219,6 +222,8 @@ def run_collection(
 def plan(nt: Night, people: list[Person], data: DataDir) -> tuple[list[Work], list[MailboxOutcome]]:
     """The mailboxes to read tonight with their start cursors, and those skipped."""
     states = data.states()
+    again = [m for m, state in states.items() if state.night == nt.night]  # a re-collection
+    stored = data.stored_rows(again, nt.night) if again else {}
     work, skipped = [], []
     for p in people:
         if not p.email:
@@ -232,7 +237,7 @@ def plan(nt: Night, people: list[Person], data: DataDir) -> tuple[list[Work], li
             skipped.append(outcome)
             nt.report(outcome)
             continue
-        work.append(Work(src, p.email, start))
+        work.append(Work(src, p.email, start, stored.get(p.email, 0)))
     return work, skipped
 
 
@@ -367,6 +372,9 @@ def _attempt(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection 
     if result.rows is not None:
         writer.add(result.rows)
         result.rows = None  # staged: the night keeps only outcomes and cursors in memory
+    if w.replaces and result.outcome.status == "ok":
+        new = max(result.outcome.messages_new - w.replaces, 0)
+        result.outcome = replace(result.outcome, messages_new=new)
     return result
 
 

@@ -288,6 +288,23 @@ class DataDir:
             rows = con.execute("select mailbox, state from cursors").fetchall()
         return {m: MailboxState.from_json(s) for m, s in rows}
 
+    def stored_rows(self, mailboxes: Iterable[str], night: str) -> dict[str, int]:
+        """Messages each mailbox has stored under ``night`` (from the folder index, by its
+        primary key): what re-collecting that night replaces.
+
+        >>> DataDir(root).stored_rows(["an.nv@danang.gov.vn"], "2026-11-22")
+        {'an.nv@danang.gov.vn': 17}
+        """
+        with self.db() as con:
+            return {
+                m: con.execute(
+                    "select coalesce(sum(rows), 0) from folder_nights "
+                    "where mailbox = ? and night = ?",
+                    (m, night),
+                ).fetchone()[0]
+                for m in mailboxes
+            }
+
     def state(self, mailbox: str) -> MailboxState | None:
         with self.db() as con:
             row = con.execute("select state from cursors where mailbox = ?", (mailbox,)).fetchone()

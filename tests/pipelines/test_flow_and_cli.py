@@ -342,3 +342,37 @@ def test_an_unset_password_variable_fails_the_source_once_in_one_line(
         "environment variable MU_TEST_MASTER is not set (it holds a password)",
         *["not tried: environment variable MU_TEST_MASTER is not set (it holds a password)"] * 2,
     ]
+
+
+def test_recollecting_a_night_counts_each_message_once_in_runs(dovecot, tmp_path, monkeypatch):
+    from pipelines.collect import run_collection
+    from tests.pipelines.test_collect import add_messages
+
+    monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
+    people = ["lai.lan1@danang.gov.vn", "lai.lan2@danang.gov.vn"]
+    for i, mailbox in enumerate(people):
+        seed_regular(dovecot, mailbox, 9 + i, seed=90 + i)
+    cfg = write_setup(
+        tmp_path,
+        dovecot,
+        "".join(f"L{i},Cán bộ {i},{m},VP,Văn phòng,no\n" for i, m in enumerate(people)),
+    )
+    first = run_collection(cfg, "2026-11-20", plain=True)
+    again = run_collection(cfg, "2026-11-20", plain=True)  # the operator re-runs the night
+    add_messages(dovecot, people[0], "INBOX", 2, "late")  # mail that came after the first run
+    later = run_collection(cfg, "2026-11-20", plain=True)
+    assert (first.messages_new, again.messages_new, later.messages_new) == (9 + 10, 0, 2)
+    runs = duckdb.execute(
+        "select sum(messages_new) from read_parquet($p, hive_partitioning = true)",
+        parameters={"p": str(tmp_path / "data" / "runs" / "*" / "*.parquet")},
+    ).fetchone()
+    stored = duckdb.execute(
+        "select count(*) from read_parquet($p)",
+        parameters={"p": str(tmp_path / "data" / "messages" / "*" / "*.parquet")},
+    ).fetchone()
+    assert runs == stored == (9 + 10 + 2,)
+    per_mailbox = duckdb.execute(
+        "select mailbox, sum(messages_new) from read_parquet($p) group by mailbox order by 1",
+        parameters={"p": str(tmp_path / "data" / "run_mailboxes" / "*" / "*.parquet")},
+    ).fetchall()
+    assert per_mailbox == [(people[0], 9 + 2), (people[1], 10)]
