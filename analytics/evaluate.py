@@ -39,12 +39,14 @@ CLASS_LABELS = {
         "occasional": "Thỉnh thoảng",
         "inactive": "Không sử dụng",
         "no_mailbox": "Chưa có hộp thư",
+        "not_collected": "Chưa có dữ liệu",
     },
     "en": {
         "regular": "regular",
         "occasional": "occasional",
         "inactive": "inactive",
         "no_mailbox": "no mailbox",
+        "not_collected": "no data collected",
     },
 }
 EXEMPTION_LABELS = {
@@ -90,6 +92,8 @@ HEADERS: dict[str, dict[str, str]] = {
     "occasional": {"vi": "Thỉnh thoảng", "en": "Occasional"},
     "inactive": {"vi": "Không sử dụng", "en": "Inactive"},
     "no_mailbox": {"vi": "Chưa có hộp thư", "en": "No mailbox"},
+    "not_collected": {"vi": "Chưa có dữ liệu", "en": "No data collected"},
+    "days_collected": {"vi": "Số ngày có dữ liệu", "en": "Days with data"},
     "share_regular": {"vi": "Tỷ lệ thường xuyên", "en": "Share regular"},
     "share_occasional": {"vi": "Tỷ lệ thỉnh thoảng", "en": "Share occasional"},
     "share_inactive": {"vi": "Tỷ lệ không sử dụng", "en": "Share inactive"},
@@ -114,6 +118,7 @@ UNIT_COLUMNS = (
     "occasional",
     "inactive",
     "no_mailbox",
+    "not_collected",
     "share_regular",
     "share_occasional",
     "share_inactive",
@@ -143,6 +148,7 @@ HR_COLUMNS = (
     "unit",
     "month",
     "usage_class",
+    "days_collected",
     "violation_codes",
     "max_rating",
     "evidence_count",
@@ -152,6 +158,7 @@ HR_COLUMNS = (
 _HR_SCHEMA = pa.schema(
     [(c, pa.int64() if c == "evidence_count" else pa.string()) for c in HR_COLUMNS]
 )
+RATED_CLASSES = pa.array(["regular", "occasional", "inactive"], pa.string())
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 OUTPUT_FILES = (
     "person_month.parquet",
@@ -286,12 +293,20 @@ def evaluate_month(
     return result
 
 
+def rated(pm: pa.Table) -> pa.Table:
+    """The people a share of regular users is of: not unit mailboxes, with a mailbox
+    collected on at least one night of the month (as in the ranking, report and CLI)."""
+    return pm.filter(
+        pc.and_(pc.invert(pm["is_unit_mailbox"]), pc.is_in(pm["usage_class"], RATED_CLASSES))
+    )
+
+
 def _regular_share(pm: pa.Table) -> float | None:
-    """Regular users among people with a mailbox, as in the ranking; None without data."""
-    people = [r for r in pm.to_pylist() if not r["is_unit_mailbox"] and r["has_mailbox"]]
-    if not any(r["nights_collected"] > 0 for r in people):
-        return None  # no collection that month: unknown, not 0%
-    return float(sum(r["usage_class"] == "regular" for r in people) / len(people))
+    """Regular users among the rated people; None without data (unknown, not 0%)."""
+    people = rated(pm)
+    if not people.num_rows:
+        return None
+    return float(pc.sum(pc.equal(people["usage_class"], "regular")).as_py() / people.num_rows)
 
 
 def _apply_confidence(violations: pa.Table, policy: Policy) -> pa.Table:
@@ -326,7 +341,10 @@ def _hr_rows(
         confirmed[employee_id].append(code)
     waivers = {(w.employee_id, w.code): w for w in inputs.waivers if w.month == month}
     rows = []
+    bounds = month_params(month, inputs.timezone)
+    days = (bounds["next_day"] - bounds["first_day"]).days
     wanted = ["employee_id", "full_name", "unit_name", "usage_class", "exemption"]
+    wanted += ["has_mailbox", "nights_collected"]
     for p in pm.filter(pc.invert(pm["is_unit_mailbox"])).select(wanted).to_pylist():
         evidence = confirmed.get(p["employee_id"], [])
         codes = sorted(set(evidence))
@@ -340,6 +358,8 @@ def _hr_rows(
                 "unit": p["unit_name"],
                 "month": month,
                 "usage_class": CLASS_LABELS[lang][p["usage_class"]],
+                # days of the month with a collected night: a partial month shows here
+                "days_collected": f"{p['nights_collected']}/{days}" if p["has_mailbox"] else "",
                 "violation_codes": ";".join(codes),
                 "max_rating": (cap.vi if lang == "vi" else cap.en) if cap else "",
                 "evidence_count": len(evidence),

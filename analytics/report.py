@@ -7,6 +7,7 @@ Rendering the same month twice gives the same bytes.
 
 from __future__ import annotations
 
+import calendar
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,11 @@ TEXT = {
             "occasional": "Thỉnh thoảng",
             "inactive": "Không sử dụng",
             "no_mailbox": "Chưa có hộp thư",
+            "not_collected": "Chưa có dữ liệu",
         },
         "share_axis": "Tỷ lệ người dùng thường xuyên",
+        "partial": "Tháng chưa đủ dữ liệu: {n}/{days} ngày được thu thập. Các tỷ lệ chỉ tính "
+        "trên những ngày đã thu thập; hộp thư chưa có dữ liệu không được xếp loại.",
         "generated": "Số liệu từ các tệp trong thư mục",
     },
     "en": {
@@ -85,8 +89,11 @@ TEXT = {
             "occasional": "occasional",
             "inactive": "inactive",
             "no_mailbox": "no mailbox",
+            "not_collected": "no data collected",
         },
         "share_axis": "Share of regular users",
+        "partial": "Partial month: {n} of {days} days collected. Shares count only the days "
+        "collected; mailboxes with no data are not rated.",
         "generated": "Figures from the files in",
     },
 }
@@ -100,17 +107,13 @@ def _ranking_chart(ranking: list[dict[str, Any]], t: dict[str, Any]) -> str:
 
 
 def _class_chart(counts: dict[str, int], t: dict[str, Any]) -> str:
-    """Shares are of people with a mailbox (as in the ranking and KPI)."""
-    order = ["regular", "occasional", "inactive", "no_mailbox"]
-    with_mailbox = sum(counts.get(c, 0) for c in order[:3]) or 1
+    """Shares are of the rated people: a mailbox collected at least one night (as in the
+    ranking and KPI)."""
+    order = ["regular", "occasional", "inactive", "not_collected", "no_mailbox"]
+    rated = sum(counts.get(c, 0) for c in order[:3]) or 1
     segments = [
-        (
-            c,
-            t["class_names"][c],
-            counts.get(c, 0),
-            None if c == "no_mailbox" else counts.get(c, 0) / with_mailbox,
-        )
-        for c in order
+        (c, t["class_names"][c], counts.get(c, 0), counts.get(c, 0) / rated if i < 3 else None)
+        for i, c in enumerate(order)
     ]
     return charts.class_chart(segments, title=t["classes"])
 
@@ -120,7 +123,8 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     t = TEXT[lang]
     wanted = ["employee_id", "mailbox", "unit_name", "is_unit_mailbox", "has_mailbox"]
     rows = result.person_month.select([*wanted, "usage_class"]).to_pylist()
-    people = [r for r in rows if not r["is_unit_mailbox"] and r["has_mailbox"]]
+    rated = {"regular", "occasional", "inactive"}  # collected at least one night
+    people = [r for r in rows if not r["is_unit_mailbox"] and r["usage_class"] in rated]
     regular = sum(r["usage_class"] == "regular" for r in people)
     classes = Counter(r["usage_class"] for r in rows if not r["is_unit_mailbox"])
     units = {p.employee_id: p.unit_name for p in inputs.people}
@@ -140,10 +144,15 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     coverage = result.coverage.to_pylist()
     failed = [c for c in coverage if c["nights_failed"]]
     ranking = result.unit_ranking.to_pylist()
+    days_collected = pc.max(result.person_month["nights_collected"]).as_py() or 0
+    days = _days_in(result.month)
     return {
         "t": t,
         "lang": lang,
         "month": result.month,
+        "partial": t["partial"].format(n=days_collected, days=days)
+        if days_collected < days
+        else "",
         "policy": inputs.policy.title or inputs.policy.name,
         "regular_share": regular / len(people) if people else None,
         "regular_share_prev": result.regular_share_prev,
@@ -161,6 +170,11 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         "coverage_failed": failed,
         "coverage_total": len(coverage),
     }
+
+
+def _days_in(month: str) -> int:
+    year, number = (int(x) for x in month.split("-"))
+    return calendar.monthrange(year, number)[1]
 
 
 def render_report(result: Any, inputs: Any, lang: str = "vi") -> str:

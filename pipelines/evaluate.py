@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.compute as pc
 from prefect import flow, get_run_logger
 
-from analytics.evaluate import EvaluationInputs, evaluate_month
+from analytics.evaluate import EvaluationInputs, evaluate_month, rated
 from analytics.policy import load_policy, load_waivers
 from analytics.queries import month_params, previous_month
 from pipelines.config import Config, load_config, load_roster
@@ -45,7 +45,7 @@ def run_evaluation(
     inputs = evaluation_inputs(cfg)
     result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=language or cfg.language)
     pm = result.person_month
-    staff = pm.filter(pc.and_(pc.invert(pm["is_unit_mailbox"]), pm["has_mailbox"]))
+    staff = rated(pm)
     regular = pc.sum(pc.equal(staff["usage_class"], "regular")).as_py() or 0
     confidence = result.violations["confidence"]
     bounds = month_params(month, cfg.timezone)

@@ -119,6 +119,8 @@ final as (
         *,
         case
             when not has_mailbox then 'no_mailbox'
+            -- no night of the month collected for this mailbox: nothing to rate it by
+            when nights_collected = 0 then 'not_collected'
             when active_days >= $regular_days then 'regular'
             when active_days >= $occasional_days then 'occasional'
             else 'inactive'

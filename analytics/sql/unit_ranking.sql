@@ -18,7 +18,10 @@ units as (
         count(*) filter (where usage_class = 'regular') as regular,
         count(*) filter (where usage_class = 'occasional') as occasional,
         count(*) filter (where usage_class = 'inactive') as inactive,
-        count(*) filter (where usage_class = 'no_mailbox') as no_mailbox
+        count(*) filter (where usage_class = 'no_mailbox') as no_mailbox,
+        count(*) filter (where usage_class = 'not_collected') as not_collected,
+        -- the shares are of the mailboxes that could be rated: collected at least one night
+        count(*) filter (where usage_class in ('regular', 'occasional', 'inactive')) as rated
     from people
     group by unit_code
 ),
@@ -29,7 +32,7 @@ previous as (
         -- no collection in the unit that month: unknown, not 0%
         case when sum(nights_collected) > 0 then
             count(*) filter (where usage_class = 'regular')
-                / nullif(count(*) filter (where has_mailbox), 0)
+                / nullif(count(*) filter (where usage_class in ('regular', 'occasional', 'inactive')), 0)
         end as share_regular_prev
     from person_month_prev
     where not is_unit_mailbox
@@ -51,9 +54,9 @@ unit_mailboxes as (
 shares as (
     select
         u.*,
-        round(regular / nullif(mailboxes, 0), 4) as share_regular,
-        round(occasional / nullif(mailboxes, 0), 4) as share_occasional,
-        round(inactive / nullif(mailboxes, 0), 4) as share_inactive,
+        round(regular / nullif(rated, 0), 4) as share_regular,
+        round(occasional / nullif(rated, 0), 4) as share_occasional,
+        round(inactive / nullif(rated, 0), 4) as share_inactive,
         round(p.share_regular_prev, 4) as share_regular_prev,
         coalesce(m.unit_mailboxes, 0) as unit_mailboxes,
         coalesce(m.unit_mailboxes_unattended, 0) as unit_mailboxes_unattended
@@ -73,6 +76,7 @@ final as (
         occasional,
         inactive,
         no_mailbox,
+        not_collected,
         share_regular,
         share_occasional,
         share_inactive,

@@ -12,14 +12,14 @@ one unit mailbox. Built so every expected number in the tests can be counted by 
   P05  A     gets 2 facebookmail.com mails; reads on night 20 Nov        occasional (1)
   P06  B     nothing; collected every night                              inactive
   P07  A     nothing; on leave                                           inactive, exempt
-  P08  B     nothing; never collected (all nights failed)                inactive, no data
+  P08  B     nothing; never collected (all nights failed)                not_collected: no class
   P09  A     sends 2 mails to shared.docs@gmail.com on day 20            occasional (1)
   P10  B     receives one from shared.docs@gmail.com on day 21           occasional (0 sent,
                                                                           reads night 22)
   P11  B     no mailbox                                                  no_mailbox
   UA   A     unit mailbox: collected, nothing read or sent               (unit mailbox)
 
-October: only P01 is regular (unit A 1/5 = 0.2, unit B 0/5 = 0).
+October: only P01 is regular (unit A 1/5 = 0.2, unit B 0/4 = 0; P08 not rated).
 """
 
 from __future__ import annotations

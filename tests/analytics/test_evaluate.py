@@ -57,7 +57,7 @@ def test_person_month_usage_is_counted_by_hand(result):
         "P05": (0, 2, 1, 1, "occasional", 30),
         "P06": (0, 0, 0, 0, "inactive", 30),
         "P07": (0, 0, 0, 0, "inactive", 30),
-        "P08": (0, 0, 0, 0, "inactive", 0),
+        "P08": (0, 0, 0, 0, "not_collected", 0),  # never collected: not rated "inactive"
         "P09": (2, 0, 0, 1, "occasional", 30),
         "P10": (0, 1, 1, 1, "occasional", 30),
         "P11": (0, 0, 0, 0, "no_mailbox", 0),
@@ -112,9 +112,10 @@ def test_unit_ranking(result):
         1,
         1,
     )
-    assert b["share_regular"] == 0.2
+    # P08 was never collected: not rated, so B's share is of its 4 rated mailboxes
+    assert (b["not_collected"], b["share_regular"]) == (1, 0.25)
     assert (a["share_regular_prev"], a["share_regular_change"]) == (0.2, 0.2)
-    assert (b["share_regular_prev"], b["share_regular_change"]) == (0.0, 0.2)
+    assert (b["share_regular_prev"], b["share_regular_change"]) == (0.0, 0.25)
     assert (a["unit_mailboxes"], a["unit_mailboxes_unattended"]) == (1, 1)
 
 
@@ -250,7 +251,7 @@ password = {{ env = "UNUSED_HERE" }}
     )
     assert main(["evaluate", "--config", str(cfg), "--month", MONTH]) == 0
     out = capsys.readouterr().out
-    assert "regular users: 30% (Bình Dương baseline 30%)" in out
+    assert "regular users: 33% (Bình Dương baseline 30%)" in out  # 3 of the 9 rated
     # November was collected every night; December only on night 2 Dec (the fixture's
     # last), which covers 1 December: the output says the month is partial, and by how much.
     assert "partial month" not in out
@@ -259,6 +260,25 @@ password = {{ env = "UNUSED_HERE" }}
     hr = (tmp_path / "reports" / MONTH / "hr_ratings.csv").read_text("utf-8-sig")
     p04 = ",".join(next(row for row in csv.reader(hr.splitlines()) if row[0] == "P04"))
     assert "Đã giải trình" in p04 and "Hoàn thành khá" not in p04
+    # The partial month says so in the report and, per person, in the HR file.
+    assert 'id="partial"' not in (tmp_path / "reports" / MONTH / "report.html").read_text()
+    december = (tmp_path / "reports" / "2026-12" / "report.html").read_text()
+    assert "Tháng chưa đủ dữ liệu: 1/31 ngày được thu thập" in december
+    hr12 = {
+        r["Mã cán bộ"]: (r["Số ngày có dữ liệu"], r["Mức độ sử dụng"])
+        for r in csv.DictReader(
+            (tmp_path / "reports" / "2026-12" / "hr_ratings.csv")
+            .read_text("utf-8-sig")
+            .splitlines()
+        )
+    }
+    hr11 = {
+        r["Mã cán bộ"]: (r["Số ngày có dữ liệu"], r["Mức độ sử dụng"])
+        for r in csv.DictReader(hr.splitlines())
+    }
+    assert hr11["P01"] == ("30/30", "Thường xuyên") and hr12["P01"][0] == "1/31"
+    assert hr11["P08"] == ("0/30", "Chưa có dữ liệu")  # never collected: no class
+    assert hr11["P11"] == ("", "Chưa có hộp thư")
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--config", str(cfg), "--month", "2026-13"])
     assert exit_info.value.code == 2
@@ -371,8 +391,8 @@ def test_report_figures_equal_the_evaluation_outputs(result):
         r'<div class="l">[^<]*\((\d+)/(\d+)\)',
         html,
     )
-    assert kpi is not None and kpi.groups() == ("30", "3", "10")
-    assert re.search(r'id="kpi-prev">\s*<div class="v">10%', html)  # October: P01 only
+    assert kpi is not None and kpi.groups() == ("33", "3", "9")  # P08 not rated
+    assert re.search(r'id="kpi-prev">\s*<div class="v">11%', html)  # October: P01 of 9 rated
     ranking = list(csv.reader(result.paths["unit_ranking"].read_text("utf-8-sig").splitlines()))
     for row in ranking[1:]:
         assert f"<td>{row[2]}</td>" in html  # every unit of the CSV is in the report
