@@ -150,7 +150,7 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         "t": t,
         "lang": lang,
         "month": result.month,
-        "partial": t["partial"].format(n=days_collected, days=days)
+        "partial": str(t["partial"]).format(n=days_collected, days=days)
         if days_collected < days
         else "",
         "policy": inputs.policy.title or inputs.policy.name,

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 from datetime import date
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -244,6 +245,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.workdir, staff=args.staff, nights=args.nights)
 
 
+_BAD = "the config or the roster is wrong (the message says where)"
+
+
+def _command(
+    sub: Any, name: str, summary: str, description: str, exits: dict[int, str]
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does and what each exit code means."""
+    codes = "\n".join(f"  {code}  {meaning}" for code, meaning in sorted(exits.items()))
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=f"exit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def _config(p: argparse.ArgumentParser) -> None:
     """``--config FILE``, defaulting to $MAILUSAGE_CONFIG."""
     env = os.environ.get("MAILUSAGE_CONFIG")
@@ -281,7 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mailusage {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("collect", help="one nightly collection of every roster mailbox")
+    p = _command(
+        sub,
+        "collect",
+        "one nightly collection of every roster mailbox",
+        "Reads every roster mailbox's metadata (read-only) into the data directory: one "
+        "night, committed whole; a bad mailbox is recorded with its reason and the night "
+        "goes on. Re-running a night replaces it.",
+        {
+            0: "every mailbox collected",
+            1: "some mailbox failed (recorded with its reason in run_mailboxes)",
+            2: "the config or the roster is wrong (the message says where)",
+            3: "another collection holds this data directory; nothing was changed",
+        },
+    )
     _config(p)
     p.add_argument(
         "--date",
@@ -292,10 +324,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="one summary line, no table")
     _prefect_flag(p)
     p.set_defaults(func=cmd_collect)
-    p = sub.add_parser("doctor", help="check every source and the roster")
+    p = _command(
+        sub,
+        "doctor",
+        "check every source and the roster",
+        "Checks the config (with the settings in force and which are defaults), the roster, "
+        "and per source TCP, TLS, login, master-user rights, CONDSTORE, QUOTA, the Sent "
+        "folder and the server signals configured. Changes nothing.",
+        {0: "every check passed", 1: "some check failed (the table says which)", 2: _BAD},
+    )
     _config(p)
     p.set_defaults(func=cmd_doctor)
-    p = sub.add_parser("evaluate", help="the monthly evaluation: ranking, violations, HR CSV")
+    p = _command(
+        sub,
+        "evaluate",
+        "the monthly evaluation: ranking, violations, HR CSV",
+        "Turns a collected month into reports/YYYY-MM/: person_month.parquet, "
+        "unit_ranking.csv, violations.csv, review.csv, hr_ratings.csv and report.html. "
+        "A partial month says how many of its days were collected.",
+        {0: "evaluated", 2: _BAD + ", a malformed month, or a month with no collected night"},
+    )
     _config(p)
     p.add_argument(
         "--month",
@@ -305,12 +353,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _prefect_flag(p)
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser(
-        "compact", help="convert a data directory of one file per mailbox to one per night"
+    p = _command(
+        sub,
+        "compact",
+        "convert a data directory of one file per mailbox to one per night",
+        "Converts a data directory written by mailusage 0.1 to one file per dataset per "
+        "night, keeping every committed row once (the first collect does the same).",
+        {0: "converted, or nothing to convert", 2: _BAD, 3: "a collection is running"},
     )
     _config(p)
     p.set_defaults(func=cmd_compact)
-    p = sub.add_parser("demo", help="a local Dovecot with a small agency, collected end to end")
+    p = _command(
+        sub,
+        "demo",
+        "a local Dovecot with a small agency, collected end to end",
+        "Starts a private Dovecot on 127.0.0.1, builds a synthetic agency, lives through last "
+        "month night by night, evaluates it and checks the findings against what it planted.",
+        {
+            0: "every planted violation found, none falsely confirmed",
+            1: "the self-check disagreed, or a night or the evaluation failed",
+            2: "the work directory holds files an earlier demo did not write",
+        },
+    )
     p.add_argument(
         "--workdir", default="demo-data", help="where the demo writes (default demo-data)"
     )

@@ -305,6 +305,19 @@ def test_cli_help_version_and_config_from_the_environment(dovecot, tmp_path, mon
     assert done.value.code == 0
     listed = capsys.readouterr().out
     assert all(c in listed for c in ("collect", "doctor", "evaluate", "compact", "demo"))
+    # Each command's help says what it does and what its exit codes mean.
+    for command, codes in (
+        ("collect", "0123"),
+        ("doctor", "012"),
+        ("evaluate", "02"),
+        ("compact", "023"),
+        ("demo", "012"),
+    ):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        shown = re.findall(r"^  (\d)  \S", text.split("exit codes:")[1], re.M)
+        assert "".join(shown) == codes, (command, text)
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0
