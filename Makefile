@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOVECOT_PKGS := dovecot-imapd dovecot-sieve dovecot-managesieved
+PDF_PKGS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
 
-.PHONY: demo test faults lint bench setup clean
+.PHONY: demo test faults lint bench setup clean notebooks
 
 setup: $(STAMP) dovecot
 
@@ -26,9 +27,22 @@ dovecot:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DOVECOT_PKGS) >/dev/null; \
 	fi
 	@command -v openssl >/dev/null || { echo "openssl is needed for the test certificate: apt-get install openssl" >&2; exit 1; }
+	@# report.pdf: WeasyPrint lays it out with Pango; DejaVu has every Vietnamese glyph.
+	@if ! ldconfig -p | grep -q libpangoft2-1.0 || ! ldconfig -p | grep -q libharfbuzz-subset || [ ! -d /usr/share/fonts/truetype/dejavu ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "report.pdf needs Debian's $(PDF_PKGS): run 'sudo apt-get install $(PDF_PKGS)', then retry." >&2; exit 1; \
+	  fi; \
+	  echo "installing $(PDF_PKGS) (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_PKGS) >/dev/null; \
+	fi
 
 demo: setup
 	$(BIN)/mailusage demo
+
+# JupyterLab on the analyst notebooks (the `analyst` extra); they find demo-data/ by themselves.
+notebooks: setup
+	$(BIN)/pip install -q -e '.[dev,analyst]'
+	cd notebooks && ../$(BIN)/jupyter lab
 
 test: setup
 	$(BIN)/ruff check .

@@ -23,6 +23,7 @@ PALETTE = {
     "occasional": "#f0ad4e",
     "inactive": BAD,
     "no_mailbox": "#999999",
+    "not_collected": "#5d6d7e",
 }
 WIDTH = 720
 FONT = 'font-family="Noto Sans, DejaVu Sans, Arial, sans-serif"'
@@ -118,3 +119,48 @@ def class_chart(segments: Sequence[tuple[str, str, int, float | None]], *, title
         )
         left += w
     return _svg(height, body, title)
+
+
+def trend_chart(points: Sequence[tuple[str, float | None]], *, baseline: float, axis: str) -> str:
+    """One column per month, oldest first, share in 0..1 or None (not evaluated: a dash,
+    no column); the baseline dashed across."""
+    left, top, plot_h = 40, 14, 150
+    step = (WIDTH - left - 10) / max(len(points), 1)
+    bottom = top + plot_h
+    height = bottom + 40
+
+    def y(share: float) -> float:
+        return bottom - plot_h * min(max(share, 0.0), 1.0)
+
+    body = []
+    for tick in range(0, 101, 25):
+        ty = y(tick / 100)
+        body.append(
+            f'<line x1="{left}" y1="{ty:.1f}" x2="{WIDTH - 10}" y2="{ty:.1f}" stroke="#e3e3e3"/>'
+            f'<text x="{left - 4}" y="{ty + 4:.1f}" text-anchor="end" fill="{GREY}">{tick}%</text>'
+        )
+    for i, (label, share) in enumerate(points):
+        cx = left + step * (i + 0.5)
+        body.append(
+            f'<text x="{cx:.1f}" y="{bottom + 16}" text-anchor="middle" font-size="11">'
+            f"{escape(label)}</text>"
+        )
+        if share is None:
+            body.append(f'<text x="{cx:.1f}" y="{bottom - 4}" text-anchor="middle">—</text>')
+            continue
+        w = step * 0.6
+        colour = GOOD if share >= baseline else BAD
+        body.append(
+            f"<g><title>{escape(label)}: {share:.0%}</title>"
+            f'<rect x="{cx - w / 2:.1f}" y="{y(share):.1f}" width="{w:.1f}" '
+            f'height="{bottom - y(share):.1f}" fill="{colour}"/>'
+            f'<text x="{cx:.1f}" y="{y(share) - 4:.1f}" text-anchor="middle" fill="{GREY}">'
+            f"{share:.0%}</text></g>"
+        )
+    by = y(baseline)
+    body.append(
+        f'<line x1="{left}" y1="{by:.1f}" x2="{WIDTH - 10}" y2="{by:.1f}" stroke="{GREY}" '
+        f'stroke-dasharray="5,3"/>'
+        f'<text x="{WIDTH / 2:.1f}" y="{height - 6}" text-anchor="middle">{escape(axis)}</text>'
+    )
+    return _svg(height, body, axis)

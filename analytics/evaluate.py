@@ -15,7 +15,7 @@ import functools
 import io
 import os
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,9 +27,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from analytics.policy import Policy, Waiver, check_month, public_domains
+from analytics.policy import Policy, Waiver, check_month, code_name, public_domains
 from analytics.queries import Workspace, month_nights, month_params, previous_month
-from analytics.report import render_report
+from analytics.report import month_label, render_report, report_pdf
+from analytics.workbook import hr_workbook
+from contract.letterhead import Letterhead
 from contract.people import Person
 
 LANGS = ("vi", "en")
@@ -70,6 +72,8 @@ HEADERS: dict[str, dict[str, str]] = {
     "usage_class": {"vi": "Mức độ sử dụng", "en": "Usage class"},
     "violation_codes": {"vi": "Mã vi phạm", "en": "Violation codes"},
     "max_rating": {"vi": "Mức xếp loại tối đa", "en": "Maximum rating"},
+    "violations": {"vi": "Vi phạm", "en": "Violations"},
+    "reason": {"vi": "Lý do", "en": "Reason"},
     "evidence_count": {"vi": "Số bằng chứng", "en": "Evidence count"},
     "waiver": {"vi": "Miễn trừ", "en": "Waiver"},
     "exemption": {"vi": "Trường hợp loại trừ", "en": "Exemption"},
@@ -150,7 +154,9 @@ HR_COLUMNS = (
     "usage_class",
     "days_collected",
     "violation_codes",
+    "violations",
     "max_rating",
+    "reason",
     "evidence_count",
     "waiver",
     "exemption",
@@ -158,6 +164,7 @@ HR_COLUMNS = (
 _HR_SCHEMA = pa.schema(
     [(c, pa.int64() if c == "evidence_count" else pa.string()) for c in HR_COLUMNS]
 )
+NO_CAP = {"vi": "Không giới hạn", "en": "No cap"}
 RATED_CLASSES = pa.array(["regular", "occasional", "inactive"], pa.string())
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 OUTPUT_FILES = (
@@ -166,7 +173,9 @@ OUTPUT_FILES = (
     "violations.csv",
     "review.csv",
     "hr_ratings.csv",
+    "hr_ratings.xlsx",
     "report.html",
+    "report.pdf",
 )
 
 
@@ -184,6 +193,7 @@ class EvaluationInputs:
     policy: Policy
     waivers: Sequence[Waiver] = ()
     public_domains_extra: tuple[str, ...] = ()
+    letterhead: Letterhead = field(default_factory=Letterhead)
 
 
 @dataclass
@@ -351,6 +361,7 @@ def _hr_rows(
         counting = {c for c in codes if c in policy.codes and policy.codes[c].counts}
         waived = sorted(c for c in counting if (p["employee_id"], c) in waivers)
         cap = policy.cap_for(counting - set(waived))
+        count = Counter(evidence)
         rows.append(
             {
                 "employee_id": p["employee_id"],
@@ -361,7 +372,12 @@ def _hr_rows(
                 # days of the month with a collected night: a partial month shows here
                 "days_collected": f"{p['nights_collected']}/{days}" if p["has_mailbox"] else "",
                 "violation_codes": ";".join(codes),
-                "max_rating": (cap.vi if lang == "vi" else cap.en) if cap else "",
+                "violations": "; ".join(code_name(c, lang) for c in codes),
+                "max_rating": (cap.vi if lang == "vi" else cap.en) if cap else NO_CAP[lang],
+                "reason": "; ".join(
+                    _reason(c, count[c], policy, waivers.get((p["employee_id"], c)), lang)
+                    for c in codes
+                ),
                 "evidence_count": len(evidence),
                 "waiver": "; ".join(
                     f"{c}: {waivers[(p['employee_id'], c)].reason} "
@@ -369,9 +385,43 @@ def _hr_rows(
                     for c in waived
                 ),
                 "exemption": EXEMPTION_LABELS[lang].get(p["exemption"] or "", ""),
+                "capped": cap is not None,  # not a column: what the counts are of
             }
         )
     return rows
+
+
+def _reason(code: str, evidence: int, policy: Policy, waiver: Waiver | None, lang: str) -> str:
+    """Why a listed code caps the rating or does not, in the reader's language.
+
+    >>> from analytics.policy import load_policy
+    >>> lc = load_policy("lien-chieu-2014")
+    >>> _reason("PUBLIC_MAIL_FOR_WORK", 2, lc, None, "en").split(": ", 1)[1]
+    "2 evidence rows, counts: at most Fairly well completed duties ('good')"
+    """
+    name = code_name(code, lang)
+    basis = policy.title or policy.name
+    rule = policy.codes.get(code)
+    vi = lang == "vi"
+    seen = f"{evidence} bằng chứng" if vi else f"{evidence} evidence rows"
+    if waiver is not None and rule is not None and rule.counts:
+        why = (
+            f"miễn trừ: {waiver.reason} ({waiver.approved_by})"
+            if vi
+            else f"waived: {waiver.reason} ({waiver.approved_by})"
+        )
+    elif rule is None or not rule.counts:
+        why = f"không tính vào xếp loại theo {basis}" if vi else f"does not count under {basis}"
+    elif rule.cap is None:
+        why = (
+            f"tính vào xếp loại, không có mức giới hạn theo {basis}"
+            if vi
+            else f"counts, no cap under {basis}"
+        )
+    else:
+        cap = rule.cap.vi if vi else rule.cap.en
+        why = f"tính vào xếp loại: tối đa {cap}" if vi else f"counts: at most {cap}"
+    return f"{name}: {seen}, {why}"
 
 
 def neutralise(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -449,5 +499,14 @@ def _write(
         _atomic_write(paths[name], _csv_bytes(EVIDENCE_COLUMNS, evidence, lang))
     hr = pa.Table.from_pylist(result.hr_rows, schema=_HR_SCHEMA)
     _atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
-    _atomic_write(paths["report.html"], render_report(result, inputs, lang).encode("utf-8"))
-    return {Path(k).stem: v for k, v in paths.items()}
+    title = f"{HEADERS['month'][lang]} {month_label(result.month, lang)}"
+    headers = [HEADERS[c][lang] for c in HR_COLUMNS]
+    _atomic_write(paths["hr_ratings.xlsx"], hr_workbook(hr, headers, title=title))
+    html = render_report(result, inputs, lang, reports_dir=folder.parent)
+    _atomic_write(paths["report.html"], html.encode("utf-8"))
+    _atomic_write(paths["report.pdf"], report_pdf(html))
+    # hr_ratings.csv is "hr_ratings", the workbook "hr_ratings_xlsx"; report.pdf "report_pdf"
+    return {
+        k.replace(".xlsx", "_xlsx").replace(".pdf", "_pdf").rsplit(".", 1)[0]: v
+        for k, v in paths.items()
+    }

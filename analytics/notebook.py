@@ -20,6 +20,35 @@ from analytics.evaluate import EvaluationInputs, EvaluationResult, evaluate_mont
 from pipelines.config import load_config
 from pipelines.evaluate import evaluation_inputs
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: demo-data/ is written here
+
+
+def find_config(start: Path | None = None) -> Path:
+    """The config a notebook reads: $MAILUSAGE_CONFIG, else the nearest
+    ``mailusage.toml`` or ``demo-data/mailusage.toml`` from the working directory upwards
+    (a notebook runs in ``notebooks/``), else the checkout's demo.
+
+    >>> find_config(Path("notebooks"))
+    PosixPath('/opt/mailusage/demo-data/mailusage.toml')
+    """
+    env = os.environ.get("MAILUSAGE_CONFIG")
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"MAILUSAGE_CONFIG names {path}, which does not exist")
+        return path.resolve()
+    here = (start or Path.cwd()).resolve()
+    looked = []
+    for folder in (here, *here.parents, ROOT):
+        for candidate in (folder / "mailusage.toml", folder / "demo-data" / "mailusage.toml"):
+            if candidate.exists():
+                return candidate
+            looked.append(str(candidate))
+    raise FileNotFoundError(
+        "no mailusage.toml found (looked in " + ", ".join(looked[:4]) + " …): run "
+        "`make demo` first, or set MAILUSAGE_CONFIG to your config file"
+    )
+
 
 @dataclass
 class Notebook:
@@ -28,13 +57,11 @@ class Notebook:
 
     @classmethod
     def open(cls, config: str | None = None) -> Notebook:
-        path = config or os.environ.get("MAILUSAGE_CONFIG", "demo-data/mailusage.toml")
-        if not Path(path).exists():
-            raise FileNotFoundError(
-                f"{path} not found: run `make demo` first, or set "
-                "MAILUSAGE_CONFIG to your config file"
-            )
-        return cls(evaluation_inputs(load_config(path)))
+        """The evaluation inputs of ``config``, or of :func:`find_config`'s answer."""
+        path = Path(config) if config else find_config()
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run `make demo` first")
+        return cls(evaluation_inputs(load_config(str(path))))
 
     def months(self) -> list[str]:
         """Months with collected nights (the night N run covers day N-1), oldest first."""
@@ -95,3 +122,36 @@ class Notebook:
         if not rows:
             raise KeyError(f"{employee_id} is not in the roster")
         return dict(rows[0])
+
+    # -- as people read them -------------------------------------------------------------
+
+    def people(self, month: str) -> pd.DataFrame:
+        """person_month for reading: storage in GB, shares in %, dates in the agency's zone.
+
+        >>> nb.people("2026-11")[["full_name", "storage_used_gb", "storage_pct"]].head(1)
+        """
+        df = self.month(month).person_month.to_pandas()
+        df["storage_used_gb"] = (df["quota_used_bytes"] / 1024**3).round(2)
+        df["storage_limit_gb"] = (df["quota_limit_bytes"] / 1024**3).round(2)
+        df["storage_pct"] = (df["storage_share"] * 100).round(1)
+        df["last_login"] = self._local(df["last_login"])
+        return df.drop(columns=["quota_used_bytes", "quota_limit_bytes", "storage_share"])
+
+    def ranking(self, month: str) -> pd.DataFrame:
+        """The unit ranking with its shares in % (one decimal)."""
+        df = self.month(month).unit_ranking.to_pandas()
+        for col in [c for c in df.columns if c.startswith("share_")]:
+            df[col] = (df[col] * 100).round(1)
+        return df
+
+    def evidence_local(self, month: str, employee_id: str) -> pd.DataFrame:
+        """One person's evidence with integer UIDs and times in the agency's zone."""
+        df = self.evidence(month, employee_id)
+        df["uid"] = df["uid"].astype("Int64")  # a missing UID stays missing, not 1.0
+        df["evidence_date"] = self._local(df["evidence_date"])
+        return df
+
+    def _local(self, column: pd.Series) -> pd.Series:
+        if column.dt.tz is None:
+            column = column.dt.tz_localize("UTC")
+        return column.dt.tz_convert(self.inputs.timezone)

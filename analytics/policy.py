@@ -26,6 +26,36 @@ CODES = (
     "NOT_USING_OFFICIAL_MAIL",
     "UNIT_MAILBOX_UNATTENDED",
 )
+# What each code means, for the people who read the outputs (HR, the chairman): vi, en.
+CODE_NAMES: dict[str, tuple[str, str]] = {
+    "PUBLIC_MAIL_FOR_WORK": (
+        "Dùng thư điện tử công cộng cho công việc",
+        "Public mail used for official work",
+    ),
+    "OFFICIAL_ADDRESS_REGISTERED": (
+        "Dùng địa chỉ công vụ đăng ký dịch vụ trực tuyến",
+        "Official address used to register online services",
+    ),
+    "PUBLIC_CONTACT_IN_DOCUMENT": (
+        "Văn bản ghi địa chỉ thư công cộng làm đầu mối liên hệ",
+        "Document giving a public address as the contact",
+    ),
+    "NOT_USING_OFFICIAL_MAIL": (
+        "Không sử dụng hộp thư công vụ",
+        "Official mailbox not used",
+    ),
+    "UNIT_MAILBOX_UNATTENDED": (
+        "Hộp thư đơn vị không có người theo dõi",
+        "Unit mailbox nobody attends",
+    ),
+}
+
+
+def code_name(code: str, lang: str) -> str:
+    """``code_name("NOT_USING_OFFICIAL_MAIL", "vi")`` -> ``'Không sử dụng hộp thư công vụ'``;
+    an unknown code is shown as it is."""
+    vi, en = CODE_NAMES.get(code, (code, code))
+    return vi if lang == "vi" else en
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,37 @@ Rendering the same month twice gives the same bytes.
 from __future__ import annotations
 
 import calendar
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from analytics import charts
+from analytics.policy import code_name
 
+RATED = {"regular", "occasional", "inactive"}  # classes of a mailbox collected that month
+TREND_MONTHS = 12
+PDF_DATE = "2000-01-01T00:00:00Z"
 BASELINE = 0.30  # the Bình Dương check: 30% regular, 70% rarely or never
 TEMPLATES = Path(__file__).parent / "templates"
 TEXT = {
     "vi": {
         "title": "Báo cáo tình hình sử dụng hộp thư điện tử công vụ",
+        "doc_kind": "BÁO CÁO",
+        "doc_subject": "Tình hình sử dụng hộp thư điện tử công vụ tháng {month}",
+        "nation": "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+        "motto": "Độc lập - Tự do - Hạnh phúc",
+        "number": "Số",
+        "date_line": "{place}ngày      tháng {m} năm {y}",
+        "recipients": "Nơi nhận",
+        "sign_hint": "(Ký, ghi rõ họ tên)",
+        "trend": "Xu hướng 12 tháng: tỷ lệ người dùng thường xuyên",
+        "trend_note": "Tháng chưa được đánh giá hiển thị là —.",
         "month": "Tháng",
         "policy": "Căn cứ",
         "regular_share": "Tỷ lệ sử dụng thường xuyên",
@@ -60,6 +77,16 @@ TEXT = {
     },
     "en": {
         "title": "Official mailbox usage report",
+        "doc_kind": "REPORT",
+        "doc_subject": "Official mailbox usage, {month}",
+        "nation": "SOCIALIST REPUBLIC OF VIETNAM",
+        "motto": "Independence - Freedom - Happiness",
+        "number": "No.",
+        "date_line": "{place}……… {m}/{y}",
+        "recipients": "Recipients",
+        "sign_hint": "(Signature, full name)",
+        "trend": "12-month trend: share of regular users",
+        "trend_note": "Months never evaluated show as —.",
         "month": "Month",
         "policy": "Policy",
         "regular_share": "Share of regular users",
@@ -123,8 +150,7 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     t = TEXT[lang]
     wanted = ["employee_id", "mailbox", "unit_name", "is_unit_mailbox", "has_mailbox"]
     rows = result.person_month.select([*wanted, "usage_class"]).to_pylist()
-    rated = {"regular", "occasional", "inactive"}  # collected at least one night
-    people = [r for r in rows if not r["is_unit_mailbox"] and r["usage_class"] in rated]
+    people = [r for r in rows if not r["is_unit_mailbox"] and r["usage_class"] in RATED]
     regular = sum(r["usage_class"] == "regular" for r in people)
     classes = Counter(r["usage_class"] for r in rows if not r["is_unit_mailbox"])
     units = {p.employee_id: p.unit_name for p in inputs.people}
@@ -150,6 +176,10 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         "t": t,
         "lang": lang,
         "month": result.month,
+        "month_text": month_label(result.month, lang),
+        "lh": inputs.letterhead,
+        # issued the month after: the day is left for the signer, as on paper
+        "issue_month": _next_month(result.month),
         "partial": str(t["partial"]).format(n=days_collected, days=days)
         if days_collected < days
         else "",
@@ -159,7 +189,7 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         "baseline": BASELINE,
         "people": len(people),
         "regular": regular,
-        "capped": sum(1 for r in result.hr_rows if r["max_rating"]),
+        "capped": sum(1 for r in result.hr_rows if r["capped"]),
         "ranking": ranking,
         "ranking_chart": _ranking_chart(ranking, t) if ranking else "",
         "class_chart": _class_chart(dict(classes), t),
@@ -172,16 +202,110 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     }
 
 
+def month_label(month: str, lang: str) -> str:
+    """``month_label("2026-10", "vi")`` -> ``'10/2026'``; in English ``'October 2026'``."""
+    year, number = (int(x) for x in month.split("-"))
+    if lang == "vi":
+        return f"{number}/{year}"
+    return f"{calendar.month_name[number]} {year}"
+
+
+def _next_month(month: str) -> tuple[int, int]:
+    """``_next_month("2026-12")`` -> ``(2027, 1)``."""
+    year, number = (int(x) for x in month.split("-"))
+    return (year + 1, 1) if number == 12 else (year, number + 1)
+
+
 def _days_in(month: str) -> int:
     year, number = (int(x) for x in month.split("-"))
     return calendar.monthrange(year, number)[1]
 
 
-def render_report(result: Any, inputs: Any, lang: str = "vi") -> str:
+def _months_back(month: str, n: int) -> list[str]:
+    """The ``n`` months ending with ``month``, oldest first.
+
+    >>> _months_back("2026-02", 3)
+    ['2025-12', '2026-01', '2026-02']
+    """
+    year, number = (int(x) for x in month.split("-"))
+    out = []
+    for _ in range(n):
+        out.append(f"{year:04d}-{number:02d}")
+        year, number = (year, number - 1) if number > 1 else (year - 1, 12)
+    return out[::-1]
+
+
+def _shares(pm: pa.Table) -> tuple[float | None, dict[str, float]]:
+    """The share of regular users among the rated people: overall and per unit code."""
+    rows = pm.select(["unit_code", "is_unit_mailbox", "usage_class"]).to_pylist()
+    rated: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        if not r["is_unit_mailbox"] and r["usage_class"] in RATED:
+            rated[r["unit_code"]].append(r["usage_class"] == "regular")
+    flat = [x for xs in rated.values() for x in xs]
+    overall = sum(flat) / len(flat) if flat else None
+    return overall, {u: sum(xs) / len(xs) for u, xs in rated.items()}
+
+
+def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, Any]:
+    """The last 12 months' shares of regular users, overall and per unit, from the months
+    evaluated before (their ``person_month.parquet``) and this one; a month never
+    evaluated is None ("—"), never 0%."""
+    months = _months_back(month, TREND_MONTHS)
+    tables: dict[str, pa.Table] = {month: current}
+    for m in months[:-1]:
+        path = reports_dir / m / "person_month.parquet" if reports_dir else None
+        if path is not None and path.exists():
+            tables[m] = pq.read_table(path, columns=["unit_code", "is_unit_mailbox", "usage_class"])
+    overall, units = [], defaultdict(lambda: [None] * len(months))  # type: ignore[var-annotated]
+    for i, m in enumerate(months):
+        if m not in tables:
+            overall.append(None)
+            continue
+        share, by_unit = _shares(tables[m])
+        overall.append(share)
+        for unit, value in by_unit.items():
+            units[unit][i] = value
+    return {"months": months, "overall": overall, "units": dict(units)}
+
+
+def render_report(
+    result: Any, inputs: Any, lang: str = "vi", reports_dir: Path | None = None
+) -> str:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
+    env.filters["code_name"] = lambda code: code_name(code, lang)
     env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
     env.filters["pp"] = lambda v: (
         "—" if v is None else f"{v * 100:+.0f} điểm %" if lang == "vi" else f"{v * 100:+.0f} pp"
     )
     context = report_context(result, inputs, lang)
+    history = trend(reports_dir, result.month, result.person_month)
+    labels = [month_label(m, lang) for m in history["months"]]
+    context["trend"] = history
+    context["trend_labels"] = labels
+    context["trend_chart"] = charts.trend_chart(
+        list(zip(labels, history["overall"], strict=True)),
+        baseline=BASELINE,
+        axis=str(context["t"]["share_axis"]),
+    )
     return env.get_template("report.html.j2").render(**context)
+
+
+def report_pdf(html: str) -> bytes:
+    """The report as an A4 PDF, laid out by WeasyPrint from the same HTML (its print
+    styles: A4, an administrative document's margins, no chart split across pages).
+    Fixed dates and identifier, so the same month gives the same bytes."""
+    from weasyprint import HTML  # imported here: only the evaluation needs it
+
+    document = HTML(string=html).render()
+    document.metadata.created = PDF_DATE
+    document.metadata.modified = PDF_DATE
+    # fontTools stamps each embedded font subset with the time, unless SOURCE_DATE_EPOCH
+    # (the reproducible-builds convention) says otherwise
+    saved = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = saved or "946684800"  # 2000-01-01
+    try:
+        return bytes(document.write_pdf(pdf_identifier=b"mailusage-report"))
+    finally:
+        if saved is None:
+            del os.environ["SOURCE_DATE_EPOCH"]

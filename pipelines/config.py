@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from connectors.ews import ACCESS, AUTH_TYPES, EwsSettings, EwsSource
 from connectors.imap import ImapSettings, ImapSource
 from connectors.sieve import SieveSettings, SieveSource
+from contract.letterhead import Letterhead
 from contract.people import Person
 
 
@@ -99,6 +100,16 @@ SECTIONS: dict[str, dict[str, Kind]] = {
         "reports_dir": str,
         "language": str,
         "public_domains": list,
+    },
+    # the report's letterhead and signature block (Nghị định 30/2020/NĐ-CP layout)
+    "report": {
+        "parent_body": str,  # e.g. "UBND QUẬN LIÊN CHIỂU"
+        "issuing_body": str,  # e.g. "PHÒNG VĂN HÓA VÀ THÔNG TIN" (default: agency.name)
+        "number": str,  # e.g. "/BC-VHTT", printed after "Số: "
+        "place": str,  # e.g. "Liên Chiểu", before the date line
+        "signer_title": str,  # e.g. "TRƯỞNG PHÒNG"
+        "signer_name": str,  # printed under the space left to sign; may stay empty
+        "recipients": list,  # "Nơi nhận", e.g. ["Chủ tịch UBND quận", "Lưu: VT"]
     },
 }
 TOP_LEVEL: dict[str, Kind] = {**{name: dict for name in SECTIONS}, "sources": list, "logins": list}
@@ -238,6 +249,7 @@ class Config:
     language: str = "vi"
     public_domains_extra: tuple[str, ...] = ()
     logins: tuple[LoginSourceConfig, ...] = ()
+    letterhead: Letterhead = field(default_factory=Letterhead)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -484,7 +496,18 @@ def load_config(path: str | Path) -> Config:
         policy = str((base / policy).resolve())
     waivers = evaluation.get("waivers")
     logins = tuple(_login_source(r, i, base, tz) for i, r in enumerate(raw.get("logins", [])))
+    report = raw.get("report", {})
+    letterhead = Letterhead(
+        parent_body=report.get("parent_body", ""),
+        issuing_body=report.get("issuing_body", agency.get("name", "")),
+        number=report.get("number", ""),
+        place=report.get("place", ""),
+        signer_title=report.get("signer_title", ""),
+        signer_name=report.get("signer_name", ""),
+        recipients=tuple(str(r) for r in report.get("recipients", [])),
+    )
     return Config(
+        letterhead=letterhead,
         logins=logins,
         policy=policy,
         waivers_path=(base / waivers).resolve() if waivers else None,

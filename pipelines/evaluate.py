@@ -34,6 +34,7 @@ def evaluation_inputs(cfg: Config) -> EvaluationInputs:
         policy=load_policy(cfg.policy),
         waivers=load_waivers(cfg.waivers_path),
         public_domains_extra=cfg.public_domains_extra,
+        letterhead=cfg.letterhead,
     )
 
 
@@ -58,7 +59,7 @@ def run_evaluation(
         "policy": inputs.policy.name,
         "people": len(result.hr_rows),
         "regular_share": round(regular / staff.num_rows, 4) if staff.num_rows else None,
-        "capped": sum(1 for r in result.hr_rows if r["max_rating"]),
+        "capped": sum(1 for r in result.hr_rows if r["capped"]),
         "confirmed_evidence": pc.sum(pc.equal(confidence, "confirmed")).as_py() or 0,
         "suspected_evidence": pc.sum(pc.equal(confidence, "suspected")).as_py() or 0,
         "paths": {k: str(v) for k, v in result.paths.items()},

@@ -65,7 +65,29 @@ def test_notebook_runs(path, config, monkeypatch):
         for o in c.outputs
     )
     assert "Error" not in text
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
     if path.stem == "usage_overview":
         assert "2026-11" in text and "UBND phường Hòa Minh" in text
+        assert len(images) == 2  # both charts inline, as PNG in the executed notebook
+        assert "storage_used_gb" in text and "e-0" not in text  # GB, not 3.52e-06
     else:
         assert "PUBLIC_MAIL_FOR_WORK" in text and "p04.home@gmail.com" in text
+
+
+def test_the_config_is_found_from_the_notebooks_folder(tmp_path, monkeypatch):
+    from analytics.notebook import find_config
+
+    monkeypatch.delenv("MAILUSAGE_CONFIG", raising=False)
+    (tmp_path / "demo-data").mkdir()
+    (tmp_path / "demo-data" / "mailusage.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    assert find_config(tmp_path / "notebooks") == tmp_path / "demo-data" / "mailusage.toml"
+    monkeypatch.setenv("MAILUSAGE_CONFIG", str(tmp_path / "nowhere.toml"))
+    with pytest.raises(FileNotFoundError, match="MAILUSAGE_CONFIG names"):
+        find_config(tmp_path / "notebooks")

@@ -154,11 +154,59 @@ def test_hr_ratings_caps_and_exemptions(result):
     assert "UA" not in rows and len(rows) == 11  # one row per person; unit mailboxes are not
     assert rows["P04"]["max_rating"] == "Hoàn thành khá nhiệm vụ"
     assert rows["P06"]["max_rating"] == "Hoàn thành khá nhiệm vụ"
-    assert rows["P05"]["max_rating"] == ""  # this code does not count in lien-chieu-2014
+    assert (
+        rows["P05"]["max_rating"] == "Không giới hạn"
+    )  # this code does not count in lien-chieu-2014
     assert rows["P05"]["violation_codes"] == "OFFICIAL_ADDRESS_REGISTERED"
     assert rows["P07"]["exemption"] == "Nghỉ phép/nghỉ dài ngày"
-    assert rows["P07"]["max_rating"] == "" and rows["P08"]["max_rating"] == ""
+    assert (
+        rows["P07"]["max_rating"] == "Không giới hạn"
+        and rows["P08"]["max_rating"] == "Không giới hạn"
+    )
     assert rows["P11"]["usage_class"] == "Chưa có hộp thư"
+
+
+def test_every_listed_code_has_its_name_and_reason(result):
+    rows = {r["employee_id"]: r for r in result.hr_rows}
+    assert rows["P04"]["violations"] == "Dùng thư điện tử công cộng cho công việc"
+    assert rows["P04"]["reason"] == (
+        "Dùng thư điện tử công cộng cho công việc: 1 bằng chứng, "
+        "tính vào xếp loại: tối đa Hoàn thành khá nhiệm vụ"
+    )
+    # listed but not capped: the reason says why (lien-chieu-2014 does not count it)
+    assert rows["P05"]["reason"].startswith(
+        "Dùng địa chỉ công vụ đăng ký dịch vụ trực tuyến: 2 bằng chứng, không tính vào xếp loại"
+    )
+    for r in rows.values():
+        codes = [c for c in r["violation_codes"].split(";") if c]
+        assert len(r["reason"].split("; ")) == len(codes) or not codes
+        assert r["max_rating"] and (r["capped"] or r["max_rating"] == "Không giới hạn")
+
+
+def test_hr_workbook_reads_back_like_the_csv(result):
+    from openpyxl import load_workbook
+
+    book = load_workbook(result.paths["hr_ratings_xlsx"])
+    sheet = book.active
+    assert sheet.title == "Tháng 11-2026"
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == "A1:M12"
+    assert sheet.page_setup.paperSize == 9 and sheet.page_setup.orientation == "landscape"
+    # one page wide (fitToWidth's default, 1, is left out of the file), any number tall
+    assert sheet.sheet_properties.pageSetUpPr.fitToPage and sheet.page_setup.fitToHeight == 0
+    assert sheet.page_setup.fitToWidth in (None, 1) and sheet.print_title_rows == "$1:$1"
+    cells = [[c.value for c in row] for row in sheet.iter_rows()]
+    with result.paths["hr_ratings"].open(encoding="utf-8-sig", newline="") as fh:
+        lines = list(csv.reader(fh))
+    assert cells[0] == lines[0]  # the same header
+    evidence = lines[0].index("Số bằng chứng")
+    for got, want in zip(cells[1:], lines[1:], strict=True):
+        assert isinstance(got[evidence], int)  # a number, not text
+        # the same content; the workbook needs no apostrophe before formula-like text
+        assert [("" if v is None else str(v)) for v in got] == [
+            w[1:] if w.startswith("'") else w for w in want
+        ]
+    by_id = {row[0]: row for row in cells[1:]}
+    assert by_id["P04"][2] == "Phòng Tài chính - Kế hoạch"  # Vietnamese text intact
 
 
 def test_a_waiver_lifts_exactly_its_cap(data_dir, tmp_path):
@@ -171,7 +219,7 @@ def test_a_waiver_lifts_exactly_its_cap(data_dir, tmp_path):
         r["employee_id"]: r
         for r in evaluate_month(inputs(data_dir, waivers=waivers), MONTH).hr_rows
     }
-    assert rows["P04"]["max_rating"] == ""
+    assert rows["P04"]["max_rating"] == "Không giới hạn"
     assert rows["P04"]["waiver"] == "PUBLIC_MAIL_FOR_WORK: Gửi nhầm, đã giải trình (Chủ tịch UBND)"
     assert rows["P04"]["evidence_count"] == 1  # the evidence stays visible
     assert rows["P06"]["max_rating"] == "Hoàn thành khá nhiệm vụ"  # other code, other month
@@ -207,7 +255,7 @@ def test_phu_giao_preset_reports_without_capping(data_dir):
     out = evaluate_month(inputs(data_dir, policy="phu-giao-2018"), MONTH)
     rows = {r["employee_id"]: r for r in out.hr_rows}
     assert rows["P05"]["violation_codes"] == "OFFICIAL_ADDRESS_REGISTERED"
-    assert all(r["max_rating"] == "" for r in rows.values())
+    assert all(r["max_rating"] == "Không giới hạn" for r in rows.values())
 
 
 def test_unknown_policy_is_a_clear_error():
@@ -379,7 +427,9 @@ def test_a_code_the_policy_trusts_only_as_suspected_goes_to_review(data_dir, tmp
     out = evaluate_month(inputs(data_dir, policy=str(tmp_path / "own.toml")), MONTH)
     p05 = [r for r in out.violations.to_pylist() if r["employee_id"] == "P05"]
     assert p05 and {r["confidence"] for r in p05} == {"suspected"}
-    assert next(r for r in out.hr_rows if r["employee_id"] == "P05")["max_rating"] == ""
+    assert (
+        next(r for r in out.hr_rows if r["employee_id"] == "P05")["max_rating"] == "Không giới hạn"
+    )
 
 
 def test_report_figures_equal_the_evaluation_outputs(result):
@@ -397,12 +447,13 @@ def test_report_figures_equal_the_evaluation_outputs(result):
     for row in ranking[1:]:
         assert f"<td>{row[2]}</td>" in html  # every unit of the CSV is in the report
     assert (
-        "<td>PUBLIC_MAIL_FOR_WORK</td><td>Phòng Tài chính - Kế hoạch</td>"
-        '<td class="n">1</td>' in html
-    )
+        '<td title="PUBLIC_MAIL_FOR_WORK">Dùng thư điện tử công cộng cho công việc</td>'
+        '<td>Phòng Tài chính - Kế hoạch</td><td class="n">1</td>' in html
+    )  # the violation named in Vietnamese, its code kept as the cell's tooltip
+    assert "<title>Báo cáo tình hình sử dụng hộp thư điện tử công vụ — Tháng 11/2026" in html
     assert "u" + "a@lienchieu.danang.gov.vn" in html  # the unattended unit mailbox
     assert "8/11 hộp thư được thu thập đủ" not in html
     cov = re.search(r'id="coverage">(\d+)/(\d+) [^:]*: (\d+)', html)
     assert cov is not None and cov.groups() == ("1", "11", "1")  # P01 full; P08 failed
     assert "login failed (wrong password?)" in html
-    assert html.count("<svg") == 2  # class split and ranking charts
+    assert html.count("<svg") == 3  # class split, ranking and 12-month trend charts
