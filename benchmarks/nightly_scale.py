@@ -261,6 +261,14 @@ def evaluate_queries(config: str, month: str) -> dict[str, Any]:
     return {"people": result.person_month.num_rows}
 
 
+def render_pdf(html: str) -> dict[str, Any]:
+    """The report's PDF layout alone (WeasyPrint), from the HTML the evaluation wrote."""
+    from analytics.report import report_pdf
+
+    data = report_pdf(Path(html).read_text(encoding="utf-8"))
+    return {"bytes": len(data)}
+
+
 def evaluate_floor(data: str, roster: str, month: str) -> dict[str, Any]:
     """The same SQL over a plain glob of one file per night: DuckDB and nothing else."""
     import duckdb
@@ -436,6 +444,7 @@ STEPS = {
     "evaluate_mailusage": evaluate_mailusage,
     "evaluate_queries": evaluate_queries,
     "evaluate_floor": evaluate_floor,
+    "render_pdf": render_pdf,
     "write_month_store": write_month_store,
 }
 
@@ -772,9 +781,18 @@ def evaluation_part(args: argparse.Namespace, work: Path, lines: list[str], row:
             f"**{queries['seconds'] / floor['seconds']:.2f}x the floor**",
         )
         row(
-            f"mailusage evaluate 2026-11 with every output (CSVs, Parquet, report), {label}",
+            f"mailusage evaluate 2026-11 with every output (CSVs, xlsx, Parquet, report "
+            f"HTML and PDF), {label}",
             mine,
             f"**{mine['seconds'] / floor['seconds']:.2f}x the floor**",
+        )
+        pdf = step("render_pdf", html=str(root / "reports" / "2026-11" / "report.html"))
+        rest = mine["seconds"] - pdf["seconds"]
+        row(
+            f"of which the report's PDF layout (WeasyPrint, in a process of its own), {label}",
+            pdf,
+            f"{pdf['bytes']:,} bytes; the evaluation without it: {rest:.1f} s, "
+            f"**{rest / floor['seconds']:.2f}x the floor**",
         )
     year, month = results["a year"], results["one month"]
     lines += [
