@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -457,3 +459,19 @@ def test_report_figures_equal_the_evaluation_outputs(result):
     assert cov is not None and cov.groups() == ("1", "11", "1")  # P01 full; P08 failed
     assert "login failed (wrong password?)" in html
     assert html.count("<svg") == 3  # class split, ranking and 12-month trend charts
+
+
+@pytest.mark.skipif(
+    shutil.which("soffice") is None, reason="LibreOffice is not installed on this machine"
+)
+def test_libreoffice_opens_the_hr_workbook_without_a_wizard(result, tmp_path):
+    # LibreOffice converts the workbook to CSV headless: its reading of the cells must be
+    # the CSV mailusage wrote (Vietnamese intact, no mojibake, numbers as numbers).
+    subprocess.run(
+        ["soffice", "--headless", "--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76",
+         "--outdir", str(tmp_path), str(result.paths["hr_ratings_xlsx"])],
+        check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
+    got = list(csv.reader((tmp_path / "hr_ratings.csv").read_text("utf-8").splitlines()))
+    want = list(csv.reader(result.paths["hr_ratings"].read_text("utf-8-sig").splitlines()))
+    assert [[c.lstrip("'") for c in r] for r in want] == got
