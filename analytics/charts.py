@@ -29,7 +29,7 @@ WIDTH = 720
 FONT = 'font-family="Noto Sans, DejaVu Sans, Arial, sans-serif"'
 # Average advance of a character at 12 px in the sans fonts above (Vietnamese diacritics
 # sit above or below the letter and add no width): enough to size the label column.
-CHAR_PX = 7.0
+CHAR_PX = 7.6
 MAX_LABEL_CHARS = 42
 
 

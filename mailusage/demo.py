@@ -71,6 +71,8 @@ class Person:
 class Agency:
     people: list[Person]
     planted: set[tuple[str, str]] = field(default_factory=set)  # (employee_id, code)
+    # who used their mailbox (sent or read) so far: an "occasional" user must, at least once
+    active: set[str] = field(default_factory=set)
 
 
 def build_agency(staff: int, rng: random.Random) -> Agency:
@@ -211,6 +213,7 @@ def simulate_day(
                     to.append(f"congdan{rng.randint(1, 500)}@{rng.choice(PUBLIC)}")
                 raw = make_message(p.email, to, date=t, message_id=mid(), from_name=p.full_name)
                 server.deliver(p.email, p.sent_folder, raw, when=t, seen=True)
+            agency.active.add(p.employee_id)
     planted_declared = [
         p
         for p in everyone
@@ -252,12 +255,20 @@ def simulate_day(
     server.finish_seeding()
 
 
-def read_mail(server: LocalDovecot, agency: Agency, day: date, rng: random.Random) -> None:
-    """Readers open their mail with their own client: real logins, real flag changes."""
+def read_mail(
+    server: LocalDovecot, agency: Agency, day: date, rng: random.Random, last: bool = False
+) -> None:
+    """Readers open their mail with their own client: real logins, real flag changes. On
+    the ``last`` workday an occasional user who has not yet used the mailbox reads it: by
+    chance alone one in ~80 would stay idle all month, be rated inactive and be charged
+    with a violation the demo did not plant."""
     for p in agency.people:
         chance = {"regular": 0.8, "occasional": 0.12, "unit-attended": 0.7}.get(p.behaviour, 0)
+        if last and p.behaviour == "occasional" and p.employee_id not in agency.active:
+            chance = 1.0
         if day.weekday() >= 5 or rng.random() >= chance:
             continue
+        agency.active.add(p.employee_id)
         client = IMAPClient("127.0.0.1", port=server.imap_port, ssl=False)
         client.login(p.email, PASSWORD)
         client.select_folder("INBOX")
@@ -321,6 +332,14 @@ path = "roster.csv"
 [evaluation]
 policy = "policy.toml"
 reports_dir = "reports"
+
+[report]
+parent_body = "UBND HUYỆN DEMO"
+issuing_body = "PHÒNG VĂN HÓA VÀ THÔNG TIN"
+number = "/BC-VHTT"
+place = "Demo"
+signer_title = "TRƯỞNG PHÒNG"
+recipients = ["Chủ tịch UBND huyện", "Lưu: VT, VHTT"]
 
 [collect]
 concurrency = 2
@@ -420,9 +439,10 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
         code = 0
         from pipelines.collect import run_collection
 
+        last_workday = max((d for d in days if d.weekday() < 5), default=None)
         for i, day in enumerate(days):
             simulate_day(server, agency, roles, day, rng, counter, first=i == 0)
-            read_mail(server, agency, day, rng)
+            read_mail(server, agency, day, rng, last=day == last_workday)
             night = (day + timedelta(days=1)).isoformat()
             if i < len(days) - 1:  # simulated nights: the same collection, no Prefect bookkeeping
                 summary = run_collection(str(config), night, plain=True)
