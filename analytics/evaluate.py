@@ -28,7 +28,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from analytics.policy import Policy, Waiver, check_month, code_name, public_domains
-from analytics.queries import Workspace, month_nights, month_params, previous_month
+from analytics.queries import Workspace, days_in, month_nights, month_params, previous_month
 from analytics.report import month_label, render_report, report_pdf
 from analytics.workbook import hr_workbook
 from contract.letterhead import Letterhead
@@ -351,8 +351,7 @@ def _hr_rows(
         confirmed[employee_id].append(code)
     waivers = {(w.employee_id, w.code): w for w in inputs.waivers if w.month == month}
     rows = []
-    bounds = month_params(month, inputs.timezone)
-    days = (bounds["next_day"] - bounds["first_day"]).days
+    days = days_in(month)
     wanted = ["employee_id", "full_name", "unit_name", "usage_class", "exemption"]
     wanted += ["has_mailbox", "nights_collected"]
     for p in pm.filter(pc.invert(pm["is_unit_mailbox"])).select(wanted).to_pylist():

@@ -77,6 +77,31 @@ def previous_month(month: str) -> str:
     return f"{y - 1}-12" if m == 1 else f"{y}-{m - 1:02d}"
 
 
+def next_month(month: str) -> str:
+    """``"2026-12"`` -> ``"2027-01"``."""
+    check_month(month)
+    y, m = int(month[:4]), int(month[5:])
+    return f"{y + 1}-01" if m == 12 else f"{y}-{m + 1:02d}"
+
+
+def months_back(month: str, n: int) -> list[str]:
+    """The ``n`` months ending with ``month``, oldest first.
+
+    >>> months_back("2026-02", 3)
+    ['2025-12', '2026-01', '2026-02']
+    """
+    out = [month]
+    while len(out) < n:
+        out.append(previous_month(out[-1]))
+    return out[::-1]
+
+
+def days_in(month: str) -> int:
+    """``days_in("2026-11")`` -> ``30``."""
+    bounds = month_params(month, "UTC")
+    return int((bounds["next_day"] - bounds["first_day"]).days)
+
+
 class Workspace:
     """One DuckDB connection over the data directory and the evaluation's lookup tables."""
 

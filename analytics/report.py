@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from analytics import charts
 from analytics.policy import code_name
+from analytics.queries import days_in, months_back, next_month
 
 RATED = {"regular", "occasional", "inactive"}  # classes of a mailbox collected that month
 TREND_MONTHS = 12
@@ -171,7 +172,7 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     failed = [c for c in coverage if c["nights_failed"]]
     ranking = result.unit_ranking.to_pylist()
     days_collected = pc.max(result.person_month["nights_collected"]).as_py() or 0
-    days = _days_in(result.month)
+    days = days_in(result.month)
     return {
         "t": t,
         "lang": lang,
@@ -179,7 +180,7 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         "month_text": month_label(result.month, lang),
         "lh": inputs.letterhead,
         # issued the month after: the day is left for the signer, as on paper
-        "issue_month": _next_month(result.month),
+        "issue_month": tuple(int(x) for x in next_month(result.month).split("-")),
         "partial": str(t["partial"]).format(n=days_collected, days=days)
         if days_collected < days
         else "",
@@ -210,31 +211,6 @@ def month_label(month: str, lang: str) -> str:
     return f"{calendar.month_name[number]} {year}"
 
 
-def _next_month(month: str) -> tuple[int, int]:
-    """``_next_month("2026-12")`` -> ``(2027, 1)``."""
-    year, number = (int(x) for x in month.split("-"))
-    return (year + 1, 1) if number == 12 else (year, number + 1)
-
-
-def _days_in(month: str) -> int:
-    year, number = (int(x) for x in month.split("-"))
-    return calendar.monthrange(year, number)[1]
-
-
-def _months_back(month: str, n: int) -> list[str]:
-    """The ``n`` months ending with ``month``, oldest first.
-
-    >>> _months_back("2026-02", 3)
-    ['2025-12', '2026-01', '2026-02']
-    """
-    year, number = (int(x) for x in month.split("-"))
-    out = []
-    for _ in range(n):
-        out.append(f"{year:04d}-{number:02d}")
-        year, number = (year, number - 1) if number > 1 else (year - 1, 12)
-    return out[::-1]
-
-
 def _shares(pm: pa.Table) -> tuple[float | None, dict[str, float]]:
     """The share of regular users among the rated people: overall and per unit code."""
     rows = pm.select(["unit_code", "is_unit_mailbox", "usage_class"]).to_pylist()
@@ -251,7 +227,7 @@ def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, 
     """The last 12 months' shares of regular users, overall and per unit, from the months
     evaluated before (their ``person_month.parquet``) and this one; a month never
     evaluated is None ("—"), never 0%."""
-    months = _months_back(month, TREND_MONTHS)
+    months = months_back(month, TREND_MONTHS)
     tables: dict[str, pa.Table] = {month: current}
     for m in months[:-1]:
         path = reports_dir / m / "person_month.parquet" if reports_dir else None
