@@ -58,6 +58,19 @@ def _prefect(env: dict[str, str], *args: str, timeout: float = 180) -> str:
     return done.stdout
 
 
+def _spawn(args: list[str], env: dict[str, str], cwd: Path, log: Any) -> subprocess.Popen[bytes]:
+    """A long-running `prefect` command in its own process group, its output to ``log``."""
+    return subprocess.Popen(
+        [str(PREFECT), *args],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -84,14 +97,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     }
     log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = _spawn(["server", "start", "--host", "127.0.0.1", "--port", str(port)], env, home, log)
     try:
         deadline = time.monotonic() + 150
         while True:
@@ -187,14 +193,8 @@ def test_deploy_schedule_and_a_worker_run_land_the_night(
     out = _prefect(env, "deployment", "run", "collect/nightly-collect", "--param", f"night={NIGHT}")
     worker_env = {**env, "MU_DEPLOY_MASTER": MASTER_PASSWORD}  # the secret lives on the worker
     log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [str(PREFECT), "worker", "start", "--pool", "mailusage", "--type", "process"],
-        env=worker_env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    worker = _spawn(
+        ["worker", "start", "--pool", "mailusage", "--type", "process"], worker_env, tmp_path, log
     )
     try:
         deadline = time.monotonic() + 240
