@@ -7,7 +7,7 @@ depend on :class:`MailboxSource` only, so IMAP and EWS are interchangeable downs
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -60,6 +60,24 @@ def sent_date(header: int | None, arrived: int) -> tuple[int, str]:
     return header, "header"
 
 
+def smtp_address(
+    address: str | None, name: str | None = None, routing: str | None = None
+) -> tuple[str | None, bool]:
+    """(lower-cased SMTP address, invalid?) of an address a server gave as structured data
+    (EWS, Graph). An EX (legacyExchangeDN) or nameless entry is kept raw and flagged, as
+    IMAP does with a non-address.
+
+    >>> smtp_address("An.NV@DaNang.gov.vn", "An")
+    ('an.nv@danang.gov.vn', False)
+    >>> smtp_address("/O=DANANG/OU=EXCHANGE/CN=RECIPIENTS/CN=AN", "An", "EX")
+    ('/O=DANANG/OU=EXCHANGE/CN=RECIPIENTS/CN=AN', True)
+    """
+    address = (address or "").strip()
+    if (routing or "SMTP").upper() == "SMTP" and "@" in address and " " not in address:
+        return address.lower(), False
+    return (address or name or "").strip() or None, True
+
+
 @dataclass(frozen=True, slots=True)
 class FolderCursor:
     """What the server guarantees about a folder at the end of the last collection.
@@ -70,6 +88,9 @@ class FolderCursor:
     uidvalidity: int
     last_uid: int
     highestmodseq: int | None
+    # A server's own sync state, opaque to the collector (Graph: the delta link); None
+    # for IMAP and EWS, whose cursors are the numbers above.
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +145,15 @@ class MailboxSession(Protocol):
 
     # Per folder: messages the server listed that could not be read (not stored).
     unreadable: Counter[str]
+
+    def resume(self, start: Mapping[str, FolderCursor]) -> None:
+        """Last night's cursors, given before :meth:`folders`: a server whose cursor is a
+        token (Graph's delta links) reads on from them; IMAP and EWS plan from numbers."""
+        ...
+
+    def token(self, folder: FolderState) -> str | None:
+        """The folder's sync token once tonight's fetch of it is done (None: no tokens)."""
+        ...
 
     def folders(self) -> list[FolderState]: ...
 

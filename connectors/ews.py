@@ -37,7 +37,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,6 +76,7 @@ from exchangelib.util import SOAPNS, TNS, create_element, to_xml
 from connectors.base import (
     AuthError,
     CredentialsRejected,
+    FolderCursor,
     FolderState,
     Forward,
     MailboxMissing,
@@ -84,6 +85,7 @@ from connectors.base import (
     SourceError,
     TransientError,
     sent_date,
+    smtp_address,
 )
 
 AUTH_TYPES = {"ntlm": NTLM, "basic": BASIC}
@@ -337,21 +339,10 @@ def _errors(mailbox: str) -> Iterator[None]:
 
 
 def _address(mbx: _Addr | None) -> tuple[str | None, bool]:
-    """(lower-cased SMTP address, invalid?); an EX (legacyExchangeDN) or nameless entry is
-    kept raw and flagged, as IMAP does with a non-address.
-
-    >>> _address(_Addr("An.NV@DaNang.gov.vn", "SMTP", "An"))
-    ('an.nv@danang.gov.vn', False)
-    >>> _address(_Addr("/O=DANANG/OU=EXCHANGE/CN=RECIPIENTS/CN=AN", "EX", "An"))
-    ('/O=DANANG/OU=EXCHANGE/CN=RECIPIENTS/CN=AN', True)
-    """
+    """(lower-cased SMTP address, invalid?) of an EWS Mailbox element."""
     if mbx is None:
         return None, False
-    address = (mbx.email or "").strip()
-    routing = (mbx.routing or "SMTP").upper()
-    if routing == "SMTP" and "@" in address and " " not in address:
-        return address.lower(), False
-    return (address or mbx.name or "").strip() or None, True
+    return smtp_address(mbx.email, mbx.name, mbx.routing)
 
 
 class EwsSession:
@@ -404,6 +395,12 @@ class EwsSession:
                 )
             )
         return states
+
+    def resume(self, start: Mapping[str, FolderCursor]) -> None:
+        pass  # the cursor is the date watermark in FolderCursor.last_uid
+
+    def token(self, folder: FolderState) -> str | None:
+        return None
 
     def quota(self) -> Quota:
         return Quota(None, None)  # EWS has no quota: see Get-MailboxStatistics (operator guide)

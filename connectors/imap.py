@@ -15,7 +15,7 @@ import re
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,6 +27,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 from connectors.base import (
     AuthError,
     CredentialsRejected,
+    FolderCursor,
     FolderState,
     MailboxMissing,
     Message,
@@ -354,6 +355,12 @@ class ImapSession:
     def list_folders(self) -> list[tuple[str, str, bool]]:
         """(name, role, role came from SPECIAL-USE) for every selectable folder."""
         return self.survey()[1]
+
+    def resume(self, start: Mapping[str, FolderCursor]) -> None:
+        pass  # UIDs and MODSEQs say where to go on from: see plan_folder
+
+    def token(self, folder: FolderState) -> str | None:
+        return None
 
     def folders(self) -> list[FolderState]:
         """Every selectable folder with its role and STATUS counters."""

@@ -131,10 +131,12 @@ def parse_log_line(line: str, *, year: int, tz: ZoneInfo, source: str) -> Login 
 
 @dataclass(frozen=True)
 class LogCursor:
-    """Where reading stopped: the file's inode and the byte offset after the last full line."""
+    """Where reading stopped: the file's inode and the byte offset after the last full line
+    (``head``: a hash of its first line, to find it again once rotated and compressed)."""
 
     inode: int
     offset: int
+    head: str | None = None
 
 
 def read_log(

@@ -402,6 +402,7 @@ def collect_mailbox(
     started = time.monotonic()
     try:
         with source.open(mailbox) as session:
+            session.resume(start)
             folders = session.folders()
             quota = session.quota()
             sent = next((f.name for f in folders if f.role == "sent"), None)
@@ -429,6 +430,7 @@ def collect_mailbox(
                         (by_name[m.folder], m) for m in batch if roles[m.folder] == "sent"
                     )
             unreadable = session.unreadable
+            tokens = {f.name: session.token(f) for f in folders}
             contacts = _scan_contacts(session, mailbox, to_scan, scan) if scan else None
     except SourceError as exc:
         if exc.transient:
@@ -444,7 +446,8 @@ def collect_mailbox(
             )
         )
     after = {
-        f.name: FolderCursor(f.uidvalidity, max(f.uidnext - 1, 0), f.highestmodseq) for f in folders
+        f.name: FolderCursor(f.uidvalidity, max(f.uidnext - 1, 0), f.highestmodseq, tokens[f.name])
+        for f in folders
     }
     status = [
         {

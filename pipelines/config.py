@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connectors.ews import ACCESS, AUTH_TYPES, EwsSettings, EwsSource
+from connectors.graph import GraphSettings, GraphSource
 from connectors.imap import ImapSettings, ImapSource
 from connectors.sieve import SieveSettings, SieveSource
 from contract.letterhead import Letterhead
@@ -159,17 +160,22 @@ class SourceConfig:
     sieve: SieveSettings | None = None
     ews: EwsSettings | None = None
     ews_forwarding: bool = True  # read inbox rules with GetInboxRules
+    graph: GraphSettings | None = None
 
-    def build(self) -> ImapSource | EwsSource:
+    def build(self) -> ImapSource | EwsSource | GraphSource:
+        if self.graph is not None:
+            return GraphSource(self.graph, secret=self.password.resolve, name=self.name)
         if self.ews is not None:
             return EwsSource(self.ews, password_for=self.password.resolve, name=self.name)
         assert self.imap is not None
         ref = self.password
         return ImapSource(self.imap, password_for=ref.resolve, name=self.name, kind=self.kind)
 
-    def forwarding(self) -> SieveSource | EwsSource | None:
+    def forwarding(self) -> SieveSource | EwsSource | GraphSource | None:
         """Where forwarding rules are read: ManageSieve when the IMAP source has
-        `sieve = { … }`, inbox rules for an EWS source (unless `forwarding = false`)."""
+        `sieve = { … }`, inbox rules for an EWS or Graph source (unless `forwarding = false`)."""
+        if self.graph is not None:
+            return self.build() if self.graph.forwarding else None  # type: ignore[return-value]
         if self.ews is not None:
             return self.build() if self.ews_forwarding else None  # type: ignore[return-value]
         if self.sieve is None:
@@ -177,7 +183,15 @@ class SourceConfig:
         return SieveSource(self.sieve, password_for=self.password.resolve, name=self.name)
 
 
-LOGIN_KINDS = ("dovecot-dict", "dovecot-log", "exchange-csv", "zimbra")
+LOGIN_KINDS = (
+    "dovecot-dict",
+    "dovecot-log",
+    "exchange-csv",
+    "zimbra",
+    "zimbra-audit",
+    "graph-signin",
+)
+_PATHLESS = ("dovecot-dict", "graph-signin")
 
 
 @dataclass(frozen=True)
@@ -192,6 +206,8 @@ class LoginSourceConfig:
     ignore_remote: tuple[str, ...] = ()
     timezone: str = "Asia/Ho_Chi_Minh"
     day_first: bool = False
+    ignore_accounts: tuple[str, ...] = ()  # zimbra-audit: the collector's own admin account
+    graph: SourceConfig | None = field(default=None, repr=False)  # graph-signin: its source
 
 
 _LOGIN_KEYS: dict[str, Kind] = {
@@ -203,18 +219,30 @@ _LOGIN_KEYS: dict[str, Kind] = {
     "ignore_remote": list,
     "timezone": str,
     "day_first": bool,
+    "ignore_accounts": list,
+    "source": str,
 }
 
 
-def _login_source(raw: dict[str, Any], index: int, base: Path, tz: str) -> LoginSourceConfig:
+def _login_source(
+    raw: dict[str, Any], index: int, base: Path, tz: str, sources: tuple[SourceConfig, ...]
+) -> LoginSourceConfig:
     where = f"logins[{index}]"
     kind = raw.get("kind")
     if kind not in LOGIN_KINDS:
         raise ConfigError(f"{where}.kind must be one of {', '.join(LOGIN_KINDS)}")
     check_keys(raw, _LOGIN_KEYS, where)
     path = raw.get("path")
-    if kind != "dovecot-dict" and not path:
+    if kind not in _PATHLESS and not path:
         raise ConfigError(f"{where}.path is required for kind {kind!r}")
+    graph = None
+    if kind == "graph-signin":
+        graphs = {s.name: s for s in sources if s.graph is not None}
+        graph = graphs.get(raw.get("source", ""))
+        if graph is None:
+            raise ConfigError(
+                f'{where}.source must name a kind = "graph" source ({", ".join(graphs) or "none"})'
+            )
     doveadm = raw.get("doveadm", ["doveadm"])
     if isinstance(doveadm, str):
         doveadm = doveadm.split()
@@ -227,6 +255,8 @@ def _login_source(raw: dict[str, Any], index: int, base: Path, tz: str) -> Login
         ignore_remote=tuple(raw.get("ignore_remote", [])),
         timezone=raw.get("timezone", tz),
         day_first=bool(raw.get("day_first", False)),
+        ignore_accounts=tuple(a.lower() for a in raw.get("ignore_accounts", [])),
+        graph=graph,
     )
 
 
@@ -375,6 +405,77 @@ def _ews_source(raw: dict[str, Any], where: str, base: Path, name: str) -> Sourc
     )
 
 
+_GRAPH_KEYS: dict[str, Kind] = {
+    "name": str,
+    "kind": str,
+    "tenant_id": str,
+    "client_id": str,
+    "client_secret": (dict, str),
+    "certificate_path": str,
+    "certificate_password": (dict, str),
+    "authority": str,
+    "graph_url": str,
+    "page_size": int,
+    "read_size": bool,
+    "forwarding": bool,
+    "usage_report": bool,
+    "timeout": NUMBER,
+    "max_wait": NUMBER,
+    "retry_wait": NUMBER,
+    "max_connections": int,
+    "ca_file": str,
+}
+
+
+def _graph_source(raw: dict[str, Any], where: str, base: Path, name: str) -> SourceConfig:
+    """`kind = "graph"`: Exchange Online through Microsoft Graph, app-only."""
+    check_keys(raw, _GRAPH_KEYS, where)
+    for key in ("tenant_id", "client_id"):
+        if not raw.get(key):
+            raise ConfigError(f"{where}.{key} is required (the app registration's {key})")
+    cert = raw.get("certificate_path")
+    if cert is None and "client_secret" not in raw:
+        raise ConfigError(
+            f"{where}: give client_secret = {{ env = ... }} or certificate_path (a PEM with "
+            "the private key and certificate)"
+        )
+    if cert is not None:
+        cert_path = (base / cert).resolve()
+        if not cert_path.exists():
+            raise ConfigError(f"{where}.certificate_path {cert_path} does not exist")
+        cert = str(cert_path)
+        secret = (
+            _secret(raw["certificate_password"], f"{where}.certificate_password")
+            if "certificate_password" in raw
+            else SecretRef(env="MAILUSAGE_NO_CERTIFICATE_PASSWORD")
+        )
+    else:
+        secret = _secret(raw["client_secret"], f"{where}.client_secret")
+    for key in ("authority", "graph_url"):
+        if key in raw and not re.match(r"https://[^/]+", raw[key]):
+            raise ConfigError(f"{where}.{key} must be an https:// URL (MSAL accepts no other)")
+    page_size = int(raw.get("page_size", 500))
+    if not 1 <= page_size <= 1000:
+        raise ConfigError(f"{where}.page_size must be between 1 and 1000")
+    settings = GraphSettings(
+        tenant_id=raw["tenant_id"],
+        client_id=raw["client_id"],
+        certificate_path=cert,
+        authority=raw.get("authority", "https://login.microsoftonline.com"),
+        graph_url=raw.get("graph_url", "https://graph.microsoft.com/v1.0"),
+        page_size=page_size,
+        read_size=bool(raw.get("read_size", False)),
+        forwarding=bool(raw.get("forwarding", True)),
+        usage_report=bool(raw.get("usage_report", True)),
+        timeout=float(raw.get("timeout", 60)),
+        max_wait=float(raw.get("max_wait", 900)),
+        retry_wait=float(raw.get("retry_wait", 5)),
+        max_connections=int(raw.get("max_connections", 8)),
+        ca_file=_ca_file(raw, where, base),
+    )
+    return SourceConfig(name, "graph", None, secret, graph=settings)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -395,8 +496,10 @@ def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
     raw = {**raw, "name": _name(raw, where, f"source{index}")}
     if kind == "ews":
         return _ews_source(raw, where, base, raw["name"])
+    if kind == "graph":
+        return _graph_source(raw, where, base, raw["name"])
     if kind != "imap":
-        raise ConfigError(f"{where}.kind must be imap or ews, not {kind!r}")
+        raise ConfigError(f"{where}.kind must be imap, ews or graph, not {kind!r}")
     check_keys(raw, _IMAP_KEYS, where)
     if "host" not in raw:
         raise ConfigError(f"{where}.host is required")
@@ -495,7 +598,9 @@ def load_config(path: str | Path) -> Config:
     if policy.endswith(".toml"):
         policy = str((base / policy).resolve())
     waivers = evaluation.get("waivers")
-    logins = tuple(_login_source(r, i, base, tz) for i, r in enumerate(raw.get("logins", [])))
+    logins = tuple(
+        _login_source(r, i, base, tz, sources) for i, r in enumerate(raw.get("logins", []))
+    )
     report = raw.get("report", {})
     letterhead = Letterhead(
         parent_body=report.get("parent_body", ""),

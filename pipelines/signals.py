@@ -11,11 +11,14 @@ import json
 import os
 import tempfile
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
+from connectors.base import SourceError
+from connectors.graph import GraphSource
 from connectors.logins import (
     LogCursor,
     Login,
@@ -25,9 +28,12 @@ from connectors.logins import (
     read_log,
     read_zimbra_export,
 )
+from connectors.zimbra import read_audit_log
 from contract.datasets import LOGINS
 from pipelines.config import LoginSourceConfig
 from pipelines.storage import DataDir, NightConflict
+
+LOG_KINDS = ("dovecot-log", "zimbra-audit")  # read on from a cursor, night by night
 
 
 def _state_path(data: DataDir, name: str) -> Path:
@@ -64,20 +70,44 @@ def read_source(
 ) -> tuple[list[Login], LogCursor | None]:
     """Every login a source gives now; for a log, those after ``cursor`` and the new cursor."""
     tz = ZoneInfo(src.timezone)
+    if src.kind == "graph-signin":
+        assert src.graph is not None
+        return read_graph_sign_ins(src.graph.build(), src.name), None  # type: ignore[arg-type]
     if src.kind == "dovecot-dict":
         return read_dovecot_dict(src.doveadm, src.dict_uri, src.name), None
     if src.path is None:
         raise LoginSourceError(f"{src.name}: no path configured")
     if src.kind == "dovecot-log":
         return read_log(src.path, cursor, tz=tz, source=src.name, ignore_remote=src.ignore_remote)
+    if src.kind == "zimbra-audit":
+        return read_audit_log(
+            src.path, cursor, tz=tz, source=src.name,
+            ignore_accounts=src.ignore_accounts, ignore_remote=src.ignore_remote,
+        )  # fmt: skip
     if src.kind == "exchange-csv":
         return read_exchange_export(src.path, tz=tz, source=src.name, day_first=src.day_first), None
     return read_zimbra_export(src.path, source=src.name), None
 
 
+def read_graph_sign_ins(graph: GraphSource, name: str) -> list[Login]:
+    """Each user's last interactive and non-interactive sign-in (Entra ID signInActivity)."""
+    try:
+        return [
+            Login(who, datetime.fromtimestamp(when, UTC), kind, None, name)
+            for who, kind, when in graph.sign_ins()
+        ]
+    except SourceError as exc:
+        hint = ""
+        if "NonPremium" in exc.reason:
+            hint = " (signInActivity needs an Entra ID P1 or P2 licence in the tenant)"
+        elif "Authorization_RequestDenied" in exc.reason or "AccessDenied" in exc.reason:
+            hint = " (the app needs AuditLog.Read.All and User.Read.All, admin-consented)"
+        raise LoginSourceError(f"{name}: {exc.reason}{hint}") from exc
+
+
 def collect_logins(src: LoginSourceConfig, night: str, data: DataDir) -> int:
     """Read one login source for one night and write its rows; returns how many."""
-    before = _start_cursor(data, src.name, night) if src.kind == "dovecot-log" else None
+    before = _start_cursor(data, src.name, night) if src.kind in LOG_KINDS else None
     logins, after = read_source(src, before)
     rows = sorted(
         {(x.mailbox, x.login_at, x.protocol, x.remote_addr, x.source) for x in logins},

@@ -1,0 +1,458 @@
+"""Zimbra's own signals: what its IMAP cannot say.
+
+* **Logins** from ``audit.log`` (``security - cmd=Auth; account=…; protocol=imap|soap|…``),
+  every login rather than ``zimbraLastLogonTimestamp``'s one a week, read on from a
+  cursor across rotations (``audit.log.1``, ``audit.log.2.gz``, ``audit.log.2026-11-22.gz``),
+  the collector's own logins left out by its account or address.
+* **Forwarding** from account attributes — Zimbra has no ManageSieve forwarding:
+  ``zimbraPrefMailForwardingAddress`` (the user's), ``zimbraMailForwardingAddress`` (set by
+  an admin) and ``zimbraPrefMailLocalDeliveryDisabled`` (no copy kept) — read with the admin
+  SOAP API (``GetAccountRequest``) or from a ``zmprov`` export.
+* **Quota and mailbox size** from ``GetQuotaUsageRequest`` (one listing a night for the whole
+  server) when IMAP QUOTA is not answered.
+
+    >>> admin = ZimbraAdmin(ZimbraAdminSettings("https://mail.tiengiang.gov.vn:7071/service/admin/soap",
+    ...                                         "admin@tiengiang.gov.vn"), password=lambda: pw)
+    >>> admin.forwards("an.nv@tiengiang.gov.vn")
+    [Forward(mailbox='an.nv@tiengiang.gov.vn', target='an.nv@gmail.com', ...)]
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import re
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+from zoneinfo import ZoneInfo
+
+import requests
+
+from connectors.base import (
+    AuthError,
+    CredentialsRejected,
+    Forward,
+    MailboxMissing,
+    MailboxSession,
+    MailboxSource,
+    Quota,
+    SourceError,
+    TransientError,
+)
+from connectors.logins import LogCursor, Login, LoginSourceError
+
+FORWARD_ATTRS = ("zimbraPrefMailForwardingAddress", "zimbraMailForwardingAddress")
+NO_COPY_ATTR = "zimbraPrefMailLocalDeliveryDisabled"
+
+# -- audit.log ------------------------------------------------------------------------------
+
+_AUDIT = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:[,.]\d+)?\s+\w+\s+\[[^\]]*\]\s+"
+    r"\[(?P<ctx>[^\]]*)\]\s+security - (?P<msg>.*)$"
+)
+
+
+def _fields(text: str, sep: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in text.split(sep):
+        key, eq, value = part.strip().partition("=")
+        if eq:
+            out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def parse_audit_line(
+    line: str, *, tz: ZoneInfo, source: str, ignore_accounts: set[str], ignore_remote: set[str]
+) -> Login | None:
+    """A Login from one audit.log line: a successful ``cmd=Auth`` (never AdminAuth, never a
+    line with ``error=``), unless the collector's own account or address made it.
+
+    >>> parse_audit_line("2026-11-23 08:15:02,123 INFO  [ImapSSLServer-4] [ip=10.0.0.7;] "
+    ...     "security - cmd=Auth; account=an.nv@x.vn; protocol=imap;", tz=ZoneInfo("UTC"),
+    ...     source="zimbra", ignore_accounts=set(), ignore_remote=set())
+    Login(mailbox='an.nv@x.vn', login_at=datetime(2026, 11, 23, 8, 15, 2, tzinfo=UTC), ...)
+    """
+    m = _AUDIT.match(line.rstrip("\r\n"))
+    if m is None:
+        return None
+    msg = _fields(m.group("msg"), ";")
+    if msg.get("cmd") != "Auth" or "error" in msg or not msg.get("account"):
+        return None
+    ctx = _fields(m.group("ctx"), ";")
+    account = msg["account"].lower()
+    actors = {account, msg.get("authId", "").lower(), ctx.get("name", "").lower()}
+    if actors & ignore_accounts:
+        return None
+    remote = ctx.get("oip") or ctx.get("ip") or None
+    if {ctx.get("ip"), ctx.get("oip")} & ignore_remote:
+        return None
+    try:
+        local = datetime.fromisoformat(m.group("ts"))
+    except ValueError:
+        return None
+    return Login(
+        account, local.replace(tzinfo=tz).astimezone(UTC), msg.get("protocol"), remote, source
+    )
+
+
+def _open(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _head(path: Path) -> str | None:
+    """A file's identity across renames and compression: a hash of its first line."""
+    try:
+        with _open(path) as fh:
+            first = fh.readline()
+    except (OSError, EOFError):
+        return None
+    return hashlib.sha256(first).hexdigest()[:16] if first.endswith(b"\n") else None
+
+
+def _rotated(path: Path) -> list[Path]:
+    """``audit.log.1``, ``audit.log.2.gz``, ``audit.log.2026-11-22.gz``: oldest first."""
+    found = [p for p in path.parent.glob(path.name + ".*") if p.is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+def read_audit_log(
+    path: Path,
+    cursor: LogCursor | None,
+    *,
+    tz: ZoneInfo,
+    source: str,
+    ignore_accounts: Iterable[str] = (),
+    ignore_remote: Iterable[str] = (),
+) -> tuple[list[Login], LogCursor]:
+    """Logins since ``cursor`` and the cursor to save once they are written.
+
+    The file read last is found again by its first line, wherever rotation moved it and
+    whether or not it was compressed; the rest of it is read, then every file rotated
+    after it, then the current one. A partial last line waits for the next run.
+    """
+    accounts = {a.lower() for a in ignore_accounts}
+    remote = set(ignore_remote)
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise LoginSourceError(f"audit log {path} not found") from exc
+    head = _head(path)
+
+    def read(p: Path, offset: int) -> tuple[list[Login], int]:
+        out: list[Login] = []
+        with _open(p) as fh:
+            if offset:
+                fh.seek(offset)
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break
+                offset += len(raw)
+                text = raw.decode("utf-8", "replace")
+                login = parse_audit_line(
+                    text, tz=tz, source=source, ignore_accounts=accounts, ignore_remote=remote
+                )
+                if login is not None:
+                    out.append(login)
+        return out, offset
+
+    logins: list[Login] = []
+    start = 0
+    same = (
+        cursor is not None
+        and cursor.inode == st.st_ino
+        and cursor.offset <= st.st_size
+        and (cursor.head is None or cursor.head == head)
+    )
+    if cursor is not None and same:
+        start = cursor.offset
+    elif cursor is not None and cursor.head is not None:
+        older = _rotated(path)
+        heads = [_head(p) for p in older]
+        if cursor.head in heads:
+            at = heads.index(cursor.head)
+            logins += read(older[at], cursor.offset)[0]
+            for p in older[at + 1 :]:
+                logins += read(p, 0)[0]
+    found, offset = read(path, start)
+    return logins + found, LogCursor(st.st_ino, offset, head)
+
+
+# -- zmprov exports -------------------------------------------------------------------------
+
+
+def zmprov_accounts(text: str) -> dict[str, dict[str, list[str]]]:
+    """Account -> attribute -> values from ``zmprov -l gaa -v`` / ``zmprov ga`` output
+    (``# name <address>`` then ``attr: value`` lines) or from a CSV with attribute headers.
+
+    >>> zmprov_accounts("# name an@x.vn\\nzimbraPrefMailForwardingAddress: an@gmail.com\\n")
+    {'an@x.vn': {'zimbraPrefMailForwardingAddress': ['an@gmail.com']}}
+    """
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#") or ln.startswith("# name ")]
+    if lines and "," in lines[0] and ":" not in lines[0].split(",")[0]:
+        return _csv_accounts(lines)
+    out: dict[str, dict[str, list[str]]] = {}
+    who: str | None = None
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("# name "):
+            who = line[len("# name ") :].strip().lower()
+            out.setdefault(who, {})
+            continue
+        key, colon, value = line.partition(":")
+        if not colon or not key or " " in key:
+            continue
+        if key.lower() == "dn" or who is None:
+            if key.lower() in ("mail", "zimbramaildeliveryaddress") and who is None:
+                who = value.strip().lower()
+                out.setdefault(who, {})
+            continue
+        out[who].setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def _csv_accounts(lines: list[str]) -> dict[str, dict[str, list[str]]]:
+    out: dict[str, dict[str, list[str]]] = {}
+    for row in csv.DictReader(lines):
+        attrs = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        lowered = {k.lower(): v for k, v in attrs.items()}
+        who = next(
+            (lowered[k] for k in ("name", "mail", "zimbramaildeliveryaddress") if lowered.get(k)),
+            None,
+        )
+        if who:
+            out[who.lower()] = {
+                k: [p.strip() for p in v.split(",") if p.strip()] for k, v in attrs.items() if v
+            }
+    return out
+
+
+def forwards_from_attrs(mailbox: str, attrs: dict[str, list[str]]) -> list[Forward]:
+    """Forward records from an account's forwarding attributes.
+
+    >>> forwards_from_attrs("an@x.vn", {"zimbraPrefMailForwardingAddress": ["a@gmail.com"],
+    ...                                 "zimbraPrefMailLocalDeliveryDisabled": ["TRUE"]})
+    [Forward(mailbox='an@x.vn', target='a@gmail.com', ..., keeps_copy=False, ...)]
+    """
+    no_copy = any(v.upper() == "TRUE" for v in attrs.get(NO_COPY_ATTR, []))
+    out = []
+    for attr in FORWARD_ATTRS:
+        for value in attrs.get(attr, []):
+            for target in re.split(r"[,\s]+", value):
+                if "@" in target:
+                    # the admin's address keeps a local copy unless delivery is disabled too
+                    out.append(Forward(mailbox, target.lower(), attr, not no_copy, False))
+    return out
+
+
+@dataclass(frozen=True)
+class ZimbraExport:
+    """Forwarding read from a ``zmprov`` export the operator refreshes (no admin login)."""
+
+    path: Path
+
+    def forwards(self, mailbox: str) -> list[Forward]:
+        try:
+            text = self.path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError as exc:
+            raise SourceError(f"zmprov export {self.path} not found") from exc
+        return forwards_from_attrs(mailbox, zmprov_accounts(text).get(mailbox.lower(), {}))
+
+
+# -- the admin SOAP API ---------------------------------------------------------------------
+
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+ADMIN = "urn:zimbraAdmin"
+ZIMBRA = "urn:zimbra"
+
+
+@dataclass(frozen=True)
+class ZimbraAdminSettings:
+    url: str  # https://mail.example.gov.vn:7071/service/admin/soap
+    admin_user: str
+    ca_file: str | None = None
+    timeout: float = 60.0
+    page: int = 1000  # accounts per GetQuotaUsageRequest
+
+
+class ZimbraAdmin:
+    """The admin SOAP API, read-only: AuthRequest once, then GetAccountRequest and
+    GetQuotaUsageRequest. One object per source (the token and the night's quota listing
+    are shared by every mailbox)."""
+
+    _all: dict[ZimbraAdminSettings, ZimbraAdmin] = {}  # noqa: RUF012 - a process-wide cache
+    _lock = threading.Lock()
+
+    def __init__(self, settings: ZimbraAdminSettings, password: Callable[[], str]) -> None:
+        self.settings = settings
+        self._password = password
+        self._token: str | None = None
+        self._quota: dict[str, Quota] | None = None
+        self._quota_day: date | None = None
+        self._lock = threading.Lock()
+        self.http = requests.Session()
+
+    @classmethod
+    def shared(cls, settings: ZimbraAdminSettings, password: Callable[[], str]) -> ZimbraAdmin:
+        with cls._lock:
+            if settings not in cls._all:
+                cls._all[settings] = cls(settings, password)
+            return cls._all[settings]
+
+    def _post(self, body: str, token: str | None) -> ET.Element:
+        context = f"<authToken>{escape(token)}</authToken>" if token else ""
+        envelope = (
+            f'<soap:Envelope xmlns:soap="{SOAP12}"><soap:Header><context xmlns="{ZIMBRA}">'
+            f"{context}<nosession/></context></soap:Header><soap:Body>{body}</soap:Body>"
+            "</soap:Envelope>"
+        )
+        try:
+            resp = self.http.post(
+                self.settings.url,
+                data=envelope.encode(),
+                headers={"Content-Type": "application/soap+xml; charset=utf-8"},
+                timeout=self.settings.timeout,
+                verify=self.settings.ca_file or True,
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"Zimbra admin API {self.settings.url}: {exc}") from exc
+        try:
+            root = ET.fromstring(resp.content)
+        except ET.ParseError as exc:
+            if resp.status_code >= 500:
+                raise TransientError(f"Zimbra admin API: HTTP {resp.status_code}") from exc
+            raise SourceError(f"Zimbra admin API: HTTP {resp.status_code}, not SOAP") from exc
+        body_el = root.find(f"{{{SOAP12}}}Body")
+        if body_el is None or not len(body_el):
+            raise SourceError("Zimbra admin API: no SOAP body")
+        answer = body_el[0]
+        if answer.tag == f"{{{SOAP12}}}Fault":
+            code = answer.findtext(f".//{{{ZIMBRA}}}Code") or ""
+            text = answer.findtext(f".//{{{SOAP12}}}Text") or code
+            raise _fault(code, text)
+        return answer
+
+    def _token_now(self) -> str:
+        with self._lock:
+            if self._token is None:
+                s = self.settings
+                answer = self._post(
+                    f'<AuthRequest xmlns="{ADMIN}"><name>{escape(s.admin_user)}</name>'
+                    f"<password>{escape(self._password())}</password></AuthRequest>",
+                    None,
+                )
+                self._token = answer.findtext(f"{{{ADMIN}}}authToken")
+                if not self._token:
+                    raise CredentialsRejected("Zimbra AuthResponse carried no authToken")
+            return self._token
+
+    def call(self, body: str) -> ET.Element:
+        """A request with the admin token; an expired token is renewed once."""
+        try:
+            return self._post(body, self._token_now())
+        except AuthError as exc:
+            if "AUTH_EXPIRED" not in exc.reason and "AUTH_REQUIRED" not in exc.reason:
+                raise
+            with self._lock:
+                self._token = None
+            return self._post(body, self._token_now())
+
+    def account_attrs(self, mailbox: str, attrs: Iterable[str]) -> dict[str, list[str]]:
+        answer = self.call(
+            f'<GetAccountRequest xmlns="{ADMIN}" applyCos="0" attrs={quoteattr(",".join(attrs))}>'
+            f'<account by="name">{escape(mailbox)}</account></GetAccountRequest>'
+        )
+        out: dict[str, list[str]] = {}
+        for a in answer.iter(f"{{{ADMIN}}}a"):
+            out.setdefault(a.get("n", ""), []).append(a.text or "")
+        return out
+
+    def forwards(self, mailbox: str) -> list[Forward]:
+        mailbox = mailbox.lower()
+        return forwards_from_attrs(
+            mailbox, self.account_attrs(mailbox, (*FORWARD_ATTRS, NO_COPY_ATTR))
+        )
+
+    def quota(self, mailbox: str) -> Quota:
+        """Used and limit bytes from tonight's GetQuotaUsageRequest listing (0 = no limit)."""
+        today = datetime.now(UTC).date()
+        with self._lock:
+            stale = self._quota is None or self._quota_day != today
+        if stale:
+            listing = dict(self._quota_pages())
+            with self._lock:
+                self._quota, self._quota_day = listing, today
+        assert self._quota is not None
+        return self._quota.get(mailbox.lower(), Quota(None, None))
+
+    def _quota_pages(self) -> Iterator[tuple[str, Quota]]:
+        offset = 0
+        while True:
+            answer = self.call(
+                f'<GetQuotaUsageRequest xmlns="{ADMIN}" allServers="1" '
+                f'limit="{self.settings.page}" offset="{offset}" sortBy="totalUsed" '
+                'sortAscending="0" refresh="0"/>'
+            )
+            accounts = list(answer.iter(f"{{{ADMIN}}}account"))
+            for acc in accounts:
+                limit = int(acc.get("limit") or 0)
+                yield (
+                    (acc.get("name") or "").lower(),
+                    Quota(int(acc.get("used") or 0), limit if limit > 0 else None),
+                )
+            if answer.get("more") not in ("1", "true") or not accounts:
+                return
+            offset += len(accounts)
+
+
+def _fault(code: str, text: str) -> SourceError:
+    reason = f"Zimbra: {code} {text}".strip()
+    if code in ("account.NO_SUCH_ACCOUNT",):
+        return MailboxMissing(reason)
+    if code.startswith("account.AUTH_FAILED") or code == "account.CHANGE_PASSWORD":
+        return CredentialsRejected(reason)
+    if code.startswith("service.PERM_DENIED") or code.startswith("service.AUTH_"):
+        return AuthError(reason)
+    if code in ("service.TEMPORARILY_UNAVAILABLE", "service.RESOURCE_UNREACHABLE"):
+        return TransientError(reason)
+    return SourceError(reason)
+
+
+class QuotaFallback:
+    """A mail source whose sessions ask Zimbra's admin API for the quota when IMAP QUOTA
+    answers nothing (Zimbra without the quota extension enabled over IMAP)."""
+
+    def __init__(self, inner: MailboxSource, admin: ZimbraAdmin) -> None:
+        self.inner = inner
+        self.admin = admin
+        self.name = inner.name
+        self.kind = inner.kind
+
+    @contextmanager
+    def open(self, mailbox: str) -> Iterator[MailboxSession]:
+        with self.inner.open(mailbox) as session:
+            yield _WithQuota(session, self.admin, mailbox)
+
+
+class _WithQuota:
+    def __init__(self, session: MailboxSession, admin: ZimbraAdmin, mailbox: str) -> None:
+        self._session = session
+        self._admin = admin
+        self._mailbox = mailbox
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    def quota(self) -> Quota:
+        q = self._session.quota()
+        if q.used_bytes is None and q.limit_bytes is None:
+            return self._admin.quota(self._mailbox)
+        return q

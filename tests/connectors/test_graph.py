@@ -1,0 +1,431 @@
+"""Graph contract tests: requests + MSAL, unmodified, against the local endpoint
+(tests/graph_endpoint.py). Ground truth is the endpoint's in-memory tenant."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base import CredentialsRejected
+from connectors.graph import GraphSettings, GraphSource, _Tenant, message_uid, parse_usage_csv
+from pipelines.collect import collect_single, run_collection
+from pipelines.config import ConfigError, load_config
+from pipelines.signals import read_source
+from pipelines.storage import DataDir
+from tests.graph_endpoint import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
+
+AN = "an.nv@danang.gov.vn"
+BINH = "binh.tt@danang.gov.vn"
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+PEERS = ["vp.ubnd@danang.gov.vn", "dan.nguyen@gmail.com", "so.tttt@danang.gov.vn"]
+
+
+@pytest.fixture
+def tenant(tmp_path):
+    _Tenant._all.clear()  # a fresh token cache and throttle gate per test
+    with graph_endpoint(tmp_path) as (base, world, ca):
+        yield base, world, ca
+
+
+def source(tenant, **overrides) -> GraphSource:
+    base, world, ca = tenant
+    settings = dict(
+        tenant_id=TENANT,
+        client_id=CLIENT_ID,
+        authority=base,
+        graph_url=f"{base}/v1.0",
+        ca_file=str(ca),
+        page_size=7,
+        retry_wait=0.05,
+        max_wait=20,
+    )
+    settings.update(overrides)
+    return GraphSource(GraphSettings(**settings), secret=lambda: world.secret, name="m365")  # type: ignore[arg-type]
+
+
+def populate(world: GraphWorld, address: str, n_in: int, n_sent: int, seed: int, start=T0) -> None:
+    rng = random.Random(seed)
+    for i in range(n_in + n_sent):
+        when = start + timedelta(minutes=17 * i + rng.randint(0, 9))
+        sent_folder = i >= n_in
+        world.deliver(
+            address,
+            "Sent Items" if sent_folder else "Inbox",
+            GMessage(
+                id="",
+                created=when,
+                received=when,
+                sent=when - timedelta(seconds=rng.randint(1, 90)),
+                sender=address if sent_folder else rng.choice(PEERS),
+                to=[rng.choice(PEERS)] if sent_folder else [address],
+                cc=[rng.choice(PEERS)] if rng.random() < 0.3 else [],
+                is_read=rng.random() < 0.6,
+                message_id=f"<{seed}.{i}@danang.gov.vn>",
+            ),
+        )
+
+
+def truth(world: GraphWorld, address: str) -> list[tuple]:
+    u = world.users[address]
+    names = {f.id: f.name for f in u.folders}
+    paths = {}
+    for f in u.folders:
+        paths[f.id] = f.name if f.parent is None else f"{names[f.parent]}/{f.name}"
+    return sorted(
+        (
+            paths[f.id],
+            message_uid(m.id),
+            int(m.received.timestamp()),
+            int((m.sent or m.received).timestamp()),
+            m.sender,
+            tuple(m.to),
+            tuple(m.cc),
+            m.message_id,
+        )
+        for f in u.folders
+        for m in f.messages
+    )
+
+
+def stored(data: DataDir, address: str) -> list[tuple]:
+    return sorted(
+        (f, u, r, s, fr, tuple(to), tuple(cc), mid)
+        for f, u, r, s, fr, to, cc, mid in duckdb.execute(
+            """select folder, uid, epoch(internal_date)::bigint, epoch(sent_date)::bigint,
+                      from_addr, to_addrs, cc_addrs, message_id
+               from read_parquet($p, hive_partitioning = true) where mailbox = $m""",
+            parameters={"p": str(data.root / "messages" / "*" / "*.parquet"), "m": address},
+        ).fetchall()
+    )
+
+
+def status(data: DataDir, address: str, night: str) -> dict[str, dict]:
+    path = data.root / "mailbox_status" / f"night={night}" / "part-0.parquet"
+    return {r["folder"]: r for r in pq.read_table(path).to_pylist() if r["mailbox"] == address}
+
+
+def test_records_equal_the_tenant_and_status_counts(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 40, 12, seed=1)
+    world.deliver(AN, "Dự án", GMessage("", T0, T0, T0, "x@gmail.com", [AN]), parent=f"{AN}:inbox")
+    world.users[AN].storage_used = 123_456
+    data = DataDir(tmp_path / "data")
+    outcome = collect_single(source(tenant), AN, "2026-11-20", data, source(tenant))
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.messages_new == 53
+    assert stored(data, AN) == truth(world, AN)
+    st = status(data, AN, "2026-11-20")
+    assert st["Inbox"]["role"] == "inbox" and st["Sent Items"]["role"] == "sent"
+    assert st["Inbox/Dự án"]["role"] == "other" and st["Inbox/Dự án"]["fetched"] == 1
+    assert st["Inbox"]["messages"] == 40
+    assert st["Inbox"]["unseen"] == sum(
+        1 for m in world.folder(AN, "Inbox").messages if not m.is_read
+    )
+    assert st["Inbox"]["quota_used_bytes"] == 123_456
+    assert st["Inbox"]["quota_limit_bytes"] == world.users[AN].quota
+    # ReadBasic: only the selected fields were asked for, never a body or a subject
+    deltas = [p for p in world.parts if "/messages/delta" in p]
+    assert deltas and all("subject" not in p and "body" not in p for p in deltas)
+    assert all("changeType=created" in p for p in deltas if "$deltatoken" not in p)
+
+
+def test_quiet_night_costs_two_requests_and_new_mail_is_stored_once(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 25, 6, seed=2)
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    world.calls.clear()
+    quiet = collect_single(src, AN, "2026-11-21", data, src)
+    assert quiet.status == "ok" and quiet.messages_new == 0
+    graph_calls = [c for c in world.calls if "/v1.0/" in c[1]]
+    assert len(graph_calls) == 2, graph_calls  # the folder batch and the delta batch
+    assert all(c[1].endswith("/$batch") for c in graph_calls)
+    # read-state changes and a deletion come back through delta: nothing stored twice
+    before = truth(world, AN)
+    world.mark_read(AN, "Inbox", 0)
+    world.mark_read(AN, "Inbox", 3)
+    world.delete(AN, "Inbox", 5)
+    populate(world, AN, 9, 2, seed=3, start=T0 + timedelta(days=2))
+    night3 = collect_single(src, AN, "2026-11-22", data, src)
+    assert night3.messages_new == 11
+    rows = stored(data, AN)
+    assert len(rows) == len(set(rows)) == 31 + 11
+    assert set(before) | set(truth(world, AN)) == set(rows)  # the deleted one stays stored
+
+
+def test_page_boundaries_and_a_same_second_arrival_are_exact(tenant, tmp_path):
+    _, world, _ = tenant
+    for i in range(15):  # 15 messages over pages of 7, several in the same second
+        when = T0 + timedelta(seconds=i // 4)
+        world.deliver(AN, "Inbox", GMessage("", when, when, when, PEERS[0], [AN]))
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    collect_single(src, AN, "2026-11-20", data, src)
+    last = T0 + timedelta(seconds=14 // 4)  # a new message in the mark's own second
+    world.deliver(AN, "Inbox", GMessage("", last, last, last, PEERS[1], [AN]))
+    world.mark_read(AN, "Inbox", 14)  # and an old one of that second changes
+    assert collect_single(src, AN, "2026-11-21", data, src).messages_new == 1
+    assert stored(data, AN) == truth(world, AN)
+
+
+def test_expired_delta_state_rereads_the_folder_and_replaces_its_rows(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 20, 4, seed=4)
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    collect_single(src, AN, "2026-11-20", data, src)
+    populate(world, AN, 3, 0, seed=5, start=T0 + timedelta(days=1))
+    collect_single(src, AN, "2026-11-21", data, src)
+    world.folder(AN, "Inbox").generation += 1  # Graph forgot the delta state: 410
+    world.delete(AN, "Inbox", 0)
+    populate(world, AN, 2, 0, seed=6, start=T0 + timedelta(days=2))
+    outcome = collect_single(src, AN, "2026-11-22", data, src)
+    assert outcome.status == "ok", outcome.reason
+    assert stored(data, AN) == truth(world, AN)  # the re-read replaced, nothing twice
+    st = status(data, AN, "2026-11-22")
+    assert st["Inbox"]["full_reread"] and not st["Sent Items"]["full_reread"]
+    assert any(p for p in world.parts if "$deltatoken" in p)
+
+
+def test_renamed_and_recreated_folders_keep_no_stale_rows(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 5, 1, seed=7)
+    for i in range(4):
+        world.deliver(AN, "Dự án", GMessage("", T0, T0 + timedelta(minutes=i), T0, PEERS[2], [AN]))
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    collect_single(src, AN, "2026-11-20", data, src)
+    world.folder(AN, "Dự án").name = "Lưu trữ"  # same id, new name
+    collect_single(src, AN, "2026-11-21", data, src)
+    assert stored(data, AN) == truth(world, AN)
+    st = status(data, AN, "2026-11-21")
+    assert st["Dự án"]["folder_status"] == "renamed" and st["Lưu trữ"]["fetched"] == 4
+
+
+def test_throttling_waits_retry_after_for_requests_and_batch_parts(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 12, 3, seed=8)
+    world.throttle_requests, world.throttle_parts, world.retry_after = 2, 3, 1
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    started = datetime.now(UTC)
+    outcome = collect_single(src, AN, "2026-11-20", data, src)
+    assert outcome.status == "ok", outcome.reason
+    assert stored(data, AN) == truth(world, AN)
+    # two whole requests and one round of parts throttled, each waited out: >= 3 s
+    assert (datetime.now(UTC) - started).total_seconds() >= 3
+    assert world.throttle_requests == world.throttle_parts == 0
+
+
+def test_throttled_past_max_wait_is_transient_and_commits_nothing(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 3, 1, seed=9)
+    world.throttle_requests, world.retry_after = 100, 1
+    data = DataDir(tmp_path / "data")
+    src = source(tenant, max_wait=2)
+    with pytest.raises(Exception) as exc:
+        collect_single(src, AN, "2026-11-20", data, src)
+    assert getattr(exc.value, "transient", False)
+    assert not (tmp_path / "data" / "messages").exists()
+
+
+def test_inbox_rules_become_forwarding_rows_without_another_call(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 2, 0, seed=10)
+    addr = lambda a: {"emailAddress": {"address": a, "name": a}}  # noqa: E731
+    world.users[AN].rules = [
+        {
+            "id": "1",
+            "displayName": "to gmail",
+            "sequence": 1,
+            "isEnabled": True,
+            "conditions": {},
+            "actions": {"forwardTo": [addr("An.NV@Gmail.com")], "stopProcessingRules": True},
+        },
+        {
+            "id": "2",
+            "displayName": "boss only",
+            "sequence": 2,
+            "isEnabled": True,
+            "conditions": {"fromAddresses": [addr("gd@danang.gov.vn")]},
+            "actions": {"redirectTo": [addr("an@yahoo.com")], "delete": True},
+        },
+        {
+            "id": "3",
+            "displayName": "off",
+            "sequence": 3,
+            "isEnabled": False,
+            "actions": {"forwardAsAttachmentTo": [addr("x@gmail.com")]},
+        },
+    ]
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    world.calls.clear()
+    collect_single(src, AN, "2026-11-20", data, src)
+    rows = sorted(
+        pq.read_table(tmp_path / "data" / "forwarding").to_pylist(), key=lambda r: r["target"]
+    )
+    assert [(r["target"], r["rule_name"], r["keeps_copy"], r["conditional"]) for r in rows] == [
+        ("an.nv@gmail.com", "to gmail", True, False),
+        ("an@yahoo.com", "boss only", False, True),
+    ]
+    assert not any("messageRules" in c[1] for c in world.calls)  # it rode in the batch
+
+
+def test_missing_denied_and_refused(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 2, 0, seed=11)
+    populate(world, BINH, 2, 0, seed=12)
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    out = collect_single(src, "nobody@danang.gov.vn", "2026-11-20", data, src)
+    assert out.status == "failed" and "no such mailbox" in out.reason
+    world.scope = {AN}  # RBAC for Applications: the app may read AN only
+    out = collect_single(src, BINH, "2026-11-20", data, src)
+    assert out.status == "failed" and "ErrorAccessDenied" in out.reason
+    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    _Tenant._all.clear()
+    bad = source(tenant)
+    bad._secret = lambda: "a-secret-entra-id-does-not-know-at-all"
+    with pytest.raises(CredentialsRejected, match="AADSTS7000215"):
+        bad.tenant.token()
+    out = collect_single(bad, AN, "2026-11-21", data, None)
+    assert out.status == "failed" and out.account_refused  # the night stops using it
+
+
+def test_certificate_credential_signs_in(tenant, tmp_path):
+    from cryptography import x509
+
+    _, world, ca = tenant
+    pem = ca.parent / "key-and-cert.pem"
+    world.certificate = x509.load_pem_x509_certificate(ca.read_bytes())
+    src = source(tenant, certificate_path=str(pem))
+    src._secret = lambda: ""  # no passphrase
+    token = src.tenant.token()
+    assert token and world.tokens_issued == 1
+
+
+def test_usage_report_columns_are_read_by_name():
+    text = (
+        "Report Period,Storage Used (Byte),Display Name,User Principal Name,Item Count,"
+        "Prohibit Send/Receive Quota (Byte)\n7,2048,An,AN@x.vn,3,4096\n7,,B,b@x.vn,0,\n"
+    )
+    got = parse_usage_csv(text)
+    assert got["an@x.vn"].used_bytes == 2048 and got["an@x.vn"].limit_bytes == 4096
+    assert got["b@x.vn"].used_bytes is None
+
+
+def write_config(tmp_path, base: str, ca, extra: str = "") -> str:
+    cfg = tmp_path / "mailusage.toml"
+    cfg.write_text(
+        f"""
+[agency]
+official_domains = ["danang.gov.vn"]
+[roster]
+path = "roster.csv"
+[collect]
+retries = 0
+concurrency = 2
+[[sources]]
+name = "m365"
+kind = "graph"
+tenant_id = "{TENANT}"
+client_id = "{CLIENT_ID}"
+client_secret = {{ env = "MU_TEST_GRAPH" }}
+authority = "{base}"
+graph_url = "{base}/v1.0"
+ca_file = "{ca}"
+retry_wait = 0.05
+[[logins]]
+name = "entra"
+kind = "graph-signin"
+source = "m365"
+{extra}
+""",
+        encoding="utf-8",
+    )
+    (tmp_path / "roster.csv").write_text(
+        "employee_id,full_name,email,unit_code,unit_name\n"
+        f"1,Nguyễn Văn An,{AN},VP,Văn phòng\n2,Trần Thị Bình,{BINH},VP,Văn phòng\n",
+        encoding="utf-8",
+    )
+    return str(cfg)
+
+
+def test_collection_over_a_graph_source_with_sign_ins(tenant, tmp_path, monkeypatch):
+    base, world, ca = tenant
+    populate(world, AN, 6, 2, seed=13)
+    populate(world, BINH, 3, 1, seed=14)
+    world.users[AN].sign_in = {
+        "lastSignInDateTime": "2026-11-19T01:02:03Z",
+        "lastSuccessfulSignInDateTime": "2026-11-19T01:02:03Z",
+        "lastNonInteractiveSignInDateTime": "2026-11-20T00:30:00Z",
+    }
+    monkeypatch.setenv("MU_TEST_GRAPH", world.secret)
+    cfg_path = write_config(tmp_path, base, ca)
+    summary = run_collection(cfg_path, night="2026-11-20", plain=True)
+    by = {o.mailbox: o for o in summary.outcomes}
+    assert by[AN].status == by[BINH].status == "ok"
+    assert by["logins:entra"].status == "ok" and by["logins:entra"].messages_new == 2
+    data = DataDir(tmp_path / "data")
+    assert stored(data, AN) == truth(world, AN) and stored(data, BINH) == truth(world, BINH)
+    logins = pq.read_table(tmp_path / "data" / "logins").to_pylist()
+    assert sorted((r["mailbox"], r["protocol"]) for r in logins) == [
+        (AN, "interactive"),
+        (AN, "non-interactive"),
+    ]
+    assert world.tokens_issued == 1  # one token for the night, every mailbox
+    assert world.secret not in "".join(
+        p.read_text(errors="ignore") for p in tmp_path.rglob("*.json")
+    )
+    # without Entra ID P1 the login source fails and says why; the night goes on
+    world.premium = False
+    cfg = load_config(cfg_path)
+    with pytest.raises(Exception, match="Entra ID P1"):
+        read_source(cfg.logins[0])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('client_secret = "plain"', "passwords are never written"),
+        ('authority = "http://login.example"', "https://"),
+        ("page_size = 5000", "page_size"),
+    ],
+)
+def test_bad_graph_config_names_the_key(tmp_path, extra, message):
+    lines = [
+        "[roster]",
+        'path = "r.csv"',
+        "[[sources]]",
+        'kind = "graph"',
+        'tenant_id = "t"',
+        'client_id = "c"',
+    ]
+    if "client_secret" not in extra:
+        lines.append('client_secret = { env = "X" }')
+    lines.append(extra)
+    (tmp_path / "m.toml").write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "m.toml")
+
+
+def test_token_cursor_survives_the_state_file(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 3, 1, seed=15)
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    collect_single(src, AN, "2026-11-20", data, src)
+    state = data.state(AN)
+    assert state is not None
+    token = json.loads(state.after["Inbox"].token or "{}")
+    assert token["folder"] == f"{AN}:inbox" and "$deltatoken=" in token["delta"]
+    assert world.secret not in (state.to_json())
+    assert Counter(c.last_uid for c in state.after.values()) == Counter({1: len(state.after)})

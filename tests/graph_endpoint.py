@@ -1,0 +1,631 @@
+"""A local Microsoft Graph and Entra ID endpoint for the tests (never part of the product).
+
+Exchange Online has no local stand-in, so this answers, over HTTPS on 127.0.0.1 with a
+certificate of its own, the documented JSON shapes of:
+
+- Entra ID: ``/{tenant}/v2.0/.well-known/openid-configuration`` and the client-credentials
+  token endpoint (a client secret, or a certificate's signed client assertion, checked);
+  the token's ``roles`` are the app's application permissions;
+- ``/users/{id}/mailFolders`` (``$top`` / ``@odata.nextLink`` paging), the well-known
+  folder names, ``childFolders``, ``messages/delta`` (``changeType``, ``$select``,
+  ``Prefer: odata.maxpagesize``, ``$skiptoken`` pages, ``$deltatoken`` rounds, read-state
+  changes and ``@removed`` entries in later rounds, 410 for an expired state),
+  ``mailFolders/inbox/messageRules``;
+- ``/users?$select=signInActivity`` (403 without an Entra ID P1 tenant);
+- ``/reports/getMailboxUsageDetail(period='D7')``: a 302 to a CSV link that needs no token;
+- ``/$batch`` (at most 20 parts, each answered as on its own);
+- RBAC for Applications: mailboxes outside the app's scope answer 403;
+- injectable throttling: 429 with ``Retry-After``, for whole requests or batch parts.
+
+Every HTTP request is recorded (``calls``) and every batch part too (``parts``).
+The Graph client (requests + MSAL) runs unmodified against it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+TENANT = "danang.onmicrosoft.com"
+CLIENT_ID = "5f0c8a9e-1b7d-4c33-9a51-mailusage-test"
+WELL_KNOWN = ("inbox", "sentitems", "drafts", "deleteditems", "junkemail", "archive")
+ALL_ROLES = (
+    "Mail.ReadBasic.All",
+    "MailboxSettings.Read",
+    "Reports.Read.All",
+    "AuditLog.Read.All",
+    "User.Read.All",
+)
+
+
+def iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class GMessage:
+    id: str
+    created: datetime
+    received: datetime
+    sent: datetime | None
+    sender: str | None
+    to: list[str]
+    cc: list[str] = field(default_factory=list)
+    is_read: bool = False
+    message_id: str | None = None
+    size: int = 4096
+    seq_created: int = 0
+    seq_changed: int = 0
+
+
+@dataclass
+class GFolder:
+    id: str
+    name: str
+    well_known: str | None = None
+    parent: str | None = None
+    messages: list[GMessage] = field(default_factory=list)
+    removed: list[tuple[int, str]] = field(default_factory=list)  # (seq, message id)
+    generation: int = 0  # bump to expire every delta link of the folder (410)
+
+
+@dataclass
+class GUser:
+    address: str
+    folders: list[GFolder] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    sign_in: dict[str, str] | None = None
+    storage_used: int = 0
+    quota: int = 53_687_091_200
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 / localhost: (pem with key, cert only)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    both, only = directory / "key-and-cert.pem", directory / "cert.pem"
+    both.write_bytes(key_pem + cert_pem)
+    only.write_bytes(cert_pem)
+    return both, only
+
+
+class GraphWorld:
+    """The tenant's state and what the tests inject."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, GUser] = {}
+        self.secret = "graph-test-secret-of-32-bytes-or-more"
+        self.certificate: x509.Certificate | None = None  # accepted for client assertions
+        self.roles: list[str] = list(ALL_ROLES)
+        self.scope: set[str] | None = None  # RBAC for Applications: None = every mailbox
+        self.premium = True  # Entra ID P1: signInActivity readable
+        self.seq = 0
+        self.throttle_requests = 0  # the next N HTTP requests answer 429
+        self.throttle_parts = 0  # the next N batch parts answer 429
+        self.retry_after = 1
+        self.calls: list[tuple[str, str]] = []
+        self.parts: list[str] = []
+        self.tokens_issued = 0
+        self.usage_columns = [
+            "Report Refresh Date",
+            "User Principal Name",
+            "Display Name",
+            "Is Deleted",
+            "Storage Used (Byte)",
+            "Item Count",
+            "Prohibit Send/Receive Quota (Byte)",
+            "Report Period",
+        ]
+        self.lock = threading.Lock()
+
+    def tick(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def user(self, address: str) -> GUser:
+        address = address.lower()
+        if address not in self.users:
+            u = GUser(address)
+            names = {
+                "inbox": "Inbox",
+                "sentitems": "Sent Items",
+                "drafts": "Drafts",
+                "deleteditems": "Deleted Items",
+                "junkemail": "Junk Email",
+            }
+            for wk, name in names.items():
+                u.folders.append(GFolder(f"{address}:{wk}", name, wk))
+            self.users[address] = u
+        return self.users[address]
+
+    def folder(self, address: str, name: str, parent: str | None = None) -> GFolder:
+        u = self.user(address)
+        for f in u.folders:
+            if f.name == name and f.parent == parent:
+                return f
+        f = GFolder(f"{address}:f{self.tick()}", name, None, parent)
+        u.folders.append(f)
+        return f
+
+    def deliver(self, address: str, folder: str, msg: GMessage, parent: str | None = None) -> None:
+        with self.lock:
+            msg.seq_created = msg.seq_changed = self.tick()
+            if not msg.id:
+                msg.id = f"AAMk{address.split('@')[0]}-{msg.seq_created:08d}"
+            self.folder(address, folder, parent).messages.append(msg)
+
+    def mark_read(self, address: str, folder: str, index: int) -> None:
+        with self.lock:
+            m = self.folder(address, folder).messages[index]
+            m.is_read = True
+            m.seq_changed = self.tick()
+
+    def delete(self, address: str, folder: str, index: int) -> None:
+        with self.lock:
+            f = self.folder(address, folder)
+            m = f.messages.pop(index)
+            f.removed.append((self.tick(), m.id))
+
+
+def _b64(obj: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+
+def _unb64(text: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], Any]:
+    return status, {}, {"error": {"code": code, "message": message}}
+
+
+class GraphApp:
+    """Answers one Graph request (a whole HTTP request or a $batch part)."""
+
+    def __init__(self, world: GraphWorld, base: str) -> None:
+        self.w = world
+        self.base = base  # https://127.0.0.1:port
+
+    @property
+    def root(self) -> str:
+        return f"{self.base}/v1.0"
+
+    def token_roles(self, headers: dict[str, str]) -> list[str] | None:
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return None
+        try:
+            claims = jwt.decode(auth[7:], self.w.secret, algorithms=["HS256"], audience="graph")
+        except jwt.PyJWTError:
+            return None
+        return list(claims.get("roles", []))
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        roles = self.token_roles(headers)
+        if roles is None:
+            return _error(401, "InvalidAuthenticationToken", "Access token is empty or invalid.")
+        parts = urlsplit(target)
+        path = unquote(parts.path)
+        if path.startswith("/v1.0"):
+            path = path[len("/v1.0") :]
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if method == "POST" and path == "/$batch":
+            return self.batch(body, headers)
+        if method != "GET":
+            return _error(405, "BadRequest", "only GET is served")
+        if path.startswith("/reports/getMailboxUsageDetail"):
+            if "Reports.Read.All" not in roles:
+                return _error(403, "UnknownError", "Reports.Read.All is required")
+            return 302, {"Location": f"{self.base}/download/usage.csv?sig=abc"}, None
+        if path == "/users":
+            return self.sign_ins(roles, query)
+        segs = path.strip("/").split("/")
+        if len(segs) < 2 or segs[0] != "users":
+            return _error(400, "BadRequest", f"unsupported {path}")
+        address = segs[1].lower()
+        user = self.w.users.get(address)
+        if user is None:
+            return _error(404, "ErrorInvalidUser", f"The requested user '{address}' is invalid.")
+        if self.w.scope is not None and address not in self.w.scope:
+            return _error(
+                403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+            )
+        rest = segs[2:]
+        if rest[:1] != ["mailFolders"]:
+            return _error(400, "BadRequest", f"unsupported {path}")
+        if "Mail.ReadBasic.All" not in roles and "Mail.Read" not in roles:
+            return _error(
+                403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+            )
+        if len(rest) == 1:
+            top = [f for f in user.folders if f.parent is None]
+            return self.folder_page(top, query, f"/users/{quote(address)}/mailFolders")
+        folder = self.find(user, rest[1])
+        if folder is None:
+            return _error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            )
+        if len(rest) == 2:
+            return 200, {}, self.folder_json(user, folder)
+        if rest[2] == "childFolders":
+            kids = [f for f in user.folders if f.parent == folder.id]
+            return self.folder_page(
+                kids, query, f"/users/{quote(address)}/mailFolders/{folder.id}/childFolders"
+            )
+        if rest[2] == "messageRules":
+            if "MailboxSettings.Read" not in roles:
+                return _error(
+                    403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+                )
+            return 200, {}, {"value": user.rules}
+        if rest[2:] == ["messages", "delta"]:
+            return self.delta(user, folder, query, headers)
+        return _error(400, "BadRequest", f"unsupported {path}")
+
+    def find(self, user: GUser, key: str) -> GFolder | None:
+        for f in user.folders:
+            if f.id == key or (f.well_known and f.well_known == key.lower()):
+                return f
+        return None
+
+    def folder_json(self, user: GUser, f: GFolder) -> dict[str, Any]:
+        kids = [c for c in user.folders if c.parent == f.id]
+        return {
+            "id": f.id,
+            "displayName": f.name,
+            "parentFolderId": f.parent or f"{user.address}:root",
+            "childFolderCount": len(kids),
+            "totalItemCount": len(f.messages),
+            "unreadItemCount": sum(1 for m in f.messages if not m.is_read),
+            "sizeInBytes": sum(m.size for m in f.messages),
+            "isHidden": False,
+        }
+
+    def folder_page(
+        self, folders: list[GFolder], query: dict[str, str], link: str
+    ) -> tuple[int, dict[str, str], Any]:
+        top = int(query.get("$top", 10))
+        skip = int(query.get("$skip", 0))
+        user = self.w.users[folders[0].id.split(":")[0]] if folders else None
+        page = folders[skip : skip + top]
+        out: dict[str, Any] = {"value": [self.folder_json(user, f) for f in page] if user else []}
+        if skip + top < len(folders):
+            sel = query.get("$select", "")
+            out["@odata.nextLink"] = (
+                f"{self.root}{link}?$top={top}&$skip={skip + top}&$select={sel}"
+            )
+        return 200, {}, out
+
+    def message_json(self, m: GMessage, select: set[str], expand: bool) -> dict[str, Any]:
+        def addr(a: str) -> dict[str, Any]:
+            return {"emailAddress": {"name": a.split("@")[0], "address": a}}
+
+        full: dict[str, Any] = {
+            "@odata.type": "#microsoft.graph.message",
+            "@odata.etag": f'W/"CQAAABYAAA{m.seq_changed}"',
+            "createdDateTime": iso(m.created),
+            "receivedDateTime": iso(m.received),
+            "sentDateTime": iso(m.sent) if m.sent else None,
+            "from": addr(m.sender) if m.sender else None,
+            "toRecipients": [addr(a) for a in m.to],
+            "ccRecipients": [addr(a) for a in m.cc],
+            "isRead": m.is_read,
+            "internetMessageId": m.message_id,
+            "subject": "never selected by mailusage",
+        }
+        out = {k: v for k, v in full.items() if k in select or k.startswith("@")}
+        if expand:
+            out["singleValueExtendedProperties"] = [{"id": "Integer 0x0E08", "value": str(m.size)}]
+        out["id"] = m.id
+        return out
+
+    def delta(
+        self, user: GUser, folder: GFolder, query: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        page = 1000
+        prefer = headers.get("prefer", "")
+        if "odata.maxpagesize=" in prefer:
+            page = int(prefer.split("odata.maxpagesize=")[1].split(",")[0])
+        if "$skiptoken" in query or "$deltatoken" in query:
+            state = _unb64(query.get("$skiptoken") or query["$deltatoken"])
+            if state["gen"] != folder.generation:
+                return _error(410, "SyncStateNotFound", "The sync state generation is not found.")
+        else:
+            state = {
+                "gen": folder.generation,
+                "since": 0,
+                "change": query.get("changeType"),
+                "select": query.get("$select", ""),
+                "expand": "$expand" in query,
+                "offset": 0,
+            }
+        if "$deltatoken" in query:  # a new round from the delta link
+            state = {**state, "offset": 0, "since": state["upto"]}
+        if state.get("offset", 0) == 0 or "upto" not in state:
+            state["upto"] = self.w.seq
+        since, upto = state["since"], state["upto"]
+        entries: list[dict[str, Any]] = []
+        select = set(state["select"].split(",")) if state["select"] else set()
+        for m in sorted(folder.messages, key=lambda m: m.seq_created):
+            created = since < m.seq_created <= upto
+            changed = m.seq_created <= since < m.seq_changed <= upto
+            # Read-state changes come even with changeType=created (Graph's docs say so).
+            if created or changed:
+                entries.append(self.message_json(m, select, state["expand"]))
+        if since:
+            entries += [
+                {"id": mid, "@removed": {"reason": "deleted"}}
+                for s, mid in folder.removed
+                if since < s <= upto
+            ]
+        offset = state["offset"]
+        chunk = entries[offset : offset + page]
+        link = (
+            f"{self.root}/users/{quote(user.address)}/mailFolders/{quote(folder.id)}/messages/delta"
+        )
+        out: dict[str, Any] = {
+            "@odata.context": f"{self.root}/$metadata#Collection(message)",
+            "value": chunk,
+        }
+        if offset + page < len(entries):
+            out["@odata.nextLink"] = f"{link}?$skiptoken={_b64({**state, 'offset': offset + page})}"
+        else:
+            out["@odata.deltaLink"] = f"{link}?$deltatoken={_b64({**state, 'offset': 0})}"
+        return 200, {}, out
+
+    def sign_ins(self, roles: list[str], query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        if "signInActivity" in query.get("$select", ""):
+            if "AuditLog.Read.All" not in roles:
+                return _error(
+                    403,
+                    "Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.",
+                )
+            if not self.w.premium:
+                return _error(
+                    403,
+                    "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                    "Neither tenant is B2C or tenant doesn't have premium license",
+                )
+        users = sorted(self.w.users.values(), key=lambda u: u.address)
+        top, skip = int(query.get("$top", 100)), int(query.get("$skip", 0))
+        value = []
+        for u in users[skip : skip + top]:
+            entry: dict[str, Any] = {
+                "id": u.address,
+                "userPrincipalName": u.address,
+                "mail": u.address,
+            }
+            entry["signInActivity"] = u.sign_in
+            value.append(entry)
+        out: dict[str, Any] = {"value": value}
+        if skip + top < len(users):
+            out["@odata.nextLink"] = (
+                f"{self.root}/users?$select={query.get('$select', '')}&$top={top}&$skip={skip + top}"
+            )
+        return 200, {}, out
+
+    def usage_csv(self) -> str:
+        cols = self.w.usage_columns
+        rows = [",".join(cols)]
+        for u in sorted(self.w.users.values(), key=lambda u: u.address):
+            values = {
+                "Report Refresh Date": "2026-11-30",
+                "User Principal Name": u.address,
+                "Display Name": u.address.split("@")[0],
+                "Is Deleted": "False",
+                "Storage Used (Byte)": str(u.storage_used),
+                "Item Count": str(sum(len(f.messages) for f in u.folders)),
+                "Prohibit Send/Receive Quota (Byte)": str(u.quota),
+                "Report Period": "7",
+            }
+            rows.append(",".join(values.get(c, "") for c in cols))
+        return "\ufeff" + "\n".join(rows) + "\n"
+
+    def batch(self, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        reqs = (body or {}).get("requests", [])
+        if len(reqs) > 20:
+            return _error(400, "BadRequest", "A maximum of 20 requests is allowed per batch.")
+        responses = []
+        for r in reqs:
+            self.w.parts.append(r["url"])
+            if self.w.throttle_parts > 0:
+                self.w.throttle_parts -= 1
+                responses.append(
+                    {
+                        "id": r["id"],
+                        "status": 429,
+                        "headers": {"Retry-After": str(self.w.retry_after)},
+                        "body": {"error": {"code": "ApplicationThrottled", "message": "throttled"}},
+                    }
+                )
+                continue
+            sub_headers = {**headers, **{k.lower(): v for k, v in (r.get("headers") or {}).items()}}
+            status, hdrs, out = self.handle(
+                r.get("method", "GET"), "/v1.0" + r["url"], sub_headers, None
+            )
+            responses.append({"id": r["id"], "status": status, "headers": hdrs, "body": out})
+        return 200, {}, {"responses": responses}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(
+        self, status: int, headers: dict[str, str], body: Any, ctype: str = "application/json"
+    ) -> None:
+        data = (
+            b""
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if data:
+            self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        w, app = self.server.world, self.server.app
+        raw = self._body()
+        path = urlsplit(self.path).path
+        w.calls.append((method, self.path))
+        if path.endswith("/v2.0/.well-known/openid-configuration"):
+            tenant = path.split("/")[1]
+            base = f"{app.base}/{tenant}"
+            return self._send(
+                200,
+                {},
+                {
+                    "issuer": f"{base}/v2.0",
+                    "token_endpoint": f"{base}/oauth2/v2.0/token",
+                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                },
+            )
+        if path.endswith("/oauth2/v2.0/token"):
+            return self._token(raw.decode())
+        if path == "/download/usage.csv":
+            if "authorization" in {k.lower() for k in self.headers}:
+                return self._send(400, {}, {"error": "the pre-authenticated link takes no token"})
+            return self._send(200, {}, app.usage_csv().encode(), "application/octet-stream")
+        if w.throttle_requests > 0:
+            w.throttle_requests -= 1
+            return self._send(
+                429,
+                {"Retry-After": str(w.retry_after)},
+                {"error": {"code": "TooManyRequests", "message": "throttled"}},
+            )
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = json.loads(raw) if raw else None
+        status, hdrs, out = app.handle(method, self.path, headers, body)
+        self._send(status, hdrs, out)
+
+    def _token(self, form_text: str) -> None:
+        w = self.server.world
+        form = {k: v[0] for k, v in parse_qs(form_text).items()}
+        if form.get("grant_type") != "client_credentials" or form.get("client_id") != CLIENT_ID:
+            return self._send(
+                400,
+                {},
+                {
+                    "error": "unauthorized_client",
+                    "error_description": "AADSTS700016: Application not found",
+                },
+            )
+        ok = False
+        if "client_secret" in form:
+            ok = form["client_secret"] == w.secret
+        elif "client_assertion" in form and w.certificate is not None:
+            try:
+                jwt.decode(
+                    form["client_assertion"],
+                    w.certificate.public_key(),
+                    algorithms=["RS256", "PS256"],
+                    audience=f"{self.server.app.base}/{TENANT}/oauth2/v2.0/token",
+                )
+                ok = True
+            except jwt.PyJWTError:
+                ok = False
+        if not ok:
+            return self._send(
+                401,
+                {},
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided.",
+                },
+            )
+        w.tokens_issued += 1
+        token = jwt.encode(
+            {"aud": "graph", "roles": w.roles, "n": w.tokens_issued}, w.secret, algorithm="HS256"
+        )
+        self._send(200, {}, {"token_type": "Bearer", "expires_in": 3599, "access_token": token})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    world: GraphWorld
+    app: GraphApp
+
+
+@contextmanager
+def graph_endpoint(
+    directory: Path, world: GraphWorld | None = None
+) -> Iterator[tuple[str, GraphWorld, Path]]:
+    """Serve a Graph tenant on https://127.0.0.1:<port>; yields (base url, world, CA file)."""
+    world = world or GraphWorld()
+    both, cert = make_certificate(directory)
+    server = _Server(("127.0.0.1", 0), _Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(both)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    server.world, server.app = world, GraphApp(world, base)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield base, world, cert
+    finally:
+        server.shutdown()
+        server.server_close()
