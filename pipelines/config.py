@@ -25,6 +25,7 @@ from connectors.ews import ACCESS, AUTH_TYPES, EwsSettings, EwsSource
 from connectors.graph import GraphSettings, GraphSource
 from connectors.imap import ImapSettings, ImapSource
 from connectors.sieve import SieveSettings, SieveSource
+from connectors.zimbra import QuotaFallback, ZimbraAdmin, ZimbraAdminSettings, ZimbraExport
 from contract.letterhead import Letterhead
 from contract.people import Person
 
@@ -161,26 +162,85 @@ class SourceConfig:
     ews: EwsSettings | None = None
     ews_forwarding: bool = True  # read inbox rules with GetInboxRules
     graph: GraphSettings | None = None
+    zimbra: ZimbraConfig | None = None
 
-    def build(self) -> ImapSource | EwsSource | GraphSource:
+    def zimbra_admin(self) -> ZimbraAdmin | None:
+        z = self.zimbra
+        if z is None or z.admin is None or z.password is None:
+            return None
+        return ZimbraAdmin.shared(z.admin, z.password.resolve)
+
+    def build(self) -> ImapSource | EwsSource | GraphSource | QuotaFallback:
         if self.graph is not None:
             return GraphSource(self.graph, secret=self.password.resolve, name=self.name)
         if self.ews is not None:
             return EwsSource(self.ews, password_for=self.password.resolve, name=self.name)
         assert self.imap is not None
         ref = self.password
-        return ImapSource(self.imap, password_for=ref.resolve, name=self.name, kind=self.kind)
+        imap = ImapSource(self.imap, password_for=ref.resolve, name=self.name, kind=self.kind)
+        admin = self.zimbra_admin()
+        return QuotaFallback(imap, admin) if admin is not None else imap
 
-    def forwarding(self) -> SieveSource | EwsSource | GraphSource | None:
+    def forwarding(
+        self,
+    ) -> SieveSource | EwsSource | GraphSource | ZimbraAdmin | ZimbraExport | None:
         """Where forwarding rules are read: ManageSieve when the IMAP source has
         `sieve = { … }`, inbox rules for an EWS or Graph source (unless `forwarding = false`)."""
         if self.graph is not None:
             return self.build() if self.graph.forwarding else None  # type: ignore[return-value]
         if self.ews is not None:
             return self.build() if self.ews_forwarding else None  # type: ignore[return-value]
+        if self.zimbra is not None:  # Zimbra forwards by account attributes, not Sieve
+            if self.zimbra.export is not None:
+                return ZimbraExport(self.zimbra.export)
+            return self.zimbra_admin()
         if self.sieve is None:
             return None
         return SieveSource(self.sieve, password_for=self.password.resolve, name=self.name)
+
+
+@dataclass(frozen=True)
+class ZimbraConfig:
+    """An IMAP source's `zimbra = { … }`: the admin SOAP API (forwarding, quota) and/or a
+    `zmprov` export to read forwarding from instead."""
+
+    admin: ZimbraAdminSettings | None
+    password: SecretRef | None = field(default=None, repr=False)
+    export: Path | None = None
+
+
+_ZIMBRA_KEYS: dict[str, Kind] = {
+    "admin_url": str,
+    "admin_user": str,
+    "password": (dict, str),
+    "ca_file": str,
+    "timeout": NUMBER,
+    "export": str,
+}
+
+
+def _zimbra(raw: dict[str, Any], where: str, base: Path) -> ZimbraConfig:
+    check_keys(raw, _ZIMBRA_KEYS, where)
+    admin, password = None, None
+    if "admin_url" in raw:
+        if not re.match(r"https?://[^/]+/", raw["admin_url"]):
+            raise ConfigError(
+                f"{where}.admin_url must be the admin SOAP URL, e.g. "
+                "https://mail.example.gov.vn:7071/service/admin/soap"
+            )
+        if not raw.get("admin_user") or "password" not in raw:
+            raise ConfigError(f"{where}: admin_url needs admin_user and password = {{ env = ... }}")
+        password = _secret(raw["password"], f"{where}.password")
+        admin = ZimbraAdminSettings(
+            raw["admin_url"],
+            raw["admin_user"],
+            _ca_file(raw, where, base),
+            float(raw.get("timeout", 60)),
+        )
+    export = (base / raw["export"]).resolve() if raw.get("export") else None
+    if admin is None and export is None:
+        raise ConfigError(f"{where}: give admin_url (the admin SOAP API) or export (a zmprov file)")
+    return ZimbraConfig(admin, password, export)
 
 
 LOGIN_KINDS = (
@@ -308,6 +368,7 @@ def _secret(raw: Any, where: str) -> SecretRef:
 
 _IMAP_KEYS: dict[str, Kind] = {
     "sieve": dict,
+    "zimbra": dict,
     "name": str,
     "kind": str,
     "host": str,
@@ -542,12 +603,19 @@ def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
             master_user=settings.master_user if auth != "user" else None,
             timeout=settings.timeout,
         )
+    zimbra = _zimbra(raw["zimbra"], f"{where}.zimbra", base) if "zimbra" in raw else None
+    if zimbra is not None and sieve is not None:
+        raise ConfigError(
+            f"{where}: sieve and zimbra together: Zimbra forwards by account attributes "
+            "(zimbraPrefMailForwardingAddress), not by Sieve; keep zimbra"
+        )
     return SourceConfig(
         raw.get("name", f"source{index}"),
         kind,
         settings,
         _secret(raw["password"], f"{where}.password"),
         sieve,
+        zimbra=zimbra,
     )
 
 

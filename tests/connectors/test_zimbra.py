@@ -1,0 +1,268 @@
+"""Zimbra's own signals: audit.log logins across rotations, forwarding from account
+attributes (admin SOAP and zmprov export), quota from GetQuotaUsageRequest when IMAP QUOTA
+is not answered — against a local admin SOAP endpoint and the test Dovecot."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pyarrow.parquet as pq
+import pytest
+
+from connectors.base import CredentialsRejected, MailboxMissing
+from connectors.zimbra import (
+    ZimbraAdmin,
+    ZimbraAdminSettings,
+    ZimbraExport,
+    read_audit_log,
+)
+from mailusage.devserver import MASTER_USER
+from pipelines.collect import run_collection
+from pipelines.config import ConfigError, load_config
+from tests.conftest import MASTER_PASSWORD
+from tests.faults.proxy import Fault, FaultProxy
+from tests.zimbra_endpoint import ZimbraWorld, zimbra_admin_endpoint
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+ADMIN = "admin@tiengiang.gov.vn"
+COLLECTOR_IP = "10.9.9.9"
+
+
+def line(ts: str, who: str, proto: str = "imap", ip: str = "10.0.0.7", extra: str = "") -> str:
+    thread = {"imap": "ImapSSLServer-12", "soap": "qtp5-77:https://mail/service/soap/AuthRequest"}
+    ctx = f"ip={ip};" if proto != "soap" else f"name={who};oip={ip};ua=ZimbraWebClient - FF120;"
+    return (
+        f"{ts},123 INFO  [{thread.get(proto, 'Pop3Server-3')}] [{ctx}] security - "
+        f"cmd=Auth; account={who}; protocol={proto};{extra}\n"
+    )
+
+
+NOISE = [
+    "2026-11-23 08:00:00,001 INFO  [main] [] security - cmd=AdminAuth; account=admin@tiengiang.gov.vn;\n",
+    line(
+        "2026-11-23 08:00:01",
+        "binh@tiengiang.gov.vn",
+        extra=" error=authentication failed for [binh], invalid password;",
+    ),
+    line("2026-11-23 08:00:02", "an@tiengiang.gov.vn", ip=COLLECTOR_IP),  # the collector
+    line("2026-11-23 08:00:03", ADMIN, proto="soap"),
+    "2026-11-23 08:00:04,000 INFO  [ImapServer-1] [ip=10.0.0.8;] imap - something else\n",
+]
+
+
+def read(path: Path, cursor=None):
+    return read_audit_log(
+        path, cursor, tz=TZ, source="zimbra-audit",
+        ignore_accounts=[ADMIN], ignore_remote=[COLLECTOR_IP],
+    )  # fmt: skip
+
+
+def test_audit_log_logins_per_protocol_without_the_collector(tmp_path):
+    log = tmp_path / "audit.log"
+    log.write_text("".join([*NOISE, line("2026-11-23 08:15:02", "An@tiengiang.gov.vn"),
+                            line("2026-11-23 09:00:00", "chi@tiengiang.gov.vn", "soap", "113.1.2.3"),
+                            line("2026-11-23 09:30:00", "dung@tiengiang.gov.vn", "pop3")]))  # fmt: skip
+    logins, cursor = read(log)
+    assert [(x.mailbox, x.protocol, x.remote_addr) for x in logins] == [
+        ("an@tiengiang.gov.vn", "imap", "10.0.0.7"),
+        ("chi@tiengiang.gov.vn", "soap", "113.1.2.3"),
+        ("dung@tiengiang.gov.vn", "pop3", "10.0.0.7"),
+    ]
+    assert logins[0].login_at == datetime(2026, 11, 23, 1, 15, 2, tzinfo=UTC)  # +07:00
+    assert cursor.offset == log.stat().st_size
+
+
+def test_audit_log_rotated_and_compressed_between_runs_loses_and_repeats_nothing(tmp_path):
+    log = tmp_path / "audit.log"
+    first = [line(f"2026-11-22 1{i}:00:00", f"u{i}@tiengiang.gov.vn") for i in range(3)]
+    log.write_text("".join(first))
+    got, cursor = read(log)
+    assert len(got) == 3
+    # more lines, then two rotations (logrotate: .1 then .2.gz) before the next run
+    with log.open("a") as fh:
+        fh.write(line("2026-11-22 20:00:00", "late@tiengiang.gov.vn"))
+    os.rename(log, tmp_path / "audit.log.1")
+    log.write_text(line("2026-11-23 07:00:00", "mid@tiengiang.gov.vn"))
+    with (
+        (tmp_path / "audit.log.1").open("rb") as src,
+        gzip.open(tmp_path / "audit.log.2.gz", "wb") as dst,
+    ):
+        shutil.copyfileobj(src, dst)
+    os.utime(tmp_path / "audit.log.2.gz", (1, 1))  # the oldest
+    (tmp_path / "audit.log.1").unlink()
+    os.rename(log, tmp_path / "audit.log.1")
+    os.utime(tmp_path / "audit.log.1", (2, 2))
+    log.write_text(
+        line("2026-11-23 08:00:00", "new@tiengiang.gov.vn") + "2026-11-23 08:01"
+    )  # partial
+    got, cursor2 = read(log, cursor)
+    assert [x.mailbox for x in got] == [
+        "late@tiengiang.gov.vn",
+        "mid@tiengiang.gov.vn",
+        "new@tiengiang.gov.vn",
+    ]
+    with log.open("a") as fh:
+        fh.write(":00,000 INFO  [ImapServer-2] [ip=10.0.0.5;] security - cmd=Auth; "
+                 "account=done@tiengiang.gov.vn; protocol=imap;\n")  # fmt: skip
+    got, _ = read(log, cursor2)
+    assert [x.mailbox for x in got] == ["done@tiengiang.gov.vn"]
+
+
+@pytest.fixture
+def admin_api():
+    ZimbraAdmin._all.clear()
+    world = ZimbraWorld()
+    with zimbra_admin_endpoint(world) as (url, w):
+        yield url, w
+
+
+def test_forwarding_from_account_attributes_over_admin_soap(admin_api):
+    url, world = admin_api
+    world.account("an@tiengiang.gov.vn", zimbraPrefMailForwardingAddress=["An.Personal@Gmail.com"],
+                  zimbraPrefMailLocalDeliveryDisabled=["TRUE"], displayName=["An"])  # fmt: skip
+    world.account(
+        "binh@tiengiang.gov.vn",
+        zimbraMailForwardingAddress=["binh@yahoo.com, archive@tiengiang.gov.vn"],
+    )
+    world.account("chi@tiengiang.gov.vn")
+    admin = ZimbraAdmin(ZimbraAdminSettings(url, world.admin), password=lambda: world.password)
+    got = admin.forwards("an@tiengiang.gov.vn")
+    assert [(f.target, f.keeps_copy, f.rule_name) for f in got] == [
+        ("an.personal@gmail.com", False, "zimbraPrefMailForwardingAddress")
+    ]
+    assert [f.target for f in admin.forwards("binh@tiengiang.gov.vn")] == [
+        "binh@yahoo.com",
+        "archive@tiengiang.gov.vn",
+    ]
+    assert admin.forwards("chi@tiengiang.gov.vn") == []
+    assert world.requests.count("AuthRequest") == 1  # one login, the token reused
+    world.expire_tokens()
+    assert admin.forwards("chi@tiengiang.gov.vn") == []  # renewed once, transparently
+    assert world.requests.count("AuthRequest") == 2
+    with pytest.raises(MailboxMissing):
+        admin.forwards("ghost@tiengiang.gov.vn")
+    with pytest.raises(CredentialsRejected):
+        ZimbraAdmin(ZimbraAdminSettings(url, world.admin), password=lambda: "wrong").forwards(
+            "an@tiengiang.gov.vn"
+        )
+
+
+ZMPROV = """# name an@tiengiang.gov.vn
+mail: an@tiengiang.gov.vn
+zimbraPrefMailForwardingAddress: an.personal@gmail.com
+zimbraPrefMailLocalDeliveryDisabled: FALSE
+
+# name binh@tiengiang.gov.vn
+mail: binh@tiengiang.gov.vn
+zimbraPrefMailLocalDeliveryDisabled: FALSE
+"""
+
+
+def test_forwarding_from_a_zmprov_export_text_and_csv(tmp_path):
+    (tmp_path / "fw.txt").write_text(ZMPROV)
+    export = ZimbraExport(tmp_path / "fw.txt")
+    assert [(f.target, f.keeps_copy) for f in export.forwards("an@tiengiang.gov.vn")] == [
+        ("an.personal@gmail.com", True)
+    ]
+    assert export.forwards("binh@tiengiang.gov.vn") == []
+    (tmp_path / "fw.csv").write_text(
+        "name,zimbraPrefMailForwardingAddress,zimbraPrefMailLocalDeliveryDisabled\n"
+        'binh@tiengiang.gov.vn,"b@yahoo.com,b2@gmail.com",TRUE\n'
+    )
+    got = ZimbraExport(tmp_path / "fw.csv").forwards("binh@tiengiang.gov.vn")
+    assert [(f.target, f.keeps_copy) for f in got] == [
+        ("b@yahoo.com", False),
+        ("b2@gmail.com", False),
+    ]
+
+
+def test_quota_listing_pages(admin_api):
+    url, world = admin_api
+    for i in range(7):
+        world.account(f"u{i}@tiengiang.gov.vn").used = 1000 * i
+    world.accounts["u3@tiengiang.gov.vn"].limit = 5_368_709_120
+    admin = ZimbraAdmin(
+        ZimbraAdminSettings(url, world.admin, page=3), password=lambda: world.password
+    )
+    assert admin.quota("u3@tiengiang.gov.vn").used_bytes == 3000
+    assert admin.quota("u3@tiengiang.gov.vn").limit_bytes == 5_368_709_120
+    assert admin.quota("u0@tiengiang.gov.vn").limit_bytes is None  # 0: no limit
+    assert world.requests.count("GetQuotaUsageRequest") == 3  # 7 accounts, pages of 3, once
+
+
+def test_zimbra_source_night_quota_fallback_forwarding_and_audit_logins(
+    dovecot, admin_api, tmp_path, monkeypatch
+):
+    url, world = admin_api
+    users = ["an.z@tiengiang.gov.vn", "binh.z@tiengiang.gov.vn"]
+    dovecot.add_users({u: "pw" for u in users})
+    for u in users:
+        dovecot.deliver(
+            u,
+            "INBOX",
+            b"From: x@gmail.com\r\nTo: " + u.encode() + b"\r\nSubject: t\r\n\r\nhi\r\n",
+            when=1795400000,
+        )
+        world.account(u).used = 777
+    dovecot.finish_seeding()
+    world.account(users[0], zimbraPrefMailForwardingAddress=["an.z@gmail.com"])
+    (tmp_path / "audit.log").write_text("".join([*NOISE, line("2026-11-23 08:15:02", users[1])]))
+    (tmp_path / "roster.csv").write_text(
+        "employee_id,full_name,email,unit_code,unit_name\n"
+        f"1,An,{users[0]},VP,Văn phòng\n2,Bình,{users[1]},VP,Văn phòng\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("MU_TEST_IMAP", MASTER_PASSWORD)
+    monkeypatch.setenv("MU_TEST_ZIMBRA", world.password)
+    with FaultProxy(dovecot.imap_port, {0: Fault("no_quota", every=True)}) as proxy:
+        cfg = tmp_path / "mailusage.toml"
+        cfg.write_text(f"""
+[agency]
+official_domains = ["tiengiang.gov.vn"]
+[roster]
+path = "roster.csv"
+[collect]
+retries = 0
+[[sources]]
+name = "zimbra"
+host = "127.0.0.1"
+port = {proxy.port}
+security = "plain"
+master_user = "{MASTER_USER}"
+password = {{ env = "MU_TEST_IMAP" }}
+zimbra = {{ admin_url = "{url}", admin_user = "{world.admin}", password = {{ env = "MU_TEST_ZIMBRA" }} }}
+[[logins]]
+name = "zimbra-audit"
+kind = "zimbra-audit"
+path = "audit.log"
+ignore_accounts = ["{ADMIN}"]
+ignore_remote = ["{COLLECTOR_IP}"]
+""", encoding="utf-8")  # fmt: skip
+        summary = run_collection(str(cfg), night="2026-11-23", plain=True)
+    assert all(o.status == "ok" for o in summary.outcomes), summary.outcomes
+    data = tmp_path / "data"
+    st = pq.read_table(data / "mailbox_status").to_pylist()
+    assert {r["mailbox"]: r["quota_used_bytes"] for r in st} == {u: 777 for u in users}
+    fw = pq.read_table(data / "forwarding").to_pylist()
+    assert [(r["mailbox"], r["target"]) for r in fw] == [(users[0], "an.z@gmail.com")]
+    logins = pq.read_table(data / "logins").to_pylist()
+    assert [(r["mailbox"], r["protocol"]) for r in logins] == [(users[1], "imap")]
+    assert world.password not in "".join(p.read_text(errors="ignore") for p in data.rglob("*.json"))
+
+
+def test_zimbra_config_errors_name_the_key(tmp_path):
+    base = '[roster]\npath = "r.csv"\n[[sources]]\nhost = "h"\nmaster_user = "m"\npassword = { env = "X" }\n'
+    for extra, message in [
+        ('zimbra = { admin_url = "https://z:7071/service/admin/soap" }', "admin_user and password"),
+        ("zimbra = { }", "admin_url .*or export"),
+        ('zimbra = { export = "x", admni = 1 }', "unknown key 'admni'"),
+        ('sieve = { }\nzimbra = { export = "x" }', "not by Sieve"),
+    ]:
+        (tmp_path / "m.toml").write_text(base + extra, encoding="utf-8")
+        with pytest.raises(ConfigError, match=message):
+            load_config(tmp_path / "m.toml")
