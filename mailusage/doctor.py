@@ -15,12 +15,14 @@ import requests
 from analytics.policy import PolicyError, load_policy
 from connectors.base import AuthError, SourceError
 from connectors.ews import EwsSettings, EwsSource
+from connectors.graph import PERMISSIONS, GraphSettings, GraphSource, token_roles
 from connectors.imap import ImapSource, probe_tcp
 from connectors.logins import LogCursor, LoginSourceError
 from connectors.sieve import SieveSource
+from connectors.zimbra import QuotaFallback, ZimbraAdmin, ZimbraExport
 from contract.people import Person
 from pipelines.config import Config, RosterError, SourceConfig, load_roster
-from pipelines.signals import read_source
+from pipelines.signals import LOG_KINDS, read_source
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ def _no_probe(roster_read: bool, what: str) -> tuple[str, str]:
 
 
 def _source_checks(src: SourceConfig, probe: str | None, roster_read: bool) -> list[Check]:
+    if src.graph is not None:
+        return _graph_checks(src, src.graph, probe, roster_read)
     if src.ews is not None:
         return _ews_checks(src, src.ews, probe, roster_read)
     s = src.imap
@@ -62,7 +66,8 @@ def _source_checks(src: SourceConfig, probe: str | None, roster_read: bool) -> l
     except OSError as exc:
         add("tcp", "fail", f"cannot reach {s.host}:{s.effective_port}: {exc}")
         return out
-    source = src.build()
+    built = src.build()
+    source = built.inner if isinstance(built, QuotaFallback) else built
     assert isinstance(source, ImapSource)
     try:
         wire = source.connect()
@@ -118,6 +123,105 @@ def _source_checks(src: SourceConfig, probe: str | None, roster_read: bool) -> l
             )
         except SourceError as exc:
             add("managesieve", "fail", exc.reason)
+    elif isinstance(forwarding, ZimbraAdmin | ZimbraExport):
+        how = (
+            "admin SOAP GetAccountRequest"
+            if isinstance(forwarding, ZimbraAdmin)
+            else (f"zmprov export {forwarding.path}")
+        )
+        try:
+            rules = forwarding.forwards(probe)
+            add("zimbra-forwarding", "ok", f"{how}: {len(rules)} forwarding address(es) of {probe}")
+        except SourceError as exc:
+            add("zimbra-forwarding", "fail", f"{how}: {exc.reason}")
+    admin = src.zimbra_admin()
+    if admin is not None:
+        try:
+            q = admin.quota(probe)
+            add(
+                "zimbra-quota",
+                "ok" if q.used_bytes is not None else "warn",
+                f"GetQuotaUsageRequest: {probe} uses {q.used_bytes} bytes"
+                if q.used_bytes is not None
+                else f"GetQuotaUsageRequest does not list {probe}",
+            )
+        except SourceError as exc:
+            add("zimbra-quota", "fail", exc.reason)
+    return out
+
+
+def _graph_checks(
+    src: SourceConfig, s: GraphSettings, probe: str | None, roster_read: bool
+) -> list[Check]:
+    """Token, the app's permissions, one mailbox's folders, its inbox rules and the usage
+    report — stopping where a later check needs an earlier one."""
+    out: list[Check] = []
+
+    def add(check: str, status: str, detail: str) -> None:
+        out.append(Check(src.name, check, status, detail))
+
+    source = src.build()
+    assert isinstance(source, GraphSource)
+    try:
+        token = source.tenant.token()
+    except SourceError as exc:
+        add("token", "fail", exc.reason)
+        return out
+    add("token", "ok", f"app {s.client_id} signed in to {s.tenant_id} ({s.authority})")
+    roles = set(token_roles(token))
+    mail = {"Mail.ReadBasic.All", "Mail.Read"} & roles
+    add(
+        "permissions",
+        "ok" if mail else "fail",
+        f"application permissions: {', '.join(sorted(roles)) or 'none'}"
+        + ("" if mail else " — Mail.ReadBasic.All is required (admin consent)"),
+    )
+    for perm, why in PERMISSIONS.items():
+        if perm != "Mail.ReadBasic.All" and perm not in roles:
+            add(f"permission:{perm}", "warn", f"not granted: no {why}")
+    if "Mail.Read" in roles or "Mail.ReadWrite" in roles:
+        add(
+            "least-privilege",
+            "warn",
+            "Mail.Read(Write) lets the app read bodies: "
+            "Mail.ReadBasic.All is enough unless read_size = true",
+        )
+    if probe is None:
+        add("mailbox", *_no_probe(roster_read, "open"))
+        return out
+    try:
+        with source.open(probe) as session:
+            session.resume({})
+            folders = session.folders()
+    except SourceError as exc:
+        add("mailbox", "fail", f"{probe}: {exc.reason} (is it inside the app's RBAC scope?)")
+        return out
+    roles_found = {f.role: f for f in folders}
+    add(
+        "mailbox",
+        "ok",
+        f"{probe}: {len(folders)} folders, "
+        f"inbox {roles_found['inbox'].messages if 'inbox' in roles_found else '?'} messages",
+    )
+    if s.forwarding:
+        try:
+            add("inbox-rules", "ok", f"{len(source.forwards(probe))} forwarding rule(s) in {probe}")
+        except SourceError as exc:
+            add("inbox-rules", "fail", exc.reason)
+    if s.usage_report:
+        q = source.tenant.usage_for(probe)
+        if q.used_bytes is None:
+            add(
+                "usage-report",
+                "warn",
+                source.tenant.usage_note
+                or (
+                    f"{probe} is not in getMailboxUsageDetail: are user names concealed in "
+                    "reports? (Microsoft 365 admin center > Settings > Org settings > Reports)"
+                ),
+            )
+        else:
+            add("usage-report", "ok", f"{probe} uses {q.used_bytes} bytes")
     return out
 
 
@@ -231,7 +335,7 @@ def run_doctor(cfg: Config) -> list[Check]:
         )
         checks.extend(_source_checks(src, probe, roster_read))
     for name, ref in ((s.name, s.password) for s in cfg.sources):
-        checks.append(Check(name, "secret", "ok", f"password by reference ({ref.describe()})"))
+        checks.append(Check(name, "secret", "ok", f"secret by reference ({ref.describe()})"))
     checks.extend(_signal_checks(cfg))
     return checks
 
@@ -241,7 +345,7 @@ def _signal_checks(cfg: Config) -> list[Check]:
     out = []
     for src in cfg.logins:
         try:
-            if src.kind == "dovecot-log" and src.path is not None and src.path.exists():
+            if src.kind in LOG_KINDS and src.path is not None and src.path.exists():
                 # Only the last 1 MiB: doctor checks the log is readable and understood.
                 st = src.path.stat()
                 n = len(read_source(src, LogCursor(st.st_ino, max(0, st.st_size - 2**20)))[0])
@@ -266,8 +370,12 @@ def _signal_checks(cfg: Config) -> list[Check]:
     )
     with_sieve = [s.name for s in cfg.sources if s.sieve is not None]
     with_rules = [s.name for s in cfg.sources if s.ews is not None and s.ews_forwarding]
+    with_graph = [s.name for s in cfg.sources if s.graph is not None and s.graph.forwarding]
+    with_zimbra = [s.name for s in cfg.sources if s.zimbra is not None]
     how = [f"ManageSieve from {', '.join(with_sieve)}"] if with_sieve else []
     how += [f"EWS inbox rules from {', '.join(with_rules)}"] if with_rules else []
+    how += [f"Graph inbox rules from {', '.join(with_graph)}"] if with_graph else []
+    how += [f"Zimbra account attributes from {', '.join(with_zimbra)}"] if with_zimbra else []
     out.append(
         Check(
             "signals",

@@ -18,7 +18,7 @@ from pipelines.collect import collect_single, run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.signals import read_source
 from pipelines.storage import DataDir
-from tests.graph_endpoint import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
+from tests.graph_endpoint import ALL_ROLES, CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 
 AN = "an.nv@danang.gov.vn"
 BINH = "binh.tt@danang.gov.vn"
@@ -429,3 +429,40 @@ def test_token_cursor_survives_the_state_file(tenant, tmp_path):
     assert token["folder"] == f"{AN}:inbox" and "$deltatoken=" in token["delta"]
     assert world.secret not in (state.to_json())
     assert Counter(c.last_uid for c in state.after.values()) == Counter({1: len(state.after)})
+
+
+def test_doctor_checks_token_permissions_mailbox_rules_and_report(
+    tenant, tmp_path, monkeypatch, capsys
+):
+    from mailusage.cli import main
+
+    base, world, ca = tenant
+    populate(world, AN, 3, 1, seed=16)
+    populate(world, BINH, 1, 0, seed=17)
+    monkeypatch.setenv("MU_TEST_GRAPH", world.secret)
+    cfg = write_config(tmp_path, base, ca)
+    code = main(["doctor", "--config", cfg])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for check in ("token", "permissions", "mailbox", "inbox-rules", "usage-report"):
+        assert check in out
+    assert "Mail.ReadBasic.All" in out and "Graph inbox rules from m365" in out
+    # an app without Reports.Read.All: a warning naming what is lost, not a failure
+    _Tenant._all.clear()
+    world.roles = ["Mail.ReadBasic.All", "MailboxSettings.Read"]
+    world.users[AN].sign_in = None
+    code = main(["doctor", "--config", cfg])
+    out = capsys.readouterr().out
+    assert "permission:Reports.Read.All" in out and "storage used and quota" in out
+    assert code != 0  # the graph-signin source cannot be read without AuditLog.Read.All
+    assert "AuditLog.Read.All" in out
+    # outside the app's RBAC scope: the mailbox check fails and says where to look
+    _Tenant._all.clear()
+    world.roles = list(ALL_ROLES)
+    world.scope = {BINH}
+    assert main(["doctor", "--config", cfg]) != 0
+    assert "RBAC scope" in capsys.readouterr().out
+    _Tenant._all.clear()
+    monkeypatch.setenv("MU_TEST_GRAPH", "not-the-secret-of-this-application")
+    assert main(["doctor", "--config", cfg]) != 0
+    assert "AADSTS7000215" in capsys.readouterr().out

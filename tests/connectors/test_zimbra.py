@@ -22,6 +22,7 @@ from connectors.zimbra import (
     read_audit_log,
 )
 from mailusage.devserver import MASTER_USER
+from mailusage.doctor import run_doctor
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
 from tests.conftest import MASTER_PASSWORD
@@ -244,6 +245,7 @@ ignore_accounts = ["{ADMIN}"]
 ignore_remote = ["{COLLECTOR_IP}"]
 """, encoding="utf-8")  # fmt: skip
         summary = run_collection(str(cfg), night="2026-11-23", plain=True)
+        checks = {(c.check, c.status) for c in run_doctor(load_config(cfg))}
     assert all(o.status == "ok" for o in summary.outcomes), summary.outcomes
     data = tmp_path / "data"
     st = pq.read_table(data / "mailbox_status").to_pylist()
@@ -253,6 +255,8 @@ ignore_remote = ["{COLLECTOR_IP}"]
     logins = pq.read_table(data / "logins").to_pylist()
     assert [(r["mailbox"], r["protocol"]) for r in logins] == [(users[1], "imap")]
     assert world.password not in "".join(p.read_text(errors="ignore") for p in data.rglob("*.json"))
+    assert {("zimbra-forwarding", "ok"), ("zimbra-quota", "ok")} <= checks
+    assert ("read", "ok") in checks  # the audit log source
 
 
 def test_zimbra_config_errors_name_the_key(tmp_path):
