@@ -242,7 +242,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailusage.demo import run_demo
 
-    return run_demo(args.workdir, staff=args.staff, nights=args.nights)
+    return run_demo(args.workdir, staff=args.staff, nights=args.nights, graph=args.graph)
 
 
 _BAD = "the config or the roster is wrong (the message says where)"
@@ -384,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="simulate only the first N days of last month (default: all)",
+    )
+    p.add_argument(
+        "--graph",
+        action="store_true",
+        help='put one unit\'s mailboxes on a local Microsoft Graph tenant (kind = "graph")',
     )
     p.set_defaults(func=cmd_demo)
     return parser

@@ -14,7 +14,10 @@ demo prints the ranking, the output files, and found / missed / false-confirmed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import email as email_lib
+import email.policy as email_policy
 import os
 import random
 import secrets
@@ -29,6 +32,7 @@ from imapclient import IMAPClient
 from rich.console import Console
 from rich.table import Table
 
+from mailusage.devgraph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 from mailusage.devserver import DOVEADM, MASTER_USER, LocalDovecot
 from mailusage.synth import make_docx, make_message, person_name
 
@@ -47,6 +51,7 @@ UNITS = (
     ("XVT", "UBND xã Vĩnh Tân"),
 )
 SENT_NAMES = ("Sent", "Sent Items", "Thư đã gửi")
+GRAPH_UNIT = "VHTT"  # the unit whose mailboxes `--graph` puts on Exchange Online
 PUBLIC = ("gmail.com", "yahoo.com", "yahoo.com.vn", "outlook.com")
 REGISTRATION = ("notification@facebookmail.com", "no-reply@vietcombank.com.vn", "noreply@zalo.me")
 
@@ -147,6 +152,91 @@ def plant_special(agency: Agency, rng: random.Random) -> dict[str, list[Person]]
     return roles
 
 
+class Mailboxes:
+    """Where each person's mailbox lives: the demo's Dovecot, or (``--graph``) the local
+    Graph tenant for one unit, as an agency part-way to Exchange Online would have it."""
+
+    def __init__(self, server: LocalDovecot, world: GraphWorld | None = None) -> None:
+        self.server = server
+        self.world = world
+        self.online: set[str] = set()  # addresses served by the Graph tenant
+
+    def deliver(
+        self, email: str, folder: str, raw: bytes, *, when: float, seen: bool = False
+    ) -> None:
+        if email not in self.online:
+            self.server.deliver(email, folder, raw, when=when, seen=seen)
+            return
+        assert self.world is not None
+        msg = email_lib.message_from_bytes(raw, policy=email_policy.default)
+        arrived = datetime.fromtimestamp(when, ZoneInfo("UTC"))
+
+        def addrs(header: str) -> list[str]:
+            return [a.addr_spec.lower() for a in getattr(msg[header], "addresses", ())]
+
+        sender = addrs("From")
+        self.world.deliver(
+            email,
+            "Inbox" if folder == "INBOX" else "Sent Items",
+            GMessage(
+                id="",
+                created=arrived,
+                received=arrived,
+                sent=msg["Date"].datetime if msg["Date"] else arrived,
+                sender=sender[0] if sender else None,
+                to=addrs("To"),
+                cc=addrs("Cc"),
+                is_read=seen,
+                message_id=msg["Message-ID"],
+                size=len(raw),
+            ),
+        )
+
+    def finish_seeding(self) -> None:
+        self.server.finish_seeding()
+
+    def read(self, p: Person, when: datetime) -> None:
+        """The person opens their mail: an IMAP login, or an Outlook sign-in to Exchange
+        Online (Graph's signInActivity) that marks the inbox read."""
+        if p.email not in self.online:
+            client = IMAPClient("127.0.0.1", port=self.server.imap_port, ssl=False)
+            client.login(p.email, PASSWORD)
+            client.select_folder("INBOX")
+            unseen = client.search(["UNSEEN"])
+            if unseen:
+                client.add_flags(unseen, [b"\\Seen"])
+            client.logout()
+            return
+        assert self.world is not None
+        inbox = self.world.folder(p.email, "Inbox")
+        for i, m in enumerate(inbox.messages):
+            if not m.is_read:
+                self.world.mark_read(p.email, "Inbox", i)
+        stamp = when.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.world.user(p.email).sign_in = {
+            "lastSignInDateTime": stamp,
+            "lastSuccessfulSignInDateTime": stamp,
+        }
+
+    def forward(self, p: Person, target: str) -> None:
+        if p.email not in self.online:
+            self.server.set_sieve(
+                p.email, "roundcube", f'require "copy";\nredirect :copy "{target}";\n'
+            )
+            return
+        assert self.world is not None
+        self.world.user(p.email).rules.append(
+            {
+                "id": "1",
+                "displayName": "Chuyển tiếp",
+                "sequence": 1,
+                "isEnabled": True,
+                "conditions": {},
+                "actions": {"forwardTo": [{"emailAddress": {"address": target}}]},
+            }
+        )
+
+
 def document_message(sender: Person, to: str, when: float, mid: str) -> bytes:
     from email.message import EmailMessage
     from email.utils import format_datetime
@@ -169,7 +259,7 @@ def document_message(sender: Person, to: str, when: float, mid: str) -> bytes:
 
 
 def simulate_day(
-    server: LocalDovecot,
+    server: Mailboxes,
     agency: Agency,
     roles: dict[str, list[Person]],
     day: date,
@@ -256,7 +346,7 @@ def simulate_day(
 
 
 def read_mail(
-    server: LocalDovecot, agency: Agency, day: date, rng: random.Random, last: bool = False
+    server: Mailboxes, agency: Agency, day: date, rng: random.Random, last: bool = False
 ) -> None:
     """Readers open their mail with their own client: real logins, real flag changes. On
     the ``last`` workday an occasional user who has not yet used the mailbox reads it: by
@@ -269,16 +359,16 @@ def read_mail(
         if day.weekday() >= 5 or rng.random() >= chance:
             continue
         agency.active.add(p.employee_id)
-        client = IMAPClient("127.0.0.1", port=server.imap_port, ssl=False)
-        client.login(p.email, PASSWORD)
-        client.select_folder("INBOX")
-        unseen = client.search(["UNSEEN"])
-        if unseen:
-            client.add_flags(unseen, [b"\\Seen"])
-        client.logout()
+        server.read(p, datetime(day.year, day.month, day.day, rng.randint(7, 17), tzinfo=ICT))
 
 
-def write_files(root: Path, server: LocalDovecot, agency: Agency) -> Path:
+def write_files(
+    root: Path,
+    server: LocalDovecot,
+    agency: Agency,
+    graph: tuple[str, Path] | None = None,
+    online: set[str] | None = None,
+) -> Path:
     with (root / "roster.csv").open("w", encoding="utf-8-sig", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
@@ -291,6 +381,7 @@ def write_files(root: Path, server: LocalDovecot, agency: Agency) -> Path:
                 "is_unit_mailbox",
                 "personal_email",
                 "on_leave",
+                "source",
             ]
         )
         for p in agency.people:
@@ -304,6 +395,7 @@ def write_files(root: Path, server: LocalDovecot, agency: Agency) -> Path:
                     "yes" if p.is_unit_mailbox else "no",
                     p.personal_email,
                     "yes" if p.on_leave else "no",
+                    "demo-m365" if p.email in (online or set()) else "demo-dovecot",
                 ]
             )
     policy = (
@@ -362,10 +454,36 @@ name = "dovecot-lastlogin"
 kind = "dovecot-dict"
 dict_uri = "proxy::lastlogin"
 doveadm = ["{DOVEADM}", "-c", "{server.config_path}"]
-""",
+"""
+        + (_graph_config(*graph) if graph else ""),
         encoding="utf-8",
     )
     return config
+
+
+def _graph_config(base: str, ca: Path) -> str:
+    """The `--graph` demo's Exchange Online source: the local Graph tenant, as a real one
+    would be configured apart from its URLs and CA."""
+    return f"""
+# One unit's mailboxes are on Exchange Online, read through Microsoft Graph (here the
+# local test tenant; drop authority, graph_url and ca_file for the real one). The client
+# secret is read from MAILUSAGE_DEMO_GRAPH_SECRET.
+[[sources]]
+name = "demo-m365"
+kind = "graph"
+tenant_id = "{TENANT}"
+client_id = "{CLIENT_ID}"
+client_secret = {{ env = "MAILUSAGE_DEMO_GRAPH_SECRET" }}
+authority = "{base}"
+graph_url = "{base}/v1.0"
+ca_file = "{ca}"
+retry_wait = 0.5
+
+[[logins]]
+name = "entra-signin"
+kind = "graph-signin"
+source = "demo-m365"
+"""
 
 
 def self_check(agency: Agency, violations_csv: Path) -> tuple[int, int, int]:
@@ -390,7 +508,7 @@ def self_check(agency: Agency, violations_csv: Path) -> tuple[int, int, int]:
     return len(found), len(missed), len(false)
 
 
-def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
+def run_demo(workdir: str, staff: int = 40, nights: int | None = None, graph: bool = False) -> int:
     started = time.monotonic()
     root = Path(workdir).resolve()
     if root.exists() and any(root.iterdir()):
@@ -418,22 +536,38 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # one line a night is enough
     from mailusage.cli import main
 
-    with LocalDovecot.start(root / "dovecot", master_password=master) as server:
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(LocalDovecot.start(root / "dovecot", master_password=master))
         agency = build_agency(staff, rng)
         roles = plant_special(agency, rng)
+        boxes = Mailboxes(server)
+        endpoint = None
+        if graph:
+            (root / "graph").mkdir()
+            base, world, ca = stack.enter_context(graph_endpoint(root / "graph"))
+            os.environ["MAILUSAGE_DEMO_GRAPH_SECRET"] = world.secret
+            boxes.world, endpoint = world, (base, ca)
+            # One unit moved to Exchange Online; the contact scan reads IMAP bodies only,
+            # so the one planted document stays on Dovecot.
+            boxes.online = {
+                p.email
+                for p in agency.people
+                if p.unit_code == GRAPH_UNIT and p not in roles["document"]
+            }
+            for p in agency.people:
+                if p.email in boxes.online:
+                    p.sent_folder = "Sent Items"
+                    world.user(p.email)
         server.add_users({p.email: PASSWORD for p in agency.people})
         for p in agency.people:
             server.create_folder(p.email, p.sent_folder)
         for p in roles["forward"]:
-            server.set_sieve(
-                p.email,
-                "roundcube",
-                f'require "copy";\nredirect :copy "{p.email.split("@")[0]}.fwd@gmail.com";\n',
-            )
-        config = write_files(root, server, agency)
+            boxes.forward(p, f"{p.email.split('@')[0]}.fwd@gmail.com")
+        config = write_files(root, server, agency, endpoint, boxes.online)
         console.print(
-            f"Dovecot on 127.0.0.1:{server.imaps_port}; {len(agency.people)} "
-            f"mailboxes; simulating {len(days)} days and nights…"
+            f"Dovecot on 127.0.0.1:{server.imaps_port}; {len(agency.people)} mailboxes"
+            + (f" ({len(boxes.online)} on the local Graph tenant)" if graph else "")
+            + f"; simulating {len(days)} days and nights…"
         )
         counter = [0]
         code = 0
@@ -441,8 +575,8 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None) -> int:
 
         last_workday = max((d for d in days if d.weekday() < 5), default=None)
         for i, day in enumerate(days):
-            simulate_day(server, agency, roles, day, rng, counter, first=i == 0)
-            read_mail(server, agency, day, rng, last=day == last_workday)
+            simulate_day(boxes, agency, roles, day, rng, counter, first=i == 0)
+            read_mail(boxes, agency, day, rng, last=day == last_workday)
             night = (day + timedelta(days=1)).isoformat()
             if i < len(days) - 1:  # simulated nights: the same collection, no Prefect bookkeeping
                 summary = run_collection(str(config), night, plain=True)

@@ -14,11 +14,11 @@ import pytest
 
 from connectors.base import CredentialsRejected
 from connectors.graph import GraphSettings, GraphSource, _Tenant, message_uid, parse_usage_csv
+from mailusage.devgraph import ALL_ROLES, CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 from pipelines.collect import collect_single, run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.signals import read_source
 from pipelines.storage import DataDir
-from tests.graph_endpoint import ALL_ROLES, CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 
 AN = "an.nv@danang.gov.vn"
 BINH = "binh.tt@danang.gov.vn"

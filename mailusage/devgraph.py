@@ -1,4 +1,5 @@
-"""A local Microsoft Graph and Entra ID endpoint for the tests (never part of the product).
+"""A local Microsoft Graph and Entra ID endpoint: for the tests and the demo, never a
+server for production (it keeps a tenant in memory).
 
 Exchange Online has no local stand-in, so this answers, over HTTPS on 127.0.0.1 with a
 certificate of its own, the documented JSON shapes of:
@@ -445,7 +446,8 @@ class GraphApp:
         out: dict[str, Any] = {"value": value}
         if skip + top < len(users):
             out["@odata.nextLink"] = (
-                f"{self.root}/users?$select={query.get('$select', '')}&$top={top}&$skip={skip + top}"
+                f"{self.root}/users?$select={query.get('$select', '')}"
+                f"&$top={top}&$skip={skip + top}"
             )
         return 200, {}, out
 
@@ -578,9 +580,10 @@ class _Handler(BaseHTTPRequestHandler):
             ok = form["client_secret"] == w.secret
         elif "client_assertion" in form and w.certificate is not None:
             try:
+                key: Any = w.certificate.public_key()
                 jwt.decode(
                     form["client_assertion"],
-                    w.certificate.public_key(),
+                    key,
                     algorithms=["RS256", "PS256"],
                     audience=f"{self.server.app.base}/{TENANT}/oauth2/v2.0/token",
                 )
