@@ -269,6 +269,7 @@ class _Tenant:
         self.usage_note = ""
         self.rules: dict[str, Any] = {}  # inbox rules read in a session's first batch
         self.lock = threading.Lock()
+        self.usage_lock = threading.Lock()
 
     @classmethod
     def shared(cls, settings: GraphSettings, credential: Callable[[], Any], key: str) -> _Tenant:
@@ -406,14 +407,16 @@ class _Tenant:
         with self.lock:
             fresh = self.usage is not None and self.usage_day == today
         if not fresh:
-            try:
-                report = self.usage_report()
-            except SourceError as exc:
-                report = {}
-                self.usage_note = exc.reason
-                log.warning("mailbox usage report not read: %s", exc.reason)
-            with self.lock:
-                self.usage, self.usage_day = report, today
+            with self.usage_lock:  # one download a night, not one per mailbox in flight
+                if self.usage is None or self.usage_day != today:
+                    try:
+                        report = self.usage_report()
+                    except SourceError as exc:
+                        report = {}
+                        self.usage_note = exc.reason
+                        log.warning("mailbox usage report not read: %s", exc.reason)
+                    with self.lock:
+                        self.usage, self.usage_day = report, today
         assert self.usage is not None
         return self.usage.get(mailbox, Quota(None, None))
 

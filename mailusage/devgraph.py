@@ -143,6 +143,7 @@ class GraphWorld:
         self.scope: set[str] | None = None  # RBAC for Applications: None = every mailbox
         self.premium = True  # Entra ID P1: signInActivity readable
         self.seq = 0
+        self.page_cap = 1000  # Graph pages as it likes: at most this many, whatever $top asks
         self.throttle_requests = 0  # the next N HTTP requests answer 429
         self.throttle_parts = 0  # the next N batch parts answer 429
         self.retry_after = 1
@@ -329,7 +330,7 @@ class GraphApp:
     def folder_page(
         self, folders: list[GFolder], query: dict[str, str], link: str
     ) -> tuple[int, dict[str, str], Any]:
-        top = int(query.get("$top", 10))
+        top = min(int(query.get("$top", 10)), self.w.page_cap)
         skip = int(query.get("$skip", 0))
         user = self.w.users[folders[0].id.split(":")[0]] if folders else None
         page = folders[skip : skip + top]
@@ -433,7 +434,7 @@ class GraphApp:
                     "Neither tenant is B2C or tenant doesn't have premium license",
                 )
         users = sorted(self.w.users.values(), key=lambda u: u.address)
-        top, skip = int(query.get("$top", 100)), int(query.get("$skip", 0))
+        top, skip = min(int(query.get("$top", 100)), self.w.page_cap), int(query.get("$skip", 0))
         value = []
         for u in users[skip : skip + top]:
             entry: dict[str, Any] = {

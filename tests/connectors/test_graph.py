@@ -312,6 +312,34 @@ def test_certificate_credential_signs_in(tenant, tmp_path):
     assert token and world.tokens_issued == 1
 
 
+def test_server_paging_of_folders_child_folders_and_users(tenant, tmp_path):
+    _, world, _ = tenant
+    world.page_cap = 2  # Graph pages by its own size, whatever $top asks
+    populate(world, AN, 4, 2, seed=18)
+    for name in ("A", "B", "C"):
+        world.deliver(AN, name, GMessage("", T0, T0, T0, PEERS[0], [AN]), parent=f"{AN}:inbox")
+    world.users[AN].sign_in = {"lastSignInDateTime": "2026-11-19T01:02:03Z"}
+    for i in range(4):
+        world.user(f"x{i}@danang.gov.vn").sign_in = {"lastSignInDateTime": "2026-11-18T00:00:00Z"}
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert stored(data, AN) == truth(world, AN)
+    assert set(status(data, AN, "2026-11-20")) == {
+        "Inbox",
+        "Sent Items",
+        "Drafts",
+        "Deleted Items",
+        "Junk Email",
+        "Inbox/A",
+        "Inbox/B",
+        "Inbox/C",
+    }
+    assert any("$skip=" in c[1] for c in world.calls)  # the nextLinks were followed
+    who = sorted({m for m, _, _ in src.sign_ins()})
+    assert who == sorted([AN, *(f"x{i}@danang.gov.vn" for i in range(4))])
+
+
 def test_usage_report_columns_are_read_by_name():
     text = (
         "Report Period,Storage Used (Byte),Display Name,User Principal Name,Item Count,"
