@@ -160,7 +160,8 @@ class MailboxSession(Protocol):
     def quota(self) -> Quota: ...
 
     def count_changed(self, folder: FolderState, since_modseq: int, up_to_uid: int) -> int | None:
-        """Messages with UID <= up_to_uid whose flags changed after since_modseq (None: unknown)."""
+        """Messages with UID <= up_to_uid whose flags changed after since_modseq (None:
+        unknown). Asked after :meth:`fetch`: Graph learns the changes from the delta."""
         ...
 
     def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:

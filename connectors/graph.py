@@ -561,6 +561,7 @@ class _Folder:
     generation: int
     page: Any = None  # the first delta page, read with the folder list
     after: _Token | None = None
+    changed: int = 0  # messages stored before that tonight's delta reports changed
 
 
 class GraphSession:
@@ -665,7 +666,8 @@ class GraphSession:
                     unseen=f.get("unreadItemCount"),
                     uidnext=rounds + 2,  # last_uid counts the folder's delta rounds
                     uidvalidity=folder_uidvalidity(f["id"], generation),
-                    highestmodseq=None,
+                    # set, so that the next night's plan asks count_changed (delta's changes)
+                    highestmodseq=rounds + 1,
                     size_bytes=f.get("sizeInBytes"),
                 ),
                 f["id"],
@@ -711,7 +713,7 @@ class GraphSession:
                         f.state.unseen,
                         2,
                         folder_uidvalidity(f.graph_id, f.generation),
-                        None,
+                        1,
                         f.state.size_bytes,
                     )
                     again.append(f)
@@ -727,7 +729,11 @@ class GraphSession:
         return self.tenant.usage_for(self.mailbox)
 
     def count_changed(self, folder: FolderState, since_modseq: int, up_to_uid: int) -> int | None:
-        return None  # read state is in each new message's isRead (as EWS)
+        """Messages stored on earlier nights that tonight's delta reported changed — read
+        or unread, flagged, moved within the folder: IMAP's read activity. None until the
+        folder's delta is read to its end."""
+        f = self._folders.get(folder.name)
+        return f.changed if f is not None and f.after is not None else None
 
     def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:
         return self.fetch([(folder, from_uid, to_uid)])
@@ -754,7 +760,8 @@ class GraphSession:
                 )
                 uid = message_uid(item["id"])
                 if created < mark or (created == mark and uid in at_mark):
-                    continue  # stored before: a read-state change of an old message
+                    f.changed += 1  # stored before: a read-state change of an old message
+                    continue
                 try:
                     batch.append(_message(item, f.state.name, read_size))
                 except (KeyError, TypeError, ValueError):

@@ -411,11 +411,6 @@ def collect_mailbox(
             by_name = {f.name: f for f in folders}
             renamed = _renamed(start, folders)
             plans = {f.name: plan_folder(f, start.get(f.name)) for f in folders}
-            activity = {
-                f.name: session.count_changed(f, p.changed_since, p.previous_last_uid)
-                for f in folders
-                if (p := plans[f.name]).changed_since is not None
-            }
             rows = MailboxRows()
             fetched: Counter[str] = Counter()
             to_scan: list[tuple[FolderState, Message]] = []
@@ -429,6 +424,12 @@ def collect_mailbox(
                     to_scan.extend(
                         (by_name[m.folder], m) for m in batch if roles[m.folder] == "sent"
                     )
+            # After the fetch: a Graph folder's changes are known once its delta is read.
+            activity = {
+                f.name: session.count_changed(f, p.changed_since, p.previous_last_uid)
+                for f in folders
+                if (p := plans[f.name]).changed_since is not None
+            }
             unreadable = session.unreadable
             tokens = {f.name: session.token(f) for f in folders}
             contacts = _scan_contacts(session, mailbox, to_scan, scan) if scan else None

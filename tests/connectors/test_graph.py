@@ -155,6 +155,10 @@ def test_quiet_night_costs_two_requests_and_new_mail_is_stored_once(tenant, tmp_
     populate(world, AN, 9, 2, seed=3, start=T0 + timedelta(days=2))
     night3 = collect_single(src, AN, "2026-11-22", data, src)
     assert night3.messages_new == 11
+    st = status(data, AN, "2026-11-22")
+    assert st["Inbox"]["read_activity"] == 2 and st["Sent Items"]["read_activity"] == 0
+    assert status(data, AN, "2026-11-21")["Inbox"]["read_activity"] == 0
+    assert status(data, AN, "2026-11-20")["Inbox"]["read_activity"] is None  # first night
     rows = stored(data, AN)
     assert len(rows) == len(set(rows)) == 31 + 11
     assert set(before) | set(truth(world, AN)) == set(rows)  # the deleted one stays stored
