@@ -147,6 +147,7 @@ class GraphWorld:
         self.throttle_requests = 0  # the next N HTTP requests answer 429
         self.throttle_parts = 0  # the next N batch parts answer 429
         self.retry_after = 1
+        self.throttle_status = 429  # or 503: Graph answers both with Retry-After
         self.calls: list[tuple[str, str]] = []
         self.parts: list[str] = []
         self.tokens_issued = 0
@@ -481,7 +482,7 @@ class GraphApp:
                 responses.append(
                     {
                         "id": r["id"],
-                        "status": 429,
+                        "status": self.w.throttle_status,
                         "headers": {"Retry-After": str(self.w.retry_after)},
                         "body": {"error": {"code": "ApplicationThrottled", "message": "throttled"}},
                     }
@@ -555,7 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
         if w.throttle_requests > 0:
             w.throttle_requests -= 1
             return self._send(
-                429,
+                w.throttle_status,
                 {"Retry-After": str(w.retry_after)},
                 {"error": {"code": "TooManyRequests", "message": "throttled"}},
             )

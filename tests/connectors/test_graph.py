@@ -213,10 +213,12 @@ def test_renamed_and_recreated_folders_keep_no_stale_rows(tenant, tmp_path):
     assert st["Dự án"]["folder_status"] == "renamed" and st["Lưu trữ"]["fetched"] == 4
 
 
-def test_throttling_waits_retry_after_for_requests_and_batch_parts(tenant, tmp_path):
+@pytest.mark.parametrize("status_code", [429, 503])
+def test_throttling_waits_retry_after_for_requests_and_batch_parts(tenant, tmp_path, status_code):
     _, world, _ = tenant
     populate(world, AN, 12, 3, seed=8)
     world.throttle_requests, world.throttle_parts, world.retry_after = 2, 3, 1
+    world.throttle_status = status_code
     data = DataDir(tmp_path / "data")
     src = source(tenant)
     started = datetime.now(UTC)
