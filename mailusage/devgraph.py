@@ -28,6 +28,7 @@ import base64
 import datetime as dt
 import ipaddress
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -148,6 +149,7 @@ class GraphWorld:
         self.throttle_parts = 0  # the next N batch parts answer 429
         self.retry_after = 1
         self.throttle_status = 429  # or 503: Graph answers both with Retry-After
+        self.drop_pages = 0  # the next N later delta pages ($skiptoken) drop the connection
         self.calls: list[tuple[str, str]] = []
         self.parts: list[str] = []
         self.tokens_issued = 0
@@ -535,6 +537,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._body()
         path = urlsplit(self.path).path
         w.calls.append((method, self.path))
+        if w.drop_pages > 0 and "/messages/delta" in path and "skiptoken" in self.path:
+            w.drop_pages -= 1
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)  # mid-folder, no answer at all
+            return None
         if path.endswith("/v2.0/.well-known/openid-configuration"):
             tenant = path.split("/")[1]
             base = f"{app.base}/{tenant}"

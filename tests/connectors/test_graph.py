@@ -242,6 +242,22 @@ def test_throttled_past_max_wait_is_transient_and_commits_nothing(tenant, tmp_pa
     assert not (tmp_path / "data" / "messages").exists()
 
 
+def test_connection_dropped_mid_folder_commits_nothing_and_the_retry_is_exact(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 30, 5, seed=19)  # pages of 7: the Inbox has later pages
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    collect_single(src, AN, "2026-11-20", data, src)
+    populate(world, AN, 20, 0, seed=20, start=T0 + timedelta(days=1))
+    world.drop_pages = 1
+    with pytest.raises(Exception) as exc:
+        collect_single(src, AN, "2026-11-21", data, src)
+    assert getattr(exc.value, "transient", False), exc.value
+    assert data.state(AN).night == "2026-11-20"  # the cursor did not move
+    assert collect_single(src, AN, "2026-11-21", data, src).messages_new == 20
+    assert stored(data, AN) == truth(world, AN)
+
+
 def test_inbox_rules_become_forwarding_rows_without_another_call(tenant, tmp_path):
     _, world, _ = tenant
     populate(world, AN, 2, 0, seed=10)
