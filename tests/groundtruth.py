@@ -166,3 +166,11 @@ def flag_names(server: LocalDovecot, mailbox: str) -> Counter[str]:
         if Path(dirpath).name in ("cur", "new"):
             names.update(f"{Path(dirpath).parent.name}/{f}" for f in files)
     return names
+
+
+def night_status(root: Path, mailbox: str, night: str) -> dict[str, dict[str, object]]:
+    """A mailbox's `mailbox_status` rows of one night, by folder, read from the night file."""
+    import pyarrow.parquet as pq
+
+    path = root / "mailbox_status" / f"night={night}" / "part-0.parquet"
+    return {r["folder"]: r for r in pq.read_table(path).to_pylist() if r["mailbox"] == mailbox}

@@ -23,6 +23,7 @@ from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.storage import DataDir
 from tests.ews_endpoint import EwsEndpoint, Item, Mailbox, Rule
+from tests.groundtruth import night_status
 
 PASSWORD = "svc-secret-%:!x"
 SVC = "svc-mailusage@danang.gov.vn"
@@ -128,8 +129,7 @@ def stored(data: DataDir, mailbox: str) -> list[tuple]:
 
 
 def status(data: DataDir, mailbox: str, night: str) -> dict[str, dict]:
-    path = data.root / "mailbox_status" / f"night={night}" / "part-0.parquet"
-    return {r["folder"]: r for r in pq.read_table(path).to_pylist() if r["mailbox"] == mailbox}
+    return night_status(data.root, mailbox, night)
 
 
 def test_records_equal_the_endpoint_data_and_status_counts(ep, tmp_path):

@@ -19,6 +19,7 @@ from pipelines.collect import collect_single, run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.signals import read_source
 from pipelines.storage import DataDir
+from tests.groundtruth import night_status
 
 AN = "an.nv@danang.gov.vn"
 BINH = "binh.tt@danang.gov.vn"
@@ -106,8 +107,7 @@ def stored(data: DataDir, address: str) -> list[tuple]:
 
 
 def status(data: DataDir, address: str, night: str) -> dict[str, dict]:
-    path = data.root / "mailbox_status" / f"night={night}" / "part-0.parquet"
-    return {r["folder"]: r for r in pq.read_table(path).to_pylist() if r["mailbox"] == address}
+    return night_status(data.root, address, night)
 
 
 def test_records_equal_the_tenant_and_status_counts(tenant, tmp_path):
