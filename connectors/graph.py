@@ -828,7 +828,7 @@ class GraphSource:
     def __init__(
         self,
         settings: GraphSettings,
-        secret: Callable[[], str],
+        secret: Callable[[], str] | None,
         name: str = "exchange-online",
         kind: str = "graph",
     ) -> None:
@@ -838,13 +838,14 @@ class GraphSource:
         self._secret = secret
 
     def _credential(self) -> Any:
+        """MSAL's client_credential: the certificate (``secret``: its key's passphrase, or
+        None) or the client secret."""
+        password = self._secret() if self._secret is not None else None
         if self.settings.certificate_path:
-            try:
-                password = self._secret()
-            except Exception:  # a certificate may have no passphrase
-                password = None
             return certificate_credential(self.settings.certificate_path, password)
-        return self._secret()
+        if password is None:
+            raise CredentialsRejected("a Graph source needs a client secret or a certificate")
+        return password
 
     @property
     def tenant(self) -> _Tenant:

@@ -67,6 +67,8 @@ class SecretRef:
         raise ConfigError("secret reference has neither env nor prefect_secret")
 
     def describe(self) -> str:
+        if not (self.env or self.prefect_secret or self.env_prefix):
+            return "none: an unencrypted certificate key, protected by its file's mode"
         if self.env_prefix is not None:
             return f"env {self.env_prefix}<LOCALPART>"
         return f"env {self.env}" if self.env else f"Prefect Secret {self.prefect_secret!r}"
@@ -172,7 +174,9 @@ class SourceConfig:
 
     def build(self) -> ImapSource | EwsSource | GraphSource | QuotaFallback:
         if self.graph is not None:
-            return GraphSource(self.graph, secret=self.password.resolve, name=self.name)
+            ref = self.password
+            none = not (ref.env or ref.prefect_secret)  # a certificate without a passphrase
+            return GraphSource(self.graph, secret=None if none else ref.resolve, name=self.name)
         if self.ews is not None:
             return EwsSource(self.ews, password_for=self.password.resolve, name=self.name)
         assert self.imap is not None
@@ -508,7 +512,7 @@ def _graph_source(raw: dict[str, Any], where: str, base: Path, name: str) -> Sou
         secret = (
             _secret(raw["certificate_password"], f"{where}.certificate_password")
             if "certificate_password" in raw
-            else SecretRef(env="MAILUSAGE_NO_CERTIFICATE_PASSWORD")
+            else SecretRef()  # the key is not encrypted: nothing to resolve
         )
     else:
         secret = _secret(raw["client_secret"], f"{where}.client_secret")

@@ -328,9 +328,17 @@ def test_certificate_credential_signs_in(tenant, tmp_path):
     _, world, ca = tenant
     pem = ca.parent / "key-and-cert.pem"
     world.certificate = x509.load_pem_x509_certificate(ca.read_bytes())
-    src = source(tenant, certificate_path=str(pem))
-    src._secret = lambda: ""  # no passphrase
-    token = src.tenant.token()
+    base = tenant[0]
+    (tmp_path / "r.csv").write_text("employee_id,full_name,email,unit_code,unit_name\n")
+    (tmp_path / "m.toml").write_text(
+        f'[roster]\npath = "r.csv"\n[[sources]]\nname = "m365"\nkind = "graph"\n'
+        f'tenant_id = "{TENANT}"\nclient_id = "{CLIENT_ID}"\ncertificate_path = "{pem}"\n'
+        f'authority = "{base}"\ngraph_url = "{base}/v1.0"\nca_file = "{ca}"\n',
+        encoding="utf-8",
+    )
+    src = load_config(tmp_path / "m.toml").sources[0]
+    assert "unencrypted" in src.password.describe()  # no passphrase to name
+    token = src.build().tenant.token()  # a signed client assertion, checked by the tenant
     assert token and world.tokens_issued == 1
 
 
