@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -562,6 +563,7 @@ class _Folder:
     page: Any = None  # the first delta page, read with the folder list
     after: _Token | None = None
     changed: int = 0  # messages stored before that tonight's delta reports changed
+    skipped: str | None = None  # why the folder is not read tonight
 
 
 class GraphSession:
@@ -717,11 +719,23 @@ class GraphSession:
                         f.state.size_bytes,
                     )
                     again.append(f)
+                elif status in (400, 404):
+                    self._skip(f, _error(status, body, f"delta of {f.state.name}").reason)
                 elif status != 200:
                     raise _error(status, body, f"delta of {self.mailbox} {f.state.name}")
                 else:
                     f.page = body
             todo = again
+
+    def _skip(self, f: _Folder, reason: str) -> None:
+        """A folder whose delta Graph refuses (a special folder that has none, one deleted
+        since the folder list): not read tonight, its cursor kept, its messages counted as
+        unreadable in mailbox_status — recorded, never fatal to the mailbox."""
+        log.warning("%s: folder %r skipped: %s", self.mailbox, f.state.name, reason)
+        rounds = f.state.uidnext - 2
+        f.state = dataclasses.replace(f.state, uidnext=rounds + 1, highestmodseq=rounds or None)
+        f.skipped = reason
+        self.unreadable[f.state.name] += f.state.messages
 
     def quota(self) -> Quota:
         if not self.tenant.settings.usage_report:
@@ -740,8 +754,9 @@ class GraphSession:
 
     def fetch(self, requests_: Sequence[tuple[FolderState, int, int]]) -> Iterator[list[Message]]:
         for folder, lo, hi in requests_:
-            if hi >= lo:
-                yield from self._delta(self._folders[folder.name])
+            f = self._folders[folder.name]
+            if hi >= lo and f.skipped is None:
+                yield from self._delta(f)
 
     def _delta(self, f: _Folder) -> Iterator[list[Message]]:
         """The folder's delta pages as message batches: created since the mark only."""

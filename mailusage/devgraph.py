@@ -87,6 +87,7 @@ class GFolder:
     messages: list[GMessage] = field(default_factory=list)
     removed: list[tuple[int, str]] = field(default_factory=list)  # (seq, message id)
     generation: int = 0  # bump to expire every delta link of the folder (410)
+    no_delta: bool = False  # a folder Graph has no delta for (400 ErrorInvalidRequest)
 
 
 @dataclass
@@ -308,6 +309,8 @@ class GraphApp:
                 )
             return 200, {}, {"value": user.rules}
         if rest[2:] == ["messages", "delta"]:
+            if folder.no_delta:
+                return _error(400, "ErrorInvalidRequest", "Delta is not supported on this folder.")
             return self.delta(user, folder, query, headers)
         return _error(400, "BadRequest", f"unsupported {path}")
 

@@ -258,6 +258,25 @@ def test_connection_dropped_mid_folder_commits_nothing_and_the_retry_is_exact(te
     assert stored(data, AN) == truth(world, AN)
 
 
+def test_a_folder_without_delta_is_a_recorded_skip_not_a_failed_mailbox(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 5, 2, seed=21)
+    odd = world.folder(AN, "Sync Issues")
+    world.deliver(AN, "Sync Issues", GMessage("", T0, T0, T0, PEERS[0], [AN]))
+    odd.no_delta = True
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    for night in ("2026-11-20", "2026-11-21"):
+        out = collect_single(src, AN, night, data, src)
+        assert out.status == "ok" and "unreadable" in out.reason
+        st = status(data, AN, night)
+        assert st["Sync Issues"]["fetched"] == 0 and st["Sync Issues"]["unreadable"] == 1
+    assert stored(data, AN) == [r for r in truth(world, AN) if r[0] != "Sync Issues"]
+    odd.no_delta = False  # it reads again once Graph answers: nothing lost, nothing twice
+    collect_single(src, AN, "2026-11-22", data, src)
+    assert stored(data, AN) == truth(world, AN)
+
+
 def test_inbox_rules_become_forwarding_rows_without_another_call(tenant, tmp_path):
     _, world, _ = tenant
     populate(world, AN, 2, 0, seed=10)
