@@ -1,18 +1,32 @@
 """A local Exchange Web Services endpoint for the tests (never part of the product).
 
 No open-source EWS server installs here, so this answers the SOAP shapes Exchange 2016
-answers, over an in-memory set of mailboxes, on 127.0.0.1:
+answers, over an in-memory set of mailboxes, on 127.0.0.1. Each behaviour names its source
+(a Microsoft documentation page, or the EWS schema vendored in ``tests/ews_schema/``):
 
 - ``GetFolder`` (distinguished or real folder ids, the requested properties only, the
-  message-size extended property 0x0E08 as a Long), ``FindItem`` (``IndexedPageItemView``
-  paging with ``IndexedPagingOffset`` / ``TotalItemsInView`` / ``IncludesLastItemInRange``,
-  the ``Restriction`` evaluated, one response message per parent folder, complex properties
-  refused as Exchange refuses them), ``GetItem`` (recipients) and ``GetInboxRules``;
+  message-size extended property 0x0E08 as a Long);
+- ``FindFolder`` (Shallow / Deep traversal, ``IndexedPageFolderView`` paging, ``t:Folder``
+  / ``t:CalendarFolder`` / ``t:ContactsFolder`` / ``t:TasksFolder`` by folder class);
+- ``FindItem`` (``IndexedPageItemView`` paging, the ``Restriction`` evaluated, one response
+  message per parent folder, complex properties refused, and EWSFindCountLimit: a search
+  with a restriction returns at most 250 items a request, a partial set with
+  ``IncludesLastItemInRange="false"``);
+- ``SyncFolderItems`` (an opaque SyncState per folder standing for what was reported;
+  Create / Update / Delete / ReadFlagChange since then; ``MaxChangesReturned`` 1..512;
+  ``ErrorInvalidSyncStateData`` for a state it no longer knows, see :meth:`expire_sync`);
+- ``GetItem`` (recipients), ``GetInboxRules``, ``ResolveNames`` (aliases to the primary
+  SMTP address);
 - ``ServerVersionInfo`` in every response header;
 - Basic authentication, or NTLM through pyspnego's server side (connection-bound, like IIS);
-- the ``ExchangeImpersonation`` header checked against the service account's rights;
+- the ``ExchangeImpersonation`` header checked against the service account's rights, and
+  against the mailbox's primary SMTP address (an alias is not accepted);
+- every request's SOAP Body element validated against Microsoft's schema (a request that
+  fails gets ``ErrorSchemaValidation``), and every response too (a response that fails is
+  a bug here: it is recorded and :meth:`EwsEndpoint.stop` raises);
 - injectable faults: ``ErrorServerBusy`` with ``BackOffMilliseconds``,
-  ``ErrorExceededConnectionCount``, HTTP 401 / 503, slow replies.
+  ``ErrorExceededConnectionCount``, ``ErrorExceededFindCountLimit``, HTTP 401 / 503, slow
+  replies.
 
 Every request is recorded (:class:`Call`), so tests can count SOAP calls and check headers.
 exchangelib runs unmodified against it.
@@ -28,7 +42,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,10 +54,43 @@ T = "http://schemas.microsoft.com/exchange/services/2006/types"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 E = "http://schemas.microsoft.com/exchange/services/2006/errors"
 ENDPOINT_PATH = "/EWS/Exchange.asmx"
+SCHEMA_DIR = Path(__file__).resolve().parent / "ews_schema"
 
 # Properties FindItem will not return (MS docs, "FindItem operation": use GetItem).
 COMPLEX = {"message:ToRecipients", "message:CcRecipients", "message:BccRecipients", "item:Body"}
-WELL_KNOWN = {"inbox": "Inbox", "sentitems": "Sent Items"}
+# A new mailbox's folders: key (the distinguished id), display name, folder class, parent.
+# The distinguished ids are t:DistinguishedFolderIdNameType's (types.xsd); the classes are
+# Outlook's (https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/folders-and-items-in-ews-in-exchange).
+WELL_KNOWN = {
+    "msgfolderroot": ("Top of Information Store", "IPF.Note", None),
+    "inbox": ("Inbox", "IPF.Note", "msgfolderroot"),
+    "sentitems": ("Sent Items", "IPF.Note", "msgfolderroot"),
+    "drafts": ("Drafts", "IPF.Note", "msgfolderroot"),
+    "deleteditems": ("Deleted Items", "IPF.Note", "msgfolderroot"),
+    "junkemail": ("Junk Email", "IPF.Note", "msgfolderroot"),
+    "calendar": ("Calendar", "IPF.Appointment", "msgfolderroot"),
+    "contacts": ("Contacts", "IPF.Contact", "msgfolderroot"),
+    "tasks": ("Tasks", "IPF.Task", "msgfolderroot"),
+}
+# FindFolder's element per folder class (types.xsd, t:ArrayOfFoldersType's choice).
+FOLDER_ELEMENT = {
+    "IPF.Appointment": "CalendarFolder",
+    "IPF.Contact": "ContactsFolder",
+    "IPF.Task": "TasksFolder",
+}
+# EWSFindCountLimit, Exchange 2013 and later: "the EWSFindCountLimit for AQS search and any
+# Exchange search with a restriction is 250 results. An Exchange search without a
+# restriction will return up to 1000 results"; with paging "EWS may return a partial result
+# set instead of an error ... If the value of the IncludesLastItemInRange element is false,
+# the application should make another FindItem ... request with the new offset"
+# (https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/ews-throttling-in-exchange).
+# Charged per request: "Every item ... that EWS processes for the current FindItem request is
+# counted against the budget" (https://learn.microsoft.com/en-us/archive/blogs/exchangedev/throttling-policies-and-the-ewsfindcountlimit).
+FIND_LIMIT_RESTRICTED = 250
+FIND_LIMIT = 1000
+# MaxChangesReturned "must be between 1 and 512, inclusive" (t:MaxSyncChangesReturnedType;
+# https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/maxchangesreturned).
+MAX_SYNC_CHANGES = 512
 
 
 @dataclass
@@ -57,14 +104,17 @@ class Item:
     cc: list[str] = field(default_factory=list)
     message_id: str | None = None
     item_id: str = ""
+    version: int = 0  # the ChangeKey's counter: bumped by any change but the read flag
 
 
 @dataclass
 class Folder:
     folder_id: str
-    distinguished: str
+    distinguished: str  # the key in Mailbox.folders (a distinguished id, or a made-up key)
     display_name: str
     items: list[Item] = field(default_factory=list)
+    folder_class: str | None = "IPF.Note"
+    parent: str | None = "msgfolderroot"  # the parent's key
 
 
 @dataclass
@@ -84,6 +134,7 @@ class Mailbox:
     rules: list[Rule] = field(default_factory=list)
     index: dict[str, tuple[Item, Folder]] = field(default_factory=dict)  # item id -> where
     added: int = 0
+    aliases: set[str] = field(default_factory=set)  # proxy addresses (smtp:...)
 
     def add(self, distinguished: str, item: Item) -> Item:
         folder = self.folders[distinguished]
@@ -93,13 +144,55 @@ class Mailbox:
         self.index[item.item_id] = (item, folder)
         return item
 
+    def subfolder(
+        self, parent: str, name: str, key: str | None = None, folder_class: str | None = "IPF.Note"
+    ) -> Folder:
+        """A folder made under ``parent`` (a key of :attr:`folders`); its key defaults to
+        ``parent/name``."""
+        key = key or f"{parent}/{name}"
+        self.folders[key] = Folder(
+            _b64id(f"{self.address}/{key}"), key, name, folder_class=folder_class, parent=parent
+        )
+        return self.folders[key]
+
+    def path(self, key: str) -> str:
+        """The folder's display names from below the message-folder root, joined by "/"."""
+        names = []
+        folder: Folder | None = self.folders[key]
+        while folder is not None and folder.distinguished != "msgfolderroot":
+            names.append(folder.display_name)
+            folder = self.folders.get(folder.parent or "")
+        return "/".join(reversed(names))
+
+    def move(self, item: Item, destination: str) -> Item:
+        """MoveItem: "An item is actually copied, and a new ID is generated, and then the
+        original item is deleted" (https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/ews-identifiers-in-exchange).
+        DateTimeReceived stays the item's own."""
+        _, source = self.index.pop(item.item_id)
+        source.items.remove(item)
+        return self.add(destination, replace(item, item_id="", version=0))
+
+    def delete(self, item: Item) -> None:
+        _, source = self.index.pop(item.item_id)
+        source.items.remove(item)
+
+    def mark_read(self, item: Item, read: bool = True) -> None:
+        item.is_read = read  # reported by SyncFolderItems as a ReadFlagChange
+
+    def touch(self, item: Item) -> None:
+        item.version += 1  # any other change: a new ChangeKey, reported as an Update
+
     def recreate(self, distinguished: str) -> None:
         """The folder deleted and made again: a new folder id, no items."""
         old = self.folders[distinguished]
         for item in old.items:
             del self.index[item.item_id]
         self.folders[distinguished] = Folder(
-            _b64id(f"{old.folder_id}/again"), distinguished, old.display_name
+            _b64id(f"{old.folder_id}/again"),
+            distinguished,
+            old.display_name,
+            folder_class=old.folder_class,
+            parent=old.parent,
         )
 
 
@@ -115,13 +208,14 @@ class Call:
     page_size: int | None = None
     offset: int | None = None
     folders: tuple[str, ...] = ()
-    items: int = 0  # items returned (FindItem / GetItem)
+    items: int = 0  # items returned (FindItem / GetItem), changes (SyncFolderItems)
     fault: str | None = None
+    sync_state: str | None = None  # the SyncState a SyncFolderItems call sent
 
 
 @dataclass
 class Fault:
-    """One injected failure: ``kind`` is busy | connections | 401 | 503 | slow."""
+    """One injected failure: ``kind`` is busy | connections | findcount | 401 | 503 | slow."""
 
     kind: str
     times: int = 1
@@ -129,6 +223,15 @@ class Fault:
     mailbox: str | None = None
     back_off_ms: int = 500
     delay: float = 0.0
+
+
+@dataclass
+class _SyncState:
+    """What a SyncState stands for: the item ids reported so far and their state."""
+
+    mailbox: str
+    folder_id: str
+    seen: dict[str, tuple[int, bool]]  # item id -> (version, is_read)
 
 
 def _b64id(text: str) -> str:
@@ -140,7 +243,36 @@ def _q(ns: str, tag: str) -> str:
 
 
 def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """xs:dateTime (types.xsd: DateTimeReceived, DateTimeSent) in UTC; the fraction of a
+    second is kept, as Exchange keeps it (docs/FIELD-NOTES: delivery times have sub-second
+    precision)."""
+    value = value.astimezone(UTC)
+    frac = f".{value.microsecond // 1000:03d}" if value.microsecond else ""
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
+
+
+_SCHEMA: Any = None
+_SCHEMA_LOCK = threading.Lock()
+
+
+def schema() -> Any:
+    """Microsoft's messages.xsd + types.xsd (tests/ews_schema/SOURCE.md), compiled once."""
+    global _SCHEMA
+    with _SCHEMA_LOCK:
+        if _SCHEMA is None:
+            from lxml import etree
+
+            _SCHEMA = etree.XMLSchema(etree.parse(str(SCHEMA_DIR / "ews_all.xsd")))
+        return _SCHEMA
+
+
+def schema_errors(element: Any) -> list[str]:
+    """Why an lxml element is not valid against the EWS schema ([] when it is)."""
+    s = schema()
+    with _SCHEMA_LOCK:  # an XMLSchema's error log is per object, not per thread
+        if s.validate(element):
+            return []
+        return [f"line {e.line}: {e.message}" for e in s.error_log]
 
 
 class EwsEndpoint:
@@ -155,6 +287,7 @@ class EwsEndpoint:
         impersonators: dict[str, set[str] | str] | None = None,
         owners: dict[str, str] | None = None,
         ntlm_user_file: Path | None = None,
+        validate: bool = True,
     ) -> None:
         if auth not in ("basic", "ntlm"):
             raise ValueError(auth)
@@ -162,6 +295,7 @@ class EwsEndpoint:
         self.auth = auth
         self.impersonators = impersonators or {}
         self.owners = owners or {}
+        self.validate = validate
         self.mailboxes: dict[str, Mailbox] = {}
         self.calls: list[Call] = []
         self.refused = 0  # requests whose credentials were wrong (answered 401)
@@ -169,6 +303,8 @@ class EwsEndpoint:
         self.lock = threading.Lock()
         self.active = 0
         self.max_active = 0
+        self.bad_responses: list[str] = []  # responses of ours the schema refused
+        self.sync_states: dict[str, _SyncState] = {}
         if auth == "ntlm":
             if ntlm_user_file is None:
                 raise ValueError("NTLM needs a file for pyspnego's credential store")
@@ -182,6 +318,8 @@ class EwsEndpoint:
                 )
             )
             os.environ["NTLM_USER_FILE"] = str(ntlm_user_file)
+        if validate:
+            schema()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -192,9 +330,40 @@ class EwsEndpoint:
         if address not in self.mailboxes:
             self.mailboxes[address] = Mailbox(
                 address,
-                {d: Folder(_b64id(f"{address}/{d}"), d, n) for d, n in WELL_KNOWN.items()},
+                {
+                    d: Folder(_b64id(f"{address}/{d}"), d, n, folder_class=c, parent=p)
+                    for d, (n, c, p) in WELL_KNOWN.items()
+                },
             )
         return self.mailboxes[address]
+
+    def alias(self, alias: str, primary: str) -> None:
+        """A proxy address of a mailbox (it receives mail; EWS identifies the mailbox only
+        by its primary SMTP address)."""
+        self.mailbox(primary).aliases.add(alias.lower())
+
+    def primary(self, address: str) -> Mailbox | None:
+        """The mailbox an address (primary or alias) belongs to."""
+        address = address.lower()
+        if address in self.mailboxes:
+            return self.mailboxes[address]
+        return next((m for m in self.mailboxes.values() if address in m.aliases), None)
+
+    def expire_sync(self, address: str, key: str | None = None) -> int:
+        """Forget the SyncStates given out for a mailbox's folder (all folders when ``key`` is
+        None), as a server does when a state is too old or corrupt: the next SyncFolderItems
+        with one is answered ErrorInvalidSyncStateData. Returns how many were forgotten."""
+        mbx = self.mailbox(address)
+        ids = {mbx.folders[key].folder_id} if key else {f.folder_id for f in mbx.folders.values()}
+        with self.lock:
+            gone = [
+                s
+                for s, st in self.sync_states.items()
+                if st.mailbox == mbx.address and st.folder_id in ids
+            ]
+            for s in gone:
+                del self.sync_states[s]
+        return len(gone)
 
     def inject(self, kind: str, **kwargs: Any) -> Fault:
         fault = Fault(kind, **kwargs)
@@ -214,6 +383,10 @@ class EwsEndpoint:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        if self.bad_responses:
+            raise AssertionError(
+                "the endpoint answered outside the EWS schema:\n" + "\n".join(self.bad_responses)
+            )
 
     @contextmanager
     def running(self) -> Iterator[EwsEndpoint]:
@@ -240,13 +413,22 @@ class EwsEndpoint:
 
     # -- services ---------------------------------------------------------------------------
     def answer(self, call: Call, user: str, envelope: ET.Element) -> tuple[int, str]:
-        header = envelope.find(_q(SOAP, "Header"))
         body = envelope.find(_q(SOAP, "Body"))
         if body is None or not len(body):
             return 500, _fault("ErrorSchemaValidation", "The request has no SOAP body.")
         request = body[0]
+        if call.service == "ResolveNames":
+            # A directory lookup ("ResolveNames operation" searches the Active Directory /
+            # GAL: https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/resolvenames-operation):
+            # asked without impersonation, it needs no mailbox of the caller's own.
+            return 200, self._ResolveNames(call, request)
         target = call.impersonated
         if target is not None and target not in self.mailboxes:
+            # "Exchange Web Services requires that mailboxes be identified by the primary SMTP
+            # address of the mailbox. Proxy or alternative addresses are not accepted."
+            # (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/primarysmtpaddress).
+            # Which code an alias gets is not documented; this is the code and text EWS gives
+            # an address with no mailbox (https://github.com/microsoft/CSS-Exchange/issues/1573).
             call.fault = "ErrorNonExistentMailbox"
             return 500, _fault(
                 "ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it."
@@ -272,7 +454,6 @@ class EwsEndpoint:
             return 500, _fault(
                 "ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it."
             )
-        del header
         handler = getattr(self, f"_{call.service}", None)
         if handler is None:
             return 500, _fault("ErrorInvalidRequest", f"{call.service} is not served here.")
@@ -306,10 +487,53 @@ class EwsEndpoint:
             parts.append(
                 '<m:GetFolderResponseMessage ResponseClass="Success">'
                 "<m:ResponseCode>NoError</m:ResponseCode>"
-                f"<m:Folders>{_folder_xml(folder, props)}</m:Folders>"
+                f"<m:Folders>{_folder_xml(mbx, folder, props)}</m:Folders>"
                 "</m:GetFolderResponseMessage>"
             )
         return _response("GetFolder", "".join(parts))
+
+    def _FindFolder(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
+        """FindFolder (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/findfolder-operation):
+        ``Traversal="Shallow"`` the direct children, ``"Deep"`` every descendant; paged by
+        IndexedPageFolderView as FindItem is (RootFolder's IndexedPagingOffset,
+        TotalItemsInView, IncludesLastItemInRange)."""
+        props = _requested(request.find(_q(M, "FolderShape")))
+        deep = request.get("Traversal") == "Deep"
+        view = request.find(_q(M, "IndexedPageFolderView"))
+        # "The default policy in Exchange limits the page size to 1000 items" (throttling page)
+        size = FIND_LIMIT
+        if view is not None:
+            size = min(int(view.get("MaxEntriesReturned", str(FIND_LIMIT))), FIND_LIMIT)
+        offset = int(view.get("Offset", "0")) if view is not None else 0
+        call.page_size, call.offset = size, offset
+        refs = list(request.find(_q(M, "ParentFolderIds")) or [])
+        call.folders = tuple(r.get("Id", "") for r in refs)
+        parts = []
+        for ref in refs:
+            parent = self._folder(mbx, ref)
+            if parent is None:
+                parts.append(
+                    _error_message(
+                        "FindFolder",
+                        "ErrorFolderNotFound",
+                        "The specified folder could not be found.",
+                    )
+                )
+                continue
+            found = _descendants(mbx, parent.distinguished, deep)
+            page = found[offset : offset + size]
+            call.items += len(page)
+            end = offset + len(page)
+            last = "true" if end >= len(found) else "false"
+            parts.append(
+                '<m:FindFolderResponseMessage ResponseClass="Success">'
+                "<m:ResponseCode>NoError</m:ResponseCode>"
+                f'<m:RootFolder IndexedPagingOffset="{end}" TotalItemsInView="{len(found)}" '
+                f'IncludesLastItemInRange="{last}"><t:Folders>'
+                + "".join(_folder_xml(mbx, f, props) for f in page)
+                + "</t:Folders></m:RootFolder></m:FindFolderResponseMessage>"
+            )
+        return _response("FindFolder", "".join(parts))
 
     def _FindItem(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
         props = _requested(request.find(_q(M, "ItemShape")))
@@ -320,6 +544,8 @@ class EwsEndpoint:
         offset = int(view.get("Offset", "0"))
         call.page_size, call.offset = size, offset
         restriction = request.find(_q(M, "Restriction"))
+        # EWSFindCountLimit (see FIND_LIMIT_RESTRICTED): one budget for the whole request.
+        budget = FIND_LIMIT_RESTRICTED if restriction is not None else FIND_LIMIT
         refs = list(request.find(_q(M, "ParentFolderIds")) or [])
         call.folders = tuple(r.get("Id", "") for r in refs)
         parts = []
@@ -348,7 +574,8 @@ class EwsEndpoint:
                 (i for i in folder.items if restriction is None or _matches(restriction[0], i)),
                 key=lambda i: (i.received, i.item_id),
             )
-            page = matching[offset : offset + size]
+            page = matching[offset : offset + min(size, budget)]
+            budget -= len(page)
             call.items += len(page)
             end = offset + len(page)
             last = "true" if end >= len(matching) else "false"
@@ -361,6 +588,84 @@ class EwsEndpoint:
                 "</m:FindItemResponseMessage>"
             )
         return _response("FindItem", "".join(parts))
+
+    def _SyncFolderItems(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
+        """SyncFolderItems (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/syncfolderitems-operation;
+        https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/how-to-synchronize-items-by-using-ews-in-exchange):
+        the changes since the SyncState sent (every item, as Create, without one), at most
+        MaxChangesReturned of them, a new SyncState and IncludesLastItemInRange. A state this
+        server does not know is ErrorInvalidSyncStateData, a folder it does not know
+        ErrorSyncFolderNotFound (https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/handling-synchronization-related-errors-in-ews-in-exchange)."""
+        props = _requested(request.find(_q(M, "ItemShape")))
+        ref = request.find(_q(M, "SyncFolderId"))
+        folder = self._folder(mbx, ref[0]) if ref is not None and len(ref) else None
+        given = request.findtext(_q(M, "SyncState")) or None
+        limit = int(request.findtext(_q(M, "MaxChangesReturned")) or MAX_SYNC_CHANGES)
+        call.sync_state = given
+        call.folders = (ref[0].get("Id", ""),) if ref is not None and len(ref) else ()
+        if folder is None:
+            return _response(
+                "SyncFolderItems",
+                _error_message(
+                    "SyncFolderItems",
+                    "ErrorSyncFolderNotFound",
+                    "The specified folder could not be found.",
+                ),
+            )
+        with self.lock:
+            known = self.sync_states.get(given) if given else None
+        if given and (known is None or known.folder_id != folder.folder_id):
+            call.fault = "ErrorInvalidSyncStateData"
+            return _response(
+                "SyncFolderItems",
+                _error_message(
+                    "SyncFolderItems",
+                    "ErrorInvalidSyncStateData",
+                    "Synchronization state data is corrupt or otherwise invalid.",
+                ),
+            )
+        seen = dict(known.seen) if known else {}
+        changes: list[str] = []
+        now = {i.item_id: i for i in folder.items}
+        for item in folder.items:
+            if len(changes) >= limit:
+                break
+            before = seen.get(item.item_id)
+            if before is None:
+                changes.append(f"<t:Create>{_item_xml(item, folder, props)}</t:Create>")
+            elif before[0] != item.version:
+                changes.append(f"<t:Update>{_item_xml(item, folder, props)}</t:Update>")
+            elif before[1] != item.is_read:
+                changes.append(
+                    f"<t:ReadFlagChange>{_item_id_xml(item)}"
+                    f"<t:IsRead>{'true' if item.is_read else 'false'}</t:IsRead></t:ReadFlagChange>"
+                )
+            else:
+                continue
+            seen[item.item_id] = (item.version, item.is_read)
+        for item_id in list(seen):
+            if len(changes) >= limit:
+                break
+            if item_id not in now:
+                changes.append(
+                    f'<t:Delete><t:ItemId Id={quoteattr(item_id)} ChangeKey="CQAAAA=="/></t:Delete>'
+                )
+                del seen[item_id]
+        pending = any(seen.get(i.item_id) != (i.version, i.is_read) for i in folder.items) or any(
+            i not in now for i in seen
+        )
+        state = base64.b64encode(os.urandom(24)).decode()
+        with self.lock:
+            self.sync_states[state] = _SyncState(mbx.address, folder.folder_id, seen)
+        call.items = len(changes)
+        return _response(
+            "SyncFolderItems",
+            '<m:SyncFolderItemsResponseMessage ResponseClass="Success">'
+            "<m:ResponseCode>NoError</m:ResponseCode>"
+            f"<m:SyncState>{state}</m:SyncState>"
+            f"<m:IncludesLastItemInRange>{'false' if pending else 'true'}</m:IncludesLastItemInRange>"
+            f"<m:Changes>{''.join(changes)}</m:Changes></m:SyncFolderItemsResponseMessage>",
+        )
 
     def _GetItem(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
         props = _requested(request.find(_q(M, "ItemShape")))
@@ -383,6 +688,32 @@ class EwsEndpoint:
             )
         return _response("GetItem", "".join(parts))
 
+    def _ResolveNames(self, call: Call, request: ET.Element) -> str:
+        """ResolveNames of an SMTP address: the mailbox with its primary address, or
+        ErrorNameResolutionNoResults (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/resolvenames-operation)."""
+        asked = (request.findtext(_q(M, "UnresolvedEntry")) or "").strip()
+        address = asked.lower().removeprefix("smtp:")
+        mbx = self.primary(address)
+        if mbx is None:
+            call.fault = "ErrorNameResolutionNoResults"
+            return _response(
+                "ResolveNames",
+                _error_message(
+                    "ResolveNames",
+                    "ErrorNameResolutionNoResults",
+                    "No results were found.",
+                ),
+            )
+        call.items = 1
+        return _response(
+            "ResolveNames",
+            '<m:ResolveNamesResponseMessage ResponseClass="Success">'
+            "<m:ResponseCode>NoError</m:ResponseCode>"
+            '<m:ResolutionSet TotalItemsInView="1" IncludesLastItemInRange="true">'
+            f"<t:Resolution>{_address('Mailbox', mbx.address, mailbox_type='Mailbox')}</t:Resolution>"
+            "</m:ResolutionSet></m:ResolveNamesResponseMessage>",
+        )
+
     def _GetInboxRules(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
         asked = (request.findtext(_q(M, "MailboxSmtpAddress")) or "").lower()
         if asked and asked != mbx.address:
@@ -395,6 +726,17 @@ class EwsEndpoint:
             + (f"<m:InboxRules>{rules}</m:InboxRules>" if rules else "")
             + "</m:GetInboxRulesResponse>"
         )
+
+
+def _descendants(mbx: Mailbox, key: str, deep: bool) -> list[Folder]:
+    """A folder's children (and, deep, theirs), parents before children."""
+    out = []
+    for f in mbx.folders.values():
+        if f.parent == key:
+            out.append(f)
+            if deep:
+                out.extend(_descendants(mbx, f.distinguished, deep))
+    return out
 
 
 # -- the HTTP side ------------------------------------------------------------------------------
@@ -468,6 +810,7 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
             except ET.ParseError:
                 self._send(400, "")
                 return
+            invalid = _invalid_body(raw) if ep.validate else []
             body = envelope.find(_q(SOAP, "Body"))
             service = body[0].tag.split("}")[-1] if body is not None and len(body) else "?"
             impersonated = envelope.findtext(
@@ -487,6 +830,19 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
                 ep.active += 1
                 ep.max_active = max(ep.max_active, ep.active)
             try:
+                if invalid:
+                    # A request outside the schema: Exchange answers ErrorSchemaValidation
+                    # ("The request failed schema validation", ResponseCodeType in
+                    # messages.xsd; https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/responsecode).
+                    call.status, call.fault = 500, "ErrorSchemaValidation"
+                    self._send(
+                        500,
+                        _fault(
+                            "ErrorSchemaValidation",
+                            "The request failed schema validation: " + "; ".join(invalid[:3]),
+                        ),
+                    )
+                    return
                 self._serve(call, user, envelope)
             finally:
                 with ep.lock:
@@ -528,7 +884,34 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
                         ),
                     )
                     return
+                elif fault.kind == "findcount":
+                    # "ErrorExceededFindCountLimit | EWSFindCountLimit | Indicates that a search
+                    # operation call has exceeded the total number of items that can be
+                    # returned" (ews-throttling-in-exchange, Table 3): one error message for
+                    # each parent folder of the request.
+                    refs = envelope.find(
+                        f"{{{SOAP}}}Body/{{{M}}}{call.service}/{{{M}}}ParentFolderIds"
+                    )
+                    n = len(refs) if refs is not None else 1
+                    text = _response(
+                        call.service,
+                        _error_message(
+                            call.service,
+                            "ErrorExceededFindCountLimit",
+                            "You have exceeded the maximum number of objects that can be returned "
+                            "for the find operation. Use paging to reduce the result size and try "
+                            "your request again.",
+                        )
+                        * n,
+                    )
+                    self._send(200, text)
+                    return
             status, text = ep.answer(call, user, envelope)
+            if ep.validate and status == 200:
+                wrong = _invalid_body(text.encode())
+                if wrong:  # a bug of this fake: recorded, and raised by EwsEndpoint.stop()
+                    ep.bad_responses.append(f"{call.service}: {'; '.join(wrong[:3])}")
+                    status, text = 500, _fault("ErrorInternalServerError", "; ".join(wrong[:3]))
             call.status = status
             self._send(status, text)
 
@@ -609,41 +992,70 @@ def _requested(shape: ET.Element | None) -> set[str]:
     return props
 
 
-def _folder_xml(folder: Folder, props: set[str]) -> str:
+def _invalid_body(raw: bytes) -> list[str]:
+    """Schema errors of a SOAP message's Body element (a SOAP Fault is not checked: its
+    detail is SOAP's, not EWS's schema)."""
+    from lxml import etree
+
+    try:
+        root = etree.fromstring(raw)
+    except etree.XMLSyntaxError as exc:
+        return [f"not XML: {exc}"]
+    body = root.find(f"{{{SOAP}}}Body")
+    if body is None or not len(body):
+        return ["no SOAP Body element"]
+    if body[0].tag == f"{{{SOAP}}}Fault":
+        return []
+    return schema_errors(body[0])
+
+
+def _folder_xml(mbx: Mailbox, folder: Folder, props: set[str]) -> str:
+    """A folder with the asked-for properties, in t:FolderType's order (types.xsd);
+    calendar, contacts and tasks folders as their own elements, without UnreadCount."""
+    tag = FOLDER_ELEMENT.get(folder.folder_class or "", "Folder")
     parts = [f'<t:FolderId Id={quoteattr(folder.folder_id)} ChangeKey="AQAAABYAAAA="/>']
-    if "folder:FolderClass" in props:
-        parts.append("<t:FolderClass>IPF.Note</t:FolderClass>")
+    parent = mbx.folders.get(folder.parent or "")
+    if "folder:ParentFolderId" in props and parent is not None:
+        parts.append(f'<t:ParentFolderId Id={quoteattr(parent.folder_id)} ChangeKey="AQAAAA=="/>')
+    if "folder:FolderClass" in props and folder.folder_class is not None:
+        parts.append(f"<t:FolderClass>{escape(folder.folder_class)}</t:FolderClass>")
     if "folder:DisplayName" in props:
         parts.append(f"<t:DisplayName>{escape(folder.display_name)}</t:DisplayName>")
     if "folder:TotalCount" in props:
         parts.append(f"<t:TotalCount>{len(folder.items)}</t:TotalCount>")
     if "folder:ChildFolderCount" in props:
-        parts.append("<t:ChildFolderCount>0</t:ChildFolderCount>")
+        children = sum(1 for f in mbx.folders.values() if f.parent == folder.distinguished)
+        parts.append(f"<t:ChildFolderCount>{children}</t:ChildFolderCount>")
     if "ext:0xe08:Long" in props:
         parts.append(
             '<t:ExtendedProperty><t:ExtendedFieldURI PropertyTag="0xe08" PropertyType="Long"/>'
             f"<t:Value>{sum(i.size for i in folder.items)}</t:Value></t:ExtendedProperty>"
         )
-    if "folder:UnreadCount" in props:
+    if "folder:UnreadCount" in props and tag == "Folder":
         unread = sum(1 for i in folder.items if not i.is_read)
         parts.append(f"<t:UnreadCount>{unread}</t:UnreadCount>")
-    return f"<t:Folder>{''.join(parts)}</t:Folder>"
+    return f"<t:{tag}>{''.join(parts)}</t:{tag}>"
 
 
-def _address(tag: str, address: str, names_only: bool = False) -> str:
+def _address(tag: str, address: str, names_only: bool = False, mailbox_type: str = "OneOff") -> str:
     name = f"<t:Name>{escape(address.split('@')[0])}</t:Name>"
     if names_only:
         return f"<t:{tag}>{name}</t:{tag}>"
     return (
         f"<t:{tag}>{name}<t:EmailAddress>{escape(address)}</t:EmailAddress>"
-        f"<t:RoutingType>SMTP</t:RoutingType><t:MailboxType>OneOff</t:MailboxType></t:{tag}>"
+        f"<t:RoutingType>SMTP</t:RoutingType><t:MailboxType>{mailbox_type}</t:MailboxType></t:{tag}>"
     )
+
+
+def _item_id_xml(item: Item) -> str:
+    changekey = base64.b64encode(f"CQAAAB{item.version}".encode()).decode()
+    return f'<t:ItemId Id={quoteattr(item.item_id)} ChangeKey="{changekey}"/>'
 
 
 def _item_xml(item: Item, folder: Folder, props: set[str], names_only: bool = False) -> str:
     """A t:Message with the asked-for properties; FindItem (``names_only``) gives a sender's
     display name without the address, as Exchange does."""
-    p = [f'<t:ItemId Id={quoteattr(item.item_id)} ChangeKey="CQAAABYAAAA="/>']
+    p = [_item_id_xml(item)]
     if "item:ParentFolderId" in props:
         p.append(f'<t:ParentFolderId Id={quoteattr(folder.folder_id)} ChangeKey="AQAAAA=="/>')
     if "item:DateTimeReceived" in props:
