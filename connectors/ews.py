@@ -4,36 +4,59 @@
     ...                        username="DANANG\\\\svc-mailusage")
     >>> source = EwsSource(settings, password_for=lambda m: pw)
     >>> with source.open("an.nv@danang.gov.vn") as session:
+    ...     session.resume({})
     ...     folders = session.folders()
 
 The endpoint, the auth type and the server version are configured, so exchangelib sends no
 autodiscover and no version probe. A service account with the ApplicationImpersonation role
 acts for every mailbox (or per-user credentials, ``access = "user"``). Per mailbox and night:
 
-    GetFolder      inbox + sentitems in one call: TotalCount, UnreadCount and the size
-                   property 0x0E08 (PR_MESSAGE_SIZE_EXTENDED, a 64-bit Long)
-    FindItem       both folders in one call, restricted to the night's window by
-                   DateTimeReceived, paged with IndexedPageItemView: ids, dates, size, IsRead
-    GetItem        From / To / Cc / InternetMessageId for the new items only (FindItem
-                   returns names, never addresses), ``get_item_batch`` ids per call
-    GetInboxRules  forward / redirect targets (when forwarding is read)
+    GetFolder        the well-known folders' ids (inbox, sentitems, drafts, deleteditems,
+                     junkemail) in one call, IdOnly: which folder has which role
+    FindFolder       every folder under ``msgfolderroot`` (Traversal="Deep", paged):
+                     name, class, parent, TotalCount, UnreadCount and the size property
+                     0x0E08 (PR_MESSAGE_SIZE_EXTENDED, a 64-bit Long); mail folders only
+                     (FolderClass IPF.Note, IPF.Note.*, or none) are read
+    SyncFolderItems  per mail folder, from last night's SyncState: new items (Create:
+                     ids, dates, size, IsRead), read-state changes of old ones
+                     (ReadFlagChange), 512 changes a call until IncludesLastItemInRange
+    GetItem          From / To / Cc / InternetMessageId for the new items only,
+                     ``get_item_batch`` ids per call
+    GetInboxRules    forward / redirect targets (when forwarding is read)
 
-so an unchanged mailbox costs three SOAP calls. The cursor is a date watermark mapped onto
-:class:`~connectors.base.FolderCursor`: ``uidvalidity`` is a hash of the folder's EWS id (a
-recreated folder is read again), ``last_uid`` the end of the last window in epoch seconds.
-The window ends ``settle_seconds`` before now, so a message still in transport, or a clock a
-little ahead of the server's, is picked up the next night rather than missed. ``uid`` of a
-message is a 63-bit hash of its EWS item id.
+so an unchanged mailbox costs 2 + (its mail folders) SOAP calls, plus GetInboxRules. The
+cursor is each folder's SyncState, kept in :attr:`FolderCursor.token` (JSON: the folder's
+id, its generation, the state) and saved only with the night's commit — as Graph's delta
+link is (connectors/graph.py). ``uidvalidity`` is a hash of the folder's id and generation:
+a recreated folder, or a SyncState Exchange no longer accepts (ErrorInvalidSyncStateData),
+gives a new one, so the collector replaces the folder's rows. A folder's name is its path
+below msgfolderroot ("Inbox/Dự án"); ``uid`` of a message a 63-bit hash of its EWS item id
+(a move gives a new id: the message is stored again under its new folder, as IMAP does).
 
-Throttling: :class:`FaultTolerance` honours ``BackOffMilliseconds`` (the back-off is shared
-by every mailbox on the same endpoint), ErrorExceededConnectionCount shrinks the connection
-pool, and the pool is bounded by ``max_connections``. A 401 is a wrong password or a locked
+SyncFolderItems has no restriction and no time window: nothing is lost to clock skew or to
+sub-second DateTimeReceived, moved and restored items are Creates in their new folder, and
+the EWSFindCountLimit of restricted searches (250 since Exchange 2013, a partial result set;
+https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/ews-throttling-in-exchange)
+does not apply; FindFolder asks pages of ``folder_page`` folders, within the unrestricted
+limit of 1000, and retries with smaller pages on ErrorExceededFindCountLimit.
+
+Throttling: :class:`FaultTolerance` honours ``BackOffMilliseconds`` of ErrorServerBusy (the
+back-off is shared by every mailbox on the same endpoint) for every call, SyncFolderItems
+included (ConcurrentSyncCalls), ErrorExceededConnectionCount shrinks the connection pool,
+and the pool is bounded by ``max_connections``. A 401 is a wrong password or a locked
 account, not throttling: it fails the mailbox at once instead of being retried for an hour.
+
+Aliases: impersonation names a mailbox by its primary SMTP address only. A roster address
+that Exchange refuses as unknown (or not impersonable) is resolved once with ResolveNames;
+if that names another primary address, the mailbox is read through it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -54,24 +77,27 @@ from exchangelib import (
     Build,
     Configuration,
     Credentials,
-    EWSDateTime,
     EWSTimeZone,
     FaultTolerance,
-    Q,
     Version,
 )
 from exchangelib import errors as ews_errors
 from exchangelib.extended_properties import ExtendedProperty
 from exchangelib.fields import FieldPath
-from exchangelib.folders import Folder, FolderCollection, Inbox, Root, SentItems
+from exchangelib.folders import Folder, MsgFolderRoot, Root
 from exchangelib.items import Message as EwsMessage
-from exchangelib.properties import DistinguishedFolderId
+from exchangelib.properties import DistinguishedFolderId, FolderId
 from exchangelib.properties import Mailbox as EwsMailbox
 from exchangelib.protocol import BaseProtocol
-from exchangelib.restriction import Restriction
-from exchangelib.services import FindItem, GetFolder, GetInboxRules, GetItem
-from exchangelib.services.common import shape_element
-from exchangelib.util import SOAPNS, TNS, create_element, to_xml
+from exchangelib.services import (
+    FindFolder,
+    GetFolder,
+    GetInboxRules,
+    GetItem,
+    SyncFolderItems,
+)
+from exchangelib.services.common import EWSAccountService, shape_element
+from exchangelib.util import MNS, SOAPNS, TNS, create_element, to_xml
 
 from connectors.base import (
     AuthError,
@@ -87,6 +113,8 @@ from connectors.base import (
     sent_date,
     smtp_address,
 )
+
+log = logging.getLogger(__name__)
 
 AUTH_TYPES = {"ntlm": NTLM, "basic": BASIC}
 _UTC = EWSTimeZone("UTC")
@@ -104,12 +132,29 @@ _SIZE_FIELD = "mailusage_size"
 if _SIZE_FIELD not in {f.name for f in Folder.FIELDS}:
     Folder.register(_SIZE_FIELD, MessageSize)
 
-# (distinguished id, exchangelib class, our folder name, role)
-FOLDERS = (("inbox", Inbox, "Inbox", "inbox"), ("sentitems", SentItems, "Sent Items", "sent"))
-_FOLDER_FIELDS = ("total_count", "unread_count", _SIZE_FIELD)
-# FindItem can return these; addresses it returns as display names only.
-_FIND_FIELDS = ("parent_folder_id", "datetime_received", "datetime_sent", "size", "is_read")
+# EWS distinguished folder ids and the roles the datasets use (as IMAP's SPECIAL-USE and
+# Graph's well-known names). The schema's DistinguishedFolderIdNameType has no id for a
+# mailbox's own Archive folder ("archive*" ids are the archive mailbox): it stays "other".
+WELL_KNOWN = {
+    "inbox": "inbox",
+    "sentitems": "sent",
+    "drafts": "drafts",
+    "deleteditems": "trash",
+    "junkemail": "junk",
+}
+_FOLDER_FIELDS = (
+    "parent_folder_id",
+    "folder_class",
+    "name",
+    "total_count",
+    "child_folder_count",
+    _SIZE_FIELD,
+    "unread_count",
+)
+# SyncFolderItems can return these; addresses come from GetItem.
+_SYNC_FIELDS = ("datetime_received", "datetime_sent", "size", "is_read")
 _GET_FIELDS = ("author", "to_recipients", "cc_recipients", "message_id")
+MAX_CHANGES = 512  # MaxChangesReturned: "between 1 and 512, inclusive" (EWS reference)
 
 
 @dataclass(frozen=True)
@@ -120,31 +165,79 @@ class EwsSettings:
     access: str = "impersonation"  # impersonation | delegate | user (per-user passwords)
     version: str = "15.1.2507.6"  # the server's build: no version probe is sent
     max_connections: int = 4  # the pool per endpoint; Exchange throttles concurrent ones
-    page_size: int = 1000  # FindItem IndexedPageItemView MaxEntriesReturned (EWS max 1000)
+    page_size: int = 1000  # FindFolder IndexedPageFolderView MaxEntriesReturned (max 1000)
     get_item_batch: int = 100  # item ids per GetItem call
     timeout: float = 120.0  # seconds per HTTP request
     max_wait: float = 900.0  # give up a mailbox after backing off this long in total
     retry_wait: float = 10.0  # first back-off when the server names none (doubles)
-    settle_seconds: int = 900  # the window ends this long before now
+    settle_seconds: int = 900  # unused since SyncFolderItems (kept: configs still name it)
     ca_file: str | None = None  # the server's CA, when it is the agency's own
+    max_changes: int = MAX_CHANGES  # SyncFolderItems MaxChangesReturned (1..512)
 
 
 def _stable_int(text: str, bits: int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> (64 - bits)
 
 
-def folder_uidvalidity(folder_id: str) -> int:
-    """A folder's EWS id as a positive 31-bit number (it changes when a folder is recreated).
+def folder_uidvalidity(folder_id: str, generation: int = 0) -> int:
+    """A folder's EWS id and sync generation as a positive 31-bit number: it changes when
+    the folder is recreated, or its SyncState expired and the folder was read again. (The
+    release of 2026-12-01 hashed the id alone: its cursors differ, so each folder is read
+    whole once and its old rows replaced.)
 
-    >>> folder_uidvalidity("AAMkAGI2") == folder_uidvalidity("AAMkAGI2")
+    >>> folder_uidvalidity("AAMkAGI2", 0) == folder_uidvalidity("AAMkAGI2", 0)
     True
+    >>> folder_uidvalidity("AAMkAGI2", 0) == folder_uidvalidity("AAMkAGI2", 1)
+    False
     """
-    return _stable_int(folder_id, 31) or 1
+    return _stable_int(f"{folder_id}#{generation}", 31) or 1
 
 
 def item_uid(item_id: str) -> int:
     """An item's EWS id as a positive 63-bit number, stable while it stays in its folder."""
     return _stable_int(item_id, 63) or 1
+
+
+def is_mail_folder(folder_class: str | None) -> bool:
+    """Mail folders: class IPF.Note or IPF.Note.*, or none (Exchange leaves it empty on some
+    mail folders); calendars, contacts, tasks, notes, journals, configuration are not.
+
+    >>> [is_mail_folder(c) for c in ("IPF.Note", "IPF.Note.OutlookHomepage", None, "IPF.Task")]
+    [True, True, True, False]
+    """
+    return not folder_class or folder_class == "IPF.Note" or folder_class.startswith("IPF.Note.")
+
+
+@dataclass
+class _Token:
+    """The sync state of one folder, kept in FolderCursor.token as JSON."""
+
+    folder: str  # the folder's EWS id
+    generation: int
+    state: str  # the SyncState of the last SyncFolderItems read to its end
+
+    def dump(self) -> str:
+        return json.dumps(
+            {"folder": self.folder, "generation": self.generation, "state": self.state},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def load(cls, text: str | None) -> _Token | None:
+        """None for no token or one not ours (the release of 2026-12-01 kept none).
+
+        >>> _Token.load('{"folder":"AAMk","generation":2,"state":"H4sI"}').generation
+        2
+        >>> _Token.load(None) is None and _Token.load("https://graph") is None
+        True
+        """
+        if not text:
+            return None
+        try:
+            raw = json.loads(text)
+            return cls(str(raw["folder"]), int(raw["generation"]), str(raw["state"]))
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 def _version(text: str) -> Version:
@@ -193,15 +286,36 @@ class _WholeBody:
 
 
 class _Found(NamedTuple):
-    """What FindItem says about an item (ids, dates, size, read state)."""
+    """What SyncFolderItems says about a new item (ids, dates, size, read state)."""
 
     id: str
     changekey: str | None
-    folder_id: str | None
     received: int | None
     sent: int | None
     size: int
     is_read: bool
+
+
+class _Change(NamedTuple):
+    """One SyncFolderItems change: kind is create | update | delete | read_flag_change."""
+
+    kind: str
+    item_id: str
+    found: _Found | None  # create / update
+
+
+class _FolderInfo(NamedTuple):
+    """What FindFolder says about a folder."""
+
+    id: str
+    parent: str | None
+    folder_class: str | None
+    name: str
+    total: int
+    unread: int | None
+    children: int
+    size: int | None
+    element: str  # Folder | CalendarFolder | ContactsFolder | SearchFolder | TasksFolder
 
 
 class _Addr(NamedTuple):
@@ -224,9 +338,14 @@ def _t(tag: str) -> str:
 
 
 def _when(text: str | None) -> int | None:
+    """Epoch seconds of an xs:dateTime, its fraction dropped (``2026-11-30T10:00:00.400Z``)."""
     return (
         None if not text else int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
     )
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text not in (None, "") else None
 
 
 def _addrs(elem: Any) -> list[_Addr]:
@@ -238,21 +357,61 @@ def _addrs(elem: Any) -> list[_Addr]:
     ]
 
 
-class _FindItem(_WholeBody, FindItem):  # type: ignore[misc]
-    """FindItem whose items are read straight from the XML into :class:`_Found`."""
+def _found(elem: Any) -> _Found:
+    item_id = elem.find(_t("ItemId"))
+    return _Found(
+        item_id.get("Id"),
+        item_id.get("ChangeKey"),
+        _when(elem.findtext(_t("DateTimeReceived"))),
+        _when(elem.findtext(_t("DateTimeSent"))),
+        int(elem.findtext(_t("Size")) or 0),
+        (elem.findtext(_t("IsRead")) or "").lower() == "true",
+    )
 
-    def _elem_to_obj(self, elem: Any) -> _Found:
-        item_id = elem.find(_t("ItemId"))
+
+class _FindFolder(_WholeBody, FindFolder):  # type: ignore[misc]
+    """FindFolder whose folders are read straight from the XML into :class:`_FolderInfo`."""
+
+    def _elem_to_obj(self, elem: Any) -> _FolderInfo:
+        size = None
+        for prop in elem.iter(_t("ExtendedProperty")):
+            uri = prop.find(_t("ExtendedFieldURI"))
+            if uri is not None and int(uri.get("PropertyTag", "0"), 16) == 0x0E08:
+                size = _int(prop.findtext(_t("Value")))
         parent = elem.find(_t("ParentFolderId"))
-        return _Found(
-            item_id.get("Id"),
-            item_id.get("ChangeKey"),
+        return _FolderInfo(
+            elem.find(_t("FolderId")).get("Id"),
             parent.get("Id") if parent is not None else None,
-            _when(elem.findtext(_t("DateTimeReceived"))),
-            _when(elem.findtext(_t("DateTimeSent"))),
-            int(elem.findtext(_t("Size")) or 0),
-            (elem.findtext(_t("IsRead")) or "").lower() == "true",
+            elem.findtext(_t("FolderClass")),
+            elem.findtext(_t("DisplayName")) or "",
+            int(elem.findtext(_t("TotalCount")) or 0),
+            _int(elem.findtext(_t("UnreadCount"))),
+            int(elem.findtext(_t("ChildFolderCount")) or 0),
+            size,
+            elem.tag.rpartition("}")[2],
         )
+
+
+class _SyncFolderItems(_WholeBody, SyncFolderItems):  # type: ignore[misc]
+    """SyncFolderItems whose changes are read straight from the XML into :class:`_Change`.
+
+    exchangelib's reads SyncState from every response message, an error one too (where
+    there is none: AttributeError); here only a successful message's are read."""
+
+    def _get_element_container(self, message: Any, name: Any = None) -> Any:
+        if message.get("ResponseClass") == "Success":
+            self.sync_state = message.findtext(f"{{{MNS}}}SyncState")
+            last = message.findtext(f"{{{MNS}}}IncludesLastItemInRange") or ""
+            self.includes_last_item_in_range = last.lower() == "true"
+        return EWSAccountService._get_element_container(self, message=message, name=name)
+
+    def _elem_to_obj(self, elem: Any) -> _Change:
+        kind = self.change_types_map[elem.tag]
+        if kind in (self.CREATE, self.UPDATE):
+            found = _found(elem[0])  # t:Message, t:MeetingRequest, t:PostItem, ...
+            return _Change(kind, found.id, found)
+        item_id = elem.find(_t("ItemId"))
+        return _Change(kind, item_id.get("Id") if item_id is not None else "", None)
 
 
 class _GetItem(_WholeBody, GetItem):  # type: ignore[misc]
@@ -314,6 +473,12 @@ _TRANSIENT = (
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
 )
+# What Exchange answers when impersonation names an address that is not a mailbox's
+# primary SMTP address: "Exchange Web Services requires that mailboxes be identified by the
+# primary SMTP address of the mailbox. Proxy or alternative addresses are not accepted."
+# (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/primarysmtpaddress).
+# The code is not documented for an alias: the two an unknown address gets are tried.
+_ALIAS_REFUSED = (ews_errors.ErrorNonExistentMailbox, ews_errors.ErrorImpersonateUserDenied)
 
 
 def translate(exc: Exception, mailbox: str) -> SourceError:
@@ -345,114 +510,314 @@ def _address(mbx: _Addr | None) -> tuple[str | None, bool]:
     return smtp_address(mbx.email, mbx.name, mbx.routing)
 
 
-class EwsSession:
-    """One mailbox through one exchangelib Account (no network until a method is called)."""
+def folder_paths(infos: Sequence[_FolderInfo]) -> dict[str, str]:
+    """Folder id -> its display names from below msgfolderroot, joined by "/".
 
-    def __init__(self, account: Account, mailbox: str, settings: EwsSettings, window_end: int):
+    >>> folder_paths([_FolderInfo("i", "r", "IPF.Note", "Inbox", 0, 0, 1, 0, "Folder"),
+    ...               _FolderInfo("d", "i", "IPF.Note", "Dự án", 0, 0, 0, 0, "Folder")])
+    {'i': 'Inbox', 'd': 'Inbox/Dự án'}
+    """
+    by_id = {f.id: f for f in infos}
+    out: dict[str, str] = {}
+
+    def path(f: _FolderInfo, depth: int = 0) -> str:
+        if f.id not in out:
+            parent = by_id.get(f.parent or "")
+            out[f.id] = f"{path(parent, depth + 1)}/{f.name}" if parent and depth < 64 else f.name
+        return out[f.id]
+
+    for f in infos:
+        path(f)
+    return out
+
+
+@dataclass
+class _Folder:
+    state: FolderState
+    ews_id: str
+    start: _Token | None  # the SyncState read on from (None: the whole folder)
+    generation: int
+    page: list[_Change] | None = None  # the first SyncFolderItems page, read with folders()
+    page_state: str | None = None
+    page_last: bool = True
+    after: _Token | None = None  # once the sync is read to its end
+    changed: int = 0  # items stored before whose read flag tonight's sync reports changed
+    skipped: str | None = None  # why the folder is not read tonight
+
+
+class EwsSession:
+    """One mailbox through one exchangelib Account (no network until :meth:`folders`)."""
+
+    def __init__(
+        self,
+        account: Account,
+        mailbox: str,
+        settings: EwsSettings,
+        reopen: Callable[[str], Account] | None = None,
+        resolved: dict[str, str] | None = None,
+    ):
         self.account = account
         self.mailbox = mailbox
         self.settings = settings
-        self.window_end = window_end
-        self._folders: dict[str, Any] = {}
-        self.unreadable: Counter[str] = Counter()  # every FindItem item is read
-
-    def folders(self) -> list[FolderState]:
-        root = Root(account=self.account)
-        wanted = [
-            cls(
-                root=root,
-                _distinguished_id=DistinguishedFolderId(
-                    id=dist, mailbox=EwsMailbox(email_address=self.mailbox)
-                ),
-            )
-            for dist, cls, _, _ in FOLDERS
-        ]
-        names = (*_FOLDER_FIELDS, *FolderCollection.REQUIRED_FOLDER_FIELDS)
-        fields = {FieldPath(field=Folder.get_field_by_fieldname(n)) for n in names}
-        with _errors(self.mailbox):
-            got = list(
-                _GetFolder(account=self.account).call(
-                    folders=wanted, additional_fields=fields, shape="IdOnly"
-                )
-            )
-        states = []
-        for (_, _, name, role), folder in zip(FOLDERS, got, strict=True):
-            if isinstance(folder, ews_errors.ErrorFolderNotFound):
-                continue  # recorded by the collector as a missing role (e.g. no Sent folder)
-            if isinstance(folder, Exception):
-                raise translate(folder, self.mailbox)
-            self._folders[name] = folder
-            states.append(
-                FolderState(
-                    name=name,
-                    role=role,
-                    messages=folder.total_count or 0,
-                    unseen=folder.unread_count,
-                    uidnext=self.window_end + 1,
-                    uidvalidity=folder_uidvalidity(folder.id),
-                    highestmodseq=None,
-                    size_bytes=getattr(folder, _SIZE_FIELD),
-                )
-            )
-        return states
+        self.unreadable: Counter[str] = Counter()  # changes that could not be read
+        self._reopen = reopen
+        self._resolved = resolved if resolved is not None else {}
+        self._start: dict[str, FolderCursor] = {}
+        self._folders: dict[str, _Folder] = {}
 
     def resume(self, start: Mapping[str, FolderCursor]) -> None:
-        pass  # the cursor is the date watermark in FolderCursor.last_uid
+        self._start = dict(start)
 
     def token(self, folder: FolderState) -> str | None:
-        return None
+        f = self._folders.get(folder.name)
+        if f is None:
+            return None
+        done = f.after or f.start
+        return done.dump() if done else None
+
+    # -- the folder list ---------------------------------------------------------------------
+    def _mailbox_element(self) -> EwsMailbox:
+        return EwsMailbox(email_address=self.account.primary_smtp_address)
+
+    def _roles(self) -> dict[str, str]:
+        """Folder id -> role, from one GetFolder of the well-known ids (IdOnly)."""
+        root = Root(account=self.account)
+        wanted = [
+            Folder(
+                root=root,
+                _distinguished_id=DistinguishedFolderId(id=d, mailbox=self._mailbox_element()),
+            )
+            for d in WELL_KNOWN
+        ]
+        got = list(
+            _GetFolder(account=self.account).call(
+                folders=wanted, additional_fields=set(), shape="IdOnly"
+            )
+        )
+        roles = {}
+        for role, folder in zip(WELL_KNOWN.values(), got, strict=True):
+            if isinstance(folder, ews_errors.ErrorFolderNotFound):
+                continue  # no such folder (e.g. no Junk Email): recorded as a missing role
+            if isinstance(folder, Exception):
+                raise folder
+            roles[folder.id] = role
+        return roles
+
+    def _first_call(self) -> dict[str, str]:
+        """The night's first call; a roster alias that Exchange refuses is resolved once
+        (ResolveNames) to its mailbox's primary SMTP address and the call made again."""
+        try:
+            return self._roles()
+        except _ALIAS_REFUSED as exc:
+            primary = self._primary_of(self.mailbox) if self._reopen else None
+            if primary is None or primary == self.account.primary_smtp_address.lower():
+                raise exc from None
+            log.info("%s: an alias of %s; reading that mailbox", self.mailbox, primary)
+            assert self._reopen is not None
+            self.account = self._reopen(primary)
+            return self._roles()
+
+    def _primary_of(self, address: str) -> str | None:
+        """The primary SMTP address ResolveNames gives for an address (None: none)."""
+        if address in self._resolved:
+            return self._resolved[address]
+        try:
+            found = self.account.protocol.resolve_names([address], return_full_contact_data=False)
+        except ews_errors.EWSError:
+            return None
+        emails = {
+            str(m.email_address).lower()
+            for m in found
+            if isinstance(m, EwsMailbox) and m.email_address
+        }
+        primary = emails.pop() if len(emails) == 1 else None  # ambiguous: no guess
+        if primary:
+            self._resolved[address] = primary
+        return primary
+
+    def _find_folders(self) -> list[_FolderInfo]:
+        root = MsgFolderRoot(
+            root=Root(account=self.account),
+            _distinguished_id=DistinguishedFolderId(
+                id="msgfolderroot", mailbox=self._mailbox_element()
+            ),
+        )
+        fields = {FieldPath(field=Folder.get_field_by_fieldname(n)) for n in _FOLDER_FIELDS}
+        page = min(self.settings.page_size, 1000)
+        while True:
+            try:
+                out = []
+                for f in _FindFolder(account=self.account, page_size=page).call(
+                    folders=[root],
+                    additional_fields=fields,
+                    restriction=None,
+                    shape="IdOnly",
+                    depth="Deep",
+                    max_items=None,
+                    offset=0,
+                ):
+                    if isinstance(f, Exception):
+                        raise f
+                    out.append(f)
+                return out
+            except ews_errors.ErrorExceededFindCountLimit:
+                if page <= 10:
+                    raise
+                page = max(page // 4, 10)  # a smaller page fits the caller's budget
+
+    def folders(self) -> list[FolderState]:
+        with _errors(self.mailbox):
+            roles = self._first_call()
+            infos = self._find_folders()
+        paths = folder_paths(infos)
+        by_id = {tok.folder: tok for c in self._start.values() if (tok := _Token.load(c.token))}
+        for info in infos:
+            # Search folders hold other folders' items (counted twice): never read.
+            if info.element == "SearchFolder" or not is_mail_folder(info.folder_class):
+                continue
+            name = paths[info.id]
+            cursor = self._start.get(name)
+            tok = _Token.load(cursor.token) if cursor else None
+            if tok is not None and tok.folder != info.id:
+                tok = None  # the name now belongs to another folder (deleted, recreated)
+            seen = by_id.get(info.id)  # renamed: same id, same generation, read whole
+            generation = tok.generation if tok else (seen.generation if seen else 0)
+            rounds = cursor.last_uid if (cursor and tok) else 0
+            self._folders[name] = _Folder(
+                FolderState(
+                    name=name,
+                    role=roles.get(info.id, "other"),
+                    messages=info.total,
+                    unseen=info.unread,
+                    uidnext=rounds + 2,  # last_uid counts the folder's sync rounds
+                    uidvalidity=folder_uidvalidity(info.id, generation),
+                    # set, so that the next night's plan asks count_changed (ReadFlagChange)
+                    highestmodseq=rounds + 1,
+                    size_bytes=info.size,
+                ),
+                info.id,
+                tok,
+                generation,
+            )
+        for f in self._folders.values():
+            self._first_page(f)
+        return [f.state for f in self._folders.values()]
+
+    # -- SyncFolderItems -------------------------------------------------------------------------
+    def _sync(self, f: _Folder, state: str | None) -> tuple[list[_Change], str | None, bool]:
+        """One SyncFolderItems call: (changes, new SyncState, includes the last change)."""
+        fields = {FieldPath(field=EwsMessage.get_field_by_fieldname(n)) for n in _SYNC_FIELDS}
+        svc = _SyncFolderItems(account=self.account)
+        changes = []
+        for change in svc.call(
+            folder=FolderId(id=f.ews_id),
+            shape="IdOnly",
+            additional_fields=fields,
+            sync_state=state,
+            ignore=None,
+            max_changes_returned=max(1, min(self.settings.max_changes, MAX_CHANGES)),
+            sync_scope="NormalItems",
+        ):
+            if isinstance(change, Exception):
+                raise change
+            changes.append(change)
+        return changes, svc.sync_state, bool(svc.includes_last_item_in_range)
+
+    def _first_page(self, f: _Folder) -> None:
+        """The folder's first page, asked with the folder list; an expired or corrupt
+        SyncState starts the folder's next generation (its rows are replaced, as after a
+        UIDVALIDITY reset); a folder gone since FindFolder is skipped, recorded."""
+        with _errors(self.mailbox):
+            try:
+                f.page, f.page_state, f.page_last = self._sync(
+                    f, f.start.state if f.start else None
+                )
+                return
+            except ews_errors.ErrorInvalidSyncStateData:
+                if f.start is None:
+                    raise
+                log.info(
+                    "%s %s: sync state expired, reading the folder again",
+                    self.mailbox,
+                    f.state.name,
+                )
+            except (ews_errors.ErrorSyncFolderNotFound, ews_errors.ErrorFolderNotFound) as exc:
+                self._skip(f, f"{type(exc).__name__}: {exc}")
+                return
+            f.start, f.generation = None, f.generation + 1
+            f.state = dataclasses.replace(
+                f.state,
+                uidnext=2,
+                uidvalidity=folder_uidvalidity(f.ews_id, f.generation),
+                highestmodseq=1,
+            )
+            f.page, f.page_state, f.page_last = self._sync(f, None)
+
+    def _skip(self, f: _Folder, reason: str) -> None:
+        """A folder not read tonight: its cursor kept, its messages counted unreadable."""
+        log.warning("%s: folder %r skipped: %s", self.mailbox, f.state.name, reason)
+        rounds = f.state.uidnext - 2
+        f.state = dataclasses.replace(f.state, uidnext=rounds + 1, highestmodseq=rounds or None)
+        f.skipped = reason
+        self.unreadable[f.state.name] += f.state.messages
 
     def quota(self) -> Quota:
         return Quota(None, None)  # EWS has no quota: see Get-MailboxStatistics (operator guide)
 
     def count_changed(self, folder: FolderState, since_modseq: int, up_to_uid: int) -> int | None:
-        return None  # EWS has no MODSEQ; read state is in each new message's IsRead
+        """Messages stored on earlier nights whose read state tonight's sync changed: the
+        ReadFlagChange changes, IMAP's read activity. An Update (any other change, a new
+        ChangeKey) is not counted: it does not say whether IsRead changed. None until the
+        folder's sync is read to its end."""
+        f = self._folders.get(folder.name)
+        return f.changed if f is not None and f.after is not None else None
 
     def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:
         return self.fetch([(folder, from_uid, to_uid)])
 
     def fetch(self, requests_: Sequence[tuple[FolderState, int, int]]) -> Iterator[list[Message]]:
-        """Messages of several folders; folders sharing a window share each FindItem call."""
-        windows: dict[tuple[int, int], list[FolderState]] = {}
+        """New messages of each folder asked, from its SyncState on (SyncFolderItems reads
+        one folder a call: ``from_uid``/``to_uid`` only say whether to read it)."""
         for folder, lo, hi in requests_:
-            if hi >= lo:
-                windows.setdefault((lo, hi), []).append(folder)
-        for (lo, hi), folders in windows.items():
-            yield from self._window(folders, lo, hi)
+            f = self._folders[folder.name]
+            if hi >= lo and f.skipped is None:
+                with _errors(self.mailbox):
+                    yield from self._read(f)
 
-    def _window(self, folders: list[FolderState], lo: int, hi: int) -> Iterator[list[Message]]:
-        by_id = {self._folders[f.name].id: f for f in folders}
-        ews_folders = [self._folders[f.name] for f in folders]
-        query = Q(datetime_received__gte=EWSDateTime.fromtimestamp(lo, _UTC)) & Q(
-            datetime_received__lte=EWSDateTime.fromtimestamp(hi, _UTC)
-        )
-        find = {FieldPath(field=EwsMessage.get_field_by_fieldname(n)) for n in _FIND_FIELDS}
-        with _errors(self.mailbox):
-            found = _FindItem(account=self.account, page_size=self.settings.page_size).call(
-                folders=ews_folders,
-                additional_fields=find,
-                restriction=Restriction(query, folders=ews_folders, applies_to=Restriction.ITEMS),
-                order_fields=None,
-                shape="IdOnly",
-                query_string=None,
-                depth="Shallow",
-                calendar_view=None,
-                max_items=None,
-                offset=0,
-            )
-            batch: list[_Found] = []
-            for item in found:
-                if isinstance(item, Exception):
-                    raise translate(item, self.mailbox)
-                batch.append(item)
-                if len(batch) >= self.settings.get_item_batch:
-                    yield self._complete(batch, by_id)
-                    batch = []
-            if batch:
-                yield self._complete(batch, by_id)
+    def _read(self, f: _Folder) -> Iterator[list[Message]]:
+        """The folder's changes as message batches: Creates are stored; ReadFlagChange of
+        an item not created tonight is read activity; Update and Delete leave rows as
+        they are (a deleted message's row stays, as in IMAP)."""
+        changes, state, last = f.page or [], f.page_state, f.page_last
+        created: set[str] = set()
+        batch: list[_Found] = []
+        while True:
+            for change in changes:
+                if change.kind == SyncFolderItems.CREATE and change.found is not None:
+                    if change.item_id in created:
+                        continue
+                    created.add(change.item_id)
+                    batch.append(change.found)
+                    if len(batch) >= self.settings.get_item_batch:
+                        yield self._complete(batch, f.state.name)
+                        batch = []
+                elif (
+                    change.kind == SyncFolderItems.READ_FLAG_CHANGE
+                    and change.item_id not in created
+                ):
+                    f.changed += 1
+            if last:
+                break
+            changes, state, last = self._sync(f, state)
+        if batch:
+            yield self._complete(batch, f.state.name)
+        if not state:
+            raise SourceError(f"Exchange gave no SyncState for {self.mailbox} {f.state.name}")
+        f.page = None
+        f.after = _Token(f.ews_id, f.generation, state)
 
-    def _complete(self, stubs: list[_Found], by_id: dict[str, FolderState]) -> list[Message]:
-        """One GetItem call for the addresses and Message-ID of a batch of FindItem results."""
+    def _complete(self, stubs: list[_Found], folder: str) -> list[Message]:
+        """One GetItem call for the addresses and Message-ID of a batch of new items."""
         fields = {FieldPath(field=EwsMessage.get_field_by_fieldname(n)) for n in _GET_FIELDS}
         full = _GetItem(account=self.account, chunk_size=len(stubs)).call(
             items=[(st.id, st.changekey) for st in stubs], additional_fields=fields, shape="IdOnly"
@@ -461,14 +826,11 @@ class EwsSession:
         for stub, got in zip(stubs, full, strict=True):
             item: _Detail | None
             if isinstance(got, ews_errors.ErrorItemNotFound):
-                item = None  # deleted since FindItem: keep what FindItem said, without addresses
+                item = None  # deleted since the sync: keep what it said, without addresses
             elif isinstance(got, Exception):
                 raise translate(got, self.mailbox)
             else:
                 item = got
-            folder = by_id.get(stub.folder_id or "")
-            if folder is None:
-                continue
             sender, bad_from = _address(item.author if item else None)
             to = [_address(r) for r in item.to] if item else []
             cc = [_address(r) for r in item.cc] if item else []
@@ -476,7 +838,7 @@ class EwsSession:
             sent, date_source = sent_date(stub.sent, received)
             out.append(
                 Message(
-                    folder=folder.name,
+                    folder=folder,
                     uid=item_uid(stub.id),
                     internal_date=received,
                     sent_date=sent,
@@ -520,6 +882,7 @@ class EwsSource:
         self._clock = clock
         self._version = _version(settings.version)
         self._policy = _Patient(max_wait=int(settings.max_wait))
+        self._resolved: dict[str, str] = {}  # roster alias -> primary SMTP address
         if settings.ca_file:
             parts = urlsplit(settings.endpoint)
             _CaAdapter.ca_files[f"{parts.scheme}://{parts.netloc}"] = settings.ca_file
@@ -555,16 +918,14 @@ class EwsSource:
             protocol.RETRY_WAIT = s.retry_wait
         return account
 
-    def window_end(self) -> int:
-        return int(self._clock()) - self.settings.settle_seconds
-
     @contextmanager
     def open(self, mailbox: str) -> Iterator[EwsSession]:
         mailbox = mailbox.lower()
         try:
             with _errors(mailbox):
                 account = self.account(mailbox)
-            yield EwsSession(account, mailbox, self.settings, self.window_end())
+            reopen = None if self.settings.access == "user" else self.account
+            yield EwsSession(account, mailbox, self.settings, reopen, self._resolved)
         except AuthError as exc:
             if self.settings.access == "user" or not isinstance(
                 exc.__cause__, ews_errors.UnauthorizedError
@@ -580,9 +941,10 @@ class EwsSource:
     def forwards(self, mailbox: str) -> list[Forward]:
         """Enabled inbox rules that forward, forward as attachment or redirect (GetInboxRules)."""
         mailbox = mailbox.lower()
+        primary = self._resolved.get(mailbox, mailbox)  # an alias resolved by open()
         with _errors(mailbox):
-            account = self.account(mailbox)
-            rules = list(_GetInboxRules(account=account).call(mailbox=mailbox))
+            account = self.account(primary)
+            rules = list(_GetInboxRules(account=account).call(mailbox=primary))
         out = []
         for rule in rules:
             if isinstance(rule, Exception):
