@@ -1,6 +1,7 @@
 """EWS contract tests: exchangelib, unmodified, against the local endpoint (tests/ews_endpoint.py).
 
 Ground truth is the endpoint's own in-memory items, never read back through exchangelib.
+The endpoint validates every request and response against Microsoft's schema.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base import AuthError, MailboxMissing, TransientError
-from connectors.ews import EwsSettings, EwsSource, item_uid
+from connectors.ews import EwsSettings, EwsSource, folder_uidvalidity, item_uid
 from mailusage.cli import main
 from pipelines.collect import collect_single as collect_mailbox
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.storage import DataDir
-from tests.ews_endpoint import EwsEndpoint, Item, Mailbox, Rule
+from tests.ews_endpoint import MAX_SYNC_CHANGES, EwsEndpoint, Item, Mailbox, Rule
+from tests.fixtures import ews_release_2026_12_01 as release
 from tests.groundtruth import night_status
 
 PASSWORD = "svc-secret-%:!x"
@@ -97,10 +99,10 @@ def populate(mbx: Mailbox, n_in: int, n_sent: int, seed: int, until: datetime = 
 
 
 def truth(mbx: Mailbox) -> list[tuple]:
-    names = {"inbox": "Inbox", "sentitems": "Sent Items"}
+    """Every item of every mail folder, as the datasets should hold it (folder: its path)."""
     return sorted(
         (
-            names[d],
+            mbx.path(key),
             item_uid(i.item_id),
             int(i.received.timestamp()),
             int((i.sent or i.received).timestamp()),
@@ -111,9 +113,13 @@ def truth(mbx: Mailbox) -> list[tuple]:
             tuple(a.lower() for a in i.cc),
             i.message_id,
         )
-        for d, f in mbx.folders.items()
+        for key, f in mbx.folders.items()
+        if f.folder_class in ("IPF.Note", None)
         for i in f.items
     )
+
+
+MAIL_FOLDERS = 5  # a new endpoint mailbox: Inbox, Sent Items, Drafts, Deleted Items, Junk Email
 
 
 def stored(data: DataDir, mailbox: str) -> list[tuple]:
@@ -152,7 +158,9 @@ def test_records_equal_the_endpoint_data_and_status_counts(ep, tmp_path):
     assert st["Inbox"]["role"] == "inbox" and st["Sent Items"]["role"] == "sent"
 
 
-def test_unchanged_mailbox_costs_three_soap_calls_and_new_mail_is_read_once(ep, tmp_path):
+def test_unchanged_mailbox_costs_a_call_per_folder_and_new_mail_is_read_once(ep, tmp_path):
+    """The budget of a quiet mailbox: GetFolder (the well-known ids) + FindFolder (one page)
+    + one SyncFolderItems per mail folder + GetInboxRules — 2 + 5 + 1 calls here."""
     mbx = ep.mailbox("binh.tt@danang.gov.vn")
     mbx.rules.append(Rule("to home", forward=["binh.home@gmail.com"]))
     populate(mbx, 120, 30, seed=2)
@@ -165,10 +173,15 @@ def test_unchanged_mailbox_costs_three_soap_calls_and_new_mail_is_read_once(ep, 
     outcome = collect_mailbox(src2, mbx.address, "2026-11-24", data, forwarding=src2)
     assert outcome.status == "ok" and outcome.messages_new == 0
     night2 = ep.calls[first:]
-    assert [c.service for c in night2] == ["GetFolder", "FindItem", "GetInboxRules"]
-    assert len(night2[1].folders) == 2  # both folders in one FindItem
+    assert [c.service for c in night2] == [
+        "GetFolder",
+        "FindFolder",
+        *["SyncFolderItems"] * MAIL_FOLDERS,
+        "GetInboxRules",
+    ]
+    assert all(c.sync_state for c in night2 if c.service == "SyncFolderItems")  # last night's
 
-    # Mail that arrived after the first window: read on night 3, exactly once.
+    # Mail that arrived since: read on night 3, exactly once.
     src3 = source(ep, now=later + timedelta(days=1))
     for k in range(7):
         mbx.add(
@@ -180,13 +193,239 @@ def test_unchanged_mailbox_costs_three_soap_calls_and_new_mail_is_read_once(ep, 
     assert stored(data, mbx.address) == truth(mbx)
 
 
-def test_settle_margin_defers_fresh_mail_to_the_next_night(ep, tmp_path):
+def test_mail_delivered_in_the_sub_second_gap_after_a_window_is_collected(ep, tmp_path):
+    """Why: DateTimeReceived has sub-second precision; the release's whole-second window
+    [last+1, end] never saw a message at end+0.4 s (neither that night nor the next)."""
     mbx = ep.mailbox("an.nv@danang.gov.vn")
-    mbx.add("inbox", Item(NOW - timedelta(minutes=3), NOW, 100, False, "a@b.vn", [mbx.address]))
+    populate(mbx, 10, 2, seed=21)
+    settle = 600
+    end = NOW - timedelta(seconds=settle)  # where the release's window ended
+    gap = mbx.add(
+        "inbox",
+        Item(end + timedelta(milliseconds=400), end, 321, False, "a@gmail.com", [mbx.address]),
+    )
     data = DataDir(tmp_path / "data")
-    assert collect_mailbox(source(ep), mbx.address, "2026-11-23", data).messages_new == 0
-    later = source(ep, now=NOW + timedelta(hours=2))
+    collect_mailbox(source(ep, settle_seconds=settle), mbx.address, "2026-11-23", data)
+    later = source(ep, now=NOW + timedelta(days=1), settle_seconds=settle)
+    collect_mailbox(later, mbx.address, "2026-11-24", data)
+    assert item_uid(gap.item_id) in {row[1] for row in stored(data, mbx.address)}
+    assert stored(data, mbx.address) == truth(mbx)
+
+
+def test_subfolders_are_collected_and_non_mail_folders_are_not(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 20, 5, seed=22)
+    project = mbx.subfolder("inbox", "Dự án")
+    deeper = mbx.subfolder(project.distinguished, "2026")
+    mbx.subfolder("msgfolderroot", "Lưu trữ", folder_class=None)  # no class: mail
+    for key, n in (
+        (project.distinguished, 6),
+        (deeper.distinguished, 3),
+        ("msgfolderroot/Lưu trữ", 2),
+    ):
+        for k in range(n):
+            t = NOW - timedelta(days=2, minutes=k)
+            mbx.add(key, Item(t, t, 900 + k, k % 2 == 0, "vp@danang.gov.vn", [mbx.address]))
+    for key in ("calendar", "contacts", "tasks"):  # items there are never mail
+        mbx.add(key, Item(NOW - timedelta(days=1), None, 50, False, None, []))
+    data = DataDir(tmp_path / "data")
+    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    assert outcome.status == "ok" and outcome.messages_new == 25 + 6 + 3 + 2
+    assert stored(data, mbx.address) == truth(mbx)
+    st = status(data, mbx.address, "2026-11-23")
+    assert {"Inbox/Dự án", "Inbox/Dự án/2026", "Lưu trữ"} <= st.keys()
+    assert st["Inbox/Dự án"]["role"] == "other" and st["Inbox/Dự án"]["messages"] == 6
+    assert {"Calendar", "Contacts", "Tasks"}.isdisjoint(st.keys())
+    synced = {c.folders[0] for c in ep.calls if c.service == "SyncFolderItems"}
+    for key in ("calendar", "contacts", "tasks"):
+        assert mbx.folders[key].folder_id not in synced
+
+
+def test_a_moved_message_is_collected_in_its_new_folder(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 15, 3, seed=23)
+    mbx.subfolder("inbox", "Lưu")
+    data = DataDir(tmp_path / "data")
+    collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    before = stored(data, mbx.address)
+    moved = mbx.move(mbx.folders["inbox"].items[4], "inbox/Lưu")  # new ItemId, old date
+    later = source(ep, now=NOW + timedelta(days=1))
     assert collect_mailbox(later, mbx.address, "2026-11-24", data).messages_new == 1
+    rows = stored(data, mbx.address)
+    assert [r for r in rows if r[0] == "Inbox/Lưu"] == [
+        r for r in truth(mbx) if r[0] == "Inbox/Lưu"
+    ]
+    assert item_uid(moved.item_id) in {r[1] for r in rows if r[0] == "Inbox/Lưu"}
+    assert sorted(set(before) | set(truth(mbx))) == rows  # the Inbox row stays, as in IMAP
+
+
+def test_many_messages_are_collected_exactly_with_the_find_count_limit_active(ep, tmp_path):
+    """900 received and 300 sent: the release's FindItem over both folders (a restricted
+    search, capped at 250 items a request) lost mail; the sync reads every item once.
+    The count to expect is computed from the endpoint's items, not from our records."""
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 900, 300, seed=24)
+    expected = {(k, i.item_id) for k in ("inbox", "sentitems") for i in mbx.folders[k].items}
+    assert len(expected) == 1200
+    data = DataDir(tmp_path / "data")
+    outcome = collect_mailbox(source(ep, page_size=1000), mbx.address, "2026-11-23", data)
+    assert outcome.status == "ok" and outcome.messages_new == len(expected)
+    rows = stored(data, mbx.address)
+    assert len(rows) == len({(r[0], r[1]) for r in rows}) == len(expected)  # no duplicates
+    assert rows == truth(mbx)
+    old = release.EwsSource(
+        release.EwsSettings(endpoint=ep.url, username=SVC, auth="basic", settle_seconds=600),
+        password_for=lambda _m: PASSWORD,
+        clock=lambda: NOW.timestamp(),
+    )
+    old_data = DataDir(tmp_path / "old")
+    collect_mailbox(old, mbx.address, "2026-11-23", old_data)
+    assert len(stored(old_data, mbx.address)) < len(expected)  # the release lost mail here
+    assert any(c.service == "FindItem" and c.items == 250 for c in ep.calls)
+
+
+def test_read_state_changes_are_read_activity_and_never_stored_twice(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 40, 6, seed=25)
+    data = DataDir(tmp_path / "data")
+    collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    unread = [i for i in mbx.folders["inbox"].items if not i.is_read]
+    for item in unread[:5]:
+        mbx.mark_read(item)
+    mbx.touch(mbx.folders["inbox"].items[0])  # an Update: not counted (IsRead unknown)
+    later = source(ep, now=NOW + timedelta(days=1))
+    assert collect_mailbox(later, mbx.address, "2026-11-24", data).messages_new == 0
+    st = status(data, mbx.address, "2026-11-24")
+    assert st["Inbox"]["read_activity"] == 5
+    assert st["Sent Items"]["read_activity"] == 0
+    rows = stored(data, mbx.address)
+    assert len(rows) == len({(r[0], r[1]) for r in rows}) == 46
+
+
+def test_an_expired_sync_state_rereads_the_folder_with_its_rows_replaced(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 30, 6, seed=26)
+    data = DataDir(tmp_path / "data")
+    collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    night1 = status(data, mbx.address, "2026-11-23")
+    assert ep.expire_sync(mbx.address, "inbox") > 0
+    mbx.add("inbox", Item(NOW, NOW, 1234, False, "new@gmail.com", [mbx.address]))
+    later = source(ep, now=NOW + timedelta(days=1))
+    outcome = collect_mailbox(later, mbx.address, "2026-11-24", data)
+    assert outcome.status == "ok" and outcome.messages_new == 31  # the Inbox, read whole
+    st = status(data, mbx.address, "2026-11-24")
+    assert st["Inbox"]["full_reread"] is True and st["Sent Items"]["full_reread"] is False
+    assert st["Inbox"]["uidvalidity"] == folder_uidvalidity(mbx.folders["inbox"].folder_id, 1)
+    assert st["Inbox"]["uidvalidity"] != night1["Inbox"]["uidvalidity"]
+    assert stored(data, mbx.address) == truth(mbx)  # no duplicates: old rows replaced
+    assert [c.fault for c in ep.calls if c.fault] == ["ErrorInvalidSyncStateData"]
+
+
+def test_sync_pages_hold_at_most_512_changes(ep, tmp_path):
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 1100, 20, seed=27)
+    data = DataDir(tmp_path / "data")
+    src = source(ep, get_item_batch=23)
+    assert collect_mailbox(src, mbx.address, "2026-11-23", data).messages_new == 1120
+    inbox = mbx.folders["inbox"].folder_id
+    syncs = [c for c in ep.calls if c.service == "SyncFolderItems" and c.folders == (inbox,)]
+    assert [c.items for c in syncs] == [MAX_SYNC_CHANGES, MAX_SYNC_CHANGES, 1100 - 1024]
+    assert syncs[0].sync_state is None and all(c.sync_state for c in syncs[1:])
+    gets = [c.items for c in ep.calls if c.service == "GetItem"]
+    assert max(gets) == 23 and sum(gets) == 1120
+    assert stored(data, mbx.address) == truth(mbx)
+
+
+def test_an_alias_is_collected_through_its_primary_mailbox(ep, tmp_path):
+    """Why: impersonation takes the primary SMTP address only ("Proxy or alternative
+    addresses are not accepted", EWS reference: PrimarySmtpAddress)."""
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    ep.alias("an.nguyen@danang.gov.vn", mbx.address)
+    mbx.rules.append(Rule("fw", forward=["an.home@gmail.com"]))
+    populate(mbx, 12, 3, seed=28)
+    data = DataDir(tmp_path / "data")
+    src = source(ep)
+    outcome = collect_mailbox(src, "an.nguyen@danang.gov.vn", "2026-11-23", data, forwarding=src)
+    assert outcome.status == "ok", outcome.reason
+    assert stored(data, "an.nguyen@danang.gov.vn") == truth(mbx)
+    services = [(c.service, c.impersonated, c.fault) for c in ep.calls]
+    assert services[:2] == [
+        ("GetFolder", "an.nguyen@danang.gov.vn", "ErrorNonExistentMailbox"),
+        ("ResolveNames", None, None),
+    ]
+    assert all(who == mbx.address for _, who, _ in services[2:])
+    assert [s for s, _, _ in services].count("ResolveNames") == 1
+    with (
+        pytest.raises(MailboxMissing, match="ErrorNonExistentMailbox"),
+        src.open("ghost@danang.gov.vn") as s,
+    ):
+        s.folders()
+
+
+def test_a_store_of_the_released_connector_moves_to_sync_states_without_loss(ep, tmp_path):
+    """The migration, on a store the release of 2026-12-01 wrote (night 1 with its frozen
+    copy, tests/fixtures/ews_release_2026_12_01.py), then night 2 with this connector: every
+    message of every mail folder stored exactly once — the sub-second-gap message and the
+    subfolder's included — and the old date-watermark rows replaced."""
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 60, 15, seed=29)
+    mbx.subfolder("inbox", "Dự án")
+    for k in range(4):
+        t = NOW - timedelta(days=3, hours=k)
+        mbx.add(
+            "inbox/Dự án",
+            Item(t, t, 700 + k, True, "vp@danang.gov.vn", [mbx.address], message_id=f"<p{k}@x>"),
+        )
+    settle = 600
+    end = NOW - timedelta(seconds=settle)
+    mbx.add(
+        "inbox",
+        Item(
+            end + timedelta(milliseconds=400),
+            end,
+            99,
+            False,
+            "g@gmail.com",
+            [mbx.address],
+            message_id="<gap@x>",
+        ),
+    )
+    data = DataDir(tmp_path / "data")
+    old = release.EwsSource(
+        release.EwsSettings(
+            endpoint=ep.url, username=SVC, auth="basic", page_size=50, settle_seconds=settle
+        ),
+        password_for=lambda _m: PASSWORD,
+        clock=lambda: NOW.timestamp(),
+    )
+    assert collect_mailbox(old, mbx.address, "2026-11-23", data).status == "ok"
+    cursors = data.state(mbx.address).after
+    assert set(cursors) == {"Inbox", "Sent Items"}
+    assert cursors["Inbox"].token is None
+    assert cursors["Inbox"].uidvalidity == release.folder_uidvalidity(
+        mbx.folders["inbox"].folder_id
+    )
+    night1 = {r[9] for r in stored(data, mbx.address)}
+    assert "<gap@x>" not in night1 and "<p0@x>" not in night1  # what the release missed
+    for k in range(3):  # mail of the day between
+        t = NOW + timedelta(hours=k)
+        mbx.add(
+            "sentitems",
+            Item(t, t, 500 + k, True, mbx.address, ["x@gmail.com"], message_id=f"<d{k}@x>"),
+        )
+    outcome = collect_mailbox(
+        source(ep, now=NOW + timedelta(days=1)), mbx.address, "2026-11-24", data
+    )
+    assert outcome.status == "ok", outcome.reason
+    rows = stored(data, mbx.address)
+    ids = Counter((r[0], r[9]) for r in rows)
+    assert all(n == 1 for n in ids.values()), [k for k, n in ids.items() if n > 1]
+    assert rows == truth(mbx)
+    st = status(data, mbx.address, "2026-11-24")
+    assert st["Inbox"]["full_reread"] is True and st["Sent Items"]["full_reread"] is True
+    assert st["Inbox/Dự án"]["fetched"] == 4
+    tokens = data.state(mbx.address).after
+    assert all(tokens[name].token for name in ("Inbox", "Sent Items", "Inbox/Dự án"))
 
 
 def test_every_call_impersonates_the_mailbox_and_nothing_else_is_asked(ep, tmp_path):
@@ -199,25 +438,36 @@ def test_every_call_impersonates_the_mailbox_and_nothing_else_is_asked(ep, tmp_p
         assert collect_mailbox(src, m.address, "2026-11-23", data, forwarding=src).status == "ok"
     assert ep.calls, "no SOAP call reached the endpoint"
     assert all(c.path == "/EWS/Exchange.asmx" for c in ep.calls), "autodiscover or other URL"
-    assert {c.service for c in ep.calls} <= {"GetFolder", "FindItem", "GetItem", "GetInboxRules"}
+    assert {c.service for c in ep.calls} <= {
+        "GetFolder",
+        "FindFolder",
+        "SyncFolderItems",
+        "GetItem",
+        "GetInboxRules",
+    }
     for c in ep.calls:
         assert c.user == SVC
         assert c.impersonated is not None and c.impersonated == c.anchor
-    assert all(c.folders == ("inbox", "sentitems") for c in ep.calls if c.service == "GetFolder")
+    well_known = ("inbox", "sentitems", "drafts", "deleteditems", "junkemail")
+    assert all(c.folders == well_known for c in ep.calls if c.service == "GetFolder")
     for m in mailboxes:
         assert len([c for c in ep.calls_for(m.address) if c.service == "GetFolder"]) == 1
 
 
 def test_page_sizes_are_the_configured_ones(ep, tmp_path):
     mbx = ep.mailbox("an.nv@danang.gov.vn")
+    for k in range(7):
+        mbx.subfolder("inbox", f"P{k}")
     populate(mbx, 95, 20, seed=3)
     data = DataDir(tmp_path / "data")
-    src = source(ep, page_size=17, get_item_batch=23)
+    src = source(ep, page_size=4, get_item_batch=23, max_changes=17)
     assert collect_mailbox(src, mbx.address, "2026-11-23", data).messages_new == 115
-    finds = [c for c in ep.calls if c.service == "FindItem"]
-    assert {c.page_size for c in finds} == {17}
-    assert [c.offset for c in finds] == [17 * k for k in range(len(finds))]
-    assert len(finds) == -(-95 // 17)  # the sent folder's 20 come with the first two pages
+    finds = [c for c in ep.calls if c.service == "FindFolder"]
+    folders = len(mbx.folders) - 1  # every folder below msgfolderroot
+    assert [c.offset for c in finds] == list(range(0, folders, 4))
+    assert {c.page_size for c in finds} == {4}
+    syncs = [c.items for c in ep.calls if c.service == "SyncFolderItems"]
+    assert max(syncs) == 17 and sum(syncs) == 115
     gets = [c.items for c in ep.calls if c.service == "GetItem"]
     assert max(gets) == 23 and sum(gets) == 115
 
@@ -225,7 +475,7 @@ def test_page_sizes_are_the_configured_ones(ep, tmp_path):
 def test_server_busy_back_off_is_honoured_and_the_run_completes(ep, tmp_path):
     mbx = ep.mailbox("an.nv@danang.gov.vn")
     populate(mbx, 80, 10, seed=4)
-    ep.inject("busy", times=2, service="FindItem", back_off_ms=700)
+    ep.inject("busy", times=2, service="SyncFolderItems", back_off_ms=700)
     data = DataDir(tmp_path / "data")
     outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
@@ -246,7 +496,7 @@ def test_503_is_retried_and_exceeded_connection_count_is_transient(ep, tmp_path)
     # Too many connections with our pool already at one: the task's retry, not a failure.
     more = ep.mailbox("binh.tt@danang.gov.vn")
     populate(more, 12, 3, seed=55)
-    ep.inject("connections", service="FindItem")
+    ep.inject("connections", service="SyncFolderItems")
     with pytest.raises(TransientError, match="ErrorExceededConnectionCount"):
         collect_mailbox(source(ep), more.address, "2026-11-23", data)
     assert collect_mailbox(source(ep), more.address, "2026-11-23", data).status == "ok"
@@ -270,7 +520,7 @@ def test_slow_reply_past_the_timeout_is_transient_and_loses_nothing(ep, tmp_path
     with pytest.raises(TransientError):
         collect_mailbox(source(ep, timeout=0.5), mbx.address, "2026-11-23", data)
     assert data.state(mbx.address) is None
-    ep.inject("slow", service="FindItem", delay=0.3)  # slow but within the timeout
+    ep.inject("slow", service="SyncFolderItems", delay=0.3)  # slow but within the timeout
     outcome = collect_mailbox(source(ep, timeout=5), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
 
