@@ -741,3 +741,17 @@ def test_a_refused_service_account_stops_the_source_for_the_night(tmp_path, monk
         "an.nv@danang.gov.vn",
         "binh.tt@danang.gov.vn",
     }
+
+
+def test_exceeded_find_count_limit_on_the_folder_list_does_not_fail_the_mailbox(ep, tmp_path):
+    """Why: ErrorExceededFindCountLimit (EWS throttling, Table 3) is a budget, not a fault of
+    the mailbox: the folder list is asked again in smaller pages."""
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 8, 2, seed=30)
+    ep.inject("findcount", service="FindFolder")
+    data = DataDir(tmp_path / "data")
+    outcome = collect_mailbox(source(ep, page_size=1000), mbx.address, "2026-11-23", data)
+    assert outcome.status == "ok", outcome.reason
+    assert stored(data, mbx.address) == truth(mbx)
+    finds = [(c.fault, c.page_size) for c in ep.calls if c.service == "FindFolder"]
+    assert finds == [("findcount", None), (None, 250)]  # refused, then a page of 250
