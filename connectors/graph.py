@@ -84,15 +84,19 @@ WELL_KNOWN = {
     "junkemail": "junk",
     "archive": "archive",
 }
-_FOLDER_SELECT = (
-    "id,displayName,parentFolderId,childFolderCount,totalItemCount,unreadItemCount,sizeInBytes"
-)
+# mailFolder in the v1.0 metadata (tests/graph_metadata/): no size property — a $select
+# naming one is Graph's 400 "Could not find a property named 'sizeInBytes' …".
+_FOLDER_SELECT = "id,displayName,parentFolderId,childFolderCount,totalItemCount,unreadItemCount"
 _MESSAGE_SELECT = (
     "createdDateTime,receivedDateTime,sentDateTime,from,toRecipients,ccRecipients,isRead,"
     "internetMessageId"
 )
 # PR_MESSAGE_SIZE as an extended property: needs Mail.Read (ReadBasic excludes them).
 _SIZE_PROPERTY = "Integer 0x0E08"
+# The token format: 2 = a delta without changeType (updates come, read activity is seen).
+# Tokens of the release before carry ``changeType=created`` in every link (Microsoft's
+# delta docs: the change type of the initial request is kept), so they never see reads.
+_TOKEN_VERSION = 2
 BATCH_MAX = 20  # Graph's limit of requests per $batch
 PERMISSIONS = {  # application permissions, least privilege for each thing read
     "Mail.ReadBasic.All": "folders and message metadata (required)",
@@ -155,10 +159,12 @@ class _Token:
     delta: str  # the @odata.deltaLink
     mark: int = 0  # the highest createdDateTime stored (epoch seconds)
     at_mark: tuple[int, ...] = ()  # uids stored with created == mark
+    version: int = _TOKEN_VERSION
 
     def dump(self) -> str:
         return json.dumps(
             {
+                "v": self.version,
                 "folder": self.folder,
                 "generation": self.generation,
                 "delta": self.delta,
@@ -180,6 +186,7 @@ class _Token:
                 raw["delta"],
                 int(raw["mark"]),
                 tuple(raw.get("at_mark", ())),
+                int(raw.get("v", 1)),
             )
         except (ValueError, KeyError, TypeError):
             return None  # not ours (a cursor from another kind of source): read afresh
@@ -284,7 +291,9 @@ class _Tenant:
         """An app-only access token (cached by MSAL until shortly before it expires)."""
         with self.lock:
             if refresh:
-                for t in self.app.token_cache.search("AccessToken"):
+                # A list first: MSAL's search is a generator over the cache's own dict, and
+                # remove_at inside it raises "dictionary changed size during iteration".
+                for t in list(self.app.token_cache.search("AccessToken")):
                     self.app.token_cache.remove_at(t)
             try:
                 got = self.app.acquire_token_for_client(scopes=[self.settings.scope])
@@ -441,7 +450,35 @@ class _Tenant:
             text = resp.content.decode("utf-8-sig")
         else:
             raise _error(status, body, what)
-        return parse_usage_csv(text)
+        by_upn = parse_usage_csv(text)
+        return {**by_upn, **self._by_address(by_upn)}
+
+    def _by_address(self, by_upn: Mapping[str, Quota]) -> dict[str, Quota]:
+        """The report's rows under each user's SMTP addresses too: the report is keyed by
+        User Principal Name, the roster by address, and the two differ in many tenants.
+        One paged /users listing a night (User.Read.All); without it, UPNs only."""
+        out: dict[str, Quota] = {}
+        what = "users (UPN to address)"
+        try:
+            body = self.get("/users?$select=userPrincipalName,mail,proxyAddresses&$top=999", what)
+            while True:
+                for u in body.get("value", []):
+                    q = by_upn.get(str(u.get("userPrincipalName") or "").lower())
+                    if q is None:
+                        continue
+                    addresses = [u.get("mail") or ""] + [
+                        a.split(":", 1)[1]
+                        for a in u.get("proxyAddresses") or []
+                        if a.lower().startswith("smtp:")
+                    ]
+                    out.update({a.lower(): q for a in addresses if a})
+                link = body.get("@odata.nextLink")
+                if not link:
+                    return out
+                body = self.get(link, what)
+        except SourceError as exc:
+            log.warning("usage report keyed by UPN only: %s", exc.reason)
+            return out
 
 
 def retry_after(headers: Mapping[str, str], default: float) -> float:
@@ -514,6 +551,20 @@ def _recipients(items: Any) -> list[tuple[str | None, bool]]:
     return out
 
 
+def _is_size_property(prop_id: str) -> bool:
+    """Whether an extended property id is PR_MESSAGE_SIZE, however Graph spells the tag
+    (it may answer ``Integer 0xe08`` for the ``Integer 0x0E08`` asked).
+
+    >>> _is_size_property("Integer 0xe08"), _is_size_property("Integer 0x0E07")
+    (True, False)
+    """
+    kind, _, tag = prop_id.strip().partition(" ")
+    try:
+        return kind.lower() == "integer" and int(tag, 16) == 0x0E08
+    except ValueError:
+        return False
+
+
 def _message(item: dict[str, Any], folder: str, read_size: bool) -> Message:
     received = _epoch(item.get("receivedDateTime")) or _epoch(item.get("createdDateTime")) or 0
     sent, source = sent_date(_epoch(item.get("sentDateTime")), received)
@@ -530,7 +581,7 @@ def _message(item: dict[str, Any], folder: str, read_size: bool) -> Message:
     size = 0
     if read_size:
         for prop in item.get("singleValueExtendedProperties") or []:
-            if str(prop.get("id", "")).lower() == _SIZE_PROPERTY.lower():
+            if _is_size_property(str(prop.get("id", ""))):
                 size = int(prop.get("value") or 0)
     return Message(
         folder=folder,
@@ -564,6 +615,10 @@ class _Folder:
     after: _Token | None = None
     changed: int = 0  # messages stored before that tonight's delta reports changed
     skipped: str | None = None  # why the folder is not read tonight
+    # A token of the release before (changeType=created): tonight starts a delta without
+    # it, reading on from the mark; its changes are not read activity (they are every
+    # message stored), so tonight's count is unknown, never a made-up number.
+    baseline: bool = False
 
 
 class GraphSession:
@@ -595,8 +650,7 @@ class GraphSession:
             else ""
         )
         return (
-            f"{self.user}/mailFolders/{graph_id}/messages/delta?changeType=created"
-            f"&$select={_MESSAGE_SELECT}{expand}"
+            f"{self.user}/mailFolders/{graph_id}/messages/delta?$select={_MESSAGE_SELECT}{expand}"
         )
 
     def _relative(self, link: str) -> str:
@@ -670,7 +724,7 @@ class GraphSession:
                     uidvalidity=folder_uidvalidity(f["id"], generation),
                     # set, so that the next night's plan asks count_changed (delta's changes)
                     highestmodseq=rounds + 1,
-                    size_bytes=f.get("sizeInBytes"),
+                    size_bytes=None,  # Graph gives no folder size (the usage report: the mailbox's)
                 ),
                 f["id"],
                 tok,
@@ -692,9 +746,16 @@ class GraphSession:
         folder's next generation (its rows are replaced, as after a UIDVALIDITY reset)."""
         prefer = {"Prefer": f"odata.maxpagesize={self.tenant.settings.page_size}"}
         todo = list(self._folders.values())
+        for f in todo:
+            f.baseline = f.start is not None and f.start.version < _TOKEN_VERSION
         while todo:
             urls = [
-                (self._relative(f.start.delta) if f.start else self._initial(f.graph_id), prefer)
+                (
+                    self._relative(f.start.delta)
+                    if f.start and not f.baseline
+                    else self._initial(f.graph_id),
+                    prefer,
+                )
                 for f in todo
             ]
             again = []
@@ -707,7 +768,7 @@ class GraphSession:
                         self.mailbox,
                         f.state.name,
                     )
-                    f.start, f.generation = None, f.generation + 1
+                    f.start, f.generation, f.baseline = None, f.generation + 1, False
                     f.state = FolderState(
                         f.state.name,
                         f.state.role,
@@ -747,7 +808,9 @@ class GraphSession:
         or unread, flagged, moved within the folder: IMAP's read activity. None until the
         folder's delta is read to its end."""
         f = self._folders.get(folder.name)
-        return f.changed if f is not None and f.after is not None else None
+        if f is None or f.after is None or f.baseline:
+            return None
+        return f.changed
 
     def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:
         return self.fetch([(folder, from_uid, to_uid)])
@@ -775,7 +838,9 @@ class GraphSession:
                 )
                 uid = message_uid(item["id"])
                 if created < mark or (created == mark and uid in at_mark):
-                    f.changed += 1  # stored before: a read-state change of an old message
+                    # Stored before: an update (read state, flag, category) of an old
+                    # message — IMAP's CONDSTORE read activity; never stored twice.
+                    f.changed += 1
                     continue
                 try:
                     batch.append(_message(item, f.state.name, read_size))
@@ -888,8 +953,14 @@ class GraphSource:
         return rules_to_forwards(mailbox, (body or {}).get("value", []))
 
     def sign_ins(self) -> Iterator[tuple[str, str, int]]:
-        """(mailbox, kind, epoch) of each user's last interactive and non-interactive
-        sign-in, from ``signInActivity`` (Entra ID P1, AuditLog.Read.All + User.Read.All)."""
+        """(mailbox, "successful", epoch) of each user's last successful sign-in, from
+        ``signInActivity`` (Entra ID P1, AuditLog.Read.All + User.Read.All).
+
+        Only ``lastSuccessfulSignInDateTime`` is a success (interactive or not);
+        ``lastSignInDateTime`` and ``lastNonInteractiveSignInDateTime`` record attempts,
+        failed ones and password sprays included (Microsoft's signInActivity resource
+        page), so they never count as use. A user without it has no login: unknown.
+        """
         what = "signInActivity"
         body = self.tenant.get(
             "/users?$select=userPrincipalName,mail,signInActivity&$top=500", what
@@ -898,16 +969,9 @@ class GraphSource:
             for u in body.get("value", []):
                 who = (u.get("mail") or u.get("userPrincipalName") or "").lower()
                 act = u.get("signInActivity") or {}
-                interactive = act.get("lastSuccessfulSignInDateTime") or act.get(
-                    "lastSignInDateTime"
-                )
-                for kind, value in (
-                    ("interactive", interactive),
-                    ("non-interactive", act.get("lastNonInteractiveSignInDateTime")),
-                ):
-                    when = _epoch(value)
-                    if who and when:
-                        yield who, kind, when
+                when = _epoch(act.get("lastSuccessfulSignInDateTime"))
+                if who and when:
+                    yield who, "successful", when
             link = body.get("@odata.nextLink")
             if not link:
                 return

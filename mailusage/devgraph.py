@@ -31,6 +31,7 @@ import json
 import socket
 import ssl
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +57,66 @@ ALL_ROLES = (
     "AuditLog.Read.All",
     "User.Read.All",
 )
+
+
+# The entity types this endpoint serves, as Microsoft's v1.0 metadata defines them
+# (microsoftgraph/msgraph-metadata schemas/v1.0-Prod.csdl, vendored with its commit).
+METADATA = Path(__file__).resolve().parents[1] / "tests" / "graph_metadata" / "v1.0-entities.xml"
+_EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
+
+
+def entity_properties(path: Path = METADATA) -> dict[str, set[str]]:
+    """Type name -> every property and navigation property, base types included.
+
+    >>> "sizeInBytes" in entity_properties()["mailFolder"]
+    False
+    """
+    root = ET.parse(path).getroot()
+    own: dict[str, tuple[str | None, set[str]]] = {}
+    for kind in ("EntityType", "ComplexType"):
+        for t in root.iter(f"{_EDM}{kind}"):
+            names = {
+                p.get("Name", "")
+                for p in t
+                if p.tag in (f"{_EDM}Property", f"{_EDM}NavigationProperty")
+            }
+            base = t.get("BaseType")
+            own[t.get("Name", "")] = (base.split(".")[-1] if base else None, names)
+    out = {}
+    for name in own:
+        props: set[str] = set()
+        cur: str | None = name
+        while cur is not None and cur in own:
+            base, names = own[cur]
+            props |= names
+            cur = base
+        out[name] = props
+    return out
+
+
+_PROPERTIES = entity_properties()
+
+
+def unknown_property(entity: str, query: dict[str, str]) -> str | None:
+    """The first $select / $expand / $orderby name the entity does not have (Graph's 400:
+    "Could not find a property named 'x' on type 'microsoft.graph.mailFolder'.")."""
+    props = _PROPERTIES[entity]
+    names: list[str] = []
+    for key in ("$select", "$orderby"):
+        names += [n.strip().split(" ")[0] for n in query.get(key, "").split(",") if n.strip()]
+    expand = query.get("$expand", "")
+    if expand:
+        names += [expand.split("(")[0].strip()]
+    return next((n for n in names if n not in props), None)
+
+
+def _parse_error(entity: str, name: str) -> tuple[int, dict[str, str], Any]:
+    # The error body Graph v1.0 answers (microsoft-graph-explorer-v4 issue 3916).
+    return _error(
+        400,
+        "RequestBroker--ParseUri",
+        f"Could not find a property named '{name}' on type 'microsoft.graph.{entity}'.",
+    )
 
 
 def iso(when: datetime) -> str:
@@ -96,6 +157,7 @@ class GUser:
     folders: list[GFolder] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     sign_in: dict[str, str] | None = None
+    upn: str = ""  # the User Principal Name, when it is not the primary SMTP address
     storage_used: int = 0
     quota: int = 53_687_091_200
 
@@ -154,6 +216,7 @@ class GraphWorld:
         self.calls: list[tuple[str, str]] = []
         self.parts: list[str] = []
         self.tokens_issued = 0
+        self.revoked_upto = 0  # tokens numbered up to this answer 401 (revoked, expired)
         self.usage_columns = [
             "Report Refresh Date",
             "User Principal Name",
@@ -246,6 +309,8 @@ class GraphApp:
             claims = jwt.decode(auth[7:], self.w.secret, algorithms=["HS256"], audience="graph")
         except jwt.PyJWTError:
             return None
+        if int(claims.get("n", 0)) <= self.w.revoked_upto:
+            return None  # a token Entra ID no longer honours: 401, as an expired one
         return list(claims.get("roles", []))
 
     def handle(
@@ -287,6 +352,12 @@ class GraphApp:
             return _error(
                 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
             )
+        entity = "message" if rest[-2:] == ["messages", "delta"] else "mailFolder"
+        if rest[2:3] == ["messageRules"]:
+            entity = "messageRule"
+        bad = unknown_property(entity, query)
+        if bad is not None:
+            return _parse_error(entity, bad)
         if len(rest) == 1:
             top = [f for f in user.folders if f.parent is None]
             return self.folder_page(top, query, f"/users/{quote(address)}/mailFolders")
@@ -329,7 +400,6 @@ class GraphApp:
             "childFolderCount": len(kids),
             "totalItemCount": len(f.messages),
             "unreadItemCount": sum(1 for m in f.messages if not m.is_read),
-            "sizeInBytes": sum(m.size for m in f.messages),
             "isHidden": False,
         }
 
@@ -367,7 +437,8 @@ class GraphApp:
         }
         out = {k: v for k, v in full.items() if k in select or k.startswith("@")}
         if expand:
-            out["singleValueExtendedProperties"] = [{"id": "Integer 0x0E08", "value": str(m.size)}]
+            # Graph answers the tag as it stores it, not as asked ("Integer 0xe08").
+            out["singleValueExtendedProperties"] = [{"id": "Integer 0xe08", "value": str(m.size)}]
         out["id"] = m.id
         return out
 
@@ -401,10 +472,13 @@ class GraphApp:
         for m in sorted(folder.messages, key=lambda m: m.seq_created):
             created = since < m.seq_created <= upto
             changed = m.seq_created <= since < m.seq_changed <= upto
-            # Read-state changes come even with changeType=created (Graph's docs say so).
-            if created or changed:
+            # learn.microsoft.com/graph/delta-query-messages: with changeType=created "the
+            # messages updated & deleted since the last sync aren't returned"; without a
+            # changeType, updated messages come with the selected properties.
+            kind = state.get("change")
+            if (created and kind in (None, "created")) or (changed and kind in (None, "updated")):
                 entries.append(self.message_json(m, select, state["expand"]))
-        if since:
+        if since and state.get("change") in (None, "deleted"):
             entries += [
                 {"id": mid, "@removed": {"reason": "deleted"}}
                 for s, mid in folder.removed
@@ -426,6 +500,9 @@ class GraphApp:
         return 200, {}, out
 
     def sign_ins(self, roles: list[str], query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+        bad = unknown_property("user", query)
+        if bad is not None:
+            return _parse_error("user", bad)
         if "signInActivity" in query.get("$select", ""):
             if "AuditLog.Read.All" not in roles:
                 return _error(
@@ -445,8 +522,9 @@ class GraphApp:
         for u in users[skip : skip + top]:
             entry: dict[str, Any] = {
                 "id": u.address,
-                "userPrincipalName": u.address,
+                "userPrincipalName": u.upn or u.address,
                 "mail": u.address,
+                "proxyAddresses": [f"SMTP:{u.address}"],
             }
             entry["signInActivity"] = u.sign_in
             value.append(entry)
@@ -464,7 +542,7 @@ class GraphApp:
         for u in sorted(self.w.users.values(), key=lambda u: u.address):
             values = {
                 "Report Refresh Date": "2026-11-30",
-                "User Principal Name": u.address,
+                "User Principal Name": u.upn or u.address,
                 "Display Name": u.address.split("@")[0],
                 "Is Deleted": "False",
                 "Storage Used (Byte)": str(u.storage_used),

@@ -90,7 +90,7 @@ def read_source(
 
 
 def read_graph_sign_ins(graph: GraphSource, name: str) -> list[Login]:
-    """Each user's last interactive and non-interactive sign-in (Entra ID signInActivity)."""
+    """Each user's last successful sign-in (Entra ID signInActivity)."""
     try:
         return [
             Login(who, datetime.fromtimestamp(when, UTC), kind, None, name)

@@ -132,7 +132,14 @@ def test_records_equal_the_tenant_and_status_counts(tenant, tmp_path):
     # ReadBasic: only the selected fields were asked for, never a body or a subject
     deltas = [p for p in world.parts if "/messages/delta" in p]
     assert deltas and all("subject" not in p and "body" not in p for p in deltas)
-    assert all("changeType=created" in p for p in deltas if "$deltatoken" not in p)
+    # no changeType: Graph then leaves out updates, and reading would never be seen
+    assert all("changeType" not in p for p in deltas)
+    folder_lists = [
+        p
+        for p in world.parts
+        if p.endswith("/mailFolders?$top=250") or "$select=id,displayName" in p
+    ]
+    assert folder_lists and all("sizeInBytes" not in p for p in folder_lists)
 
 
 def test_quiet_night_costs_two_requests_and_new_mail_is_stored_once(tenant, tmp_path):
@@ -367,9 +374,11 @@ def test_server_paging_of_folders_child_folders_and_users(tenant, tmp_path):
     populate(world, AN, 4, 2, seed=18)
     for name in ("A", "B", "C"):
         world.deliver(AN, name, GMessage("", T0, T0, T0, PEERS[0], [AN]), parent=f"{AN}:inbox")
-    world.users[AN].sign_in = {"lastSignInDateTime": "2026-11-19T01:02:03Z"}
+    world.users[AN].sign_in = {"lastSuccessfulSignInDateTime": "2026-11-19T01:02:03Z"}
     for i in range(4):
-        world.user(f"x{i}@danang.gov.vn").sign_in = {"lastSignInDateTime": "2026-11-18T00:00:00Z"}
+        world.user(f"x{i}@danang.gov.vn").sign_in = {
+            "lastSuccessfulSignInDateTime": "2026-11-18T00:00:00Z"
+        }
     data = DataDir(tmp_path / "data")
     src = source(tenant)
     assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
@@ -441,23 +450,26 @@ def test_collection_over_a_graph_source_with_sign_ins(tenant, tmp_path, monkeypa
     populate(world, AN, 6, 2, seed=13)
     populate(world, BINH, 3, 1, seed=14)
     world.users[AN].sign_in = {
-        "lastSignInDateTime": "2026-11-19T01:02:03Z",
+        "lastSignInDateTime": "2026-11-20T03:00:00Z",  # a failed attempt after the success
         "lastSuccessfulSignInDateTime": "2026-11-19T01:02:03Z",
         "lastNonInteractiveSignInDateTime": "2026-11-20T00:30:00Z",
+    }
+    # attempts only (a password spray): no successful sign-in, so no login at all
+    world.users[BINH].sign_in = {
+        "lastSignInDateTime": "2026-11-20T02:00:00Z",
+        "lastNonInteractiveSignInDateTime": "2026-11-20T02:00:01Z",
+        "lastSuccessfulSignInDateTime": None,
     }
     monkeypatch.setenv("MU_TEST_GRAPH", world.secret)
     cfg_path = write_config(tmp_path, base, ca)
     summary = run_collection(cfg_path, night="2026-11-20", plain=True)
     by = {o.mailbox: o for o in summary.outcomes}
     assert by[AN].status == by[BINH].status == "ok"
-    assert by["logins:entra"].status == "ok" and by["logins:entra"].messages_new == 2
+    assert by["logins:entra"].status == "ok" and by["logins:entra"].messages_new == 1
     data = DataDir(tmp_path / "data")
     assert stored(data, AN) == truth(world, AN) and stored(data, BINH) == truth(world, BINH)
     logins = pq.read_table(tmp_path / "data" / "logins").to_pylist()
-    assert sorted((r["mailbox"], r["protocol"]) for r in logins) == [
-        (AN, "interactive"),
-        (AN, "non-interactive"),
-    ]
+    assert [(r["mailbox"], r["protocol"]) for r in logins] == [(AN, "successful")]
     assert world.tokens_issued == 1  # one token for the night, every mailbox
     assert world.secret not in "".join(
         p.read_text(errors="ignore") for p in tmp_path.rglob("*.json")
@@ -543,3 +555,88 @@ def test_doctor_checks_token_permissions_mailbox_rules_and_report(
     monkeypatch.setenv("MU_TEST_GRAPH", "not-the-secret-of-this-application")
     assert main(["doctor", "--config", cfg]) != 0
     assert "AADSTS7000215" in capsys.readouterr().out
+
+
+def test_a_revoked_token_gets_one_fresh_token_and_the_night_goes_on(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 4, 1, seed=21)
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    world.revoked_upto = world.tokens_issued  # MSAL's cached token now answers 401
+    populate(world, AN, 2, 0, seed=22, start=T0 + timedelta(days=1))
+    again = collect_single(src, AN, "2026-11-21", data, src)
+    assert again.status == "ok" and again.messages_new == 2, again.reason
+    assert world.tokens_issued == 2
+    assert stored(data, AN) == truth(world, AN)
+
+
+def test_usage_report_by_upn_reaches_a_roster_address_that_differs(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 2, 1, seed=23)
+    world.users[AN].upn = "an.nv@danang.onmicrosoft.com"
+    world.users[AN].storage_used = 777_000
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert status(data, AN, "2026-11-20")["Inbox"]["quota_used_bytes"] == 777_000
+
+
+def test_message_sizes_match_the_size_property_however_graph_spells_it(tenant, tmp_path):
+    _, world, _ = tenant
+    populate(world, AN, 3, 1, seed=24)
+    for i, m in enumerate(world.folder(AN, "Inbox").messages):
+        m.size = 1000 + i
+    data = DataDir(tmp_path / "data")
+    src = source(tenant, read_size=True)
+    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    sizes = duckdb.execute(
+        "select size from read_parquet($p, hive_partitioning = true) where folder = 'Inbox' order by size",
+        parameters={"p": str(data.root / "messages" / "*" / "*.parquet")},
+    ).fetchall()
+    assert [s for (s,) in sizes] == [1000, 1001, 1002]
+
+
+def test_unknown_select_names_get_graphs_400():
+    from mailusage.devgraph import unknown_property
+
+    assert unknown_property("mailFolder", {"$select": "id,sizeInBytes"}) == "sizeInBytes"
+    assert unknown_property("message", {"$select": "isRead,createdDateTime"}) is None
+    assert unknown_property("user", {"$select": "signInActivity,proxyAddresses"}) is None
+
+
+def test_a_token_of_the_release_before_reads_on_without_duplicates(tenant, tmp_path):
+    """A delta link saved by the release before (changeType=created, no "v"): the next
+    night starts a delta without changeType from the mark — nothing stored twice, that
+    night's read activity unknown (not 0), later nights count reads."""
+    _, world, _ = tenant
+    populate(world, AN, 6, 2, seed=25)
+    data = DataDir(tmp_path / "data")
+    src = source(tenant)
+    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    with data.db() as con, con:
+        (text,) = con.execute("select state from cursors where mailbox = ?", (AN,)).fetchone()
+        raw = json.loads(text)
+
+        def release_before(node):
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k == "token" and isinstance(v, str):
+                        tok = json.loads(v)
+                        tok.pop("v")
+                        node[k] = json.dumps(tok)
+                    else:
+                        release_before(v)
+
+        release_before(raw)
+        con.execute("update cursors set state = ? where mailbox = ?", (json.dumps(raw), AN))
+    world.mark_read(AN, "Inbox", 1)
+    populate(world, AN, 3, 0, seed=26, start=T0 + timedelta(days=1))
+    night2 = collect_single(src, AN, "2026-11-21", data, src)
+    assert night2.status == "ok" and night2.messages_new == 3, night2.reason
+    assert status(data, AN, "2026-11-21")["Inbox"]["read_activity"] is None
+    world.mark_read(AN, "Inbox", 2)
+    collect_single(src, AN, "2026-11-22", data, src)
+    assert status(data, AN, "2026-11-22")["Inbox"]["read_activity"] == 1
+    rows = stored(data, AN)
+    assert len(rows) == len(set(rows)) and rows == truth(world, AN)
