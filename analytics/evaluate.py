@@ -16,7 +16,7 @@ import io
 import os
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -33,6 +33,7 @@ from analytics.report import month_label, render_report, report_pdf
 from analytics.workbook import hr_workbook
 from contract.letterhead import Letterhead
 from contract.people import Person
+from contract.signals import Signals
 
 LANGS = ("vi", "en")
 CLASS_LABELS = {
@@ -50,6 +51,10 @@ CLASS_LABELS = {
         "no_mailbox": "no mailbox",
         "not_collected": "no data collected",
     },
+}
+UNMEASURED_LABELS = {
+    "vi": {"read_activity": "đọc thư", "logins": "đăng nhập"},
+    "en": {"read_activity": "read activity", "logins": "logins"},
 }
 EXEMPTION_LABELS = {
     "vi": {
@@ -97,6 +102,10 @@ HEADERS: dict[str, dict[str, str]] = {
     "inactive": {"vi": "Không sử dụng", "en": "Inactive"},
     "no_mailbox": {"vi": "Chưa có hộp thư", "en": "No mailbox"},
     "not_collected": {"vi": "Chưa có dữ liệu", "en": "No data collected"},
+    "not_measured": {
+        "vi": "Xếp mức khi không đo được đủ tín hiệu",
+        "en": "Rated with a signal not measurable",
+    },
     "days_collected": {"vi": "Số ngày có dữ liệu", "en": "Days with data"},
     "share_regular": {"vi": "Tỷ lệ thường xuyên", "en": "Share regular"},
     "share_occasional": {"vi": "Tỷ lệ thỉnh thoảng", "en": "Share occasional"},
@@ -123,6 +132,7 @@ UNIT_COLUMNS = (
     "inactive",
     "no_mailbox",
     "not_collected",
+    "not_measured",
     "share_regular",
     "share_occasional",
     "share_inactive",
@@ -194,6 +204,14 @@ class EvaluationInputs:
     waivers: Sequence[Waiver] = ()
     public_domains_extra: tuple[str, ...] = ()
     letterhead: Letterhead = field(default_factory=Letterhead)
+    # What each source measures (Config.signals()); the first is the source of roster rows
+    # that name none. A source missing here measures no login and no forwarding: unknown.
+    signals: Mapping[str, Signals] = field(default_factory=dict)
+
+    def signals_of(self, person: Person) -> Signals | None:
+        """What the person's source measures (None: a source this run does not know)."""
+        name = person.source or next(iter(self.signals), None)
+        return self.signals.get(name) if name is not None else None
 
 
 @dataclass
@@ -212,9 +230,13 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "y", "x", "có", "co"}
 
 
-def roster_table(people: Sequence[Person]) -> pa.Table:
-    """The roster as the SQL sees it (bound as data, never as SQL text)."""
+def roster_table(
+    people: Sequence[Person], signals: Callable[[Person], Signals | None] | None = None
+) -> pa.Table:
+    """The roster as the SQL sees it (bound as data, never as SQL text), with what each
+    person's source measures: logins and forwarding are unknown without ``signals``."""
     extra = [p.extra for p in people]
+    measures = [signals(p) if signals else None for p in people]
     starts = [x.get("start_date") or None for x in extra]
     columns = {
         "employee_id": [p.employee_id for p in people],
@@ -234,6 +256,8 @@ def roster_table(people: Sequence[Person]) -> pa.Table:
             not in {"no", "n", "0", "false", "không", "khong"}
             for x in extra
         ],
+        "logins_measured": [bool(m and m.logins) for m in measures],
+        "forwarding_measured": [bool(m and m.forwarding) for m in measures],
     }
     schema = pa.schema(
         [
@@ -247,6 +271,8 @@ def roster_table(people: Sequence[Person]) -> pa.Table:
             ("on_leave", pa.bool_()),
             ("start_date", pa.date32()),
             ("mailbox_issued", pa.bool_()),
+            ("logins_measured", pa.bool_()),
+            ("forwarding_measured", pa.bool_()),
         ]
     )
     return pa.Table.from_pydict(columns, schema=schema)
@@ -261,7 +287,7 @@ def evaluate_month(
     policy = inputs.policy
     ws = Workspace.open(
         inputs.data_dir,
-        roster_table(inputs.people),
+        roster_table(inputs.people, inputs.signals_of),
         official=list(inputs.official_domains),
         public=public_domains(inputs.public_domains_extra),
         registration=list(policy.registration_domains),
@@ -353,7 +379,7 @@ def _hr_rows(
     rows = []
     days = days_in(month)
     wanted = ["employee_id", "full_name", "unit_name", "usage_class", "exemption"]
-    wanted += ["has_mailbox", "nights_collected"]
+    wanted += ["has_mailbox", "nights_collected", "unmeasured"]
     for p in pm.filter(pc.invert(pm["is_unit_mailbox"])).select(wanted).to_pylist():
         evidence = confirmed.get(p["employee_id"], [])
         codes = sorted(set(evidence))
@@ -367,7 +393,7 @@ def _hr_rows(
                 "full_name": p["full_name"],
                 "unit": p["unit_name"],
                 "month": month,
-                "usage_class": CLASS_LABELS[lang][p["usage_class"]],
+                "usage_class": usage_label(p["usage_class"], p["unmeasured"], lang),
                 # days of the month with a collected night: a partial month shows here
                 "days_collected": f"{p['nights_collected']}/{days}" if p["has_mailbox"] else "",
                 "violation_codes": ";".join(codes),
@@ -388,6 +414,22 @@ def _hr_rows(
             }
         )
     return rows
+
+
+def usage_label(usage_class: str, unmeasured: str | None, lang: str) -> str:
+    """The class as HR reads it; below "regular", with what the server could not measure
+    (the class is then a lower bound, and no violation is confirmed on it).
+
+    >>> usage_label("inactive", "read_activity,logins", "en")
+    'inactive (not measurable on this server: read activity, logins)'
+    """
+    label = CLASS_LABELS[lang][usage_class]
+    if not unmeasured or usage_class not in ("occasional", "inactive"):
+        return label
+    names = ", ".join(UNMEASURED_LABELS[lang][s] for s in unmeasured.split(","))
+    if lang == "vi":
+        return f"{label} (không đo được trên máy chủ này: {names})"
+    return f"{label} (not measurable on this server: {names})"
 
 
 def _reason(code: str, evidence: int, policy: Policy, waiver: Waiver | None, lang: str) -> str:

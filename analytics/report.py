@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from analytics import charts
 from analytics.policy import code_name
 from analytics.queries import days_in, months_back, next_month
+from contract.signals import SIGNAL_NAMES
 
 RATED = {"regular", "occasional", "inactive"}  # classes of a mailbox collected that month
 TREND_MONTHS = 12
@@ -58,6 +59,20 @@ TEXT = {
         "unattended": "Hộp thư đơn vị không có người theo dõi",
         "none": "Không có",
         "coverage": "Độ phủ dữ liệu",
+        "signals": "Tín hiệu đo được theo máy chủ",
+        "source": "Nguồn",
+        "measured": "đo được",
+        "not_measured": "không đo được",
+        "signal_names": {
+            "read_activity": "Đọc thư",
+            "logins": "Đăng nhập",
+            "quota": "Dung lượng",
+            "forwarding": "Chuyển tiếp",
+            "folder_sizes": "Dung lượng thư mục",
+        },
+        "lower_bound": "{n} người được xếp dưới mức thường xuyên trong khi máy chủ không đo "
+        "được đọc thư hoặc đăng nhập của họ: mức này là cận dưới, không xác nhận vi phạm "
+        "(xem review.csv).",
         "coverage_text": "hộp thư được thu thập đủ; hộp thư có đêm lỗi",
         "failed": "Hộp thư có đêm thu thập lỗi",
         "nights_failed": "Số đêm lỗi",
@@ -106,6 +121,20 @@ TEXT = {
         "unattended": "Unit mailboxes nobody attended",
         "none": "None",
         "coverage": "Data coverage",
+        "signals": "What each server measures",
+        "source": "Source",
+        "measured": "measured",
+        "not_measured": "not measurable on this server",
+        "signal_names": {
+            "read_activity": "Reading",
+            "logins": "Logins",
+            "quota": "Quota",
+            "forwarding": "Forwarding",
+            "folder_sizes": "Folder sizes",
+        },
+        "lower_bound": "{n} people are rated below regular while their server could not "
+        "measure their reading or logins: the class is a lower bound and confirms no "
+        "violation (see review.csv).",
         "coverage_text": "mailboxes fully collected; mailboxes with failed nights",
         "failed": "Mailboxes with failed nights",
         "nights_failed": "Failed nights",
@@ -165,8 +194,20 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         by_code[code].add(employee_id)
         by_code_unit[(code, units.get(employee_id, ""))].add(employee_id)
     unattended_ids = set(
-        v.filter(pc.equal(v["code"], "UNIT_MAILBOX_UNATTENDED"))["employee_id"].to_pylist()
+        v.filter(
+            pc.and_(
+                pc.equal(v["code"], "UNIT_MAILBOX_UNATTENDED"),
+                pc.equal(v["confidence"], "confirmed"),
+            )
+        )["employee_id"].to_pylist()
     )
+    below = result.person_month.filter(
+        pc.and_(
+            pc.invert(result.person_month["is_unit_mailbox"]),
+            pc.is_in(result.person_month["usage_class"], pa.array(["occasional", "inactive"])),
+        )
+    )
+    lower_bound = below.num_rows - below["unmeasured"].null_count
     unattended = [r for r in rows if r["is_unit_mailbox"] and r["employee_id"] in unattended_ids]
     coverage = result.coverage.to_pylist()
     failed = [c for c in coverage if c["nights_failed"]]
@@ -200,6 +241,10 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         "coverage_full": sum(1 for c in coverage if not c["nights_failed"] and c["nights_ok"]),
         "coverage_failed": failed,
         "coverage_total": len(coverage),
+        "signals": [
+            (name, [(n, getattr(s, n)) for n in SIGNAL_NAMES]) for name, s in inputs.signals.items()
+        ],
+        "lower_bound": str(t["lower_bound"]).format(n=lower_bound) if lower_bound else "",
     }
 
 

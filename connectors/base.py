@@ -12,6 +12,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from contract.signals import SIGNAL_NAMES, Signals
+
+__all__ = ["SIGNAL_NAMES", "Signals"]  # what a source measures: declared with the source
+
 
 class Message(NamedTuple):
     """One message's metadata. Times are epoch seconds (UTC).
@@ -88,8 +92,8 @@ class FolderCursor:
     uidvalidity: int
     last_uid: int
     highestmodseq: int | None
-    # A server's own sync state, opaque to the collector (Graph: the delta link); None
-    # for IMAP and EWS, whose cursors are the numbers above.
+    # A server's own sync state, opaque to the collector (Graph: the delta link, EWS: the
+    # folder's SyncState); None for IMAP, whose cursor is the numbers above.
     token: str | None = None
 
 
@@ -148,7 +152,8 @@ class MailboxSession(Protocol):
 
     def resume(self, start: Mapping[str, FolderCursor]) -> None:
         """Last night's cursors, given before :meth:`folders`: a server whose cursor is a
-        token (Graph's delta links) reads on from them; IMAP and EWS plan from numbers."""
+        token (Graph's delta links, EWS sync states) reads on from them; IMAP plans from
+        numbers."""
         ...
 
     def token(self, folder: FolderState) -> str | None:
@@ -161,7 +166,7 @@ class MailboxSession(Protocol):
 
     def count_changed(self, folder: FolderState, since_modseq: int, up_to_uid: int) -> int | None:
         """Messages with UID <= up_to_uid whose flags changed after since_modseq (None:
-        unknown). Asked after :meth:`fetch`: Graph learns the changes from the delta."""
+        unknown). Asked after :meth:`fetch`: Graph and EWS learn the changes from their sync."""
         ...
 
     def messages(self, folder: FolderState, from_uid: int, to_uid: int) -> Iterator[list[Message]]:

@@ -108,6 +108,7 @@ from connectors.base import (
     MailboxMissing,
     Message,
     Quota,
+    Signals,
     SourceError,
     TransientError,
     sent_date,
@@ -862,6 +863,12 @@ class EwsSource:
     """An Exchange server reached through EWS; ``open`` gives a read-only mailbox session."""
 
     _lock = threading.Lock()
+    # SyncFolderItems' ReadFlagChange is read activity; GetFolder gives each folder's size
+    # (PR_MESSAGE_SIZE_EXTENDED); GetInboxRules the forwarding. EWS has no quota operation
+    # (Get-MailboxStatistics is PowerShell, not EWS): quota is unknown, never 0.
+    SIGNALS: ClassVar[Signals] = Signals(
+        read_activity=True, quota=False, forwarding=True, folder_sizes=True
+    )
 
     def __init__(
         self,

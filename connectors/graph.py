@@ -67,6 +67,7 @@ from connectors.base import (
     MailboxMissing,
     Message,
     Quota,
+    Signals,
     SourceError,
     TransientError,
     sent_date,
@@ -904,6 +905,13 @@ def token_roles(token: str) -> list[str]:
 
 class GraphSource:
     """Exchange Online through Graph; ``open`` gives a read-only mailbox session."""
+
+    # Delta updates are read activity; quota from the mailbox usage report (only with
+    # `usage_report = true`, which the config checks); inbox rules are the forwarding.
+    # mailFolder has no size property in v1.0 (tests/graph_metadata): no folder sizes.
+    SIGNALS: ClassVar[Signals] = Signals(
+        read_activity=True, quota=True, forwarding=True, folder_sizes=False
+    )
 
     def __init__(
         self,

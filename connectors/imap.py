@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import ClassVar, Literal
 
 from imapclient.imap_utf7 import encode as encode_utf7
 from imapclient.response_parser import parse_fetch_response, parse_response
@@ -32,6 +32,7 @@ from connectors.base import (
     MailboxMissing,
     Message,
     Quota,
+    Signals,
     SourceError,
     TransientError,
 )
@@ -99,6 +100,13 @@ class ImapSource:
     password_for: Callable[[str], str] = field(repr=False)
     name: str = "imap"
     kind: str = "imap"
+
+    # CONDSTORE (RFC 7162) flag changes and RFC 2087 QUOTA where the server offers them
+    # (null on a night it does not); no folder sizes (STATUS SIZE, RFC 8438, is not asked);
+    # forwarding only through ManageSieve or Zimbra's attributes (the config adds it).
+    SIGNALS: ClassVar[Signals] = Signals(
+        read_activity=True, quota=True, forwarding=False, folder_sizes=False
+    )
 
     @property
     def _where(self) -> str:

@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,6 +28,7 @@ from connectors.sieve import SieveSettings, SieveSource
 from connectors.zimbra import QuotaFallback, ZimbraAdmin, ZimbraAdminSettings, ZimbraExport
 from contract.letterhead import Letterhead
 from contract.people import Person
+from contract.signals import Signals
 
 
 class ConfigError(Exception):
@@ -166,6 +167,32 @@ class SourceConfig:
     graph: GraphSettings | None = None
     zimbra: ZimbraConfig | None = None
 
+    def signals(self, logins: tuple[LoginSourceConfig, ...] = ()) -> Signals:
+        """What this source measures (see :meth:`Config.signals`)."""
+        if self.graph is not None:
+            declared = GraphSource.SIGNALS
+            quota, forwarding = self.graph.usage_report, self.graph.forwarding
+        elif self.ews is not None:
+            declared = EwsSource.SIGNALS
+            quota, forwarding = False, self.ews_forwarding
+        else:
+            declared = ImapSource.SIGNALS
+            admin = self.zimbra is not None and self.zimbra.admin is not None
+            quota = True  # RFC 2087 where the server has it; else Zimbra's admin API
+            forwarding = self.sieve is not None or self.zimbra is not None or admin
+        covered = any(
+            (self.name == lg.graph.name)
+            if lg.graph is not None
+            else self.kind in LOGIN_COVERS[lg.kind]
+            for lg in logins
+        )
+        return replace(
+            declared,
+            quota=declared.quota and quota,
+            forwarding=forwarding,
+            logins=covered,
+        )
+
     def zimbra_admin(self) -> ZimbraAdmin | None:
         z = self.zimbra
         if z is None or z.admin is None or z.password is None:
@@ -256,6 +283,16 @@ LOGIN_KINDS = (
     "graph-signin",
 )
 _PATHLESS = ("dovecot-dict", "graph-signin")
+# The source kinds a login source's records are of: a Dovecot or Zimbra log covers the
+# IMAP sources, an Exchange export the EWS and Graph ones; graph-signin its named source.
+LOGIN_COVERS: dict[str, tuple[str, ...]] = {
+    "dovecot-dict": ("imap",),
+    "dovecot-log": ("imap",),
+    "exchange-csv": ("ews", "graph"),
+    "zimbra": ("imap",),
+    "zimbra-audit": ("imap",),
+    "graph-signin": (),
+}
 
 
 @dataclass(frozen=True)
@@ -356,6 +393,12 @@ class Config:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+    def signals(self) -> dict[str, Signals]:
+        """What each source measures, as set up here: its protocol's declaration, with
+        forwarding and quota only where configured, logins only where a login source
+        covers it (see :data:`LOGIN_COVERS`). The first entry is the roster's default."""
+        return {s.name: s.signals(self.logins) for s in self.sources}
 
 
 def _secret(raw: Any, where: str) -> SecretRef:

@@ -35,6 +35,7 @@ def evaluation_inputs(cfg: Config) -> EvaluationInputs:
         waivers=load_waivers(cfg.waivers_path),
         public_domains_extra=cfg.public_domains_extra,
         letterhead=cfg.letterhead,
+        signals=cfg.signals(),
     )
 
 

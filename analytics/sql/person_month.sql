@@ -4,6 +4,13 @@
 -- $first_day / $next_day (local dates), $tz, $regular_days, $occasional_days.
 -- An active day is a local day with a sent message, read activity (flags changed: the
 -- night N collection covers day N-1) or a login.
+-- Unknown is not zero: read activity is null on a night the server could not count it
+-- (no CONDSTORE, a folder's first night), and logins are unknown where no login source
+-- covers the person's source (roster.logins_measured). read_activity is the sum of what
+-- was counted (null if nothing was), read_nights the nights on which every folder counted,
+-- and unmeasured names what the usage class could not see at all this month: the class is
+-- then a lower bound ("regular" is still certain), and nothing is confirmed on it
+-- (violations.sql).
 with
 
 window_messages as (
@@ -32,6 +39,8 @@ nights as (
         cast(night as date) as night,
         cast(night as date) - 1 as activity_day,
         sum(read_activity) as read_activity,
+        -- every folder counted its flag changes: the night saw all reading
+        bool_and(read_activity is not null) as read_measured,
         max(quota_used_bytes) as quota_used_bytes,
         max(quota_limit_bytes) as quota_limit_bytes
     from mailbox_status
@@ -49,7 +58,9 @@ night_summary as (
     select
         mailbox,
         count(*) as nights_collected,
-        coalesce(sum(read_activity), 0) as read_activity,
+        -- what was counted is evidence of reading, even on a night a folder could not count
+        sum(read_activity) as read_activity,
+        count(*) filter (where read_measured) as read_nights,
         arg_max(quota_used_bytes, night) as quota_used_bytes,
         arg_max(quota_limit_bytes, night) as quota_limit_bytes
     from window_nights
@@ -94,11 +105,13 @@ joined as (
         r.email <> '' and r.mailbox_issued as has_mailbox,
         coalesce(s.sent, 0) as sent,
         coalesce(v.received, 0) as received,
-        coalesce(n.read_activity, 0) as read_activity,
+        n.read_activity,
+        coalesce(n.read_nights, 0) as read_nights,
         coalesce(a.active_days, 0) as active_days,
         a.last_activity,
         l.last_login,
         coalesce(n.nights_collected, 0) as nights_collected,
+        r.logins_measured,
         n.quota_used_bytes,
         n.quota_limit_bytes,
         round(n.quota_used_bytes / nullif(n.quota_limit_bytes, 0), 6) as storage_share,
@@ -125,6 +138,12 @@ final as (
             when active_days >= $occasional_days then 'occasional'
             else 'inactive'
         end as usage_class,
+        case when has_mailbox and nights_collected > 0 then
+            nullif(concat_ws(',',
+                case when read_nights = 0 then 'read_activity' end,
+                case when not logins_measured then 'logins' end
+            ), '')
+        end as unmeasured,
         case
             when not has_mailbox then 'no_mailbox'
             when on_leave then 'on_leave'

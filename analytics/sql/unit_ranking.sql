@@ -2,7 +2,7 @@
 -- month and the unit mailboxes nobody attended. Unit mailboxes are not people: they are
 -- left out of headcount and shares. Inputs: person_month (this month), person_month_prev
 -- (the month before; may be empty). Parameter: $min_nights_collected (a unit mailbox is
--- "unattended" only when collected on that many nights).
+-- "unattended" only when collected, with its reading counted, on that many nights).
 with
 
 people as (
@@ -21,7 +21,11 @@ units as (
         count(*) filter (where usage_class = 'no_mailbox') as no_mailbox,
         count(*) filter (where usage_class = 'not_collected') as not_collected,
         -- the shares are of the mailboxes that could be rated: collected at least one night
-        count(*) filter (where usage_class in ('regular', 'occasional', 'inactive')) as rated
+        count(*) filter (where usage_class in ('regular', 'occasional', 'inactive')) as rated,
+        -- rated below "regular" on a month a signal could not be measured: a lower bound
+        count(*) filter (
+            where usage_class in ('occasional', 'inactive') and unmeasured is not null
+        ) as not_measured
     from people
     group by unit_code
 ),
@@ -44,7 +48,8 @@ unit_mailboxes as (
         unit_code,
         count(*) as unit_mailboxes,
         count(*) filter (
-            where nights_collected >= $min_nights_collected and read_activity = 0 and sent = 0
+            where nights_collected >= $min_nights_collected and read_nights >= $min_nights_collected
+                and coalesce(read_activity, 0) = 0 and sent = 0
         ) as unit_mailboxes_unattended
     from person_month
     where is_unit_mailbox
@@ -77,6 +82,7 @@ final as (
         inactive,
         no_mailbox,
         not_collected,
+        not_measured,
         share_regular,
         share_occasional,
         share_inactive,

@@ -6,8 +6,12 @@
 --                               mailboxes across units (review only).
 --   OFFICIAL_ADDRESS_REGISTERED mail from social-network / e-banking senders received.
 --   PUBLIC_CONTACT_IN_DOCUMENT  a sent document giving a public address (contact scan).
---   NOT_USING_OFFICIAL_MAIL     inactive all month under a mandatory-use policy, not exempt.
---   UNIT_MAILBOX_UNATTENDED     a unit mailbox nobody read from or sent from.
+--   NOT_USING_OFFICIAL_MAIL     inactive all month under a mandatory-use policy, not exempt;
+--                               confirmed only when reading was counted on enough nights and
+--                               a login source covers the mailbox, else suspected (review)
+--                               with the signal that was missing as its rule.
+--   UNIT_MAILBOX_UNATTENDED     a unit mailbox nobody read from or sent from; suspected when
+--                               its server could not count reading on enough nights.
 -- Inputs: roster, person_month, counterpart_addresses, forwarding, contacts (the last two
 -- may be empty). Parameters: $month_start, $month_end, $first_day, $next_day, $mandatory_use,
 -- $suspected_min_mailboxes, $suspected_min_units.
@@ -105,7 +109,16 @@ documents as (
 
 inactive as (
     select
-        employee_id, mailbox, 'NOT_USING_OFFICIAL_MAIL', 'confirmed', 'inactive_month',
+        employee_id, mailbox, 'NOT_USING_OFFICIAL_MAIL',
+        case
+            when read_nights >= $min_nights_collected and logins_measured then 'confirmed'
+            else 'suspected'
+        end,
+        case
+            when read_nights < $min_nights_collected then 'inactive_month_reading_not_measured'
+            when not logins_measured then 'inactive_month_logins_not_measured'
+            else 'inactive_month'
+        end,
         null, null, null, null, null
     from person_month
     where $mandatory_use and usage_class = 'inactive'
@@ -115,11 +128,17 @@ inactive as (
 
 unattended as (
     select
-        employee_id, mailbox, 'UNIT_MAILBOX_UNATTENDED', 'confirmed', 'no_read_no_send',
+        employee_id, mailbox, 'UNIT_MAILBOX_UNATTENDED',
+        case when read_nights >= $min_nights_collected then 'confirmed' else 'suspected' end,
+        case
+            when read_nights >= $min_nights_collected then 'no_read_no_send'
+            else 'no_send_reading_not_measured'
+        end,
         null, null, null, null, null
     from person_month
     where is_unit_mailbox and nights_collected >= $min_nights_collected
-        and read_activity = 0 and sent = 0
+        -- reading counted on some nights is evidence of attendance; none counted is unknown
+        and coalesce(read_activity, 0) = 0 and sent = 0
 ),
 
 final as (

@@ -129,7 +129,9 @@ class Builder:
         )
 
 
-def build(data_dir: Path) -> None:
+def build(data_dir: Path, *, reads_counted: bool = True) -> None:
+    """The agency above; with ``reads_counted=False`` its server counts no reading (IMAP
+    without CONDSTORE, EWS before sync states): every read_activity is null."""
     b = Builder()
     # P01: days 1..8, the first at 03:00 local (still 31 Oct in UTC); then 1 Dec 01:00 local.
     for day in range(1, 9):
@@ -225,7 +227,7 @@ def build(data_dir: Path) -> None:
                     "last_uid": 10,
                     "fetched": 0,
                     "full_reread": False,
-                    "read_activity": None if n == 0 else activity,
+                    "read_activity": None if n == 0 or not reads_counted else activity,
                     "quota_used_bytes": 1024**3 if mbx == addr("P01") else 1024**2,
                     "quota_limit_bytes": 5 * 1024**3,
                     "sent_folder": "Sent",

@@ -11,6 +11,7 @@ import pytest
 
 from analytics.evaluate import EvaluationInputs, evaluate_month
 from analytics.policy import PolicyError, Waiver, load_policy
+from contract.signals import Signals
 from tests.analytics.fixture import ROSTER, addr, build, people
 
 MONTH = "2026-11"
@@ -23,7 +24,13 @@ def data_dir(tmp_path_factory) -> Path:
     return root
 
 
-def inputs(root: Path, *, policy="lien-chieu-2014", waivers=(), rows=ROSTER):
+# The fixture's source: an IMAP server with CONDSTORE and a login source covering it.
+MEASURES_ALL = Signals(
+    read_activity=True, quota=True, forwarding=True, folder_sizes=False, logins=True
+)
+
+
+def inputs(root: Path, *, policy="lien-chieu-2014", waivers=(), rows=ROSTER, signals=None):
     return EvaluationInputs(
         data_dir=root / "data",
         people=people(root, rows),
@@ -31,6 +38,7 @@ def inputs(root: Path, *, policy="lien-chieu-2014", waivers=(), rows=ROSTER):
         official_domains=("danang.gov.vn",),
         policy=load_policy(policy),
         waivers=waivers,
+        signals={"fixture": MEASURES_ALL} if signals is None else signals,
     )
 
 
@@ -59,10 +67,11 @@ def test_person_month_usage_is_counted_by_hand(result):
         "P05": (0, 2, 1, 1, "occasional", 30),
         "P06": (0, 0, 0, 0, "inactive", 30),
         "P07": (0, 0, 0, 0, "inactive", 30),
-        "P08": (0, 0, 0, 0, "not_collected", 0),  # never collected: not rated "inactive"
+        # never collected: not rated "inactive", and its reading unknown, not 0
+        "P08": (0, 0, None, 0, "not_collected", 0),
         "P09": (2, 0, 0, 1, "occasional", 30),
         "P10": (0, 1, 1, 1, "occasional", 30),
-        "P11": (0, 0, 0, 0, "no_mailbox", 0),
+        "P11": (0, 0, None, 0, "no_mailbox", 0),
         "UA": (0, 0, 0, 0, "inactive", 30),
     }
     p01 = next(r for r in result.person_month.to_pylist() if r["employee_id"] == "P01")
@@ -475,3 +484,58 @@ def test_libreoffice_opens_the_hr_workbook_without_a_wizard(result, tmp_path):
     got = list(csv.reader((tmp_path / "hr_ratings.csv").read_text("utf-8").splitlines()))
     want = list(csv.reader(result.paths["hr_ratings"].read_text("utf-8-sig").splitlines()))
     assert [[c.lstrip("'") for c in r] for r in want] == got
+
+
+def test_reading_the_server_cannot_count_is_unknown_and_confirms_nothing(tmp_path):
+    """The fixture agency on a server that counts no reading: P02, who only reads, and
+    everyone else below "regular" are rated from what was measured (a lower bound, said
+    so), and neither inactivity nor an unattended unit mailbox is charged."""
+    build(tmp_path / "data", reads_counted=False)
+    result = evaluate_month(inputs(tmp_path), MONTH, out_dir=tmp_path / "reports")
+    pm = {r["employee_id"]: r for r in result.person_month.to_pylist()}
+    assert pm["P02"]["read_activity"] is None and pm["P02"]["read_nights"] == 0
+    assert (pm["P02"]["usage_class"], pm["P02"]["unmeasured"]) == ("inactive", "read_activity")
+    assert (pm["P01"]["usage_class"], pm["P01"]["unmeasured"]) == ("regular", "read_activity")
+    assert pm["P08"]["unmeasured"] is None and pm["P11"]["unmeasured"] is None  # no data
+    by_rule = {
+        (r["employee_id"], r["code"]): (r["confidence"], r["rule"])
+        for r in result.violations.to_pylist()
+        if r["code"] in ("NOT_USING_OFFICIAL_MAIL", "UNIT_MAILBOX_UNATTENDED")
+    }
+    reading = "inactive_month_reading_not_measured"
+    assert by_rule == {  # P07 is on leave: exempt, as when reading is counted
+        ("P02", "NOT_USING_OFFICIAL_MAIL"): ("suspected", reading),
+        ("P05", "NOT_USING_OFFICIAL_MAIL"): ("suspected", reading),
+        ("P06", "NOT_USING_OFFICIAL_MAIL"): ("suspected", reading),
+        ("P10", "NOT_USING_OFFICIAL_MAIL"): ("suspected", reading),
+        ("UA", "UNIT_MAILBOX_UNATTENDED"): ("suspected", "no_send_reading_not_measured"),
+    }
+    hr = {r["employee_id"]: r for r in result.hr_rows}
+    assert hr["P06"]["max_rating"] == "Không giới hạn" and not hr["P06"]["capped"]
+    assert hr["P02"]["usage_class"] == ("Không sử dụng (không đo được trên máy chủ này: đọc thư)")
+    assert hr["P01"]["usage_class"] == "Thường xuyên"  # certain whatever was not measured
+    ranking = {r["unit_code"]: r for r in result.unit_ranking.to_pylist()}
+    # A: P02, P05, P07 inactive and P09 occasional; B: P04 occasional, P06 and P10 inactive
+    assert (ranking["A"]["not_measured"], ranking["B"]["not_measured"]) == (4, 3)
+    assert ranking["A"]["unit_mailboxes_unattended"] == 0
+    html = (tmp_path / "reports" / MONTH / "report.html").read_text(encoding="utf-8")
+    assert "7 người được xếp dưới mức thường xuyên" in html
+    assert '<table id="unattended">\n  \n  <tr><td>Không có</td></tr>' in html
+    # the fixture's source is declared to measure all but folder sizes
+    assert html.count('<td class="unknown">không đo được</td>') == 1
+    review = (tmp_path / "reports" / MONTH / "review.csv").read_text(encoding="utf-8-sig")
+    assert review.count(reading) == 4
+
+
+def test_inactivity_is_not_confirmed_where_no_login_source_covers_the_mailbox(data_dir, tmp_path):
+    unlogged = Signals(read_activity=True, quota=True, forwarding=True, folder_sizes=False)
+    result = evaluate_month(inputs(data_dir, signals={"fixture": unlogged}), MONTH)
+    p06 = [r for r in result.violations.to_pylist() if r["employee_id"] == "P06"]
+    assert [(r["confidence"], r["rule"]) for r in p06] == [
+        ("suspected", "inactive_month_logins_not_measured")
+    ]
+    hr = {r["employee_id"]: r for r in result.hr_rows}
+    assert not hr["P06"]["capped"]
+    assert hr["P06"]["usage_class"].endswith("(không đo được trên máy chủ này: đăng nhập)")
+    ua = [r for r in result.violations.to_pylist() if r["employee_id"] == "UA"]
+    assert [r["confidence"] for r in ua] == ["confirmed"]  # reading counted: attendance known

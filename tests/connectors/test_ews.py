@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -21,7 +22,7 @@ from connectors.ews import EwsSettings, EwsSource, folder_uidvalidity, item_uid
 from mailusage.cli import main
 from pipelines.collect import collect_single as collect_mailbox
 from pipelines.collect import run_collection
-from pipelines.config import ConfigError, load_config
+from pipelines.config import ConfigError, load_config, load_roster
 from pipelines.storage import DataDir
 from tests.ews_endpoint import MAX_SYNC_CHANGES, EwsEndpoint, Item, Mailbox, Rule
 from tests.fixtures import ews_release_2026_12_01 as release
@@ -755,3 +756,70 @@ def test_exceeded_find_count_limit_on_the_folder_list_does_not_fail_the_mailbox(
     assert stored(data, mbx.address) == truth(mbx)
     finds = [(c.fault, c.page_size) for c in ep.calls if c.service == "FindFolder"]
     assert finds == [("findcount", None), (None, 250)]  # refused, then a page of 250
+
+
+def _read_daily_unit_mailbox(ep: EwsEndpoint, tmp_path: Path, make_source) -> list[dict]:
+    """A unit mailbox on Exchange, read every day and never sending, collected on the
+    nights 2-18 November (days 1-17, more than the policy's 15); then its month."""
+    from analytics.evaluate import EvaluationInputs, evaluate_month
+    from analytics.policy import load_policy
+    from tests.analytics.fixture import write_roster
+
+    start = datetime(2026, 11, 1, 18, 0, tzinfo=UTC)
+    mbx = ep.mailbox("vanthu@danang.gov.vn")
+    populate(mbx, 40, 0, seed=31, until=start)
+    for item in mbx.folders["inbox"].items:
+        item.is_read = False
+    data = DataDir(tmp_path / "data")
+    for day in range(17):
+        now = start + timedelta(days=day)
+        night = (now + timedelta(hours=7)).date().isoformat()
+        if day:  # the day before this night: one message of earlier nights read
+            mbx.mark_read(mbx.folders["inbox"].items[day])
+        outcome = collect_mailbox(make_source(now), mbx.address, night, data)
+        assert outcome.status == "ok", outcome.reason
+    roster = tmp_path / "roster.csv"
+    write_roster(roster, [("U1", "Văn thư", "A", "UBND phường", mbx.address, "yes", "", "no")])
+    result = evaluate_month(
+        EvaluationInputs(
+            data_dir=data.root,
+            people=load_roster(roster),
+            timezone="Asia/Ho_Chi_Minh",
+            official_domains=("danang.gov.vn",),
+            policy=load_policy("lien-chieu-2014"),
+            signals={"exchange": EwsSource.SIGNALS},
+        ),
+        "2026-11",
+    )
+    (pm,) = result.person_month.to_pylist()
+    charged = result.violations.filter(pc.equal(result.violations["confidence"], "confirmed"))
+    return [pm, charged.to_pylist(), result.violations.to_pylist()]
+
+
+def test_an_exchange_unit_mailbox_read_daily_and_never_sending_is_not_charged(ep, tmp_path):
+    pm, charged, _ = _read_daily_unit_mailbox(ep, tmp_path, lambda now: source(ep, now=now))
+    assert pm["sent"] == 0 and pm["nights_collected"] == 17
+    assert pm["read_activity"] == 16  # one read a day, counted the night after
+    assert pm["active_days"] == 16
+    assert charged == []
+
+
+def test_a_server_that_cannot_count_reading_confirms_nothing_on_it(ep, tmp_path):
+    """The release of 2026-12-01 could not see reading on EWS (its read_activity is null):
+    the month is then unknown, sent to review with the reason, and charged to no one."""
+
+    def old(now: datetime) -> release.EwsSource:
+        return release.EwsSource(
+            release.EwsSettings(endpoint=ep.url, username=SVC, auth="basic", page_size=50),
+            password_for=lambda _m: PASSWORD,
+            clock=lambda: now.timestamp(),
+        )
+
+    pm, charged, violations = _read_daily_unit_mailbox(ep, tmp_path, old)
+    assert pm["read_activity"] is None and pm["read_nights"] == 0
+    assert pm["unmeasured"] == "read_activity,logins"
+    assert charged == []
+    assert [(v["code"], v["confidence"], v["rule"]) for v in violations] == [
+        ("UNIT_MAILBOX_UNATTENDED", "suspected", "no_send_reading_not_measured")
+    ]
+
