@@ -121,6 +121,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
+    if args.probe:
+        return _print_probe(cfg, args.probe)
     checks = run_doctor(cfg)
     table = Table(title=f"mailusage doctor — {cfg.path}")
     for col in ("subject", "check", "status", "detail"):
@@ -134,6 +136,34 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     failed = [c for c in checks if c.status == "fail"]
     out.print(f"{len(failed)} failure(s)" if failed else "all checks passed")
     return 1 if failed else 0
+
+
+def _print_probe(cfg: Any, mailbox: str) -> int:
+    from mailusage.probe import probe
+
+    result = probe(cfg, mailbox)
+    table = Table(title=f"mailusage doctor --probe {escape(result.mailbox)} — {result.source}")
+    for col in ("#", "protocol", "request", "status", "ms", "refused / unexpected"):
+        table.add_column(col)
+    for i, ex in enumerate(result.exchanges, 1):
+        colour = "red" if ex.refused else "green"
+        table.add_row(
+            str(i),
+            ex.protocol,
+            escape(ex.request),
+            f"[{colour}]{escape(ex.status)}[/{colour}]",
+            f"{ex.ms:.0f}",
+            escape(ex.refused),
+        )
+    out.print(table)
+    for status, text in result.findings:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}[status]
+        out.print(f"[{colour}]{status}[/{colour}] {escape(text)}")
+    refused = sum(1 for ex in result.exchanges if ex.refused)
+    out.print(
+        f"{len(result.exchanges)} request(s), {refused} refused or unexpected; nothing stored"
+    )
+    return 0 if result.ok else 1
 
 
 def _month(value: str) -> str:
@@ -330,10 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
         "check every source and the roster",
         "Checks the config (with the settings in force and which are defaults), the roster, "
         "and per source TCP, TLS, login, master-user rights, CONDSTORE, QUOTA, the Sent "
-        "folder and the server signals configured. Changes nothing.",
+        "folder and the server signals configured. Changes nothing. With --probe MAILBOX: "
+        "that mailbox's whole night against its source, every request shown with its "
+        "status and what the server refused; nothing is stored.",
         {0: "every check passed", 1: "some check failed (the table says which)", 2: _BAD},
     )
     _config(p)
+    p.add_argument(
+        "--probe",
+        metavar="MAILBOX",
+        help="send one mailbox's night to its source and show every request (stores nothing)",
+    )
     p.set_defaults(func=cmd_doctor)
     p = _command(
         sub,

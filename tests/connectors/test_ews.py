@@ -823,3 +823,30 @@ def test_a_server_that_cannot_count_reading_confirms_nothing_on_it(ep, tmp_path)
         ("UNIT_MAILBOX_UNATTENDED", "suspected", "no_send_reading_not_measured")
     ]
 
+
+def test_probe_shows_every_request_of_a_mailbox_night_and_stores_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    ep = EwsEndpoint({SVC: PASSWORD}, impersonators={SVC: {"an.nv@danang.gov.vn"}})
+    mbx = ep.mailbox("an.nv@danang.gov.vn")
+    populate(mbx, 6, 2, seed=41)
+    ep.mailbox("binh.tt@danang.gov.vn")
+    monkeypatch.setenv("MU_TEST_EWS", PASSWORD)
+    (tmp_path / "roster.csv").write_text(ROSTER, encoding="utf-8")
+    with ep.running():
+        cfg = write_config(tmp_path, ep)
+        before = len(ep.calls)
+        code = main(["doctor", "--config", cfg, "--probe", "an.nv@danang.gov.vn"])
+        out = capsys.readouterr().out
+        made = [c.service for c in ep.calls[before:]]
+        assert code == 0, out
+        # every call the endpoint saw is a row of the probe's table, in order
+        shown = re.findall(r"\[(\w+)\]", out)
+        assert shown == made and {"FindFolder", "SyncFolderItems", "GetInboxRules"} <= set(made)
+        assert "nothing stored" in out and PASSWORD not in out
+        assert not (tmp_path / "data").exists()
+        # outside the impersonation scope: Exchange's refusal, word for word, and exit 1
+        assert main(["doctor", "--config", cfg, "--probe", "binh.tt@danang.gov.vn"]) == 1
+        out = capsys.readouterr().out
+        assert "ErrorImpersonateUserDenied" in out
+        assert "the night would fail this mailbox" in out

@@ -389,3 +389,45 @@ def test_recollecting_a_night_counts_each_message_once_in_runs(dovecot, tmp_path
         parameters={"p": str(tmp_path / "data" / "run_mailboxes" / "*" / "*.parquet")},
     ).fetchall()
     assert per_mailbox == [(people[0], 9 + 2), (people[1], 10)]
+
+
+def test_probe_runs_one_mailbox_night_on_imap_and_stores_nothing(
+    dovecot, staff, tmp_path, monkeypatch, capsys
+):
+    from pipelines.collect import collect_single
+    from pipelines.storage import DataDir
+
+    monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
+    cfg = write_setup(tmp_path, dovecot, roster_rows(staff))
+    assert main(["doctor", "--config", cfg, "--probe", staff[0]]) == 0
+    first = capsys.readouterr().out
+    assert "first night (no stored cursors)" in first and "15 message(s) read" in first
+    assert MASTER_PASSWORD not in first and "AUTHENTICATE PLAIN ***" in first
+    assert re.search(r"UID FETCH .*BODY\.PEEK", first) and "EXAMINE" in first
+    assert not (tmp_path / "data").exists()
+    # After a night is committed the probe reads on from its cursors: nothing to fetch.
+    config = load_config(cfg)
+    data = DataDir(config.data_dir)
+    assert collect_single(config.sources[0].build(), staff[0], "2026-11-22", data).status == "ok"
+
+    def files() -> tuple[dict[str, int], list]:
+        # Every data file untouched, and the state database's rows the same (its -wal and
+        # -shm files are SQLite's own: any reader of a WAL database, even a read-only
+        # one, maps and may update them)
+        with data.db() as con:
+            rows = con.execute("select * from cursors order by mailbox").fetchall()
+        return {
+            str(p): p.stat().st_mtime_ns
+            for p in config.data_dir.rglob("*")
+            if p.is_file() and not p.name.endswith(("-shm", "-wal"))
+        }, rows
+
+    stored = files()
+    assert main(["doctor", "--config", cfg, "--probe", staff[0]]) == 0
+    quiet = capsys.readouterr().out
+    assert "from the stored cursors" in quiet and "0 message(s) read" in quiet
+    assert "BODY.PEEK" not in quiet
+    assert files() == stored
+    # a mailbox the server does not have: its NO, and exit 1
+    assert main(["doctor", "--config", cfg, "--probe", "ghost@danang.gov.vn"]) == 1
+    assert "the night would fail this mailbox" in capsys.readouterr().out

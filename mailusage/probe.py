@@ -1,0 +1,286 @@
+"""`mailusage doctor --probe MAILBOX`: one mailbox's night on a real server, every request
+shown, nothing stored.
+
+A local endpoint can only be as right as what we read about the real service; the first
+night at an agency is where a tenant or server says otherwise. The probe runs exactly what
+a night runs for one mailbox — ``pipelines.collect.collect_mailbox`` from the mailbox's
+stored cursors (read-only; none: a first night), its forwarding and quota — while every
+IMAP command and HTTP request (EWS, Graph, Zimbra's admin API) is recorded with its status
+and what the server refused. The rows are thrown away: no Parquet, no cursor, no run is
+written, and the mailbox itself is only read (EXAMINE, BODY.PEEK; EWS and Graph reads).
+
+    $ mailusage doctor --config mailusage.toml --probe an.nv@danang.gov.vn
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+import requests.adapters
+
+from connectors.base import FolderCursor, SourceError
+from connectors.imap_wire import Reply, Wire
+from pipelines.collect import collect_mailbox
+from pipelines.config import Config
+from pipelines.storage import MailboxState
+
+_SECRET_COMMAND = re.compile(rb"^(AUTHENTICATE \S+|LOGIN)\b.*", re.IGNORECASE | re.DOTALL)
+_MAX_REQUEST = 160
+
+
+@dataclass
+class Exchange:
+    """One request and the server's answer to it."""
+
+    protocol: str  # IMAP | HTTP
+    request: str  # the command or method + URL (+ SOAP operation), secrets left out
+    status: str = ""  # OK / NO / BAD, an HTTP status, or "error"
+    ms: float = 0.0
+    refused: str = ""  # what the server refused or answered otherwise than expected
+
+
+@dataclass
+class ProbeResult:
+    mailbox: str
+    source: str
+    exchanges: list[Exchange] = field(default_factory=list)
+    findings: list[tuple[str, str]] = field(default_factory=list)  # (status, text)
+
+    @property
+    def ok(self) -> bool:
+        return not any(s == "fail" for s, _ in self.findings) and not any(
+            e.refused for e in self.exchanges
+        )
+
+
+def _soap_operation(body: bytes) -> str | None:
+    """The first element inside a SOAP Body: the EWS operation or Zimbra request."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        if el.tag.endswith("}Body") and len(el):
+            return el[0].tag.rsplit("}", 1)[-1]
+    return None
+
+
+def _soap_refusals(body: bytes) -> list[str]:
+    """Faults and EWS response messages whose ResponseClass is not Success (both are in
+    the body of an HTTP 200 or 500: the status alone does not say)."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return []
+    out = []
+    for el in root.iter():
+        name = el.tag.rsplit("}", 1)[-1]
+        if name == "Fault":
+            text = " ".join(t.strip() for t in el.itertext() if t.strip())
+            out.append(f"SOAP fault: {text[:300]}")
+        elif el.get("ResponseClass") not in (None, "Success"):
+            code = next((c.text for c in el.iter() if c.tag.endswith("}ResponseCode")), "")
+            msg = next((c.text for c in el.iter() if c.tag.endswith("}MessageText")), "")
+            out.append(f"{el.get('ResponseClass')} {code}: {msg or ''}".strip())
+    return out
+
+
+def _json_refusals(data: Any) -> list[str]:
+    """Graph's error object, and each failed part of a JSON $batch."""
+    out = []
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            out.append(f"{err.get('code', '')}: {err.get('message', '')}"[:300])
+        for part in data.get("responses", []) or []:
+            if isinstance(part, dict) and int(part.get("status", 200)) >= 400:
+                inner = _json_refusals(part.get("body"))
+                out.append(f"batch part {part.get('id')}: {part.get('status')} {'; '.join(inner)}")
+    return out
+
+
+def _describe_http(request: requests.PreparedRequest) -> str:
+    url = request.url or ""
+    if len(url) > _MAX_REQUEST:
+        url = url[:_MAX_REQUEST] + "…"
+    text = f"{request.method} {url}"
+    body = request.body
+    if isinstance(body, str):
+        body = body.encode("utf-8", "replace")
+    if isinstance(body, bytes) and body.lstrip()[:1] == b"<":
+        operation = _soap_operation(body)
+        if operation:
+            text += f" [{operation}]"
+    return text
+
+
+def _refusals_of(response: requests.Response, streamed: bool) -> list[str]:
+    if streamed:
+        return [f"HTTP {response.status_code}"] if response.status_code >= 400 else []
+    body = response.content
+    kind = response.headers.get("Content-Type", "")
+    found: list[str] = []
+    if "json" in kind:
+        try:
+            found = _json_refusals(json.loads(body))
+        except ValueError:
+            found = []
+    elif body.lstrip()[:1] == b"<":
+        found = _soap_refusals(body)
+    if response.status_code >= 400 and not found:
+        found = [f"HTTP {response.status_code} {response.reason}"]
+    return found
+
+
+class Recorder:
+    """Records every IMAP command and HTTP request made inside :meth:`tracing`."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[Exchange] = []
+        self._pending: dict[bytes, tuple[Exchange, float]] = {}
+
+    @contextmanager
+    def tracing(self) -> Iterator[Recorder]:
+        """Wrap the one IMAP wire and the one HTTP transport every connector goes
+        through (requests' HTTPAdapter: exchangelib, Graph, Zimbra) for the probe's
+        duration only; they are put back however the night ends."""
+        originals: list[tuple[Any, str, Callable[..., Any]]] = [
+            (Wire, "send", Wire.send),
+            (Wire, "reply", Wire.reply),
+            (requests.adapters.HTTPAdapter, "send", requests.adapters.HTTPAdapter.send),
+        ]
+        recorder = self
+        wire_send, wire_reply, http_send = (o[2] for o in originals)
+
+        def send(wire: Wire, *commands: bytes) -> list[bytes]:
+            tags: list[bytes] = wire_send(wire, *commands)
+            for tag, command in zip(tags, commands, strict=True):
+                shown = _SECRET_COMMAND.sub(lambda m: m.group(1) + b" ***", command)
+                text = shown.decode("utf-8", "replace")
+                ex = Exchange(
+                    "IMAP", text if len(text) <= _MAX_REQUEST else text[:_MAX_REQUEST] + "…"
+                )
+                recorder.exchanges.append(ex)
+                recorder._pending[tag] = (ex, time.monotonic())
+            return tags
+
+        def reply(wire: Wire, tag: bytes) -> Reply:
+            result: Reply = wire_reply(wire, tag)
+            pending = recorder._pending.pop(tag, None)
+            if pending is not None:
+                ex, started = pending
+                ex.status = result.status.decode("ascii", "replace")
+                ex.ms = (time.monotonic() - started) * 1000
+                if result.status != b"OK":
+                    ex.refused = result.text.decode("utf-8", "replace")[:300]
+            return result
+
+        def http(adapter: Any, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+            ex = Exchange("HTTP", _describe_http(request))
+            recorder.exchanges.append(ex)
+            started = time.monotonic()
+            try:
+                response = http_send(adapter, request, **kwargs)
+            except Exception as exc:
+                ex.status, ex.refused = "error", f"{type(exc).__name__}: {exc}"[:300]
+                raise
+            finally:
+                ex.ms = (time.monotonic() - started) * 1000
+            ex.status = str(response.status_code)
+            ex.refused = "; ".join(_refusals_of(response, bool(kwargs.get("stream"))))
+            return response
+
+        Wire.send = send  # type: ignore[method-assign,assignment]
+        Wire.reply = reply  # type: ignore[method-assign,assignment]
+        requests.adapters.HTTPAdapter.send = http  # type: ignore[method-assign,assignment]
+        try:
+            yield self
+        finally:
+            for owner, name, original in originals:
+                setattr(owner, name, original)
+            for ex, _ in self._pending.values():  # read by the FETCH parser, not reply()
+                ex.status = ex.status or "streamed"
+            self._pending.clear()
+
+
+def stored_cursors(cfg: Config, mailbox: str) -> dict[str, FolderCursor]:
+    """The cursors the next night would start from, read without writing anything (the
+    state database opened read-only; none when there is no store yet)."""
+    path = cfg.data_dir / "_state" / "store.sqlite"
+    if not path.exists():
+        return {}
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as con:
+        try:
+            row = con.execute("select state from cursors where mailbox = ?", (mailbox,)).fetchone()
+        except sqlite3.OperationalError:
+            return {}
+    return MailboxState.from_json(row[0]).after if row else {}
+
+
+def _findings(result: ProbeResult, collection: Any, start: dict[str, FolderCursor]) -> None:
+    add = result.findings.append
+    outcome = collection.outcome
+    if outcome.status != "ok":
+        add(("fail", f"the night would fail this mailbox: {outcome.reason}"))
+        return
+    rows = collection.rows
+    statuses = rows.mailbox_status if rows is not None else []
+    fetched = sum(t.num_rows for t in rows.messages) if rows is not None else 0
+    first = "first night (no stored cursors)" if not start else "from the stored cursors"
+    add(("ok", f"{len(statuses)} folder(s), {fetched} message(s) read, {first}; nothing stored"))
+    for st in statuses:
+        name = st["folder"]
+        if st["folder_status"] != "ok":
+            add(("warn", f"{name}: {st['folder_status']}"))
+        if st.get("unreadable"):
+            add(("warn", f"{name}: {st['unreadable']} message(s) listed but unreadable"))
+        if st["read_activity"] is None and start.get(name) is not None:
+            add(("warn", f"{name}: reading could not be counted (unknown, not 0)"))
+    if statuses and all(st["quota_used_bytes"] is None for st in statuses):
+        add(("warn", "quota: not measured for this mailbox (unknown, not 0)"))
+    if not any(st["role"] == "sent" for st in statuses):
+        add(("warn", "no Sent folder: sent counts will be 0"))
+
+
+def probe(cfg: Config, mailbox: str) -> ProbeResult:
+    """Run one mailbox's night against its source, recording every request."""
+    mailbox = mailbox.strip().lower()
+    person = None
+    try:
+        from pipelines.config import load_roster
+
+        person = next(
+            (p for p in load_roster(cfg.roster_path) if p.email == mailbox),
+            None,
+        )
+    except Exception:  # the roster is doctor's other check; the probe needs only a source
+        person = None
+    src = cfg.source(person.source if person is not None else None)
+    result = ProbeResult(mailbox, src.name)
+    if person is None:
+        result.findings.append(
+            ("warn", f"{mailbox} is not in the roster: probed on the first source, {src.name}")
+        )
+    start = stored_cursors(cfg, mailbox)
+    night = datetime.now(cfg.tz).date().isoformat()
+    recorder = Recorder()
+    with recorder.tracing():
+        try:
+            collection = collect_mailbox(src.build(), mailbox, night, dict(start), src.forwarding())
+        except SourceError as exc:
+            result.findings.append(("fail", f"transient: {exc.reason} (a night would retry)"))
+            collection = None
+    result.exchanges = recorder.exchanges
+    if collection is not None:
+        _findings(result, collection, start)
+    return result
