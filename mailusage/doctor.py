@@ -393,6 +393,24 @@ def _signal_checks(cfg: Config) -> list[Check]:
             else "no source has sieve = { … } or EWS rules: forwarding unknown",
         )
     )
+    for name, measures in cfg.signals().items():
+        missing = measures.unmeasured()
+        out.append(
+            Check(
+                name,
+                "measures",
+                "warn" if {"read_activity", "logins"} & set(missing) else "ok",
+                "not measurable here: "
+                + ", ".join(m.replace("_", " ") for m in missing)
+                + (
+                    " (inactivity goes to review, never to the HR file)"
+                    if {"read_activity", "logins"} & set(missing)
+                    else ""
+                )
+                if missing
+                else "every signal (read activity, logins, quota, forwarding, folder sizes)",
+            )
+        )
     try:
         policy = load_policy(cfg.policy)
         out.append(

@@ -284,6 +284,11 @@ path = "missing.csv"
     assert "login recency from: dovecot-dict, dovecot-log, exchange-csv" in out
     assert "off (policy lien-chieu-2014; opt-in with [contact_scan])" in out
     assert "forwarding unknown" in out
+    assert "not measurable here: forwarding, folder sizes" in out  # logins are covered
+    plain = write_setup(tmp_path, dovecot, roster_rows(staff))
+    assert main(["doctor", "--config", plain]) == 0
+    out = capsys.readouterr().out
+    assert "not measurable here: logins, forwarding, folder sizes (inactivity goes to review" in out
 
 
 def test_doctor_checks_managesieve(dovecot, staff, tmp_path, monkeypatch, capsys):
