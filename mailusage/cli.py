@@ -146,20 +146,20 @@ def _print_probe(cfg: Any, mailbox: str) -> int:
     for col in ("#", "protocol", "request", "status", "ms", "refused / unexpected"):
         table.add_column(col)
     for i, ex in enumerate(result.exchanges, 1):
-        colour = "red" if ex.refused else "green"
+        colour = "yellow" if ex.expected else "red" if ex.refused else "green"
         table.add_row(
             str(i),
             ex.protocol,
             escape(ex.request),
             f"[{colour}]{escape(ex.status)}[/{colour}]",
             f"{ex.ms:.0f}",
-            escape(ex.refused),
+            escape(ex.refused) + (" (expected: handled by the collector)" if ex.expected else ""),
         )
     out.print(table)
     for status, text in result.findings:
         colour = {"ok": "green", "warn": "yellow", "fail": "red"}[status]
         out.print(f"[{colour}]{status}[/{colour}] {escape(text)}")
-    refused = sum(1 for ex in result.exchanges if ex.refused)
+    refused = sum(1 for ex in result.exchanges if ex.refused and not ex.expected)
     out.print(
         f"{len(result.exchanges)} request(s), {refused} refused or unexpected; nothing stored"
     )

@@ -47,6 +47,7 @@ class Exchange:
     status: str = ""  # OK / NO / BAD, an HTTP status, or "error"
     ms: float = 0.0
     refused: str = ""  # what the server refused or answered otherwise than expected
+    expected: bool = False  # a refusal the collector handles (the table says why)
 
 
 @dataclass
@@ -59,7 +60,7 @@ class ProbeResult:
     @property
     def ok(self) -> bool:
         return not any(s == "fail" for s, _ in self.findings) and not any(
-            e.refused for e in self.exchanges
+            e.refused and not e.expected for e in self.exchanges
         )
 
 
@@ -95,18 +96,41 @@ def _soap_refusals(body: bytes) -> list[str]:
     return out
 
 
-def _json_refusals(data: Any) -> list[str]:
-    """Graph's error object, and each failed part of a JSON $batch."""
-    out = []
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict):
-            out.append(f"{err.get('code', '')}: {err.get('message', '')}"[:300])
-        for part in data.get("responses", []) or []:
-            if isinstance(part, dict) and int(part.get("status", 200)) >= 400:
-                inner = _json_refusals(part.get("body"))
-                out.append(f"batch part {part.get('id')}: {part.get('status')} {'; '.join(inner)}")
-    return out
+# Refusals the collector asks for on purpose and handles: a mailbox without one of the
+# well-known folders (Graph: 404 on mailFolders/archive in the folder batch, connectors/
+# graph.py; EWS: ErrorFolderNotFound in GetFolder of the distinguished ids, connectors/ews.py),
+# a server without ENABLE CONDSTORE (STATUS HIGHESTMODSEQ enables it, RFC 7162 §3.1).
+_WELL_KNOWN_PART = re.compile(r"/mailFolders/[a-z]+\?\$select=id$")
+
+
+def _graph_error(data: Any) -> str:
+    """Graph's error object: ``{"error": {"code": …, "message": …}}``."""
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return ""
+    return f"{err.get('code', '')}: {err.get('message', '')}"[:300]
+
+
+def _as_bytes(body: Any) -> bytes:
+    if isinstance(body, str):
+        return body.encode("utf-8", "replace")
+    return body if isinstance(body, bytes) else b""
+
+
+def _batch_parts(body: bytes) -> dict[str, tuple[str, str]]:
+    """A JSON $batch request's parts: id -> (method, url)."""
+    if not body.lstrip().startswith(b"{"):
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    parts = data.get("requests") if isinstance(data, dict) else None
+    return {
+        str(r.get("id")): (str(r.get("method", "GET")), str(r.get("url", "")))
+        for r in parts or []
+        if isinstance(r, dict)
+    }
 
 
 def _describe_http(request: requests.PreparedRequest) -> str:
@@ -114,32 +138,53 @@ def _describe_http(request: requests.PreparedRequest) -> str:
     if len(url) > _MAX_REQUEST:
         url = url[:_MAX_REQUEST] + "…"
     text = f"{request.method} {url}"
-    body = request.body
-    if isinstance(body, str):
-        body = body.encode("utf-8", "replace")
-    if isinstance(body, bytes) and body.lstrip()[:1] == b"<":
+    body = _as_bytes(request.body)
+    if body.lstrip()[:1] == b"<":
         operation = _soap_operation(body)
         if operation:
             text += f" [{operation}]"
     return text
 
 
-def _refusals_of(response: requests.Response, streamed: bool) -> list[str]:
-    if streamed:
-        return [f"HTTP {response.status_code}"] if response.status_code >= 400 else []
-    body = response.content
-    kind = response.headers.get("Content-Type", "")
-    found: list[str] = []
-    if "json" in kind:
-        try:
-            found = _json_refusals(json.loads(body))
-        except ValueError:
-            found = []
-    elif body.lstrip()[:1] == b"<":
-        found = _soap_refusals(body)
-    if response.status_code >= 400 and not found:
-        found = [f"HTTP {response.status_code} {response.reason}"]
-    return found
+def _http_rows(
+    request: requests.PreparedRequest, response: requests.Response, streamed: bool, ms: float
+) -> list[Exchange]:
+    """The request's row, then one row per part of a Graph $batch: each part is a request
+    of its own, answered on its own (a 200 batch may hold a refused part)."""
+    main = Exchange("HTTP", _describe_http(request), str(response.status_code), ms)
+    rows = [main]
+    if not streamed:
+        body, sent = response.content, _as_bytes(request.body)
+        if "json" in response.headers.get("Content-Type", ""):
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+            parts = _batch_parts(sent)
+            if parts and isinstance(data, dict) and isinstance(data.get("responses"), list):
+                main.request += f" ({len(parts)} parts)"
+                answers = {str(a.get("id")): a for a in data["responses"] if isinstance(a, dict)}
+                for pid, (method, url) in parts.items():
+                    answer = answers.get(pid, {})
+                    status = int(answer.get("status", 0))
+                    row = Exchange("batch", f"{method} {url}", str(status or "none"))
+                    if status >= 400 or not answer:
+                        row.refused = _graph_error(answer.get("body")) or "no answer"
+                        row.expected = status == 404 and bool(_WELL_KNOWN_PART.search(url))
+                    rows.append(row)
+            else:
+                main.refused = _graph_error(data)
+        elif body.lstrip()[:1] == b"<":
+            texts = _soap_refusals(body)
+            main.refused = "; ".join(texts)
+            main.expected = (
+                bool(texts)
+                and all("ErrorFolderNotFound" in t for t in texts)
+                and _soap_operation(sent) == "GetFolder"
+            )
+    if response.status_code >= 400 and not main.refused:
+        main.refused = f"HTTP {response.status_code} {response.reason}"
+    return rows
 
 
 class Recorder:
@@ -183,21 +228,21 @@ class Recorder:
                 ex.ms = (time.monotonic() - started) * 1000
                 if result.status != b"OK":
                     ex.refused = result.text.decode("utf-8", "replace")[:300]
+                    ex.expected = ex.request == "ENABLE CONDSTORE"
             return result
 
         def http(adapter: Any, request: requests.PreparedRequest, **kwargs: Any) -> Any:
-            ex = Exchange("HTTP", _describe_http(request))
-            recorder.exchanges.append(ex)
             started = time.monotonic()
             try:
                 response = http_send(adapter, request, **kwargs)
             except Exception as exc:
-                ex.status, ex.refused = "error", f"{type(exc).__name__}: {exc}"[:300]
+                ms = (time.monotonic() - started) * 1000
+                failed = Exchange("HTTP", _describe_http(request), "error", ms)
+                failed.refused = f"{type(exc).__name__}: {exc}"[:300]
+                recorder.exchanges.append(failed)
                 raise
-            finally:
-                ex.ms = (time.monotonic() - started) * 1000
-            ex.status = str(response.status_code)
-            ex.refused = "; ".join(_refusals_of(response, bool(kwargs.get("stream"))))
+            ms = (time.monotonic() - started) * 1000
+            recorder.exchanges += _http_rows(request, response, bool(kwargs.get("stream")), ms)
             return response
 
         Wire.send = send  # type: ignore[method-assign,assignment]

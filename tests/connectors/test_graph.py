@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -640,3 +641,27 @@ def test_a_token_of_the_release_before_reads_on_without_duplicates(tenant, tmp_p
     assert status(data, AN, "2026-11-22")["Inbox"]["read_activity"] == 1
     rows = stored(data, AN)
     assert len(rows) == len(set(rows)) and rows == truth(world, AN)
+
+
+def test_probe_shows_each_graph_request_and_what_the_tenant_refused(
+    tenant, tmp_path, monkeypatch, capsys
+):
+    from mailusage.cli import main
+
+    base, world, ca = tenant
+    populate(world, AN, 4, 2, seed=18)
+    monkeypatch.setenv("MU_TEST_GRAPH", world.secret)
+    cfg = write_config(tmp_path, base, ca)
+    assert main(["doctor", "--config", cfg, "--probe", AN]) == 0
+    out = capsys.readouterr().out
+    assert "/$batch" in out and "/delta" in out and "nothing stored" in out
+    # the batch's parts are rows of their own; a missing Archive is a 404 the night expects
+    (archive,) = [line for line in out.splitlines() if "mailFolders/archive?" in line]
+    assert re.search(r"│ 404 +│", archive) and "ErrorItemNotFound" in archive
+    assert "0 refused or unexpected" in out  # expected, so the probe passes
+    assert world.secret not in out and not (tmp_path / "data").exists()
+    _Tenant._all.clear()
+    world.scope = {BINH}  # AN outside the app's RBAC scope: what Graph says, shown as is
+    assert main(["doctor", "--config", cfg, "--probe", AN]) == 1
+    out = capsys.readouterr().out
+    assert "ErrorAccessDenied" in out and "the night would fail this mailbox" in out
