@@ -28,6 +28,7 @@ import base64
 import datetime as dt
 import ipaddress
 import json
+import re
 import socket
 import ssl
 import threading
@@ -94,20 +95,74 @@ def entity_properties(path: Path = METADATA) -> dict[str, set[str]]:
     return out
 
 
+def _type_name(odata_type: str) -> str:
+    """``Collection(graph.message)`` -> ``message``."""
+    inner = odata_type.removeprefix("Collection(").removesuffix(")")
+    return inner.split(".")[-1]
+
+
+def navigation_targets(path: Path = METADATA) -> dict[tuple[str, str], str]:
+    """(type, navigation property) -> the type it leads to, base types included.
+
+    >>> navigation_targets()[("message", "singleValueExtendedProperties")]
+    'singleValueLegacyExtendedProperty'
+    """
+    root = ET.parse(path).getroot()
+    direct: dict[str, tuple[str | None, dict[str, str]]] = {}
+    for t in root.iter(f"{_EDM}EntityType"):
+        navs = {
+            p.get("Name", ""): _type_name(p.get("Type", ""))
+            for p in t
+            if p.tag == f"{_EDM}NavigationProperty"
+        }
+        base = t.get("BaseType")
+        direct[t.get("Name", "")] = (base.split(".")[-1] if base else None, navs)
+    out: dict[tuple[str, str], str] = {}
+    for name in direct:
+        cur: str | None = name
+        while cur is not None and cur in direct:
+            base, navs = direct[cur]
+            for nav, target in navs.items():
+                out.setdefault((name, nav), target)
+            cur = base
+    return out
+
+
 _PROPERTIES = entity_properties()
+_NAVIGATION = navigation_targets()
+# In a $filter, a property is the name before a comparison operator (OData ABNF, §5.1.1.1
+# of OData v4.01 URL Conventions: eq ne gt ge lt le); string literals are skipped.
+_FILTER_NAME = re.compile(r"(?:'[^']*')|\b([A-Za-z_][A-Za-z0-9_/]*)\s+(?:eq|ne|gt|ge|lt|le)\b")
+
+
+def _filter_names(expression: str) -> list[str]:
+    return [m.group(1) for m in _FILTER_NAME.finditer(expression) if m.group(1)]
+
+
+def unknown_name(entity: str, query: dict[str, str]) -> tuple[str, str] | None:
+    """The first $select / $expand / $filter / $orderby name its type does not have, with
+    that type — an $expand's own ``($filter=…)`` is of the expanded type — (Graph's 400:
+    "Could not find a property named 'x' on type 'microsoft.graph.mailFolder'.")."""
+    names: list[tuple[str, str]] = []
+    for key in ("$select", "$orderby"):
+        names += [
+            (entity, n.strip().split(" ")[0]) for n in query.get(key, "").split(",") if n.strip()
+        ]
+    names += [(entity, n) for n in _filter_names(query.get("$filter", ""))]
+    for item in filter(None, (e.strip() for e in query.get("$expand", "").split(","))):
+        nav, _, options = item.partition("(")
+        names.append((entity, nav.strip()))
+        target = _NAVIGATION.get((entity, nav.strip()))
+        inner = re.search(r"\$filter=([^;)]*)", options)
+        if target is not None and inner is not None:
+            names += [(target, n) for n in _filter_names(inner.group(1))]
+    return next(((t, n) for t, n in names if n not in _PROPERTIES.get(t, set())), None)
 
 
 def unknown_property(entity: str, query: dict[str, str]) -> str | None:
-    """The first $select / $expand / $orderby name the entity does not have (Graph's 400:
-    "Could not find a property named 'x' on type 'microsoft.graph.mailFolder'.")."""
-    props = _PROPERTIES[entity]
-    names: list[str] = []
-    for key in ("$select", "$orderby"):
-        names += [n.strip().split(" ")[0] for n in query.get(key, "").split(",") if n.strip()]
-    expand = query.get("$expand", "")
-    if expand:
-        names += [expand.split("(")[0].strip()]
-    return next((n for n in names if n not in props), None)
+    """The name :func:`unknown_name` finds, without its type."""
+    bad = unknown_name(entity, query)
+    return bad[1] if bad else None
 
 
 def _parse_error(entity: str, name: str) -> tuple[int, dict[str, str], Any]:
@@ -355,9 +410,9 @@ class GraphApp:
         entity = "message" if rest[-2:] == ["messages", "delta"] else "mailFolder"
         if rest[2:3] == ["messageRules"]:
             entity = "messageRule"
-        bad = unknown_property(entity, query)
+        bad = unknown_name(entity, query)
         if bad is not None:
-            return _parse_error(entity, bad)
+            return _parse_error(*bad)
         if len(rest) == 1:
             top = [f for f in user.folders if f.parent is None]
             return self.folder_page(top, query, f"/users/{quote(address)}/mailFolders")
@@ -500,9 +555,9 @@ class GraphApp:
         return 200, {}, out
 
     def sign_ins(self, roles: list[str], query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
-        bad = unknown_property("user", query)
+        bad = unknown_name("user", query)
         if bad is not None:
-            return _parse_error("user", bad)
+            return _parse_error(*bad)
         if "signInActivity" in query.get("$select", ""):
             if "AuditLog.Read.All" not in roles:
                 return _error(

@@ -606,6 +606,25 @@ def test_unknown_select_names_get_graphs_400():
     assert unknown_property("user", {"$select": "signInActivity,proxyAddresses"}) is None
 
 
+def test_filter_names_are_checked_against_their_own_type():
+    """$filter too, and an $expand's own $filter against the expanded type (the message
+    size property the collector expands is a singleValueLegacyExtendedProperty's id)."""
+    from mailusage.devgraph import unknown_name
+
+    size = "singleValueExtendedProperties($filter=id eq 'Integer 0xe08')"
+    assert unknown_name("message", {"$expand": size}) is None
+    wrong = "singleValueExtendedProperties($filter=propertyId eq 'Integer 0xe08')"
+    assert unknown_name("message", {"$expand": wrong}) == (
+        "singleValueLegacyExtendedProperty",
+        "propertyId",
+    )
+    assert unknown_name("message", {"$filter": "isRead eq false and size gt 10"}) == (
+        "message",
+        "size",
+    )
+    assert unknown_name("message", {"$filter": "subject eq 'x eq y'"}) is None  # a literal
+
+
 def test_a_token_of_the_release_before_reads_on_without_duplicates(tenant, tmp_path):
     """A delta link saved by the release before (changeType=created, no "v"): the next
     night starts a delta without changeType from the mark — nothing stored twice, that
