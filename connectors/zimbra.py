@@ -8,8 +8,8 @@
   ``zimbraPrefMailForwardingAddress`` (the user's), ``zimbraMailForwardingAddress`` (set by
   an admin) and ``zimbraPrefMailLocalDeliveryDisabled`` (no copy kept) — read with the admin
   SOAP API (``GetAccountRequest``) or from a ``zmprov`` export.
-* **Quota and mailbox size** from ``GetQuotaUsageRequest`` (one listing a night for the whole
-  server) when IMAP QUOTA is not answered.
+* **Quota and mailbox size** from ``GetQuotaUsageRequest`` (one listing a night per mail
+  domain, across every mailbox server) when IMAP QUOTA is not answered.
 
     >>> admin = ZimbraAdmin(ZimbraAdminSettings("https://mail.tiengiang.gov.vn:7071/service/admin/soap",
     ...                                         "admin@tiengiang.gov.vn"), password=lambda: pw)
@@ -295,12 +295,11 @@ class ZimbraAdminSettings:
     admin_user: str
     ca_file: str | None = None
     timeout: float = 60.0
-    page: int = 1000  # accounts per GetQuotaUsageRequest
 
 
 class ZimbraAdmin:
     """The admin SOAP API, read-only: AuthRequest once, then GetAccountRequest and
-    GetQuotaUsageRequest. One object per source (the token and the night's quota listing
+    GetQuotaUsageRequest. One object per source (the token and the night's quota listings
     are shared by every mailbox)."""
 
     _all: dict[ZimbraAdminSettings, ZimbraAdmin] = {}  # noqa: RUF012 - a process-wide cache
@@ -310,9 +309,10 @@ class ZimbraAdmin:
         self.settings = settings
         self._password = password
         self._token: str | None = None
-        self._quota: dict[str, Quota] | None = None
+        self._quota: dict[str, dict[str, Quota]] = {}  # domain -> account -> quota
         self._quota_day: date | None = None
         self._lock = threading.Lock()
+        self._quota_lock = threading.Lock()  # one listing per domain at a time
         self.http = requests.Session()
 
     @classmethod
@@ -397,35 +397,56 @@ class ZimbraAdmin:
         )
 
     def quota(self, mailbox: str) -> Quota:
-        """Used and limit bytes from tonight's GetQuotaUsageRequest listing (0 = no limit)."""
-        today = datetime.now(UTC).date()
-        with self._lock:
-            stale = self._quota is None or self._quota_day != today
-        if stale:
-            listing = dict(self._quota_pages())
-            with self._lock:
-                self._quota, self._quota_day = listing, today
-        assert self._quota is not None
-        return self._quota.get(mailbox.lower(), Quota(None, None))
+        """Used and limit bytes from tonight's listing of the mailbox's domain (0 = no limit).
 
-    def _quota_pages(self) -> Iterator[tuple[str, Quota]]:
-        offset = 0
-        while True:
+        >>> admin.quota("an.nv@tiengiang.gov.vn")
+        Quota(used_bytes=73400320, limit_bytes=5368709120)
+        """
+        mailbox = mailbox.lower()
+        domain = mailbox.rpartition("@")[2]
+        today = datetime.now(UTC).date()
+        with self._quota_lock:
+            if self._quota_day != today:
+                self._quota, self._quota_day = {}, today
+            if domain not in self._quota:
+                self._quota[domain] = self._domain_quota(domain)
+            listing = self._quota[domain]
+        return listing.get(mailbox, Quota(None, None))
+
+    def _domain_quota(self, domain: str) -> dict[str, Quota]:
+        """Every account of ``domain`` on every mailbox server, in one GetQuotaUsageRequest.
+
+        Why this shape (zm-mailbox ``store/src/java/com/zimbra/cs/service/admin/
+        GetQuotaUsage.java``):
+
+        * ``allServers`` counts only with ``domain`` (``allServers = d != null && …``);
+          without one the server lists only its own accounts.
+        * No ``limit`` (Integer.MAX_VALUE), so no paging: without an admin session (we send
+          ``<nosession/>``) each request searches again and sorts by the sizes of that
+          moment, so pages can skip or repeat accounts. The server gathers the whole list
+          for ``allServers`` anyway (the delegated requests carry ``limit="0"``), so one
+          answer costs it no more than the first of many pages.
+        * ``sortBy="account"`` (name, ignoring case) keeps the answer's order stable.
+
+        A domain Zimbra does not know (``account.NO_SUCH_DOMAIN``) lists no account.
+        """
+        try:
             answer = self.call(
-                f'<GetQuotaUsageRequest xmlns="{ADMIN}" allServers="1" '
-                f'limit="{self.settings.page}" offset="{offset}" sortBy="totalUsed" '
-                'sortAscending="0" refresh="0"/>'
+                f'<GetQuotaUsageRequest xmlns="{ADMIN}" domain={quoteattr(domain)} '
+                'allServers="1" sortBy="account" sortAscending="1"/>'
             )
-            accounts = list(answer.iter(f"{{{ADMIN}}}account"))
-            for acc in accounts:
-                limit = int(acc.get("limit") or 0)
-                yield (
-                    (acc.get("name") or "").lower(),
-                    Quota(int(acc.get("used") or 0), limit if limit > 0 else None),
-                )
-            if answer.get("more") not in ("1", "true") or not accounts:
-                return
-            offset += len(accounts)
+        except SourceError as exc:
+            if "account.NO_SUCH_DOMAIN" in exc.reason:
+                return {}
+            raise
+        if answer.get("more") in ("1", "true"):  # cannot happen without a limit
+            raise SourceError(f"GetQuotaUsageResponse for {domain} was cut short (more=1)")
+        out: dict[str, Quota] = {}
+        for acc in answer.iter(f"{{{ADMIN}}}account"):
+            limit = int(acc.get("limit") or 0)
+            used = int(acc.get("used") or 0)
+            out[(acc.get("name") or "").lower()] = Quota(used, limit if limit > 0 else None)
+        return out
 
 
 def _fault(code: str, text: str) -> SourceError:

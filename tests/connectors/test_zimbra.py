@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,18 +183,77 @@ def test_forwarding_from_a_zmprov_export_text_and_csv(tmp_path):
     ]
 
 
-def test_quota_listing_pages(admin_api):
+MAIL1, MAIL2 = "mail1.tiengiang.gov.vn", "mail2.tiengiang.gov.vn"
+
+
+def test_quota_of_accounts_on_every_mailbox_server_of_every_roster_domain(admin_api):
+    # GetQuotaUsage.java: allServers is honoured only with a domain; without one, only the
+    # local server's accounts are listed (a multi-server Zimbra lost the others' quota)
     url, world = admin_api
-    for i in range(7):
-        world.account(f"u{i}@tiengiang.gov.vn").used = 1000 * i
+    world.servers = (MAIL1, MAIL2)
+    expected = {}
+    for i in range(6):
+        domain = "tiengiang.gov.vn" if i % 2 else "sotc.tiengiang.gov.vn"
+        acc = world.account(f"u{i}@{domain}")
+        acc.server, acc.used, acc.limit = (MAIL1, MAIL2)[i % 3 == 0], 1000 * i + 1, 0
+        expected[acc.name] = (acc.used, None)
     world.accounts["u3@tiengiang.gov.vn"].limit = 5_368_709_120
-    admin = ZimbraAdmin(
-        ZimbraAdminSettings(url, world.admin, page=3), password=lambda: world.password
-    )
-    assert admin.quota("u3@tiengiang.gov.vn").used_bytes == 3000
-    assert admin.quota("u3@tiengiang.gov.vn").limit_bytes == 5_368_709_120
-    assert admin.quota("u0@tiengiang.gov.vn").limit_bytes is None  # 0: no limit
-    assert world.requests.count("GetQuotaUsageRequest") == 3  # 7 accounts, pages of 3, once
+    expected["u3@tiengiang.gov.vn"] = (3001, 5_368_709_120)
+    assert {a.server for a in world.accounts.values()} == {MAIL1, MAIL2}  # both servers hold some
+    admin = ZimbraAdmin(ZimbraAdminSettings(url, world.admin), password=lambda: world.password)
+    got = {name: admin.quota(name) for name in expected}
+    assert {k: (q.used_bytes, q.limit_bytes) for k, q in got.items()} == expected
+    assert admin.quota("ghost@tiengiang.gov.vn").used_bytes is None  # not an account
+    assert admin.quota("x@not-on-zimbra.vn").used_bytes is None  # account.NO_SUCH_DOMAIN
+    sent = [attrs for attrs, _ in world.quota_requests]
+    # once per domain a night, however many mailboxes ask
+    domains = sorted(a.get("domain", "") for a in sent)
+    assert domains == ["not-on-zimbra.vn", "sotc.tiengiang.gov.vn", "tiengiang.gov.vn"]
+    assert all(a.get("allServers") == "1" for a in sent)
+
+
+def test_quota_listing_does_not_skip_or_repeat_when_usage_changes_between_requests(admin_api):
+    # Without an admin session every GetQuotaUsageRequest searches again and sorts by the
+    # sizes of that moment (GetQuotaUsage.java); mail arriving between two pages of a
+    # totalUsed listing moves accounts across the page boundary
+    url, world = admin_api
+    for i in range(1200):  # more than one page of the release's 1,000
+        world.account(f"u{i:04}@tiengiang.gov.vn").used = 1000 * (i + 1)
+    expected = {a.name: a.used for a in world.accounts.values()}  # as of the first request
+
+    def mail_arrives(w: ZimbraWorld) -> None:
+        for a in w.accounts.values():  # the smallest mailboxes grow past the largest
+            a.used = 2_000_000 - a.used
+
+    world.after_quota_request = mail_arrives
+    admin = ZimbraAdmin(ZimbraAdminSettings(url, world.admin), password=lambda: world.password)
+    assert {name: admin.quota(name).used_bytes for name in expected} == expected
+    assert all(nosession for _, nosession in world.quota_requests)  # no session to cache in
+    assert len(world.quota_requests) == 1  # one listing, read whole
+
+
+def test_local_endpoint_follows_get_quota_usage(admin_api):
+    """The fake itself, against GetQuotaUsage.java, so the tests above test the client."""
+    from tests.zimbra_endpoint import quota_usage
+
+    _, world = admin_api
+    world.servers = (MAIL1, MAIL2)
+    for name, server, used in [("b@x.vn", MAIL1, 5), ("a@x.vn", MAIL2, 9), ("c@x.vn", MAIL1, 5)]:
+        acc = world.account(name)
+        acc.server, acc.used = server, used
+
+    def names(**attrs: str) -> list[str]:
+        status, body = quota_usage(world, attrs)
+        assert status == 200, body
+        return re.findall(r'account name="([^"]+)"', body.decode())
+
+    assert names(allServers="1") == ["b@x.vn", "c@x.vn"]  # no domain: the local server only
+    assert names(domain="x.vn") == ["b@x.vn", "c@x.vn"]
+    assert names(domain="x.vn", allServers="1") == ["a@x.vn", "b@x.vn", "c@x.vn"]  # ties: name
+    assert names(domain="x.vn", allServers="1", sortBy="account") == ["c@x.vn", "b@x.vn", "a@x.vn"]
+    assert names(domain="x.vn", allServers="1", limit="1", offset="1") == ["b@x.vn"]
+    assert quota_usage(world, {"sortBy": "size"})[0] == 500  # service.INVALID_REQUEST
+    assert b"account.NO_SUCH_DOMAIN" in quota_usage(world, {"domain": "y.vn"})[1]
 
 
 def test_zimbra_source_night_quota_fallback_forwarding_and_audit_logins(
