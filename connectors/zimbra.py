@@ -3,7 +3,8 @@
 * **Logins** from ``audit.log`` (``security - cmd=Auth; account=…; protocol=imap|soap|…``),
   every login rather than ``zimbraLastLogonTimestamp``'s one a week, read on from a
   cursor across rotations (``audit.log.1``, ``audit.log.2.gz``, ``audit.log.2026-11-22.gz``),
-  the collector's own logins left out by its account or address.
+  the collector's own logins left out by its account or address; with the standalone
+  ``zimbra-imapd``, IMAP logins from ``imapd-audit.log`` beside it, in the same format.
 * **Forwarding** from account attributes — Zimbra has no ManageSieve forwarding:
   ``zimbraPrefMailForwardingAddress`` (the user's), ``zimbraMailForwardingAddress`` (set by
   an admin) and ``zimbraPrefMailLocalDeliveryDisabled`` (no copy kept) — read with the admin
@@ -54,6 +55,21 @@ FORWARD_ATTRS = ("zimbraPrefMailForwardingAddress", "zimbraMailForwardingAddress
 NO_COPY_ATTR = "zimbraPrefMailLocalDeliveryDisabled"
 
 # -- audit.log ------------------------------------------------------------------------------
+
+# zimbra-imapd (the IMAP daemon apart from mailboxd, Zimbra 8.8.x+) sends zimbra.security to
+# its own file with audit.log's layout "%d %-5p [%t] [%z] %c{1} - %m%n", rolled over to
+# imapd-audit.log.yyyy-MM-dd (zm-mailbox store-conf/conf/imapd.log4j.properties).
+IMAPD_AUDIT_LOG = "imapd-audit.log"
+
+
+def imapd_audit_log(audit_log: Path) -> Path:
+    """Where zimbra-imapd's audit log is, given mailboxd's: the same log directory.
+
+    >>> imapd_audit_log(Path("/opt/zimbra/log/audit.log"))
+    PosixPath('/opt/zimbra/log/imapd-audit.log')
+    """
+    return audit_log.with_name(IMAPD_AUDIT_LOG)
+
 
 _AUDIT = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:[,.]\d+)?\s+\w+\s+\[[^\]]*\]\s+"

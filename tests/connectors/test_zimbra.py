@@ -26,6 +26,8 @@ from mailusage.devserver import MASTER_USER
 from mailusage.doctor import run_doctor
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
+from pipelines.signals import collect_logins
+from pipelines.storage import DataDir
 from tests.conftest import MASTER_PASSWORD
 from tests.faults.proxy import Fault, FaultProxy
 from tests.zimbra_endpoint import ZimbraWorld, zimbra_admin_endpoint
@@ -113,6 +115,67 @@ def test_audit_log_rotated_and_compressed_between_runs_loses_and_repeats_nothing
                  "account=done@tiengiang.gov.vn; protocol=imap;\n")  # fmt: skip
     got, _ = read(log, cursor2)
     assert [x.mailbox for x in got] == ["done@tiengiang.gov.vn"]
+
+
+def test_standalone_imapd_logins_from_imapd_audit_log_beside_audit_log(tmp_path):
+    # zimbra-imapd (8.8.x+) logs zimbra.security to imapd-audit.log, rotated daily to
+    # imapd-audit.log.yyyy-MM-dd, same layout as audit.log (zm-mailbox
+    # store-conf/conf/imapd.log4j.properties; audit.log: log4j.properties.production)
+    (tmp_path / "audit.log.2026-11-22").write_text(
+        line("2026-11-22 07:00:00", "old@tiengiang.gov.vn")
+    )
+    os.utime(tmp_path / "audit.log.2026-11-22", (1, 1))
+    (tmp_path / "audit.log").write_text("".join([*NOISE,
+        line("2026-11-23 08:15:02", "chi@tiengiang.gov.vn", "soap", "113.1.2.3")]))  # fmt: skip
+    imapd = tmp_path / "imapd-audit.log"
+    (tmp_path / "imapd-audit.log.2026-11-22").write_text(
+        line("2026-11-22 07:30:00", "x@tiengiang.gov.vn")
+    )
+    os.utime(tmp_path / "imapd-audit.log.2026-11-22", (1, 1))
+    imapd.write_text("".join([
+        line("2026-11-23 08:15:02", "chi@tiengiang.gov.vn"),  # same second as her web login
+        line("2026-11-23 08:20:00", "an@tiengiang.gov.vn", ip=COLLECTOR_IP),  # the collector
+        line("2026-11-23 09:00:00", "dung@tiengiang.gov.vn"),
+    ]))  # fmt: skip
+    (tmp_path / "m.toml").write_text(f"""
+[roster]
+path = "r.csv"
+[[sources]]
+host = "h"
+master_user = "m"
+password = {{ env = "X" }}
+[[logins]]
+name = "zimbra-audit"
+kind = "zimbra-audit"
+path = "audit.log"
+ignore_accounts = ["{ADMIN}"]
+ignore_remote = ["{COLLECTOR_IP}"]
+""", encoding="utf-8")  # fmt: skip
+    names = [src.name for src in load_config(tmp_path / "m.toml").logins]
+    assert names == ["zimbra-audit", "zimbra-audit.imapd"]  # its own cursor and night file
+    data = DataDir(tmp_path / "data")
+
+    def night(n: str) -> set[tuple[str, str, str | None]]:
+        for src in load_config(tmp_path / "m.toml").logins:
+            collect_logins(src, n, data)
+        rows = pq.read_table(data.root / "logins" / f"night={n}").to_pylist()
+        return {(r["mailbox"], r["login_at"].strftime("%H:%M"), r["protocol"]) for r in rows}
+
+    # audit.log gives chi's web login, imapd-audit.log her IMAP one and dung's: none is lost
+    assert night("2026-11-23") == {
+        ("chi@tiengiang.gov.vn", "01:15", "soap"),
+        ("chi@tiengiang.gov.vn", "01:15", "imap"),
+        ("dung@tiengiang.gov.vn", "02:00", "imap"),
+    }
+    # the next day: one more line, then imapd-audit.log rolls over (renamed, not compressed)
+    with imapd.open("a") as fh:
+        fh.write(line("2026-11-23 23:59:00", "late@tiengiang.gov.vn"))
+    os.rename(imapd, tmp_path / "imapd-audit.log.2026-11-23")
+    imapd.write_text(line("2026-11-24 07:00:00", "binh@tiengiang.gov.vn"))
+    assert night("2026-11-24") == {
+        ("late@tiengiang.gov.vn", "16:59", "imap"),
+        ("binh@tiengiang.gov.vn", "00:00", "imap"),
+    }
 
 
 @pytest.fixture
