@@ -7,7 +7,8 @@
   ``zimbra-imapd``, IMAP logins from ``imapd-audit.log`` beside it, in the same format.
 * **Forwarding** from account attributes — Zimbra has no ManageSieve forwarding:
   ``zimbraPrefMailForwardingAddress`` (the user's), ``zimbraMailForwardingAddress`` (set by
-  an admin) and ``zimbraPrefMailLocalDeliveryDisabled`` (no copy kept) — read with the admin
+  an admin), ``zimbraPrefMailLocalDeliveryDisabled`` (no copy kept) and the ``redirect``
+  actions of the web client's filters (``zimbraMailSieveScript``) — read with the admin
   SOAP API (``GetAccountRequest``) or from a ``zmprov`` export.
 * **Quota and mailbox size** from ``GetQuotaUsageRequest`` (one listing a night per mail
   domain, across every mailbox server) when IMAP QUOTA is not answered.
@@ -50,9 +51,12 @@ from connectors.base import (
     TransientError,
 )
 from connectors.logins import LogCursor, Login, LoginSourceError
+from connectors.sieve import redirects
 
 FORWARD_ATTRS = ("zimbraPrefMailForwardingAddress", "zimbraMailForwardingAddress")
 NO_COPY_ATTR = "zimbraPrefMailLocalDeliveryDisabled"
+SIEVE_ATTR = "zimbraMailSieveScript"  # the web client's filters (Preferences > Filters)
+MULTILINE_ATTRS = (SIEVE_ATTR,)
 
 # -- audit.log ------------------------------------------------------------------------------
 
@@ -205,37 +209,56 @@ def read_audit_log(
 # -- zmprov exports -------------------------------------------------------------------------
 
 
+_ATTR_LINE = re.compile(r"([A-Za-z][A-Za-z0-9-]*):(.*)")
+
+
 def zmprov_accounts(text: str) -> dict[str, dict[str, list[str]]]:
     """Account -> attribute -> values from ``zmprov -l gaa -v`` / ``zmprov ga`` output
     (``# name <address>`` then ``attr: value`` lines) or from a CSV with attribute headers.
 
+    zmprov prints a value as it is (ProvUtil.printAttr: ``attrName + ": " + value``), so the
+    later lines of a ``zimbraMailSieveScript`` follow unprefixed; they are kept with it.
+
     >>> zmprov_accounts("# name an@x.vn\\nzimbraPrefMailForwardingAddress: an@gmail.com\\n")
     {'an@x.vn': {'zimbraPrefMailForwardingAddress': ['an@gmail.com']}}
     """
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#") or ln.startswith("# name ")]
-    if lines and "," in lines[0] and ":" not in lines[0].split(",")[0]:
-        return _csv_accounts(lines)
+    first = next((ln for ln in text.splitlines() if ln and not ln.startswith("#")), "")
+    if "," in first and ":" not in first.split(",")[0]:
+        return _csv_accounts(text)
     out: dict[str, dict[str, list[str]]] = {}
     who: str | None = None
-    for raw in lines:
-        line = raw.strip()
-        if line.startswith("# name "):
-            who = line[len("# name ") :].strip().lower()
+    script: list[str] | None = None  # the multi-line value later lines belong to
+    for raw in text.splitlines():
+        if raw.startswith("# name "):
+            who, script = raw[len("# name ") :].strip().lower(), None
             out.setdefault(who, {})
             continue
-        key, colon, value = line.partition(":")
-        if not colon or not key or " " in key:
+        m = _ATTR_LINE.fullmatch(raw.strip())
+        if script is not None and (m is None or raw[:1].isspace()):
+            script[-1] += "\n" + raw
             continue
+        if m is None:
+            continue
+        key, value = m.group(1), m.group(2).strip()
+        script = None
         if key.lower() == "dn" or who is None:
             if key.lower() in ("mail", "zimbramaildeliveryaddress") and who is None:
-                who = value.strip().lower()
+                who = value.lower()
                 out.setdefault(who, {})
             continue
-        out[who].setdefault(key.strip(), []).append(value.strip())
+        values = out[who].setdefault(key, [])
+        values.append(value)
+        if key in MULTILINE_ATTRS:
+            script = values
     return out
 
 
-def _csv_accounts(lines: list[str]) -> dict[str, dict[str, list[str]]]:
+def _csv_accounts(text: str) -> dict[str, dict[str, list[str]]]:
+    """A CSV export: one account a row; a cell lists values separated by commas, but a
+    script (``zimbraMailSieveScript``) is one value, commas and newlines included."""
+    lines = io.StringIO(text).readlines()
+    while lines and lines[0].startswith("#"):  # a comment above the header
+        del lines[0]
     out: dict[str, dict[str, list[str]]] = {}
     for row in csv.DictReader(lines):
         attrs = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
@@ -246,13 +269,15 @@ def _csv_accounts(lines: list[str]) -> dict[str, dict[str, list[str]]]:
         )
         if who:
             out[who.lower()] = {
-                k: [p.strip() for p in v.split(",") if p.strip()] for k, v in attrs.items() if v
+                k: [v] if k in MULTILINE_ATTRS else [p.strip() for p in v.split(",") if p.strip()]
+                for k, v in attrs.items()
+                if v
             }
     return out
 
 
 def forwards_from_attrs(mailbox: str, attrs: dict[str, list[str]]) -> list[Forward]:
-    """Forward records from an account's forwarding attributes.
+    """Forward records from an account's forwarding attributes and filter script.
 
     >>> forwards_from_attrs("an@x.vn", {"zimbraPrefMailForwardingAddress": ["a@gmail.com"],
     ...                                 "zimbraPrefMailLocalDeliveryDisabled": ["TRUE"]})
@@ -266,7 +291,109 @@ def forwards_from_attrs(mailbox: str, attrs: dict[str, list[str]]) -> list[Forwa
                 if "@" in target:
                     # the admin's address keeps a local copy unless delivery is disabled too
                     out.append(Forward(mailbox, target.lower(), attr, not no_copy, False))
+    for script in attrs.get(SIEVE_ATTR, []):
+        for target, copy, conditional in zimbra_redirects(script):
+            out.append(Forward(mailbox, target, SIEVE_ATTR, copy, conditional))
     return out
+
+
+# -- zimbraMailSieveScript ------------------------------------------------------------------
+#
+# Zimbra's filters are Sieve with Zimbra's own commands (zm-mailbox
+# store/src/java/com/zimbra/cs/filter/SoapToSieve.java writes them): `disabled_if` for a rule
+# turned off, `tag` and `flag` actions, tests such as `addressbook`, `me`, `invite`,
+# `current_time`. sievelib, which reads Dovecot's scripts (connectors/sieve.py), refuses
+# those, so the script is first reduced to what decides forwarding: every `redirect`, in the
+# blocks it sits in, each condition replaced by `true`; then sieve.redirects reads that.
+
+_SIEVE_TOKEN = re.compile(
+    r"""(?P<skip>\s+|\#[^\n]*|/\*.*?\*/)
+      | (?P<word>text:.*?\n\.\r?\n        # a multi-line string (RFC 5228 2.4.2)
+               | "(?:[^"\\]|\\.)*"          # a quoted string
+               | :?[A-Za-z_][A-Za-z0-9_]*  # an identifier or a :tag
+               | \d+[KMGkmg]?
+               | [\[\](),])
+      | (?P<end>[;{}])""",
+    re.S | re.X,
+)
+
+
+@dataclass
+class _Command:
+    name: str
+    args: list[str]  # the tokens between the name and ";" or "{", as written
+    block: list[_Command] | None  # the commands in its "{ … }", None for "…;"
+
+
+def _sieve_tokens(script: str) -> Iterator[str]:
+    at = 0
+    while at < len(script):
+        m = _SIEVE_TOKEN.match(script, at)
+        if m is None:
+            raise SourceError(f"{SIEVE_ATTR} does not parse near {script[at : at + 30]!r}")
+        if m.lastgroup != "skip":
+            yield m.group()
+        at = m.end()
+
+
+def _sieve_commands(tokens: Iterator[str], nested: bool = False) -> list[_Command]:
+    """RFC 5228's structure: ``name args… ;`` or ``name args… { commands }``."""
+    out: list[_Command] = []
+    for name in tokens:
+        if name == "}" and nested:
+            return out
+        args: list[str] = []
+        for token in tokens:
+            if token in (";", "{", "}"):
+                break
+            args.append(token)
+        else:
+            token = ""
+        if token == "}" or not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise SourceError(f"{SIEVE_ATTR} does not parse at {name!r}")
+        block = _sieve_commands(tokens, True) if token == "{" else None
+        if token == "" and block is None:
+            raise SourceError(f"{SIEVE_ATTR} ends inside {name!r}")
+        out.append(_Command(name.lower(), args, block))
+    if nested:
+        raise SourceError(f"{SIEVE_ATTR} ends inside a block")
+    return out
+
+
+_ALWAYS = (["true"], ["anyof", "(", "true", ")"], ["allof", "(", "true", ")"])
+
+
+def _forwarding_only(commands: list[_Command]) -> Iterator[str]:
+    """Standard Sieve keeping only the redirects and the blocks around them."""
+    for cmd in commands:
+        if cmd.block is None:
+            if cmd.name == "redirect":
+                yield " ".join(["redirect", *cmd.args]) + ";"
+            continue
+        if cmd.name == "disabled_if":  # a rule turned off in the web client never runs
+            continue
+        inner = list(_forwarding_only(cmd.block))
+        if not inner:
+            continue
+        if cmd.name == "if" and cmd.args in _ALWAYS:  # "every message": no condition
+            yield from inner
+        else:  # a condition (elsif, else or anything else with a block: conditional too)
+            yield "if true {"
+            yield from inner
+            yield "}"
+
+
+def zimbra_redirects(script: str) -> list[tuple[str, bool, bool]]:
+    """(target, keeps_copy, conditional) for each ``redirect`` a Zimbra filter script runs.
+
+    >>> zimbra_redirects('require ["copy", "tag"];\\n# fw\\nif anyof (header :contains '
+    ...     '["subject"] "x") {\\n    redirect :copy "A@gmail.com";\\n    tag "t";\\n}\\n')
+    [('a@gmail.com', True, True)]
+    """
+    kept = list(_forwarding_only(_sieve_commands(_sieve_tokens(script))))
+    if not kept:
+        return []
+    return list(redirects('require ["copy"];\n' + "\n".join(kept)))
 
 
 _EXPORTS: dict[Path, tuple[tuple[int, int], dict[str, dict[str, list[str]]]]] = {}
@@ -409,7 +536,7 @@ class ZimbraAdmin:
     def forwards(self, mailbox: str) -> list[Forward]:
         mailbox = mailbox.lower()
         return forwards_from_attrs(
-            mailbox, self.account_attrs(mailbox, (*FORWARD_ATTRS, NO_COPY_ATTR))
+            mailbox, self.account_attrs(mailbox, (*FORWARD_ATTRS, NO_COPY_ATTR, SIEVE_ATTR))
         )
 
     def quota(self, mailbox: str) -> Quota:

@@ -4,6 +4,7 @@ is not answered — against a local admin SOAP endpoint and the test Dovecot."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import os
 import re
@@ -247,6 +248,81 @@ def test_forwarding_from_a_zmprov_export_text_and_csv(tmp_path):
 
 
 MAIL1, MAIL2 = "mail1.tiengiang.gov.vn", "mail2.tiengiang.gov.vn"
+
+
+# A web-client filter set as Zimbra writes zimbraMailSieveScript (zm-mailbox
+# store/src/java/com/zimbra/cs/filter/SoapToSieve.java: the require line, "# <rule name>",
+# "if <anyof|allof> (…) {" or "disabled_if …" for a rule turned off, 4-space actions,
+# Zimbra's own tag/flag actions and addressbook test, "true" for every message)
+SIEVE = """require ["fileinto", "copy", "reject", "tag", "flag", "variables", "log", "enotify", \
+"envelope", "body", "ereject", "reject", "relational", "comparator-i;ascii-numeric"];
+
+# Báo cáo: gửi kèm
+if anyof (header :contains ["subject"] "báo cáo") {
+    redirect :copy "An.Personal@Gmail.com";
+    tag "bao-cao";
+    stop;
+}
+
+# Mọi thư
+if anyof (true) {
+    redirect "an.home@yahoo.com";
+}
+
+# Cũ (đã tắt)
+disabled_if anyof (address :all :is :comparator "i;ascii-casemap" ["from"] "sep@x.vn") {
+    redirect "old@yahoo.com";
+}
+
+# Danh bạ
+if anyof (addressbook :in "from") {
+    flag "flagged";
+}
+""".replace("\\\n", "")
+# (target, keeps_copy, conditional) read from SIEVE by hand: the disabled rule never runs
+SIEVE_FORWARDS = [
+    ("an.personal@gmail.com", True, True),
+    ("an.home@yahoo.com", False, False),
+]
+
+
+def test_forwarding_from_a_web_client_filter_over_admin_soap(admin_api):
+    url, world = admin_api
+    world.account("an@tiengiang.gov.vn", zimbraMailSieveScript=[SIEVE],
+                  zimbraPrefMailForwardingAddress=["an.personal@gmail.com"])  # fmt: skip
+    admin = ZimbraAdmin(ZimbraAdminSettings(url, world.admin), password=lambda: world.password)
+    got = [
+        (f.rule_name, f.target, f.keeps_copy, f.conditional)
+        for f in admin.forwards("an@tiengiang.gov.vn")
+    ]
+    assert got == [
+        ("zimbraPrefMailForwardingAddress", "an.personal@gmail.com", True, False),
+        *[("zimbraMailSieveScript", *fw) for fw in SIEVE_FORWARDS],
+    ]  # fmt: skip
+
+
+def test_forwarding_from_a_web_client_filter_in_a_zmprov_export(tmp_path):
+    # ProvUtil.printAttr (store/src/java/com/zimbra/cs/account/ProvUtil.java) prints
+    # "name: value" with the value as it is: a script's later lines follow unprefixed
+    (tmp_path / "fw.txt").write_text(
+        "# name an@tiengiang.gov.vn\nmail: an@tiengiang.gov.vn\n"
+        f"zimbraMailSieveScript: {SIEVE}zimbraPrefMailLocalDeliveryDisabled: FALSE\n\n"
+        "# name binh@tiengiang.gov.vn\nmail: binh@tiengiang.gov.vn\n",
+        encoding="utf-8",
+    )
+    export = ZimbraExport(tmp_path / "fw.txt")
+    got = [(f.target, f.keeps_copy, f.conditional) for f in export.forwards("an@tiengiang.gov.vn")]
+    assert got == SIEVE_FORWARDS
+    assert export.forwards("binh@tiengiang.gov.vn") == []
+    with (tmp_path / "fw.csv").open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(
+            [["name", "zimbraMailSieveScript"], ["an@tiengiang.gov.vn", SIEVE]]
+        )
+    got = [
+        (f.target, f.keeps_copy, f.conditional)
+        for f in ZimbraExport(tmp_path / "fw.csv").forwards("an@tiengiang.gov.vn")
+    ]
+    assert got == SIEVE_FORWARDS  # the script is one cell, commas and all
 
 
 def test_quota_of_accounts_on_every_mailbox_server_of_every_roster_domain(admin_api):
