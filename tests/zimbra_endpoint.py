@@ -183,8 +183,9 @@ def quota_usage(world: ZimbraWorld, attrs: dict[str, str]) -> tuple[int, bytes]:
       after another may see different orders. Sessions (the cached QuotaUsageParams) are not
       modelled.
     * The sort is Collections.sort (stable) over the search's order, accounts by name
-      ascending (SortOpt.SORT_ASCENDING); for allServers the servers' lists are concatenated
-      in server order first.
+      ignoring case (SortOpt.SORT_ASCENDING with no sort attribute: LdapProvisioning's
+      NamedEntryComparator); for allServers the servers' lists are concatenated in server
+      order first.
     """
     limit = int(attrs.get("limit") or 0) or 2**31 - 1
     offset = int(attrs.get("offset") or 0)
@@ -200,7 +201,7 @@ def quota_usage(world: ZimbraWorld, attrs: dict[str, str]) -> tuple[int, bytes]:
     found = [
         a
         for server in servers
-        for a in sorted(world.accounts.values(), key=lambda a: a.name)
+        for a in sorted(world.accounts.values(), key=lambda a: a.name.lower())
         if a.server == server and (domain is None or a.domain == domain.lower())
     ]
     ascending = _flag(attrs.get("sortAscending"))

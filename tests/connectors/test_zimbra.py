@@ -152,8 +152,6 @@ path = "audit.log"
 ignore_accounts = ["{ADMIN}"]
 ignore_remote = ["{COLLECTOR_IP}"]
 """, encoding="utf-8")  # fmt: skip
-    names = [src.name for src in load_config(tmp_path / "m.toml").logins]
-    assert names == ["zimbra-audit", "zimbra-audit.imapd"]  # its own cursor and night file
     data = DataDir(tmp_path / "data")
 
     def night(n: str) -> set[tuple[str, str, str | None]]:
@@ -177,6 +175,8 @@ ignore_remote = ["{COLLECTOR_IP}"]
         ("late@tiengiang.gov.vn", "16:59", "imap"),
         ("binh@tiengiang.gov.vn", "00:00", "imap"),
     }
+    names = [src.name for src in load_config(tmp_path / "m.toml").logins]
+    assert names == ["zimbra-audit", "zimbra-audit.imapd"]  # its own cursor and night file
 
 
 @pytest.fixture
