@@ -3,13 +3,15 @@
 * **Logins** from ``audit.log`` (``security - cmd=Auth; account=…; protocol=imap|soap|…``),
   every login rather than ``zimbraLastLogonTimestamp``'s one a week, read on from a
   cursor across rotations (``audit.log.1``, ``audit.log.2.gz``, ``audit.log.2026-11-22.gz``),
-  the collector's own logins left out by its account or address.
+  the collector's own logins left out by its account or address; with the standalone
+  ``zimbra-imapd``, IMAP logins from ``imapd-audit.log`` beside it, in the same format.
 * **Forwarding** from account attributes — Zimbra has no ManageSieve forwarding:
   ``zimbraPrefMailForwardingAddress`` (the user's), ``zimbraMailForwardingAddress`` (set by
-  an admin) and ``zimbraPrefMailLocalDeliveryDisabled`` (no copy kept) — read with the admin
+  an admin), ``zimbraPrefMailLocalDeliveryDisabled`` (no copy kept) and the ``redirect``
+  actions of the web client's filters (``zimbraMailSieveScript``) — read with the admin
   SOAP API (``GetAccountRequest``) or from a ``zmprov`` export.
-* **Quota and mailbox size** from ``GetQuotaUsageRequest`` (one listing a night for the whole
-  server) when IMAP QUOTA is not answered.
+* **Quota and mailbox size** from ``GetQuotaUsageRequest`` (one listing a night per mail
+  domain, across every mailbox server) when IMAP QUOTA is not answered.
 
     >>> admin = ZimbraAdmin(ZimbraAdminSettings("https://mail.tiengiang.gov.vn:7071/service/admin/soap",
     ...                                         "admin@tiengiang.gov.vn"), password=lambda: pw)
@@ -49,11 +51,29 @@ from connectors.base import (
     TransientError,
 )
 from connectors.logins import LogCursor, Login, LoginSourceError
+from connectors.sieve import redirects
 
 FORWARD_ATTRS = ("zimbraPrefMailForwardingAddress", "zimbraMailForwardingAddress")
 NO_COPY_ATTR = "zimbraPrefMailLocalDeliveryDisabled"
+SIEVE_ATTR = "zimbraMailSieveScript"  # the web client's filters (Preferences > Filters)
+MULTILINE_ATTRS = (SIEVE_ATTR,)
 
 # -- audit.log ------------------------------------------------------------------------------
+
+# zimbra-imapd (the IMAP daemon apart from mailboxd, Zimbra 8.8.x+) sends zimbra.security to
+# its own file with audit.log's layout "%d %-5p [%t] [%z] %c{1} - %m%n", rolled over to
+# imapd-audit.log.yyyy-MM-dd (zm-mailbox store-conf/conf/imapd.log4j.properties).
+IMAPD_AUDIT_LOG = "imapd-audit.log"
+
+
+def imapd_audit_log(audit_log: Path) -> Path:
+    """Where zimbra-imapd's audit log is, given mailboxd's: the same log directory.
+
+    >>> imapd_audit_log(Path("/opt/zimbra/log/audit.log"))
+    PosixPath('/opt/zimbra/log/imapd-audit.log')
+    """
+    return audit_log.with_name(IMAPD_AUDIT_LOG)
+
 
 _AUDIT = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:[,.]\d+)?\s+\w+\s+\[[^\]]*\]\s+"
@@ -189,37 +209,56 @@ def read_audit_log(
 # -- zmprov exports -------------------------------------------------------------------------
 
 
+_ATTR_LINE = re.compile(r"([A-Za-z][A-Za-z0-9-]*):(.*)")
+
+
 def zmprov_accounts(text: str) -> dict[str, dict[str, list[str]]]:
     """Account -> attribute -> values from ``zmprov -l gaa -v`` / ``zmprov ga`` output
     (``# name <address>`` then ``attr: value`` lines) or from a CSV with attribute headers.
 
+    zmprov prints a value as it is (ProvUtil.printAttr: ``attrName + ": " + value``), so the
+    later lines of a ``zimbraMailSieveScript`` follow unprefixed; they are kept with it.
+
     >>> zmprov_accounts("# name an@x.vn\\nzimbraPrefMailForwardingAddress: an@gmail.com\\n")
     {'an@x.vn': {'zimbraPrefMailForwardingAddress': ['an@gmail.com']}}
     """
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#") or ln.startswith("# name ")]
-    if lines and "," in lines[0] and ":" not in lines[0].split(",")[0]:
-        return _csv_accounts(lines)
+    first = next((ln for ln in text.splitlines() if ln and not ln.startswith("#")), "")
+    if "," in first and ":" not in first.split(",")[0]:
+        return _csv_accounts(text)
     out: dict[str, dict[str, list[str]]] = {}
     who: str | None = None
-    for raw in lines:
-        line = raw.strip()
-        if line.startswith("# name "):
-            who = line[len("# name ") :].strip().lower()
+    script: list[str] | None = None  # the multi-line value later lines belong to
+    for raw in text.splitlines():
+        if raw.startswith("# name "):
+            who, script = raw[len("# name ") :].strip().lower(), None
             out.setdefault(who, {})
             continue
-        key, colon, value = line.partition(":")
-        if not colon or not key or " " in key:
+        m = _ATTR_LINE.fullmatch(raw.strip())
+        if script is not None and (m is None or raw[:1].isspace()):
+            script[-1] += "\n" + raw
             continue
+        if m is None:
+            continue
+        key, value = m.group(1), m.group(2).strip()
+        script = None
         if key.lower() == "dn" or who is None:
             if key.lower() in ("mail", "zimbramaildeliveryaddress") and who is None:
-                who = value.strip().lower()
+                who = value.lower()
                 out.setdefault(who, {})
             continue
-        out[who].setdefault(key.strip(), []).append(value.strip())
+        values = out[who].setdefault(key, [])
+        values.append(value)
+        if key in MULTILINE_ATTRS:
+            script = values
     return out
 
 
-def _csv_accounts(lines: list[str]) -> dict[str, dict[str, list[str]]]:
+def _csv_accounts(text: str) -> dict[str, dict[str, list[str]]]:
+    """A CSV export: one account a row; a cell lists values separated by commas, but a
+    script (``zimbraMailSieveScript``) is one value, commas and newlines included."""
+    lines = io.StringIO(text).readlines()
+    while lines and lines[0].startswith("#"):  # a comment above the header
+        del lines[0]
     out: dict[str, dict[str, list[str]]] = {}
     for row in csv.DictReader(lines):
         attrs = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
@@ -230,13 +269,15 @@ def _csv_accounts(lines: list[str]) -> dict[str, dict[str, list[str]]]:
         )
         if who:
             out[who.lower()] = {
-                k: [p.strip() for p in v.split(",") if p.strip()] for k, v in attrs.items() if v
+                k: [v] if k in MULTILINE_ATTRS else [p.strip() for p in v.split(",") if p.strip()]
+                for k, v in attrs.items()
+                if v
             }
     return out
 
 
 def forwards_from_attrs(mailbox: str, attrs: dict[str, list[str]]) -> list[Forward]:
-    """Forward records from an account's forwarding attributes.
+    """Forward records from an account's forwarding attributes and filter script.
 
     >>> forwards_from_attrs("an@x.vn", {"zimbraPrefMailForwardingAddress": ["a@gmail.com"],
     ...                                 "zimbraPrefMailLocalDeliveryDisabled": ["TRUE"]})
@@ -250,7 +291,109 @@ def forwards_from_attrs(mailbox: str, attrs: dict[str, list[str]]) -> list[Forwa
                 if "@" in target:
                     # the admin's address keeps a local copy unless delivery is disabled too
                     out.append(Forward(mailbox, target.lower(), attr, not no_copy, False))
+    for script in attrs.get(SIEVE_ATTR, []):
+        for target, copy, conditional in zimbra_redirects(script):
+            out.append(Forward(mailbox, target, SIEVE_ATTR, copy, conditional))
     return out
+
+
+# -- zimbraMailSieveScript ------------------------------------------------------------------
+#
+# Zimbra's filters are Sieve with Zimbra's own commands (zm-mailbox
+# store/src/java/com/zimbra/cs/filter/SoapToSieve.java writes them): `disabled_if` for a rule
+# turned off, `tag` and `flag` actions, tests such as `addressbook`, `me`, `invite`,
+# `current_time`. sievelib, which reads Dovecot's scripts (connectors/sieve.py), refuses
+# those, so the script is first reduced to what decides forwarding: every `redirect`, in the
+# blocks it sits in, each condition replaced by `true`; then sieve.redirects reads that.
+
+_SIEVE_TOKEN = re.compile(
+    r"""(?P<skip>\s+|\#[^\n]*|/\*.*?\*/)
+      | (?P<word>text:.*?\n\.\r?\n        # a multi-line string (RFC 5228 2.4.2)
+               | "(?:[^"\\]|\\.)*"          # a quoted string
+               | :?[A-Za-z_][A-Za-z0-9_]*  # an identifier or a :tag
+               | \d+[KMGkmg]?
+               | [\[\](),])
+      | (?P<end>[;{}])""",
+    re.S | re.X,
+)
+
+
+@dataclass
+class _Command:
+    name: str
+    args: list[str]  # the tokens between the name and ";" or "{", as written
+    block: list[_Command] | None  # the commands in its "{ … }", None for "…;"
+
+
+def _sieve_tokens(script: str) -> Iterator[str]:
+    at = 0
+    while at < len(script):
+        m = _SIEVE_TOKEN.match(script, at)
+        if m is None:
+            raise SourceError(f"{SIEVE_ATTR} does not parse near {script[at : at + 30]!r}")
+        if m.lastgroup != "skip":
+            yield m.group()
+        at = m.end()
+
+
+def _sieve_commands(tokens: Iterator[str], nested: bool = False) -> list[_Command]:
+    """RFC 5228's structure: ``name args… ;`` or ``name args… { commands }``."""
+    out: list[_Command] = []
+    for name in tokens:
+        if name == "}" and nested:
+            return out
+        args: list[str] = []
+        for token in tokens:
+            if token in (";", "{", "}"):
+                break
+            args.append(token)
+        else:
+            token = ""
+        if token == "}" or not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise SourceError(f"{SIEVE_ATTR} does not parse at {name!r}")
+        block = _sieve_commands(tokens, True) if token == "{" else None
+        if token == "" and block is None:
+            raise SourceError(f"{SIEVE_ATTR} ends inside {name!r}")
+        out.append(_Command(name.lower(), args, block))
+    if nested:
+        raise SourceError(f"{SIEVE_ATTR} ends inside a block")
+    return out
+
+
+_ALWAYS = (["true"], ["anyof", "(", "true", ")"], ["allof", "(", "true", ")"])
+
+
+def _forwarding_only(commands: list[_Command]) -> Iterator[str]:
+    """Standard Sieve keeping only the redirects and the blocks around them."""
+    for cmd in commands:
+        if cmd.block is None:
+            if cmd.name == "redirect":
+                yield " ".join(["redirect", *cmd.args]) + ";"
+            continue
+        if cmd.name == "disabled_if":  # a rule turned off in the web client never runs
+            continue
+        inner = list(_forwarding_only(cmd.block))
+        if not inner:
+            continue
+        if cmd.name == "if" and cmd.args in _ALWAYS:  # "every message": no condition
+            yield from inner
+        else:  # a condition (elsif, else or anything else with a block: conditional too)
+            yield "if true {"
+            yield from inner
+            yield "}"
+
+
+def zimbra_redirects(script: str) -> list[tuple[str, bool, bool]]:
+    """(target, keeps_copy, conditional) for each ``redirect`` a Zimbra filter script runs.
+
+    >>> zimbra_redirects('require ["copy", "tag"];\\n# fw\\nif anyof (header :contains '
+    ...     '["subject"] "x") {\\n    redirect :copy "A@gmail.com";\\n    tag "t";\\n}\\n')
+    [('a@gmail.com', True, True)]
+    """
+    kept = list(_forwarding_only(_sieve_commands(_sieve_tokens(script))))
+    if not kept:
+        return []
+    return list(redirects('require ["copy"];\n' + "\n".join(kept)))
 
 
 _EXPORTS: dict[Path, tuple[tuple[int, int], dict[str, dict[str, list[str]]]]] = {}
@@ -295,12 +438,11 @@ class ZimbraAdminSettings:
     admin_user: str
     ca_file: str | None = None
     timeout: float = 60.0
-    page: int = 1000  # accounts per GetQuotaUsageRequest
 
 
 class ZimbraAdmin:
     """The admin SOAP API, read-only: AuthRequest once, then GetAccountRequest and
-    GetQuotaUsageRequest. One object per source (the token and the night's quota listing
+    GetQuotaUsageRequest. One object per source (the token and the night's quota listings
     are shared by every mailbox)."""
 
     _all: dict[ZimbraAdminSettings, ZimbraAdmin] = {}  # noqa: RUF012 - a process-wide cache
@@ -310,9 +452,10 @@ class ZimbraAdmin:
         self.settings = settings
         self._password = password
         self._token: str | None = None
-        self._quota: dict[str, Quota] | None = None
+        self._quota: dict[str, dict[str, Quota]] = {}  # domain -> account -> quota
         self._quota_day: date | None = None
         self._lock = threading.Lock()
+        self._quota_lock = threading.Lock()  # one listing per domain at a time
         self.http = requests.Session()
 
     @classmethod
@@ -393,39 +536,60 @@ class ZimbraAdmin:
     def forwards(self, mailbox: str) -> list[Forward]:
         mailbox = mailbox.lower()
         return forwards_from_attrs(
-            mailbox, self.account_attrs(mailbox, (*FORWARD_ATTRS, NO_COPY_ATTR))
+            mailbox, self.account_attrs(mailbox, (*FORWARD_ATTRS, NO_COPY_ATTR, SIEVE_ATTR))
         )
 
     def quota(self, mailbox: str) -> Quota:
-        """Used and limit bytes from tonight's GetQuotaUsageRequest listing (0 = no limit)."""
-        today = datetime.now(UTC).date()
-        with self._lock:
-            stale = self._quota is None or self._quota_day != today
-        if stale:
-            listing = dict(self._quota_pages())
-            with self._lock:
-                self._quota, self._quota_day = listing, today
-        assert self._quota is not None
-        return self._quota.get(mailbox.lower(), Quota(None, None))
+        """Used and limit bytes from tonight's listing of the mailbox's domain (0 = no limit).
 
-    def _quota_pages(self) -> Iterator[tuple[str, Quota]]:
-        offset = 0
-        while True:
+        >>> admin.quota("an.nv@tiengiang.gov.vn")
+        Quota(used_bytes=73400320, limit_bytes=5368709120)
+        """
+        mailbox = mailbox.lower()
+        domain = mailbox.rpartition("@")[2]
+        today = datetime.now(UTC).date()
+        with self._quota_lock:
+            if self._quota_day != today:
+                self._quota, self._quota_day = {}, today
+            if domain not in self._quota:
+                self._quota[domain] = self._domain_quota(domain)
+            listing = self._quota[domain]
+        return listing.get(mailbox, Quota(None, None))
+
+    def _domain_quota(self, domain: str) -> dict[str, Quota]:
+        """Every account of ``domain`` on every mailbox server, in one GetQuotaUsageRequest.
+
+        Why this shape (zm-mailbox ``store/src/java/com/zimbra/cs/service/admin/
+        GetQuotaUsage.java``):
+
+        * ``allServers`` counts only with ``domain`` (``allServers = d != null && …``);
+          without one the server lists only its own accounts.
+        * No ``limit`` (Integer.MAX_VALUE), so no paging: without an admin session (we send
+          ``<nosession/>``) each request searches again and sorts by the sizes of that
+          moment, so pages can skip or repeat accounts. The server gathers the whole list
+          for ``allServers`` anyway (the delegated requests carry ``limit="0"``), so one
+          answer costs it no more than the first of many pages.
+        * ``sortBy="account"`` (name, ignoring case) keeps the answer's order stable.
+
+        A domain Zimbra does not know (``account.NO_SUCH_DOMAIN``) lists no account.
+        """
+        try:
             answer = self.call(
-                f'<GetQuotaUsageRequest xmlns="{ADMIN}" allServers="1" '
-                f'limit="{self.settings.page}" offset="{offset}" sortBy="totalUsed" '
-                'sortAscending="0" refresh="0"/>'
+                f'<GetQuotaUsageRequest xmlns="{ADMIN}" domain={quoteattr(domain)} '
+                'allServers="1" sortBy="account" sortAscending="1"/>'
             )
-            accounts = list(answer.iter(f"{{{ADMIN}}}account"))
-            for acc in accounts:
-                limit = int(acc.get("limit") or 0)
-                yield (
-                    (acc.get("name") or "").lower(),
-                    Quota(int(acc.get("used") or 0), limit if limit > 0 else None),
-                )
-            if answer.get("more") not in ("1", "true") or not accounts:
-                return
-            offset += len(accounts)
+        except SourceError as exc:
+            if "account.NO_SUCH_DOMAIN" in exc.reason:
+                return {}
+            raise
+        if answer.get("more") in ("1", "true"):  # cannot happen without a limit
+            raise SourceError(f"GetQuotaUsageResponse for {domain} was cut short (more=1)")
+        out: dict[str, Quota] = {}
+        for acc in answer.iter(f"{{{ADMIN}}}account"):
+            limit = int(acc.get("limit") or 0)
+            used = int(acc.get("used") or 0)
+            out[(acc.get("name") or "").lower()] = Quota(used, limit if limit > 0 else None)
+        return out
 
 
 def _fault(code: str, text: str) -> SourceError:

@@ -25,7 +25,13 @@ from connectors.ews import ACCESS, AUTH_TYPES, EwsSettings, EwsSource
 from connectors.graph import GraphSettings, GraphSource
 from connectors.imap import ImapSettings, ImapSource
 from connectors.sieve import SieveSettings, SieveSource
-from connectors.zimbra import QuotaFallback, ZimbraAdmin, ZimbraAdminSettings, ZimbraExport
+from connectors.zimbra import (
+    QuotaFallback,
+    ZimbraAdmin,
+    ZimbraAdminSettings,
+    ZimbraExport,
+    imapd_audit_log,
+)
 from contract.letterhead import Letterhead
 from contract.people import Person
 from contract.signals import Signals
@@ -272,6 +278,30 @@ def _zimbra(raw: dict[str, Any], where: str, base: Path) -> ZimbraConfig:
     if admin is None and export is None:
         raise ConfigError(f"{where}: give admin_url (the admin SOAP API) or export (a zmprov file)")
     return ZimbraConfig(admin, password, export)
+
+
+def _with_imapd_audit(logins: tuple[LoginSourceConfig, ...]) -> tuple[LoginSourceConfig, ...]:
+    """Each `zimbra-audit` source, followed by `<name>.imapd` reading `imapd-audit.log` in
+    the same directory when the standalone zimbra-imapd writes one there (its IMAP logins
+    are not in audit.log). A source of its own: its own cursor and night file. Not added
+    when a `[[logins]]` entry already reads that file."""
+    paths = {src.path for src in logins}
+    names = {src.name for src in logins}
+    out: list[LoginSourceConfig] = []
+    for src in logins:
+        out.append(src)
+        if src.kind != "zimbra-audit" or src.path is None:
+            continue
+        imapd = imapd_audit_log(src.path)
+        if imapd == src.path or imapd in paths or not imapd.exists():
+            continue
+        name = f"{src.name}.imapd"
+        if name in names:
+            raise ConfigError(
+                f"logins: {name!r} is taken; it names {src.name}'s {imapd.name} beside {src.path}"
+            )
+        out.append(replace(src, name=name, path=imapd))
+    return tuple(out)
 
 
 LOGIN_KINDS = (
@@ -713,8 +743,8 @@ def load_config(path: str | Path) -> Config:
     if policy.endswith(".toml"):
         policy = str((base / policy).resolve())
     waivers = evaluation.get("waivers")
-    logins = tuple(
-        _login_source(r, i, base, tz, sources) for i, r in enumerate(raw.get("logins", []))
+    logins = _with_imapd_audit(
+        tuple(_login_source(r, i, base, tz, sources) for i, r in enumerate(raw.get("logins", [])))
     )
     report = raw.get("report", {})
     letterhead = Letterhead(

@@ -4,8 +4,10 @@ is not answered — against a local admin SOAP endpoint and the test Dovecot."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import os
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,8 @@ from mailusage.devserver import MASTER_USER
 from mailusage.doctor import run_doctor
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
+from pipelines.signals import collect_logins
+from pipelines.storage import DataDir
 from tests.conftest import MASTER_PASSWORD
 from tests.faults.proxy import Fault, FaultProxy
 from tests.zimbra_endpoint import ZimbraWorld, zimbra_admin_endpoint
@@ -114,6 +118,67 @@ def test_audit_log_rotated_and_compressed_between_runs_loses_and_repeats_nothing
     assert [x.mailbox for x in got] == ["done@tiengiang.gov.vn"]
 
 
+def test_standalone_imapd_logins_from_imapd_audit_log_beside_audit_log(tmp_path):
+    # zimbra-imapd (8.8.x+) logs zimbra.security to imapd-audit.log, rotated daily to
+    # imapd-audit.log.yyyy-MM-dd, same layout as audit.log (zm-mailbox
+    # store-conf/conf/imapd.log4j.properties; audit.log: log4j.properties.production)
+    (tmp_path / "audit.log.2026-11-22").write_text(
+        line("2026-11-22 07:00:00", "old@tiengiang.gov.vn")
+    )
+    os.utime(tmp_path / "audit.log.2026-11-22", (1, 1))
+    (tmp_path / "audit.log").write_text("".join([*NOISE,
+        line("2026-11-23 08:15:02", "chi@tiengiang.gov.vn", "soap", "113.1.2.3")]))  # fmt: skip
+    imapd = tmp_path / "imapd-audit.log"
+    (tmp_path / "imapd-audit.log.2026-11-22").write_text(
+        line("2026-11-22 07:30:00", "x@tiengiang.gov.vn")
+    )
+    os.utime(tmp_path / "imapd-audit.log.2026-11-22", (1, 1))
+    imapd.write_text("".join([
+        line("2026-11-23 08:15:02", "chi@tiengiang.gov.vn"),  # same second as her web login
+        line("2026-11-23 08:20:00", "an@tiengiang.gov.vn", ip=COLLECTOR_IP),  # the collector
+        line("2026-11-23 09:00:00", "dung@tiengiang.gov.vn"),
+    ]))  # fmt: skip
+    (tmp_path / "m.toml").write_text(f"""
+[roster]
+path = "r.csv"
+[[sources]]
+host = "h"
+master_user = "m"
+password = {{ env = "X" }}
+[[logins]]
+name = "zimbra-audit"
+kind = "zimbra-audit"
+path = "audit.log"
+ignore_accounts = ["{ADMIN}"]
+ignore_remote = ["{COLLECTOR_IP}"]
+""", encoding="utf-8")  # fmt: skip
+    data = DataDir(tmp_path / "data")
+
+    def night(n: str) -> set[tuple[str, str, str | None]]:
+        for src in load_config(tmp_path / "m.toml").logins:
+            collect_logins(src, n, data)
+        rows = pq.read_table(data.root / "logins" / f"night={n}").to_pylist()
+        return {(r["mailbox"], r["login_at"].strftime("%H:%M"), r["protocol"]) for r in rows}
+
+    # audit.log gives chi's web login, imapd-audit.log her IMAP one and dung's: none is lost
+    assert night("2026-11-23") == {
+        ("chi@tiengiang.gov.vn", "01:15", "soap"),
+        ("chi@tiengiang.gov.vn", "01:15", "imap"),
+        ("dung@tiengiang.gov.vn", "02:00", "imap"),
+    }
+    # the next day: one more line, then imapd-audit.log rolls over (renamed, not compressed)
+    with imapd.open("a") as fh:
+        fh.write(line("2026-11-23 23:59:00", "late@tiengiang.gov.vn"))
+    os.rename(imapd, tmp_path / "imapd-audit.log.2026-11-23")
+    imapd.write_text(line("2026-11-24 07:00:00", "binh@tiengiang.gov.vn"))
+    assert night("2026-11-24") == {
+        ("late@tiengiang.gov.vn", "16:59", "imap"),
+        ("binh@tiengiang.gov.vn", "00:00", "imap"),
+    }
+    names = [src.name for src in load_config(tmp_path / "m.toml").logins]
+    assert names == ["zimbra-audit", "zimbra-audit.imapd"]  # its own cursor and night file
+
+
 @pytest.fixture
 def admin_api():
     ZimbraAdmin._all.clear()
@@ -182,18 +247,152 @@ def test_forwarding_from_a_zmprov_export_text_and_csv(tmp_path):
     ]
 
 
-def test_quota_listing_pages(admin_api):
+MAIL1, MAIL2 = "mail1.tiengiang.gov.vn", "mail2.tiengiang.gov.vn"
+
+
+# A web-client filter set as Zimbra writes zimbraMailSieveScript (zm-mailbox
+# store/src/java/com/zimbra/cs/filter/SoapToSieve.java: the require line, "# <rule name>",
+# "if <anyof|allof> (…) {" or "disabled_if …" for a rule turned off, 4-space actions,
+# Zimbra's own tag/flag actions and addressbook test, "true" for every message)
+SIEVE = """require ["fileinto", "copy", "reject", "tag", "flag", "variables", "log", "enotify", \
+"envelope", "body", "ereject", "reject", "relational", "comparator-i;ascii-numeric"];
+
+# Báo cáo: gửi kèm
+if anyof (header :contains ["subject"] "báo cáo") {
+    redirect :copy "An.Personal@Gmail.com";
+    tag "bao-cao";
+    stop;
+}
+
+# Mọi thư
+if anyof (true) {
+    redirect "an.home@yahoo.com";
+}
+
+# Cũ (đã tắt)
+disabled_if anyof (address :all :is :comparator "i;ascii-casemap" ["from"] "sep@x.vn") {
+    redirect "old@yahoo.com";
+}
+
+# Danh bạ
+if anyof (addressbook :in "from") {
+    flag "flagged";
+}
+""".replace("\\\n", "")
+# (target, keeps_copy, conditional) read from SIEVE by hand: the disabled rule never runs
+SIEVE_FORWARDS = [
+    ("an.personal@gmail.com", True, True),
+    ("an.home@yahoo.com", False, False),
+]
+
+
+def test_forwarding_from_a_web_client_filter_over_admin_soap(admin_api):
     url, world = admin_api
-    for i in range(7):
-        world.account(f"u{i}@tiengiang.gov.vn").used = 1000 * i
-    world.accounts["u3@tiengiang.gov.vn"].limit = 5_368_709_120
-    admin = ZimbraAdmin(
-        ZimbraAdminSettings(url, world.admin, page=3), password=lambda: world.password
+    world.account("an@tiengiang.gov.vn", zimbraMailSieveScript=[SIEVE],
+                  zimbraPrefMailForwardingAddress=["an.personal@gmail.com"])  # fmt: skip
+    admin = ZimbraAdmin(ZimbraAdminSettings(url, world.admin), password=lambda: world.password)
+    got = [
+        (f.rule_name, f.target, f.keeps_copy, f.conditional)
+        for f in admin.forwards("an@tiengiang.gov.vn")
+    ]
+    assert got == [
+        ("zimbraPrefMailForwardingAddress", "an.personal@gmail.com", True, False),
+        *[("zimbraMailSieveScript", *fw) for fw in SIEVE_FORWARDS],
+    ]  # fmt: skip
+
+
+def test_forwarding_from_a_web_client_filter_in_a_zmprov_export(tmp_path):
+    # ProvUtil.printAttr (store/src/java/com/zimbra/cs/account/ProvUtil.java) prints
+    # "name: value" with the value as it is: a script's later lines follow unprefixed
+    (tmp_path / "fw.txt").write_text(
+        "# name an@tiengiang.gov.vn\nmail: an@tiengiang.gov.vn\n"
+        f"zimbraMailSieveScript: {SIEVE}zimbraPrefMailLocalDeliveryDisabled: FALSE\n\n"
+        "# name binh@tiengiang.gov.vn\nmail: binh@tiengiang.gov.vn\n",
+        encoding="utf-8",
     )
-    assert admin.quota("u3@tiengiang.gov.vn").used_bytes == 3000
-    assert admin.quota("u3@tiengiang.gov.vn").limit_bytes == 5_368_709_120
-    assert admin.quota("u0@tiengiang.gov.vn").limit_bytes is None  # 0: no limit
-    assert world.requests.count("GetQuotaUsageRequest") == 3  # 7 accounts, pages of 3, once
+    export = ZimbraExport(tmp_path / "fw.txt")
+    got = [(f.target, f.keeps_copy, f.conditional) for f in export.forwards("an@tiengiang.gov.vn")]
+    assert got == SIEVE_FORWARDS
+    assert export.forwards("binh@tiengiang.gov.vn") == []
+    with (tmp_path / "fw.csv").open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(
+            [["name", "zimbraMailSieveScript"], ["an@tiengiang.gov.vn", SIEVE]]
+        )
+    got = [
+        (f.target, f.keeps_copy, f.conditional)
+        for f in ZimbraExport(tmp_path / "fw.csv").forwards("an@tiengiang.gov.vn")
+    ]
+    assert got == SIEVE_FORWARDS  # the script is one cell, commas and all
+
+
+def test_quota_of_accounts_on_every_mailbox_server_of_every_roster_domain(admin_api):
+    # GetQuotaUsage.java: allServers is honoured only with a domain; without one, only the
+    # local server's accounts are listed (a multi-server Zimbra lost the others' quota)
+    url, world = admin_api
+    world.servers = (MAIL1, MAIL2)
+    expected = {}
+    for i in range(6):
+        domain = "tiengiang.gov.vn" if i % 2 else "sotc.tiengiang.gov.vn"
+        acc = world.account(f"u{i}@{domain}")
+        acc.server, acc.used, acc.limit = (MAIL1, MAIL2)[i % 3 == 0], 1000 * i + 1, 0
+        expected[acc.name] = (acc.used, None)
+    world.accounts["u3@tiengiang.gov.vn"].limit = 5_368_709_120
+    expected["u3@tiengiang.gov.vn"] = (3001, 5_368_709_120)
+    assert {a.server for a in world.accounts.values()} == {MAIL1, MAIL2}  # both servers hold some
+    admin = ZimbraAdmin(ZimbraAdminSettings(url, world.admin), password=lambda: world.password)
+    got = {name: admin.quota(name) for name in expected}
+    assert {k: (q.used_bytes, q.limit_bytes) for k, q in got.items()} == expected
+    assert admin.quota("ghost@tiengiang.gov.vn").used_bytes is None  # not an account
+    assert admin.quota("x@not-on-zimbra.vn").used_bytes is None  # account.NO_SUCH_DOMAIN
+    sent = [attrs for attrs, _ in world.quota_requests]
+    # once per domain a night, however many mailboxes ask
+    domains = sorted(a.get("domain", "") for a in sent)
+    assert domains == ["not-on-zimbra.vn", "sotc.tiengiang.gov.vn", "tiengiang.gov.vn"]
+    assert all(a.get("allServers") == "1" for a in sent)
+
+
+def test_quota_listing_does_not_skip_or_repeat_when_usage_changes_between_requests(admin_api):
+    # Without an admin session every GetQuotaUsageRequest searches again and sorts by the
+    # sizes of that moment (GetQuotaUsage.java); mail arriving between two pages of a
+    # totalUsed listing moves accounts across the page boundary
+    url, world = admin_api
+    for i in range(1200):  # more than one page of the release's 1,000
+        world.account(f"u{i:04}@tiengiang.gov.vn").used = 1000 * (i + 1)
+    expected = {a.name: a.used for a in world.accounts.values()}  # as of the first request
+
+    def mail_arrives(w: ZimbraWorld) -> None:
+        for a in w.accounts.values():  # the smallest mailboxes grow past the largest
+            a.used = 2_000_000 - a.used
+
+    world.after_quota_request = mail_arrives
+    admin = ZimbraAdmin(ZimbraAdminSettings(url, world.admin), password=lambda: world.password)
+    assert {name: admin.quota(name).used_bytes for name in expected} == expected
+    assert all(nosession for _, nosession in world.quota_requests)  # no session to cache in
+    assert len(world.quota_requests) == 1  # one listing, read whole
+
+
+def test_local_endpoint_follows_get_quota_usage(admin_api):
+    """The fake itself, against GetQuotaUsage.java, so the tests above test the client."""
+    from tests.zimbra_endpoint import quota_usage
+
+    _, world = admin_api
+    world.servers = (MAIL1, MAIL2)
+    for name, server, used in [("b@x.vn", MAIL1, 5), ("a@x.vn", MAIL2, 9), ("c@x.vn", MAIL1, 5)]:
+        acc = world.account(name)
+        acc.server, acc.used = server, used
+
+    def names(**attrs: str) -> list[str]:
+        status, body = quota_usage(world, attrs)
+        assert status == 200, body
+        return re.findall(r'account name="([^"]+)"', body.decode())
+
+    assert names(allServers="1") == ["b@x.vn", "c@x.vn"]  # no domain: the local server only
+    assert names(domain="x.vn") == ["b@x.vn", "c@x.vn"]
+    assert names(domain="x.vn", allServers="1") == ["a@x.vn", "b@x.vn", "c@x.vn"]  # ties: name
+    assert names(domain="x.vn", allServers="1", sortBy="account") == ["c@x.vn", "b@x.vn", "a@x.vn"]
+    assert names(domain="x.vn", allServers="1", limit="1", offset="1") == ["b@x.vn"]
+    assert quota_usage(world, {"sortBy": "size"})[0] == 500  # service.INVALID_REQUEST
+    assert b"account.NO_SUCH_DOMAIN" in quota_usage(world, {"domain": "y.vn"})[1]
 
 
 def test_zimbra_source_night_quota_fallback_forwarding_and_audit_logins(
