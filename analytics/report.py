@@ -403,14 +403,19 @@ def _prose(c: dict[str, Any], t: dict[str, Any], code_name: Any) -> dict[str, An
         else str(t["p_no_unattended"])
     ]
 
+    # per source, the signals it cannot measure: (source, names, whether the class rests on one)
     unmeasured = [
-        (source, [str(t["signal_names"][n]).lower() for n, ok in row if not ok])
+        (
+            source,
+            ", ".join(str(t["signal_names"][n]).lower() for n, ok in row if not ok),
+            any(n in ("read_activity", "logins") and not ok for n, ok in row),
+        )
         for source, row in c["signals"]
+        if not all(ok for _, ok in row)
     ]
-    unmeasured = [(source, missing) for source, missing in unmeasured if missing]
     measurement = [
-        str(t["p_unmeasured"]).format(source=source, signals=", ".join(missing))
-        for source, missing in unmeasured
+        str(t["p_unmeasured"]).format(source=source, signals=missing)
+        for source, missing, _ in unmeasured
     ] or ([str(t["p_all_measured"])] if c["signals"] else [])
 
     below = [r["unit_name"] for r in ranked if r["share_regular"] < BASELINE]
@@ -441,13 +446,11 @@ def _prose(c: dict[str, Any], t: dict[str, Any], code_name: Any) -> dict[str, An
         proposals.append(
             str(t["r_failed"]).format(n=failed, n_mailboxes=_count(t, "n_mailboxes", failed))
         )
-    for source, row in c["signals"]:
-        # reading and logins decide the class; a server without them rates a lower bound
-        missing = [str(t["signal_names"][n]).lower() for n, ok in row if not ok]
-        if any(n in ("read_activity", "logins") and not ok for n, ok in row):
-            proposals.append(
-                str(t["r_unmeasured"]).format(source=source, signals=", ".join(missing))
-            )
+    proposals += [  # reading and logins decide the class: without them it is a lower bound
+        str(t["r_unmeasured"]).format(source=source, signals=missing)
+        for source, missing, decides in unmeasured
+        if decides
+    ]
     return {
         "situation": situation,
         "ranking": ranking,

@@ -17,6 +17,7 @@ from pypdf.generic import ContentStream
 
 from analytics.evaluate import evaluate_month
 from contract.letterhead import Letterhead
+from contract.signals import Signals
 from tests.analytics.fixture import DOMAIN, ROSTER, build
 from tests.analytics.test_evaluate import MONTH, inputs
 
@@ -346,3 +347,19 @@ def test_nothing_runs_past_the_margins_and_month_labels_stand_apart(tmp_path, ma
         assert at == sorted(at)
         assert "Ratings capped this month for confirmed violations: 2 people." in text
         assert "Dec" in labels and "Nov" in labels
+
+
+def test_a_server_that_counts_no_reading_is_a_proposal_and_a_lower_bound(tmp_path):
+    build(tmp_path / "data", reads_counted=False)
+    blind = Signals(
+        read_activity=False, logins=True, quota=True, forwarding=True, folder_sizes=False
+    )
+    given = replace(inputs(tmp_path, signals={"fixture": blind}), letterhead=LETTERHEAD)
+    pdf = evaluate_month(given, MONTH, out_dir=tmp_path / "reports").paths["report_pdf"]
+    text = re.sub(r"\s+", " ", _text(pdf))
+    assessment, proposals = text[text.index(SECTIONS[1]) :], text[text.index(SECTIONS[2]) :]
+    assert "Máy chủ fixture không đo được: đọc thư, dung lượng thư mục." in assessment
+    # 7 rated below regular (P02, P04, P05, P06, P07, P09, P10): a lower bound, said so
+    assert "7 người được xếp dưới mức thường xuyên" in assessment
+    assert "bổ sung nguồn dữ liệu (đọc thư, dung lượng thư mục) cho máy chủ fixture" in proposals
+    assert "Không phát hiện hộp thư đơn vị nào không có người theo dõi." in assessment
