@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOVECOT_PKGS := dovecot-imapd dovecot-sieve dovecot-managesieved
-PDF_PKGS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+PDF_PKGS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core fonts-liberation2
 
 .PHONY: demo test faults lint bench setup clean notebooks
 
@@ -27,8 +27,9 @@ dovecot:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DOVECOT_PKGS) >/dev/null; \
 	fi
 	@command -v openssl >/dev/null || { echo "openssl is needed for the test certificate: apt-get install openssl" >&2; exit 1; }
-	@# report.pdf: WeasyPrint lays it out with Pango; DejaVu has every Vietnamese glyph.
-	@if ! ldconfig -p | grep -q libpangoft2-1.0 || ! ldconfig -p | grep -q libharfbuzz-subset || [ ! -d /usr/share/fonts/truetype/dejavu ]; then \
+	@# report.pdf: WeasyPrint lays it out with Pango. Decree 30/2020 asks for Times New Roman:
+	@# Liberation Serif (fonts-liberation2) is its metric twin with every Vietnamese glyph.
+	@if ! ldconfig -p | grep -q libpangoft2-1.0 || ! ldconfig -p | grep -q libharfbuzz-subset || [ ! -d /usr/share/fonts/truetype/dejavu ] || [ ! -f /usr/share/fonts/truetype/liberation2/LiberationSerif-Regular.ttf ]; then \
 	  if [ "$$(id -u)" != 0 ]; then \
 	    echo "report.pdf needs Debian's $(PDF_PKGS): run 'sudo apt-get install $(PDF_PKGS)', then retry." >&2; exit 1; \
 	  fi; \

@@ -26,11 +26,15 @@ PALETTE = {
     "not_collected": "#5d6d7e",
 }
 WIDTH = 720
-FONT = 'font-family="Noto Sans, DejaVu Sans, Arial, sans-serif"'
-# Average advance of a character at 12 px in the sans fonts above (Vietnamese diacritics
-# sit above or below the letter and add no width): enough to size the label column.
+# The report's face (Decree 30/2020: Times New Roman; Liberation Serif is its metric twin).
+FONT = "font-family=\"'Times New Roman', 'Liberation Serif', serif\""
+# An upper bound on a character's advance at 12 px in that face (Vietnamese diacritics sit
+# above or below the letter and add no width): enough to size the label column and to keep
+# a value label off the baseline.
 CHAR_PX = 7.6
 MAX_LABEL_CHARS = 42
+FONT_PX = 12  # the charts' text size; the trend's month labels are 11 px
+CLEAR_PX = 5  # the least gap between a value label and the baseline it would otherwise touch
 
 
 def _label(text: str) -> str:
@@ -40,7 +44,7 @@ def _label(text: str) -> str:
 def _svg(height: float, body: list[str], title: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0f}" '
-        f'viewBox="0 0 {WIDTH} {height:.0f}" role="img" {FONT} font-size="12">'
+        f'viewBox="0 0 {WIDTH} {height:.0f}" role="img" {FONT} font-size="{FONT_PX}">'
         f"<title>{escape(title)}</title>" + "".join(body) + "</svg>"
     )
 
@@ -69,17 +73,21 @@ def ranking_chart(
             f'<text x="{tx:.1f}" y="{bottom + 16}" text-anchor="middle" fill="{GREY}">'
             f"{tick}%</text>"
         )
+    bx = x(baseline)
     for i, ((name, share), shown) in enumerate(zip(rows, names, strict=True)):
         y = top + i * (bar + gap)
         colour = GOOD if share >= baseline else BAD
+        value = f"{share:.0%}"
+        vx = x(share) + 4
+        if vx - CLEAR_PX < bx < vx + CHAR_PX * len(value) + CLEAR_PX:
+            vx = bx + CLEAR_PX  # the label would sit on the baseline: set it just past it
         body.append(
-            f"<g><title>{escape(name)}: {share:.0%}</title>"
+            f"<g><title>{escape(name)}: {value}</title>"
             f'<text x="{left - 6:.1f}" y="{y + bar - 4}" text-anchor="end">{escape(shown)}</text>'
             f'<rect x="{left:.1f}" y="{y}" width="{x(share) - left:.1f}" height="{bar}" '
             f'fill="{colour}"/>'
-            f'<text x="{x(share) + 4:.1f}" y="{y + bar - 4}" fill="{GREY}">{share:.0%}</text></g>'
+            f'<text x="{vx:.1f}" y="{y + bar - 4}" fill="{GREY}">{value}</text></g>'
         )
-    bx = x(baseline)
     body.append(
         f'<line x1="{bx:.1f}" y1="{top - 8}" x2="{bx:.1f}" y2="{bottom}" stroke="{GREY}" '
         f'stroke-dasharray="5,3"/>'
@@ -121,17 +129,44 @@ def class_chart(segments: Sequence[tuple[str, str, int, float | None]], *, title
     return _svg(height, body, title)
 
 
+def _serif_px(text: str, size: float) -> float:
+    """An upper bound on the advance of ``text`` in Times New Roman / Liberation Serif at
+    ``size`` px (their widths, in em: digits 0.5, capitals up to 0.72, m and W wider):
+    ``_serif_px("12/2025", 11)`` -> ``40.26``."""
+    em = sum(
+        0.95 if c in "mwMW" else 0.73 if c.isupper() else 0.3 if c in " /.,:;!|il'" else 0.56
+        for c in text
+    )
+    return round(em * size, 2)
+
+
+def _month_lines(label: str, room: float) -> list[str]:
+    """``_month_lines("Sep 2026", 40)`` -> ``['Sep', '2026']``; a label that fits its room
+    (in px at 11 px text) stays one line."""
+    if _serif_px(label, 11) <= room:
+        return [label]
+    for sep in (" ", "/"):
+        head, found, tail = label.partition(sep)
+        if found:
+            return [head + (sep if sep == "/" else ""), tail]
+    return [label]
+
+
 def trend_chart(points: Sequence[tuple[str, float | None]], *, baseline: float, axis: str) -> str:
     """One column per month, oldest first, share in 0..1 or None (not evaluated: a dash,
     no column); the baseline dashed across."""
     left, top, plot_h = 40, 14, 150
     step = (WIDTH - left - 10) / max(len(points), 1)
     bottom = top + plot_h
-    height = bottom + 40
+    # a month label wider than its column goes on two lines ("Sep" over "2026"), never
+    # into its neighbour's
+    lines = [_month_lines(label, step - 2 * CLEAR_PX) for label, _ in points]
+    height = bottom + 40 + 13 * (max((len(x) for x in lines), default=1) - 1)
 
     def y(share: float) -> float:
         return bottom - plot_h * min(max(share, 0.0), 1.0)
 
+    by = y(baseline)
     body = []
     for tick in range(0, 101, 25):
         ty = y(tick / 100)
@@ -139,25 +174,33 @@ def trend_chart(points: Sequence[tuple[str, float | None]], *, baseline: float, 
             f'<line x1="{left}" y1="{ty:.1f}" x2="{WIDTH - 10}" y2="{ty:.1f}" stroke="#e3e3e3"/>'
             f'<text x="{left - 4}" y="{ty + 4:.1f}" text-anchor="end" fill="{GREY}">{tick}%</text>'
         )
-    for i, (label, share) in enumerate(points):
+    for i, ((label, share), label_lines) in enumerate(zip(points, lines, strict=True)):
         cx = left + step * (i + 0.5)
         body.append(
             f'<text x="{cx:.1f}" y="{bottom + 16}" text-anchor="middle" font-size="11">'
-            f"{escape(label)}</text>"
+            + "".join(
+                f'<tspan x="{cx:.1f}" dy="{13 * (k > 0)}">{escape(part)}</tspan>'
+                for k, part in enumerate(label_lines)
+            )
+            + "</text>"
         )
         if share is None:
             body.append(f'<text x="{cx:.1f}" y="{bottom - 4}" text-anchor="middle">—</text>')
             continue
         w = step * 0.6
         colour = GOOD if share >= baseline else BAD
+        # the value above its column; a column just under the baseline would put it on the
+        # dashed line (digits stand on the text's y, FONT_PX tall): lift it clear above
+        vy = y(share) - CLEAR_PX
+        if vy - FONT_PX - CLEAR_PX < by < vy + CLEAR_PX:
+            vy = by - CLEAR_PX
         body.append(
             f"<g><title>{escape(label)}: {share:.0%}</title>"
             f'<rect x="{cx - w / 2:.1f}" y="{y(share):.1f}" width="{w:.1f}" '
             f'height="{bottom - y(share):.1f}" fill="{colour}"/>'
-            f'<text x="{cx:.1f}" y="{y(share) - 4:.1f}" text-anchor="middle" fill="{GREY}">'
+            f'<text x="{cx:.1f}" y="{vy:.1f}" text-anchor="middle" fill="{GREY}">'
             f"{share:.0%}</text></g>"
         )
-    by = y(baseline)
     body.append(
         f'<line x1="{left}" y1="{by:.1f}" x2="{WIDTH - 10}" y2="{by:.1f}" stroke="{GREY}" '
         f'stroke-dasharray="5,3"/>'

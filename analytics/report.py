@@ -3,6 +3,11 @@
 Figures come from the same evaluation tables as the CSVs; the charts (analytics/charts.py)
 are SVG inlined in one self-contained HTML file (no network, opens from a USB stick).
 Rendering the same month twice gives the same bytes.
+
+It is written as an administrative report (Nghị định 30/2020/NĐ-CP, Appendix I): letterhead,
+then numbered prose sections built from the month's figures — I. the situation, II. the
+assessment (units ranked, violations, unattended unit mailboxes, what could not be
+measured, the 12-month trend), III. proposals drawn from the figures — and the signature.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from contract.signals import SIGNAL_NAMES
 
 RATED = {"regular", "occasional", "inactive"}  # classes of a mailbox collected that month
 TREND_MONTHS = 12
+TREND_COLUMNS = 6  # months per trend table: 12 side by side do not fit an A4 portrait page
+RANKING_CHART_UNITS = 25  # units per ranking chart (one chart fits a page)
+NAMES_LISTED = 10  # units named in a sentence before "and N other units"
 PDF_DATE = "2000-01-01T00:00:00Z"
 BASELINE = 0.30  # the Bình Dương check: 30% regular, 70% rarely or never
 TEMPLATES = Path(__file__).parent / "templates"
@@ -90,6 +98,59 @@ TEXT = {
         "partial": "Tháng chưa đủ dữ liệu: {n}/{days} ngày được thu thập. Các tỷ lệ chỉ tính "
         "trên những ngày đã thu thập; hộp thư chưa có dữ liệu không được xếp loại.",
         "generated": "Số liệu từ các tệp trong thư mục",
+        "mailbox": "Hộp thư",
+        "all_units": "Tất cả đơn vị",
+        "sections": ("I. TÌNH HÌNH CHUNG", "II. ĐÁNH GIÁ", "III. ĐỀ XUẤT"),
+        "measurement": "Dữ liệu và những gì chưa đo được",
+        "summary": "Số liệu chính",
+        "n_people": ("{n} người", "{n} người"),
+        "n_mailboxes": ("{n} hộp thư", "{n} hộp thư"),
+        "more": " và {n} đơn vị khác",
+        "p_collected": "Trong tháng {month}, dữ liệu được thu thập {n} trên {days} ngày từ "
+        "{total} hộp thư; {full} hộp thư đủ mọi đêm, {failed} hộp thư có đêm thu thập lỗi.",
+        "p_classes": "Trong {people} cán bộ, công chức có hộp thư được xếp loại, {regular} người "
+        "({regular_pct}) sử dụng thường xuyên, {occasional} người ({occasional_pct}) thỉnh "
+        "thoảng sử dụng, {inactive} người ({inactive_pct}) không sử dụng.",
+        "p_unrated": "{no_mailbox} người chưa có hộp thư và {not_collected} người chưa có dữ "
+        "liệu không được xếp loại.",
+        "p_none_rated": "Trong tháng chưa có hộp thư nào được xếp loại.",
+        "p_above": "Tỷ lệ sử dụng thường xuyên là {share}, cao hơn mốc kiểm tra 30% {d} điểm "
+        "phần trăm",
+        "p_below": "Tỷ lệ sử dụng thường xuyên là {share}, thấp hơn mốc kiểm tra 30% {d} điểm "
+        "phần trăm",
+        "p_at": "Tỷ lệ sử dụng thường xuyên là {share}, đạt đúng mốc kiểm tra 30%",
+        "p_up": "; tháng trước là {prev}, tăng {d} điểm phần trăm.",
+        "p_down": "; tháng trước là {prev}, giảm {d} điểm phần trăm.",
+        "p_same": "; tháng trước là {prev}, không thay đổi.",
+        "p_no_prev": "; tháng trước chưa được đánh giá.",
+        "p_capped": "{n} người có vi phạm được xác nhận bị giới hạn mức xếp loại trong tháng.",
+        "p_not_capped": "Không có người nào bị giới hạn mức xếp loại trong tháng.",
+        "p_ranking": "{at} trên {ranked} đơn vị đạt mốc kiểm tra 30%. Cao nhất: {best} "
+        "({best_pct}); thấp nhất: {worst} ({worst_pct}).",
+        "p_unranked": "{n} đơn vị chưa có dữ liệu để tính tỷ lệ.",
+        "p_violations": "Có {n} người có vi phạm được xác nhận: {parts}. Bằng chứng của từng "
+        "trường hợp ở tệp violations.csv; các trường hợp nghi vấn ở tệp review.csv chờ rà "
+        "soát, không tính vào xếp loại.",
+        "p_no_violations": "Trong tháng không có vi phạm được xác nhận.",
+        "p_unattended": "{n} hộp thư đơn vị không có người theo dõi (cả tháng không đọc, không "
+        "gửi thư): {list}.",
+        "p_no_unattended": "Không phát hiện hộp thư đơn vị nào không có người theo dõi.",
+        "p_unmeasured": "Máy chủ {source} không đo được: {signals}.",
+        "p_all_measured": "Các máy chủ đều đo được đủ các tín hiệu.",
+        "r_below": "Đề nghị thủ trưởng {n} đơn vị có tỷ lệ sử dụng thường xuyên dưới 30% "
+        "({units}) chấn chỉnh, yêu cầu cán bộ, công chức sử dụng hộp thư điện tử công vụ "
+        "trong trao đổi công việc hằng ngày.",
+        "r_none_below": "Đề nghị các đơn vị tiếp tục duy trì tỷ lệ sử dụng thường xuyên từ 30% "
+        "trở lên.",
+        "r_violations": "Đề nghị thủ trưởng các đơn vị có người vi phạm ({units}) xem xét mức "
+        "xếp loại tháng {month} của {n} người theo danh sách hr_ratings.csv và nhắc nhở chấm "
+        "dứt các vi phạm nêu tại mục II.",
+        "r_unattended": "Đề nghị {units} phân công người theo dõi hộp thư đơn vị ({mailboxes}).",
+        "r_failed": "Đề nghị bộ phận kỹ thuật khắc phục lỗi thu thập của {n} hộp thư để tháng "
+        "sau đủ dữ liệu.",
+        "r_unmeasured": "Đề nghị bộ phận kỹ thuật bổ sung nguồn dữ liệu ({signals}) cho máy "
+        "chủ {source}; đến khi đó, mức xếp loại dưới thường xuyên của người dùng máy chủ này "
+        "chỉ là cận dưới.",
     },
     "en": {
         "title": "Official mailbox usage report",
@@ -152,15 +213,70 @@ TEXT = {
         "partial": "Partial month: {n} of {days} days collected. Shares count only the days "
         "collected; mailboxes with no data are not rated.",
         "generated": "Figures from the files in",
+        "mailbox": "Mailbox",
+        "all_units": "All units",
+        "sections": ("I. OVERVIEW", "II. ASSESSMENT", "III. PROPOSALS"),
+        "measurement": "Data and what could not be measured",
+        "summary": "Key figures",
+        "n_people": ("{n} person", "{n} people"),
+        "n_mailboxes": ("{n} mailbox", "{n} mailboxes"),
+        "more": " and {n} other units",
+        "p_collected": "In {month}, data was collected on {n} of {days} days from "
+        "{total_n}: {full_n} collected every night, {failed_n} with failed nights.",
+        "p_classes": "Of the {people} staff whose mailbox could be rated, {regular} "
+        "({regular_pct}) used it regularly, {occasional} ({occasional_pct}) occasionally and "
+        "{inactive} ({inactive_pct}) not at all.",
+        "p_unrated": "Not rated: {no_mailbox_n} with no mailbox and {not_collected_n} with "
+        "no data collected.",
+        "p_none_rated": "No mailbox could be rated this month.",
+        "p_above": "The share of regular users is {share}, {d} points above the 30% baseline",
+        "p_below": "The share of regular users is {share}, {d} points below the 30% baseline",
+        "p_at": "The share of regular users is {share}, at the 30% baseline",
+        "p_up": "; last month it was {prev}, up {d} points.",
+        "p_down": "; last month it was {prev}, down {d} points.",
+        "p_same": "; last month it was {prev}, unchanged.",
+        "p_no_prev": "; last month was not evaluated.",
+        "p_capped": "Ratings capped this month for confirmed violations: {n_people}.",
+        "p_not_capped": "Nobody's rating is capped this month.",
+        "p_ranking": "Units at or above the 30% baseline: {at} of {ranked}. Highest: {best} "
+        "({best_pct}); lowest: {worst} ({worst_pct}).",
+        "p_unranked": "Units with no data to compute a share from: {n}.",
+        "p_violations": "Confirmed violations concern {n_people}: {parts}. The evidence for each "
+        "is in violations.csv; suspected cases in review.csv await review and do not count "
+        "toward the rating.",
+        "p_no_violations": "No violation was confirmed this month.",
+        "p_unattended": "Unit mailboxes nobody attended (nothing read or sent all month): {list}.",
+        "p_no_unattended": "No unattended unit mailbox was found.",
+        "p_unmeasured": "Server {source} cannot measure: {signals}.",
+        "p_all_measured": "Every server measures every signal.",
+        "r_below": "The heads of the units below the 30% baseline ({units}) should have "
+        "their staff use official mail for their daily work.",
+        "r_none_below": "Every unit should keep its share of regular users at 30% or above.",
+        "r_violations": "The heads of the units with violations ({units}) should review the "
+        "{month} rating of the {n_people} listed in hr_ratings.csv and have the violations "
+        "in section II stopped.",
+        "r_unattended": "{units} should assign someone to attend their unit mailbox ({mailboxes}).",
+        "r_failed": "IT should fix the collection of the {n_mailboxes} with failed nights so "
+        "that next month is complete.",
+        "r_unmeasured": "IT should add a data source for {signals} to server {source}; until "
+        "then, a rating below regular of its users is a lower bound.",
     },
 }
 
 
-def _ranking_chart(ranking: list[dict[str, Any]], t: dict[str, Any]) -> str:
+def _ranking_charts(ranking: list[dict[str, Any]], t: dict[str, Any]) -> list[str]:
+    """One chart per group of at most RANKING_CHART_UNITS units: an SVG is one picture and
+    cannot break across pages, so a province's 90 units take several charts."""
     rows = [(r["unit_name"], r["share_regular"]) for r in ranking if r["share_regular"] is not None]
-    return charts.ranking_chart(
-        rows, baseline=BASELINE, axis=t["share_axis"] + " (%)", baseline_label=t["baseline"]
-    )
+    return [
+        charts.ranking_chart(
+            rows[i : i + RANKING_CHART_UNITS],
+            baseline=BASELINE,
+            axis=t["share_axis"] + " (%)",
+            baseline_label=t["baseline"],
+        )
+        for i in range(0, len(rows), RANKING_CHART_UNITS)
+    ]
 
 
 def _class_chart(counts: dict[str, int], t: dict[str, Any]) -> str:
@@ -173,6 +289,176 @@ def _class_chart(counts: dict[str, int], t: dict[str, Any]) -> str:
         for i, c in enumerate(order)
     ]
     return charts.class_chart(segments, title=t["classes"])
+
+
+def _pct(value: float) -> int:
+    """The whole percent the report prints: differences are taken between printed figures,
+    so "28%" against the 30% baseline reads "2 points", as the reader would count."""
+    return int(f"{value * 100:.0f}")
+
+
+def _names(names: list[str], t: dict[str, Any]) -> str:
+    """``_names(["A", "B"], t)`` -> ``'A, B'``; past NAMES_LISTED, "and N other units"."""
+    shown = ", ".join(names[:NAMES_LISTED])
+    more = len(names) - NAMES_LISTED
+    return shown + (str(t["more"]).format(n=more) if more > 0 else "")
+
+
+def _count(t: dict[str, Any], noun: str, n: int) -> str:
+    """``_count(TEXT["en"], "n_people", 1)`` -> ``'1 person'``; in Vietnamese ``'1 người'``."""
+    return str(t[noun][n != 1]).format(n=n)
+
+
+def _prose(c: dict[str, Any], t: dict[str, Any], code_name: Any) -> dict[str, Any]:
+    """The report's sentences, each built from the month's figures in `c` (the context):
+    I. the situation, II. the assessment (per part), III. the proposals."""
+    classes = c["class_counts"]
+    people, share, prev = c["people"], c["regular_share"], c["regular_share_prev"]
+    situation = [
+        str(t["p_collected"]).format(
+            month=c["month_text"],
+            n=c["days_collected"],
+            days=c["days"],
+            total=c["coverage_total"],
+            full=c["coverage_full"],
+            failed=len(c["coverage_failed"]),
+            total_n=_count(t, "n_mailboxes", c["coverage_total"]),
+            full_n=_count(t, "n_mailboxes", c["coverage_full"]),
+            failed_n=_count(t, "n_mailboxes", len(c["coverage_failed"])),
+        )
+    ]
+    if share is None:
+        situation.append(str(t["p_none_rated"]))
+    else:
+        situation.append(
+            str(t["p_classes"]).format(
+                people=people,
+                **{k: classes.get(k, 0) for k in ("regular", "occasional", "inactive")},
+                **{
+                    f"{k}_pct": f"{_pct(classes.get(k, 0) / people)}%"
+                    for k in ("regular", "occasional", "inactive")
+                },
+            )
+        )
+        d = _pct(share) - _pct(BASELINE)
+        kind = "p_above" if d > 0 else "p_below" if d < 0 else "p_at"
+        sentence = str(t[kind]).format(share=f"{_pct(share)}%", d=abs(d))
+        if prev is None:
+            sentence += str(t["p_no_prev"])
+        else:
+            d = _pct(share) - _pct(prev)
+            kind = "p_up" if d > 0 else "p_down" if d < 0 else "p_same"
+            sentence += str(t[kind]).format(prev=f"{_pct(prev)}%", d=abs(d))
+        situation.append(sentence)
+    if classes.get("no_mailbox") or classes.get("not_collected"):
+        situation.append(
+            str(t["p_unrated"]).format(
+                no_mailbox=classes.get("no_mailbox", 0),
+                not_collected=classes.get("not_collected", 0),
+                no_mailbox_n=_count(t, "n_people", classes.get("no_mailbox", 0)),
+                not_collected_n=_count(t, "n_people", classes.get("not_collected", 0)),
+            )
+        )
+    capped = c["capped"]
+    situation.append(
+        str(t["p_capped"]).format(n=capped, n_people=_count(t, "n_people", capped))
+        if capped
+        else str(t["p_not_capped"])
+    )
+
+    ranked = [r for r in c["ranking"] if r["share_regular"] is not None]
+    ranking = []
+    if ranked:
+        top = max(r["share_regular"] for r in ranked)
+        low = min(r["share_regular"] for r in ranked)
+        ranking.append(
+            str(t["p_ranking"]).format(
+                at=sum(r["share_regular"] >= BASELINE for r in ranked),
+                ranked=len(ranked),
+                best=_names([r["unit_name"] for r in ranked if r["share_regular"] == top], t),
+                best_pct=f"{_pct(top)}%",
+                worst=_names([r["unit_name"] for r in ranked if r["share_regular"] == low], t),
+                worst_pct=f"{_pct(low)}%",
+            )
+        )
+    if len(ranked) < len(c["ranking"]):
+        ranking.append(str(t["p_unranked"]).format(n=len(c["ranking"]) - len(ranked)))
+
+    if c["violators"]:
+        parts = "; ".join(
+            f"{code_name(code)}: {_count(t, 'n_people', n)}" for code, n in c["violations_by_code"]
+        )
+        violations = [
+            str(t["p_violations"]).format(
+                n=c["violators"], n_people=_count(t, "n_people", c["violators"]), parts=parts
+            )
+        ]
+    else:
+        violations = [str(t["p_no_violations"])]
+
+    unattended_list = [f"{mailbox} ({unit})" for unit, mailbox in c["unattended"]]
+    unattended = [
+        str(t["p_unattended"]).format(n=len(unattended_list), list="; ".join(unattended_list))
+        if unattended_list
+        else str(t["p_no_unattended"])
+    ]
+
+    # per source, the signals it cannot measure: (source, names, whether the class rests on one)
+    unmeasured = [
+        (
+            source,
+            ", ".join(str(t["signal_names"][n]).lower() for n, ok in row if not ok),
+            any(n in ("read_activity", "logins") and not ok for n, ok in row),
+        )
+        for source, row in c["signals"]
+        if not all(ok for _, ok in row)
+    ]
+    measurement = [
+        str(t["p_unmeasured"]).format(source=source, signals=missing)
+        for source, missing, _ in unmeasured
+    ] or ([str(t["p_all_measured"])] if c["signals"] else [])
+
+    below = [r["unit_name"] for r in ranked if r["share_regular"] < BASELINE]
+    proposals = [
+        str(t["r_below"]).format(n=len(below), units=_names(below, t))
+        if below
+        else str(t["r_none_below"])
+    ]
+    if c["violators"]:
+        units = sorted({u for _, u, _ in c["violations_by_code_unit"] if u})
+        proposals.append(
+            str(t["r_violations"]).format(
+                units=_names(units, t),
+                month=c["month_text"],
+                n=capped or c["violators"],
+                n_people=_count(t, "n_people", capped or c["violators"]),
+            )
+        )
+    if c["unattended"]:
+        proposals.append(
+            str(t["r_unattended"]).format(
+                units=_names(sorted({u for u, _ in c["unattended"]}), t),
+                mailboxes=", ".join(m for _, m in c["unattended"]),
+            )
+        )
+    if c["coverage_failed"]:
+        failed = len(c["coverage_failed"])
+        proposals.append(
+            str(t["r_failed"]).format(n=failed, n_mailboxes=_count(t, "n_mailboxes", failed))
+        )
+    proposals += [  # reading and logins decide the class: without them it is a lower bound
+        str(t["r_unmeasured"]).format(source=source, signals=missing)
+        for source, missing, decides in unmeasured
+        if decides
+    ]
+    return {
+        "situation": situation,
+        "ranking": ranking,
+        "violations": violations,
+        "unattended": unattended,
+        "measurement": measurement,
+        "proposals": proposals,
+    }
 
 
 def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
@@ -233,8 +519,12 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         "regular": regular,
         "capped": sum(1 for r in result.hr_rows if r["capped"]),
         "ranking": ranking,
-        "ranking_chart": _ranking_chart(ranking, t) if ranking else "",
+        "ranking_charts": _ranking_charts(ranking, t),
         "class_chart": _class_chart(dict(classes), t),
+        "class_counts": dict(classes),
+        "days_collected": days_collected,
+        "days": days,
+        "violators": len(set().union(*by_code.values())),
         "violations_by_code": sorted((c, len(p)) for c, p in by_code.items()),
         "violations_by_code_unit": sorted((c, u, len(p)) for (c, u), p in by_code_unit.items()),
         "unattended": [(r["unit_name"], r["mailbox"]) for r in unattended],
@@ -248,12 +538,14 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     }
 
 
-def month_label(month: str, lang: str) -> str:
-    """``month_label("2026-10", "vi")`` -> ``'10/2026'``; in English ``'October 2026'``."""
+def month_label(month: str, lang: str, short: bool = False) -> str:
+    """``month_label("2026-10", "vi")`` -> ``'10/2026'``; in English ``'October 2026'``,
+    or ``'Oct 2026'`` when ``short`` (a table's column, a chart's axis)."""
     year, number = (int(x) for x in month.split("-"))
     if lang == "vi":
         return f"{number}/{year}"
-    return f"{calendar.month_name[number]} {year}"
+    names = calendar.month_abbr if short else calendar.month_name
+    return f"{names[number]} {year}"
 
 
 def _shares(pm: pa.Table) -> tuple[float | None, dict[str, float]]:
@@ -300,10 +592,15 @@ def render_report(
         "—" if v is None else f"{v * 100:+.0f} điểm %" if lang == "vi" else f"{v * 100:+.0f} pp"
     )
     context = report_context(result, inputs, lang)
+    context["prose"] = _prose(context, context["t"], env.filters["code_name"])
     history = trend(reports_dir, result.month, result.person_month)
-    labels = [month_label(m, lang) for m in history["months"]]
+    labels = [month_label(m, lang, short=True) for m in history["months"]]
     context["trend"] = history
     context["trend_labels"] = labels
+    # the per-unit trend in tables of TREND_COLUMNS months each, oldest first
+    context["trend_chunks"] = [
+        range(i, min(i + TREND_COLUMNS, len(labels))) for i in range(0, len(labels), TREND_COLUMNS)
+    ]
     context["trend_chart"] = charts.trend_chart(
         list(zip(labels, history["overall"], strict=True)),
         baseline=BASELINE,
@@ -314,7 +611,9 @@ def render_report(
 
 def report_pdf(html: str) -> bytes:
     """The report as an A4 PDF, laid out by WeasyPrint from the same HTML (its print
-    styles: A4, an administrative document's margins, no chart split across pages).
+    styles, after Decree 30/2020 Appendix I: A4, margins 20/15/20/30 mm, Times New Roman
+    or its metric twin Liberation Serif at 13 pt, page numbers centred in the top margin
+    from page 2 on, table headers repeated on every page, no chart split across pages).
     Fixed dates and identifier, so the same month gives the same bytes."""
     from weasyprint import HTML  # imported here: only the evaluation needs it
 
