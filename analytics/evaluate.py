@@ -557,7 +557,8 @@ def _clause(code: str, rule: str, who: str, rows: list[dict[str, Any]], lang: st
             return text
         seen = _day(nights[0], lang)
         return text + (f", phát hiện đêm thu thập {seen}" if vi else f", seen on night {seen}")
-    messages = f"{n} thư" if vi else f"{n} message{'s' if n > 1 else ''}"
+    noun = "thư" if vi else f"message{'s' if n > 1 else ''}"
+    messages = f"{n} {noun}"
     if rule == "declared_personal_address":
         text = (
             f"{messages} trao đổi với địa chỉ cá nhân đã khai báo {who}"
@@ -567,7 +568,7 @@ def _clause(code: str, rule: str, who: str, rows: list[dict[str, Any]], lang: st
     elif code == "OFFICIAL_ADDRESS_REGISTERED":
         text = f"nhận {messages} từ {who}" if vi else f"{messages} received from {who}"
     elif code == "PUBLIC_CONTACT_IN_DOCUMENT":
-        text = f"{who} trong {messages} gửi đi" if vi else f"{who} in {n} sent {messages[2:]}"
+        text = f"{who} trong {messages} gửi đi" if vi else f"{who} in {n} sent {noun}"
     else:
         text = f"{messages}: {who}" if who else messages
     days = sorted(e["day"] for e in rows if e["day"] is not None)

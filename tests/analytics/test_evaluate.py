@@ -225,6 +225,37 @@ def test_the_reason_in_english(data_dir):
     )
 
 
+def test_a_reason_names_three_addresses_and_counts_the_rest():
+    from dataclasses import replace
+    from datetime import date
+
+    from analytics.evaluate import _facts
+
+    policy = load_policy("lien-chieu-2014")
+    rows = [
+        {
+            "rule": "declared_personal_address",
+            "counterpart": f"a{i}@gmail.com",
+            "day": date(2026, 11, 10 - i),
+            "seen_night": None,
+        }
+        for i in range(5)
+    ]
+    assert _facts("PUBLIC_MAIL_FOR_WORK", rows + rows[4:], {}, policy, "vi") == (
+        "2 thư trao đổi với địa chỉ cá nhân đã khai báo a4@gmail.com, lần đầu ngày 06/11/2026, "
+        "1 thư trao đổi với địa chỉ cá nhân đã khai báo a3@gmail.com, ngày 07/11/2026, "
+        "1 thư trao đổi với địa chỉ cá nhân đã khai báo a2@gmail.com, ngày 08/11/2026, "
+        "và 2 địa chỉ khác"
+    )
+    # inactive with an active day, under a policy that wants two: the threshold is said
+    strict = replace(policy, occasional_min_active_days=2)
+    person = {"active_days": 1, "nights_collected": 28}
+    assert _facts("NOT_USING_OFFICIAL_MAIL", [], person, strict, "vi") == (
+        "1 ngày có hoạt động (gửi thư, đọc thư hoặc đăng nhập) trong 28 ngày có dữ liệu, "
+        "dưới mức tối thiểu 2 ngày"
+    )
+
+
 def _evidence(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.read_text("utf-8-sig").splitlines()))
 
