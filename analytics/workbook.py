@@ -20,6 +20,7 @@ prints Arial as the metric-compatible Liberation Sans).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -75,6 +76,7 @@ def _char_em(ch: str) -> float:
     return _NARROW.get(ch) or _WIDE.get(ch) or (_CAPITAL if ch.isupper() else _OTHER)
 
 
+@functools.lru_cache(maxsize=65536)  # words repeat from row to row: measured once each
 def text_px(text: str, *, bold: bool = False) -> float:
     """The estimated width of ``text`` in Arial 10 at 96 dpi, in pixels.
 
