@@ -15,7 +15,7 @@ import functools
 import io
 import os
 import tempfile
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -68,6 +68,58 @@ EXEMPTION_LABELS = {
         "joined_mid_month": "joined mid-month",
     },
 }
+# The evidence files' values as HR reads them (lang="vi"); in English the stable values
+# themselves are written. The `code` column always keeps the stable code.
+CONFIDENCE_LABELS = {"vi": {"confirmed": "xác nhận", "suspected": "cần xem xét"}}
+COUNTS_LABELS = {"vi": {"yes": "có", "no": "không"}, "en": {"yes": "yes", "no": "no"}}
+RULE_LABELS = {
+    "vi": {
+        "declared_personal_address": "Trao đổi thư với địa chỉ cá nhân đã khai báo",
+        "forwarding_rule": "Quy tắc chuyển tiếp thư đến địa chỉ công cộng",
+        "public_address_across_units": (
+            "Địa chỉ công cộng trao đổi thư với nhiều hộp thư ở nhiều đơn vị"
+        ),
+        "registration_sender": "Thư từ mạng xã hội hoặc ngân hàng điện tử",
+        "inactive_month": "Không có hoạt động cả tháng",
+        "inactive_month_reading_not_measured": (
+            "Không có hoạt động cả tháng, máy chủ không đo được việc đọc thư"
+        ),
+        "inactive_month_logins_not_measured": (
+            "Không có hoạt động cả tháng, không có nguồn dữ liệu đăng nhập"
+        ),
+        "no_read_no_send": "Không có thư được đọc hay gửi cả tháng",
+        "no_send_reading_not_measured": (
+            "Không có thư được gửi, máy chủ không đo được việc đọc thư"
+        ),
+    }
+}
+# where_found of the contact scan (rule contact_in_<where>)
+FOUND_IN_LABELS = {
+    "vi": {
+        "body": "nội dung thư",
+        "txt": "tệp đính kèm TXT",
+        "html": "tệp đính kèm HTML",
+        "docx": "tệp đính kèm DOCX",
+        "pdf": "tệp đính kèm PDF",
+    }
+}
+
+
+def rule_label(rule: str, lang: str) -> str:
+    """A detection rule as HR reads it; an unknown rule, and every rule in English, as it is.
+
+    >>> rule_label("contact_in_docx", "vi")
+    'Địa chỉ công cộng làm đầu mối liên hệ trong tệp đính kèm DOCX'
+    """
+    labels = RULE_LABELS.get(lang, {})
+    if rule in labels:
+        return labels[rule]
+    where = rule.removeprefix("contact_in_")
+    if where != rule and where in FOUND_IN_LABELS.get(lang, {}):
+        return f"Địa chỉ công cộng làm đầu mối liên hệ trong {FOUND_IN_LABELS[lang][where]}"
+    return rule
+
+
 # Column headers: the only identifiers that reach an output, from this fixed table.
 HEADERS: dict[str, dict[str, str]] = {
     "employee_id": {"vi": "Mã cán bộ", "en": "Employee ID"},
@@ -92,6 +144,7 @@ HEADERS: dict[str, dict[str, str]] = {
     "message_id": {"vi": "Message-ID", "en": "Message-ID"},
     "date": {"vi": "Thời điểm", "en": "Date"},
     "counterpart": {"vi": "Địa chỉ liên quan", "en": "Counterpart address"},
+    "seen_night": {"vi": "Đêm thu thập phát hiện", "en": "Night first seen"},
     "rank": {"vi": "Hạng", "en": "Rank"},
     "unit_code": {"vi": "Mã đơn vị", "en": "Unit code"},
     "unit_name": {"vi": "Tên đơn vị", "en": "Unit name"},
@@ -155,6 +208,7 @@ EVIDENCE_COLUMNS = (
     "message_id",
     "date",
     "counterpart",
+    "seen_night",
 )
 HR_COLUMNS = (
     "employee_id",
@@ -171,6 +225,20 @@ HR_COLUMNS = (
     "waiver",
     "exemption",
 )
+# hr_ratings.xlsx prints each sheet one A4 page wide: the rating with its reason, then the
+# rest (all thirteen columns across one page were unreadable).
+HR_SHEETS = (
+    (
+        {"vi": "Xếp loại", "en": "Ratings"},
+        ("employee_id", "full_name", "unit", "usage_class", "days_collected", "max_rating",
+         "reason", "exemption"),
+    ),
+    (
+        {"vi": "Chi tiết", "en": "Details"},
+        ("employee_id", "full_name", "month", "violation_codes", "violations",
+         "evidence_count", "waiver"),
+    ),
+)  # fmt: skip
 _HR_SCHEMA = pa.schema(
     [(c, pa.int64() if c == "evidence_count" else pa.string()) for c in HR_COLUMNS]
 )
@@ -369,24 +437,24 @@ def _hr_rows(
 ) -> list[dict[str, Any]]:
     """One row per roster person (unit mailboxes are not people)."""
     policy = inputs.policy
-    confirmed: dict[str, list[str]] = defaultdict(list)  # employee -> a code per evidence
+    confirmed: dict[str, list[dict[str, Any]]] = defaultdict(list)  # employee -> evidence
     mine = violations.filter(pc.equal(violations["confidence"], "confirmed"))
-    for employee_id, code in zip(
-        mine["employee_id"].to_pylist(), mine["code"].to_pylist(), strict=True
-    ):
-        confirmed[employee_id].append(code)
+    local = pa.timestamp("s", tz=inputs.timezone)
+    days_local = pc.cast(pc.cast(mine["evidence_date"], local), pa.date32())
+    facts = mine.select(["employee_id", "code", "rule", "counterpart", "seen_night"])
+    for row in facts.append_column("day", days_local).to_pylist():
+        confirmed[row["employee_id"]].append(row)
     waivers = {(w.employee_id, w.code): w for w in inputs.waivers if w.month == month}
     rows = []
     days = days_in(month)
     wanted = ["employee_id", "full_name", "unit_name", "usage_class", "exemption"]
-    wanted += ["has_mailbox", "nights_collected", "unmeasured"]
+    wanted += ["has_mailbox", "nights_collected", "unmeasured", "active_days"]
     for p in pm.filter(pc.invert(pm["is_unit_mailbox"])).select(wanted).to_pylist():
         evidence = confirmed.get(p["employee_id"], [])
-        codes = sorted(set(evidence))
+        codes = sorted({e["code"] for e in evidence})
         counting = {c for c in codes if c in policy.codes and policy.codes[c].counts}
         waived = sorted(c for c in counting if (p["employee_id"], c) in waivers)
         cap = policy.cap_for(counting - set(waived))
-        count = Counter(evidence)
         rows.append(
             {
                 "employee_id": p["employee_id"],
@@ -400,7 +468,13 @@ def _hr_rows(
                 "violations": "; ".join(code_name(c, lang) for c in codes),
                 "max_rating": (cap.vi if lang == "vi" else cap.en) if cap else NO_CAP[lang],
                 "reason": "; ".join(
-                    _reason(c, count[c], policy, waivers.get((p["employee_id"], c)), lang)
+                    _reason(
+                        c,
+                        _facts(c, [e for e in evidence if e["code"] == c], p, policy, lang),
+                        policy,
+                        waivers.get((p["employee_id"], c)),
+                        lang,
+                    )
                     for c in codes
                 ),
                 "evidence_count": len(evidence),
@@ -414,6 +488,96 @@ def _hr_rows(
             }
         )
     return rows
+
+
+MAX_LISTED = 3  # addresses or senders named in one reason; the rest are counted
+
+
+def _day(value: date, lang: str) -> str:
+    """``_day(date(2026, 11, 15), "vi")`` -> ``'15/11/2026'``; in English ``'2026-11-15'``."""
+    return value.strftime("%d/%m/%Y") if lang == "vi" else value.isoformat()
+
+
+def _facts(
+    code: str, evidence: list[dict[str, Any]], person: dict[str, Any], policy: Policy, lang: str
+) -> str:
+    """What was seen for one code of one person, in words, from its evidence rows (each
+    with ``rule``, ``counterpart``, ``day`` in the agency's zone and ``seen_night``).
+
+    >>> from analytics.policy import load_policy
+    >>> row = {"rule": "declared_personal_address", "counterpart": "a@gmail.com",
+    ...        "day": date(2026, 11, 15), "seen_night": None}
+    >>> _facts("PUBLIC_MAIL_FOR_WORK", [row], {}, load_policy("lien-chieu-2014"), "vi")
+    '1 thư trao đổi với địa chỉ cá nhân đã khai báo a@gmail.com, ngày 15/11/2026'
+    """
+    vi = lang == "vi"
+    if code in ("NOT_USING_OFFICIAL_MAIL", "UNIT_MAILBOX_UNATTENDED"):
+        active, nights = person.get("active_days") or 0, person.get("nights_collected") or 0
+        if code == "UNIT_MAILBOX_UNATTENDED":
+            return (
+                f"không có thư được đọc hay gửi trong {nights} ngày có dữ liệu"
+                if vi
+                else f"nothing read or sent on {nights} days with data"
+            )
+        text = (
+            f"{active} ngày có hoạt động (gửi thư, đọc thư hoặc đăng nhập) "
+            f"trong {nights} ngày có dữ liệu"
+            if vi
+            else f"{active} active days (sending, reading or logging in) of {nights} days with data"
+        )
+        if active:  # below the policy's threshold, yet not none: say which threshold
+            need = policy.occasional_min_active_days
+            text += f", dưới mức tối thiểu {need} ngày" if vi else f", fewer than {need} required"
+        return text
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for e in evidence:
+        who = (e["counterpart"] or "").lower()
+        if code == "OFFICIAL_ADDRESS_REGISTERED":
+            who = who.rsplit("@", 1)[-1]  # the sender's domain: one service, many senders
+        groups[(e["rule"], who)].append(e)
+
+    def earliest(rows: list[dict[str, Any]]) -> date:
+        return min((e["day"] or e["seen_night"] or date.max for e in rows), default=date.max)
+
+    ordered = sorted(groups.items(), key=lambda kv: (earliest(kv[1]), kv[0]))
+    clauses = [_clause(code, rule, who, rows, lang) for (rule, who), rows in ordered[:MAX_LISTED]]
+    if len(ordered) > MAX_LISTED:
+        more = len(ordered) - MAX_LISTED
+        clauses.append(f"và {more} địa chỉ khác" if vi else f"and {more} more addresses")
+    return ", ".join(clauses)
+
+
+def _clause(code: str, rule: str, who: str, rows: list[dict[str, Any]], lang: str) -> str:
+    """One address (or sender domain) of a code: by which rule, how often, since when."""
+    vi, n = lang == "vi", len(rows)
+    if rule == "forwarding_rule":  # no message: the night the rule was first seen
+        nights = sorted(e["seen_night"] for e in rows if e["seen_night"] is not None)
+        text = f"quy tắc chuyển tiếp thư đến {who}" if vi else f"a forwarding rule to {who}"
+        if not nights:
+            return text
+        seen = _day(nights[0], lang)
+        return text + (f", phát hiện đêm thu thập {seen}" if vi else f", seen on night {seen}")
+    noun = "thư" if vi else f"message{'s' if n > 1 else ''}"
+    messages = f"{n} {noun}"
+    if rule == "declared_personal_address":
+        text = (
+            f"{messages} trao đổi với địa chỉ cá nhân đã khai báo {who}"
+            if vi
+            else f"{messages} with the declared personal address {who}"
+        )
+    elif code == "OFFICIAL_ADDRESS_REGISTERED":
+        text = f"nhận {messages} từ {who}" if vi else f"{messages} received from {who}"
+    elif code == "PUBLIC_CONTACT_IN_DOCUMENT":
+        text = f"{who} trong {messages} gửi đi" if vi else f"{who} in {n} sent {noun}"
+    else:
+        text = f"{messages}: {who}" if who else messages
+    days = sorted(e["day"] for e in rows if e["day"] is not None)
+    if not days:
+        return text
+    when = _day(days[0], lang)
+    if n > 1:
+        return text + (f", lần đầu ngày {when}" if vi else f", first on {when}")
+    return text + (f", ngày {when}" if vi else f", on {when}")
 
 
 def usage_label(usage_class: str, unmeasured: str | None, lang: str) -> str:
@@ -432,19 +596,19 @@ def usage_label(usage_class: str, unmeasured: str | None, lang: str) -> str:
     return f"{label} (not measurable on this server: {names})"
 
 
-def _reason(code: str, evidence: int, policy: Policy, waiver: Waiver | None, lang: str) -> str:
-    """Why a listed code caps the rating or does not, in the reader's language.
+def _reason(code: str, facts: str, policy: Policy, waiver: Waiver | None, lang: str) -> str:
+    """Why a listed code caps the rating or does not, in the reader's language: its name,
+    what was seen (``facts``), and whether it counts and up to which rating.
 
     >>> from analytics.policy import load_policy
     >>> lc = load_policy("lien-chieu-2014")
-    >>> _reason("PUBLIC_MAIL_FOR_WORK", 2, lc, None, "en").split(": ", 1)[1]
-    "2 evidence rows, counts: at most Fairly well completed duties ('good')"
+    >>> _reason("PUBLIC_MAIL_FOR_WORK", "2 messages …", lc, None, "en").split(": ", 1)[1]
+    "2 messages … — counts: at most Fairly well completed duties ('good')"
     """
     name = code_name(code, lang)
     basis = policy.title or policy.name
     rule = policy.codes.get(code)
     vi = lang == "vi"
-    seen = f"{evidence} bằng chứng" if vi else f"{evidence} evidence rows"
     if waiver is not None and rule is not None and rule.counts:
         why = (
             f"miễn trừ: {waiver.reason} ({waiver.approved_by})"
@@ -462,7 +626,7 @@ def _reason(code: str, evidence: int, policy: Policy, waiver: Waiver | None, lan
     else:
         cap = rule.cap.vi if vi else rule.cap.en
         why = f"tính vào xếp loại: tối đa {cap}" if vi else f"counts: at most {cap}"
-    return f"{name}: {seen}, {why}"
+    return f"{name}: {facts} — {why}" if facts else f"{name} — {why}"
 
 
 def neutralise(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -503,9 +667,23 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _evidence_table(inputs: EvaluationInputs, violations: pa.Table, confidence: str) -> pa.Table:
+def _mapped(column: pa.ChunkedArray | pa.Array, words: Callable[[Any], str]) -> pa.Array:
+    """``column`` as text through ``words``, called once per distinct value; null stays null.
+
+    >>> _mapped(pa.array(["yes", None, "yes"]), {"yes": "có"}.get).to_pylist()
+    ['có', None, 'có']
+    """
+    values = pc.drop_null(pc.unique(column))
+    text = pa.array([words(v) for v in values.to_pylist()], pa.string())
+    return pc.take(text, pc.index_in(column, value_set=values))
+
+
+def _evidence_table(
+    inputs: EvaluationInputs, violations: pa.Table, confidence: str, lang: str = "en"
+) -> pa.Table:
     """The evidence of one confidence with the person's name and unit, whether it counts
-    toward the cap, and its time in the agency's zone (ISO 8601 with the offset)."""
+    toward the cap, and its time in the agency's zone (ISO 8601 with the offset);
+    ``confidence``, ``counts`` and ``rule`` in ``lang`` (``code`` stays the stable code)."""
     mine = violations.filter(pc.equal(violations["confidence"], confidence))
     ids = pa.array([p.employee_id for p in inputs.people], pa.string())
     where = pc.index_in(mine["employee_id"], value_set=ids)
@@ -519,12 +697,23 @@ def _evidence_table(inputs: EvaluationInputs, violations: pa.Table, confidence: 
         counts = pc.and_(counts, False)
     local = pa.timestamp("s", tz=inputs.timezone)
     when = pc.floor_temporal(mine["evidence_date"], unit="second").cast(local)
-    return (
+    counts = pc.if_else(pc.fill_null(counts, False), "yes", "no")
+    table = (
         mine.append_column("full_name", roster([p.full_name for p in inputs.people]))
         .append_column("unit", roster([p.unit_name for p in inputs.people]))
-        .append_column("counts", pc.if_else(pc.fill_null(counts, False), "yes", "no"))
+        .append_column("counts", counts)
         .append_column("date", pc.strftime(when, format="%Y-%m-%dT%H:%M:%S%Ez"))
     )
+    words: dict[str, Callable[[Any], str]] = {
+        "confidence": lambda v: CONFIDENCE_LABELS.get(lang, {}).get(v, v),
+        "counts": lambda v: COUNTS_LABELS[lang][v],
+        "rule": lambda v: rule_label(v, lang),
+        "seen_night": lambda v: v.isoformat(),
+    }
+    for name, word in words.items():
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, _mapped(table[name], word))
+    return table
 
 
 def _write(
@@ -536,13 +725,14 @@ def _write(
     _atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
     _atomic_write(paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking, lang))
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
-        evidence = _evidence_table(inputs, result.violations, confidence)
+        evidence = _evidence_table(inputs, result.violations, confidence, lang)
         _atomic_write(paths[name], _csv_bytes(EVIDENCE_COLUMNS, evidence, lang))
     hr = pa.Table.from_pylist(result.hr_rows, schema=_HR_SCHEMA)
     _atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
     title = f"{HEADERS['month'][lang]} {month_label(result.month, lang)}"
-    headers = [HEADERS[c][lang] for c in HR_COLUMNS]
-    _atomic_write(paths["hr_ratings.xlsx"], hr_workbook(hr, headers, title=title))
+    headers = {c: HEADERS[c][lang] for c in HR_COLUMNS}
+    sheets = [(names[lang], columns) for names, columns in HR_SHEETS]
+    _atomic_write(paths["hr_ratings.xlsx"], hr_workbook(hr, headers, sheets, title=title))
     html = render_report(result, inputs, lang, reports_dir=folder.parent)
     _atomic_write(paths["report.html"], html.encode("utf-8"))
     _atomic_write(paths["report.pdf"], report_pdf(html))

@@ -12,6 +12,8 @@
 --                               with the signal that was missing as its rule.
 --   UNIT_MAILBOX_UNATTENDED     a unit mailbox nobody read from or sent from; suspected when
 --                               its server could not count reading on enough nights.
+-- seen_night: for a forwarding rule, the first collection night of the month it was seen on
+-- (null for message evidence, whose date is evidence_date).
 -- Inputs: roster, person_month, counterpart_addresses, forwarding, contacts (the last two
 -- may be empty). Parameters: $month_start, $month_end, $first_day, $next_day, $mandatory_use,
 -- $suspected_min_mailboxes, $suspected_min_units.
@@ -39,13 +41,15 @@ declared as (
 ),
 
 forwarding_targets as (
-    select distinct
+    select
         lower(f.mailbox) as mailbox,
         lower(f.target) as target,
-        string_split(lower(split_part(f.target, '@', 2)), '.') as labels
+        string_split(lower(split_part(f.target, '@', 2)), '.') as labels,
+        min(cast(f.night as date)) as seen_night
     from forwarding f
     -- a rule seen on a night covering the month (the night N run sees day N-1)
     where cast(f.night as date) - 1 >= $first_day and cast(f.night as date) - 1 < $next_day
+    group by all
 ),
 
 forwards as (
@@ -152,8 +156,13 @@ final as (
 )
 
 select
-    employee_id, mailbox, code, confidence, rule, folder,
-    cast(uid as bigint) as uid, message_id,
-    cast(evidence_date as timestamptz) as evidence_date, counterpart
-from final
-order by employee_id, code, confidence, evidence_date nulls first, mailbox, folder, uid
+    v.employee_id, v.mailbox, v.code, v.confidence, v.rule, v.folder,
+    cast(v.uid as bigint) as uid, v.message_id,
+    cast(v.evidence_date as timestamptz) as evidence_date, v.counterpart,
+    -- a forwarding rule has no message date: the first night of the month it was seen
+    t.seen_night
+from final v
+left join forwarding_targets t
+    on v.rule = 'forwarding_rule' and t.mailbox = v.mailbox and t.target = v.counterpart
+order by
+    v.employee_id, v.code, v.confidence, v.evidence_date nulls first, v.mailbox, v.folder, v.uid

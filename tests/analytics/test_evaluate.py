@@ -177,16 +177,30 @@ def test_hr_ratings_caps_and_exemptions(result):
     assert rows["P11"]["usage_class"] == "Chưa có hộp thư"
 
 
-def test_every_listed_code_has_its_name_and_reason(result):
+LIEN_CHIEU = "Chỉ thị 01/CT-UBND ngày 20/6/2014 của UBND quận Liên Chiểu"
+
+
+def test_every_listed_code_has_its_name_its_facts_and_its_reason(result):
+    """HR reads what happened without opening violations.csv: the fixture's facts, counted
+    by hand (tests/analytics/fixture.py), in the reason."""
     rows = {r["employee_id"]: r for r in result.hr_rows}
     assert rows["P04"]["violations"] == "Dùng thư điện tử công cộng cho công việc"
+    # one mail on 15 Nov (09:00 local) to the declared p04.home@gmail.com
     assert rows["P04"]["reason"] == (
-        "Dùng thư điện tử công cộng cho công việc: 1 bằng chứng, "
-        "tính vào xếp loại: tối đa Hoàn thành khá nhiệm vụ"
+        "Dùng thư điện tử công cộng cho công việc: 1 thư trao đổi với địa chỉ cá nhân đã khai "
+        "báo p04.home@gmail.com, ngày 15/11/2026 — tính vào xếp loại: tối đa Hoàn thành khá "
+        "nhiệm vụ"
     )
-    # listed but not capped: the reason says why (lien-chieu-2014 does not count it)
-    assert rows["P05"]["reason"].startswith(
-        "Dùng địa chỉ công vụ đăng ký dịch vụ trực tuyến: 2 bằng chứng, không tính vào xếp loại"
+    # nothing sent, read or logged in on any of the 30 collected nights of November
+    assert rows["P06"]["reason"] == (
+        "Không sử dụng hộp thư công vụ: 0 ngày có hoạt động (gửi thư, đọc thư hoặc đăng nhập) "
+        "trong 30 ngày có dữ liệu — tính vào xếp loại: tối đa Hoàn thành khá nhiệm vụ"
+    )
+    # listed but not capped: two facebookmail.com senders (3 and 4 Nov), one service;
+    # the reason says why it does not count (lien-chieu-2014)
+    assert rows["P05"]["reason"] == (
+        "Dùng địa chỉ công vụ đăng ký dịch vụ trực tuyến: nhận 2 thư từ facebookmail.com, lần "
+        f"đầu ngày 03/11/2026 — không tính vào xếp loại theo {LIEN_CHIEU}"
     )
     for r in rows.values():
         codes = [c for c in r["violation_codes"].split(";") if c]
@@ -194,30 +208,228 @@ def test_every_listed_code_has_its_name_and_reason(result):
         assert r["max_rating"] and (r["capped"] or r["max_rating"] == "Không giới hạn")
 
 
+def test_the_reason_in_english(data_dir):
+    rows = {r["employee_id"]: r for r in evaluate_month(inputs(data_dir), MONTH, lang="en").hr_rows}
+    assert rows["P04"]["reason"] == (
+        "Public mail used for official work: 1 message with the declared personal address "
+        "p04.home@gmail.com, on 2026-11-15 — counts: at most Fairly well completed duties "
+        "('good')"
+    )
+    assert rows["P06"]["reason"].startswith(
+        "Official mailbox not used: 0 active days (sending, reading or logging in) of 30 days "
+        "with data — counts"
+    )
+    assert rows["P05"]["reason"].startswith(
+        "Official address used to register online services: 2 messages received from "
+        "facebookmail.com, first on 2026-11-03 — does not count"
+    )
+
+
+def test_a_reason_names_three_addresses_and_counts_the_rest():
+    from dataclasses import replace
+    from datetime import date
+
+    from analytics.evaluate import _facts
+
+    policy = load_policy("lien-chieu-2014")
+    rows = [
+        {
+            "rule": "declared_personal_address",
+            "counterpart": f"a{i}@gmail.com",
+            "day": date(2026, 11, 10 - i),
+            "seen_night": None,
+        }
+        for i in range(5)
+    ]
+    assert _facts("PUBLIC_MAIL_FOR_WORK", rows + rows[4:], {}, policy, "vi") == (
+        "2 thư trao đổi với địa chỉ cá nhân đã khai báo a4@gmail.com, lần đầu ngày 06/11/2026, "
+        "1 thư trao đổi với địa chỉ cá nhân đã khai báo a3@gmail.com, ngày 07/11/2026, "
+        "1 thư trao đổi với địa chỉ cá nhân đã khai báo a2@gmail.com, ngày 08/11/2026, "
+        "và 2 địa chỉ khác"
+    )
+    # inactive with an active day, under a policy that wants two: the threshold is said
+    strict = replace(policy, occasional_min_active_days=2)
+    person = {"active_days": 1, "nights_collected": 28}
+    assert _facts("NOT_USING_OFFICIAL_MAIL", [], person, strict, "vi") == (
+        "1 ngày có hoạt động (gửi thư, đọc thư hoặc đăng nhập) trong 28 ngày có dữ liệu, "
+        "dưới mức tối thiểu 2 ngày"
+    )
+
+
+def _evidence(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text("utf-8-sig").splitlines()))
+
+
+def test_evidence_values_in_the_report_language_and_codes_stable(data_dir, result):
+    confirmed = {r["Mã cán bộ"]: r for r in _evidence(result.paths["violations"])}
+    p04, p06 = confirmed["P04"], confirmed["P06"]
+    assert p04["Mã vi phạm"] == "PUBLIC_MAIL_FOR_WORK"  # the code column keeps the code
+    assert (p04["Mức tin cậy"], p04["Tính vào xếp loại"], p04["Quy tắc phát hiện"]) == (
+        "xác nhận",
+        "có",
+        "Trao đổi thư với địa chỉ cá nhân đã khai báo",
+    )
+    assert p06["Quy tắc phát hiện"] == "Không có hoạt động cả tháng"
+    assert confirmed["P05"]["Tính vào xếp loại"] == "không"  # not counted in lien-chieu-2014
+    assert confirmed["UA"]["Quy tắc phát hiện"] == "Không có thư được đọc hay gửi cả tháng"
+    review = _evidence(result.paths["review"])
+    assert {(r["Mức tin cậy"], r["Tính vào xếp loại"], r["Quy tắc phát hiện"]) for r in review} == {
+        ("cần xem xét", "không", "Địa chỉ công cộng trao đổi thư với nhiều hộp thư ở nhiều đơn vị")
+    }
+    en = evaluate_month(inputs(data_dir), MONTH, out_dir=data_dir / "reports-en-ev", lang="en")
+    p04 = next(r for r in _evidence(en.paths["violations"]) if r["Employee ID"] == "P04")
+    assert (p04["Confidence"], p04["Counts toward the cap"], p04["Detection rule"]) == (
+        "confirmed",
+        "yes",
+        "declared_personal_address",
+    )
+
+
+def _sheet_rows(sheet) -> dict[str, dict[str, str]]:
+    """A sheet's rows by employee ID, each {header: text} ("" for an empty cell)."""
+    cells = [[c.value for c in row] for row in sheet.iter_rows()]
+    return {
+        str(row[0]): {h: "" if v is None else str(v) for h, v in zip(cells[0], row, strict=True)}
+        for row in cells[1:]
+    }
+
+
 def test_hr_workbook_reads_back_like_the_csv(result):
+    """Two sheets, the rating with its reason and the details: together every column of
+    hr_ratings.csv, the same content (no apostrophe needed before formula-like text)."""
     from openpyxl import load_workbook
 
     book = load_workbook(result.paths["hr_ratings_xlsx"])
-    sheet = book.active
-    assert sheet.title == "Tháng 11-2026"
-    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == "A1:M12"
-    assert sheet.page_setup.paperSize == 9 and sheet.page_setup.orientation == "landscape"
-    # one page wide (fitToWidth's default, 1, is left out of the file), any number tall
-    assert sheet.sheet_properties.pageSetUpPr.fitToPage and sheet.page_setup.fitToHeight == 0
-    assert sheet.page_setup.fitToWidth in (None, 1) and sheet.print_title_rows == "$1:$1"
-    cells = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert book.sheetnames == ["Xếp loại", "Chi tiết"]
+    assert book.properties.title == "Tháng 11/2026"
     with result.paths["hr_ratings"].open(encoding="utf-8-sig", newline="") as fh:
-        lines = list(csv.reader(fh))
-    assert cells[0] == lines[0]  # the same header
-    evidence = lines[0].index("Số bằng chứng")
-    for got, want in zip(cells[1:], lines[1:], strict=True):
-        assert isinstance(got[evidence], int)  # a number, not text
-        # the same content; the workbook needs no apostrophe before formula-like text
-        assert [("" if v is None else str(v)) for v in got] == [
-            w[1:] if w.startswith("'") else w for w in want
-        ]
-    by_id = {row[0]: row for row in cells[1:]}
-    assert by_id["P04"][2] == "Phòng Tài chính - Kế hoạch"  # Vietnamese text intact
+        want = {
+            r["Mã cán bộ"]: {h: v[1:] if v.startswith("'") else v for h, v in r.items()}
+            for r in csv.DictReader(fh)
+        }
+    headers = list(next(iter(want.values())))
+    seen: set[str] = set()
+    for sheet in book.worksheets:
+        got = _sheet_rows(sheet)
+        assert got.keys() == want.keys()  # every person on every sheet, one row each
+        for eid, row in got.items():
+            assert row == {h: want[eid][h] for h in row}, eid
+        seen |= set(next(iter(got.values())))
+        assert sheet.freeze_panes == "A2"
+        assert sheet.auto_filter.ref == f"A1:{sheet.cell(1, sheet.max_column).column_letter}12"
+    assert seen == set(headers)  # no column lost in the split
+    rating = book["Xếp loại"]
+    assert [c.value for c in rating[1]][-2:] == ["Lý do", "Trường hợp loại trừ"]
+    evidence = [c.value for c in book["Chi tiết"][1]].index("Số bằng chứng")
+    assert all(isinstance(r[evidence].value, int) for r in book["Chi tiết"].iter_rows(min_row=2))
+    assert _sheet_rows(rating)["P04"]["Đơn vị"] == "Phòng Tài chính - Kế hoạch"  # Vietnamese
+
+
+def _liberation_sans():
+    """Liberation Sans (what LibreOffice prints Arial with) as advance widths in em, or skip."""
+    import unicodedata
+
+    fonts = Path("/usr/share/fonts/truetype/liberation2")
+    if not (fonts / "LiberationSans-Regular.ttf").exists():
+        pytest.skip("fonts-liberation2 is not installed")
+    from fontTools.ttLib import TTFont
+
+    def measure(name: str):
+        font = TTFont(fonts / name)
+        cmap, hmtx, em = font.getBestCmap(), font["hmtx"], font["head"].unitsPerEm
+        return lambda text: sum(
+            hmtx[cmap[ord(c)]][0] / em for c in unicodedata.normalize("NFC", text)
+        )
+
+    return measure("LiberationSans-Regular.ttf"), measure("LiberationSans-Bold.ttf")
+
+
+def _lines(text: str, room_px: float, advance) -> int:
+    """Lines ``text`` wraps to at ``room_px`` in 10 pt at 96 dpi, word by word (a word wider
+    than the line is broken between letters), measured with the font itself."""
+    px = 10 * 96 / 72
+    lines, used = 1, 0.0
+    for word in text.split(" "):
+        size = advance(word) * px
+        if used and used + advance(" ") * px + size <= room_px:
+            used += advance(" ") * px + size
+            continue
+        if used:
+            lines += 1
+        used = 0.0
+        if size <= room_px:
+            used = size
+            continue
+        for ch in word:
+            if used and used + advance(ch) * px > room_px:
+                lines, used = lines + 1, 0.0
+            used += advance(ch) * px
+    return lines
+
+
+def test_hr_workbook_prints_legibly(result):
+    """Every row as tall as the lines its text wraps to (measured with the font LibreOffice
+    prints with, one line of Liberation Sans 10 pt being 11.5 pt); A4 landscape, one page
+    wide at a readable scale, the header row repeated on every page."""
+    from openpyxl import load_workbook
+
+    regular, bold = _liberation_sans()
+    book = load_workbook(result.paths["hr_ratings_xlsx"])
+    a4_landscape_pt = 841.9
+    for sheet in book.worksheets:
+        setup = sheet.page_setup
+        assert setup.paperSize == 9 and setup.orientation == "landscape"
+        assert sheet.sheet_properties.pageSetUpPr.fitToPage and setup.fitToHeight == 0
+        assert setup.fitToWidth in (None, 1)  # 1, the default, is left out of the file
+        assert sheet.print_title_rows == "$1:$1"
+        assert "Tháng 11/2026" in sheet.oddHeader.center.text
+        # the text stays readable: one page wide takes at most a 15% shrink (10 pt -> 8.5)
+        room = a4_landscape_pt - (sheet.page_margins.left + sheet.page_margins.right) * 72
+        letters = [c.column_letter for c in sheet[1]]
+        # a column's pixels as Excel draws them: stored width (chars + 5/7 padding) × 7
+        px = {x: round(sheet.column_dimensions[x].width * 7) for x in letters}
+        assert room / (sum(px.values()) * 0.75) >= 0.85, sheet.title
+        assert all(c.font.name == "Arial" and c.font.sz == 10 for c in sheet[2])
+        for row in sheet.iter_rows():
+            needed = max(
+                _lines(str(c.value), px[c.column_letter] - 9, bold if c.row == 1 else regular)
+                for c in row
+                if c.value is not None
+            )
+            height = sheet.row_dimensions[row[0].row].height
+            assert height is not None and height >= needed * 11.5, (sheet.title, row[0].row)
+    # the fixture's longest reason (P04's) wraps: its row is several lines tall
+    rating = book["Xếp loại"]
+    p04 = next(r[0].row for r in rating.iter_rows(min_row=2) if r[0].value == "P04")
+    assert rating.row_dimensions[p04].height >= 3 * 11.5
+    assert rating.row_dimensions[1].height >= 2 * 11.5  # two-line headers fit too
+
+
+def test_the_row_height_estimate_never_falls_short_of_the_font(result):
+    """The workbook's line estimate (a few width classes of Arial) against Liberation Sans
+    itself, on every text an HR file holds, capitals and addresses included, at every
+    width: never fewer lines than the font needs (with 1 px less room than the estimate gives,
+    for the cell's margins)."""
+    from analytics.evaluate import HEADERS, RULE_LABELS
+    from analytics.policy import CODE_NAMES
+    from analytics.workbook import column_px, wrapped_lines
+
+    regular, bold = _liberation_sans()
+    texts = [v for r in result.hr_rows for k, v in r.items() if isinstance(v, str)]
+    texts += [n for pair in CODE_NAMES.values() for n in pair] + list(CODE_NAMES)
+    texts += [*RULE_LABELS["vi"].values(), "OFFICIAL_ADDRESS_REGISTERED;NOT_USING_OFFICIAL_MAIL"]
+    texts += [
+        "Nguyễn Thị Ngọc Huyền",
+        "WWW MMM @@@ Ưng Ước",
+        "nguyen.thi.ngoc.huyen@lienchieu.danang.gov.vn",
+    ]
+    heads = [h[lang] for h in HEADERS.values() for lang in ("vi", "en")]
+    for width in range(8, 61):
+        room = column_px(width) - 9
+        for text in texts:
+            assert wrapped_lines(text, width) >= _lines(text, room, regular), (text, width)
+        for text in heads:
+            assert wrapped_lines(text, width, bold=True) >= _lines(text, room, bold), (text, width)
 
 
 def test_a_waiver_lifts_exactly_its_cap(data_dir, tmp_path):
@@ -417,6 +629,24 @@ def test_forwarding_and_contact_scan_data_are_used_when_present(data_dir, tmp_pa
     assert not any(e == "P10" for e, *_ in found)  # October's document is not November's
     rows = {r["employee_id"]: r for r in out.hr_rows}
     assert rows["P09"]["max_rating"] == "Hoàn thành khá nhiệm vụ"
+    # the reason names the address and when: the rule by the night it was seen (30 Nov),
+    # the document by its date (5 Nov, 09:00 local)
+    assert rows["P06"]["reason"].split("; ")[1] == (
+        "Dùng thư điện tử công cộng cho công việc: quy tắc chuyển tiếp thư đến "
+        "p06.private@hn.vnn.vn, phát hiện đêm thu thập 30/11/2026 — tính vào xếp loại: tối "
+        "đa Hoàn thành khá nhiệm vụ"
+    )
+    assert rows["P09"]["reason"] == (
+        "Văn bản ghi địa chỉ thư công cộng làm đầu mối liên hệ: lienhe@gmail.com trong 1 thư "
+        "gửi đi, ngày 05/11/2026 — tính vào xếp loại: tối đa Hoàn thành khá nhiệm vụ"
+    )
+    out = evaluate_month(inputs(tmp_path), MONTH, out_dir=tmp_path / "reports")
+    by_id = {(r["Mã cán bộ"], r["Mã vi phạm"]): r for r in _evidence(out.paths["violations"])}
+    forward = by_id[("P06", "PUBLIC_MAIL_FOR_WORK")]
+    assert (forward["Đêm thu thập phát hiện"], forward["Thời điểm"]) == ("2026-11-30", "")
+    assert by_id[("P09", "PUBLIC_CONTACT_IN_DOCUMENT")]["Quy tắc phát hiện"] == (
+        "Địa chỉ công cộng làm đầu mối liên hệ trong tệp đính kèm DOCX"
+    )
 
 
 def test_queries_only_by_allow_listed_name():
@@ -474,8 +704,9 @@ def test_report_figures_equal_the_evaluation_outputs(result):
     shutil.which("soffice") is None, reason="LibreOffice is not installed on this machine"
 )
 def test_libreoffice_opens_the_hr_workbook_without_a_wizard(result, tmp_path):
-    # LibreOffice converts the workbook to CSV headless: its reading of the cells must be
-    # the CSV mailusage wrote (Vietnamese intact, no mojibake, numbers as numbers).
+    # LibreOffice converts the workbook's first sheet to CSV headless: its reading of the
+    # cells must be the CSV mailusage wrote (Vietnamese intact, no mojibake, numbers as
+    # numbers), in the first sheet's columns.
     subprocess.run(
         ["soffice", "--headless", "--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76",
          "--outdir", str(tmp_path), str(result.paths["hr_ratings_xlsx"])],
@@ -483,7 +714,32 @@ def test_libreoffice_opens_the_hr_workbook_without_a_wizard(result, tmp_path):
     )  # fmt: skip
     got = list(csv.reader((tmp_path / "hr_ratings.csv").read_text("utf-8").splitlines()))
     want = list(csv.reader(result.paths["hr_ratings"].read_text("utf-8-sig").splitlines()))
-    assert [[c.lstrip("'") for c in r] for r in want] == got
+    keep = [want[0].index(h) for h in got[0]]
+    assert got[0][-2:] == ["Lý do", "Trường hợp loại trừ"]
+    assert [[r[i].lstrip("'") for i in keep] for r in want] == got
+
+
+@pytest.mark.skipif(
+    shutil.which("soffice") is None, reason="LibreOffice is not installed on this machine"
+)
+def test_libreoffice_prints_each_sheet_on_one_landscape_a4_page(result, tmp_path):
+    from pypdf import PdfReader
+
+    subprocess.run(
+        ["soffice", "--headless", "--convert-to", "pdf", "--outdir", str(tmp_path),
+         str(result.paths["hr_ratings_xlsx"])],
+        check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
+    pages = PdfReader(tmp_path / "hr_ratings.pdf").pages
+    # 11 people fit one page tall; each sheet one page wide: nothing spills onto a page of
+    # its own columns
+    assert len(pages) == 2
+    for page in pages:
+        width, height = float(page.mediabox.width), float(page.mediabox.height)
+        assert (round(width), round(height)) == (842, 595)  # A4 landscape, in points
+        text = page.extract_text()
+        assert "Mã cán bộ" in text and "Tháng 11/2026" in text
+    assert "p04.home@gmail.com" in pages[0].extract_text()  # the reason, not cut off
 
 
 def test_reading_the_server_cannot_count_is_unknown_and_confirms_nothing(tmp_path):
@@ -524,8 +780,12 @@ def test_reading_the_server_cannot_count_is_unknown_and_confirms_nothing(tmp_pat
     assert 'id="unattended"' not in html  # no table of none
     # the fixture's source is declared to measure all but folder sizes
     assert html.count('<td class="unknown">không đo được</td>') == 1
-    review = (tmp_path / "reports" / MONTH / "review.csv").read_text(encoding="utf-8-sig")
-    assert review.count(reading) == 4
+    review = _evidence(tmp_path / "reports" / MONTH / "review.csv")
+    assert [r["Mã vi phạm"] for r in review].count("NOT_USING_OFFICIAL_MAIL") == 4
+    assert {r["Quy tắc phát hiện"] for r in review} >= {
+        "Không có hoạt động cả tháng, máy chủ không đo được việc đọc thư",
+        "Không có thư được gửi, máy chủ không đo được việc đọc thư",
+    }
 
 
 def test_inactivity_is_not_confirmed_where_no_login_source_covers_the_mailbox(data_dir, tmp_path):
