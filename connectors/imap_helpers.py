@@ -403,12 +403,19 @@ def parse_addresses(value: str) -> tuple[tuple[str, ...], bool]:
     return tuple(out), invalid
 
 
+# Fields whose every occurrence counts. RFC 5322 §3.6 allows one To and one Cc, but real
+# mail repeats them (and the standard library's parser keeps them all); a second From,
+# Date or Message-ID is ignored, as before.
+_REPEATABLE = frozenset((b"to", b"cc"))
+
+
 def split_headers(block: bytes) -> dict[bytes, bytes]:
-    """Header fields of a HEADER.FIELDS literal, unfolded, first occurrence wins. Kept as
+    """Header fields of a HEADER.FIELDS literal, unfolded, first occurrence wins — except To
+    and Cc, whose occurrences are joined by CRLF (which no unfolded value contains). Kept as
     bytes: values are decoded only when a parser's cache has not seen them.
 
-    >>> split_headers(b"From: a@x\\r\\nTo: b@y,\\r\\n c@z\\r\\n\\r\\n")
-    {b'from': b'a@x', b'to': b'b@y, c@z'}
+    >>> split_headers(b"From: a@x\\r\\nTo: b@y,\\r\\n c@z\\r\\nTo: d@w\\r\\n\\r\\n")
+    {b'from': b'a@x', b'to': b'b@y, c@z\\r\\nd@w'}
     """
     if b"\n " in block or b"\n\t" in block:
         # Unfold (RFC 5322 2.2.3); bytes.replace is ~10x cheaper than a regex here.
@@ -421,12 +428,26 @@ def split_headers(block: bytes) -> dict[bytes, bytes]:
             key = name.strip().lower()
             if key not in fields:
                 fields[key] = value.strip()
+            elif key in _REPEATABLE:
+                fields[key] += b"\r\n" + value.strip()
     return fields
 
 
 @lru_cache(maxsize=65536)
 def _addresses(value: bytes) -> tuple[tuple[str, ...], bool]:
-    return parse_addresses(value.decode("utf-8", "replace"))
+    """parse_addresses of a field's value, or of each of several fields' (split_headers),
+    their addresses in order: ``b"a@x\\r\\nb@y, c@z"`` -> (("a@x", "b@y", "c@z"), ...)."""
+    if b"\r\n" not in value:
+        return parse_addresses(value.decode("utf-8", "replace"))
+    # Each field parsed alone, so an unclosed quote or group in one cannot swallow the next.
+    out: list[str] = []
+    invalid = False
+    for part in value.split(b"\r\n"):
+        if part:
+            addrs, bad = parse_addresses(part.decode("utf-8", "replace"))
+            out.extend(addrs)
+            invalid |= bad
+    return tuple(out), invalid
 
 
 # The Date shape nearly every client writes: "[Day, ]D Mon YYYY HH:MM[:SS] +ZZZZ".

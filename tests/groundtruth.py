@@ -46,7 +46,8 @@ def truth(server: LocalDovecot, mailbox: str, folders: list[str]) -> list[TruthR
             except (TypeError, ValueError):
                 sent = None
             froms = [a.lower() for _, a in getaddresses([str(msg["From"] or "")]) if a]
-            tos = tuple(a.lower() for _, a in getaddresses([str(msg["To"] or "")]) if a)
+            # every To: field, as the collector reads them (real mail repeats the field)
+            tos = tuple(a.lower() for _, a in getaddresses(msg.get_all("To", [])) if a)
             rows.append(
                 TruthRow(
                     folder,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+from email.utils import getaddresses
+
 import pytest
 from imapclient import IMAPClient
 
@@ -145,6 +149,36 @@ def test_odd_messages_are_collected_not_crashed_on(dovecot):
     assert "ok@danang.gov.vn" in invalid.to_addrs
     raw8 = by_id[None]
     assert raw8.from_addr == "do.v@danang.gov.vn"
+
+
+def test_every_to_and_cc_field_of_an_appended_message_is_collected(dovecot):
+    # RFC 5322 §3.6 allows one To and one Cc, but real mail repeats them: every address counts.
+    mailbox = "repeated@danang.gov.vn"
+    dovecot.add_user(mailbox, "user-secret")
+    dovecot.finish_seeding(mailbox)
+    raw = (
+        b"From: An <an@danang.gov.vn>\r\n"
+        b"To: b.tt@danang.gov.vn\r\n"
+        b"Cc: =?utf-8?q?L=C3=AA=2C_V=C4=83n?= <LeVan@Gmail.com>\r\n"
+        b"Subject: x\r\n"
+        b"To: Phong KH: c@binhduong.gov.vn,\r\n\td@yahoo.com.vn;\r\n"
+        b"Cc: e@danang.gov.vn\r\n"
+        b"Date: Mon, 2 Nov 2026 10:00:00 +0700\r\nMessage-ID: <repeated@t>\r\n\r\nbody\r\n"
+    )
+    user = IMAPClient("127.0.0.1", port=dovecot.imap_port, ssl=False)
+    user.login(mailbox, "user-secret")
+    user.append("INBOX", raw)
+    user.logout()
+    _, msgs, _ = collect_all(source(dovecot), mailbox)
+    (m,) = msgs
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    to, cc = (
+        tuple(a.lower() for _, a in getaddresses(parsed.get_all(f, []))) for f in ("To", "Cc")
+    )
+    assert to == ("b.tt@danang.gov.vn", "c@binhduong.gov.vn", "d@yahoo.com.vn")
+    assert cc == ("levan@gmail.com", "e@danang.gov.vn")
+    assert (m.to_addrs, m.cc_addrs) == (to, cc)
+    assert not m.address_invalid
 
 
 def test_master_separator_login_and_plain_transport(dovecot, mailboxes):

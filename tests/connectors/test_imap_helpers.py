@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from email.utils import parsedate_to_datetime
+import email
+import email.policy
+from email.utils import getaddresses, parsedate_to_datetime
 
 import pytest
 
@@ -149,9 +151,70 @@ def test_addresses(value, expected):
     assert parse_addresses(value) == expected
 
 
-def test_split_headers_unfolds_and_keeps_the_first():
-    block = b"To: a@x,\r\n\tb@y\r\nDate: one\r\nDate: two\r\nX: y\r\n\r\n"
-    assert split_headers(block) == {b"to": b"a@x, b@y", b"date": b"one", b"x": b"y"}
+def test_split_headers_unfolds_keeps_the_first_date_and_every_to():
+    block = b"To: a@x,\r\n\tb@y\r\nDate: one\r\nDate: two\r\nX: y\r\nTo: c@z\r\n\r\n"
+    assert split_headers(block) == {b"to": b"a@x, b@y\r\nc@z", b"date": b"one", b"x": b"y"}
+
+
+# Header blocks with To: and Cc: repeated. RFC 5322 §3.6 allows one of each, but real mail
+# carries several, and the standard library's parser keeps every field: so must we.
+REPEATED = [
+    pytest.param(b"To: a@x.vn\r\nTo: b@y.vn\r\n\r\n", id="two To"),
+    pytest.param(b"Cc: a@x.vn\r\nCc: b@y.vn, c@z.vn\r\nCc: d@w.vn\r\n\r\n", id="three Cc"),
+    pytest.param(b"To: a@x.vn\r\nCc: c@z.vn\r\nTo: b@y.vn\r\nCc: d@w.vn\r\n\r\n", id="interleaved"),
+    pytest.param(b"To: a@x.vn,\r\n\tb@y.vn\r\nTo:\r\n c@z.vn,\r\n d@w.vn\r\n\r\n", id="folded"),
+    pytest.param(
+        b"To: =?utf-8?q?L=C3=AA=2C_V=C4=83n?= <LeVan@Gmail.com>\r\n"
+        b"To: =?utf-8?b?Tmd1eeG7hW4gVsSDbiBB?= <An.NV@DaNang.gov.vn>, b@y.vn\r\n"
+        # RFC 2047's own example: an encoded word beside a plain one
+        b'Cc: "Q, R" <q@r.vn>\r\nCc: =?ISO-8859-1?Q?Andr=E9?= Pirard <PIRARD@vm1.ulg.ac.be>\r\n'
+        b"\r\n",
+        id="encoded words",
+    ),
+    pytest.param(
+        b"To: Team: a@x.vn, b@y.vn;\r\nTo: c@z.vn\r\n"
+        b"Cc: undisclosed-recipients:;\r\nCc: Other: d@w.vn;\r\n\r\n",
+        id="groups",
+    ),
+    pytest.param(b"To:\r\nTo: a@x.vn\r\nCc: \r\nCc: b@y.vn\r\nCc:\r\n\r\n", id="empty fields"),
+    pytest.param(b"To: a@x.vn\r\nTo: a@x.vn\r\n\r\n", id="the same address twice"),
+]
+
+
+def _truth(block: bytes, name: str) -> tuple[str, ...]:
+    """Every address of every ``name`` field, read by the standard library."""
+    msg = email.message_from_bytes(block, policy=email.policy.default)
+    return tuple(a.lower() for _, a in getaddresses(msg.get_all(name, [])) if a)
+
+
+@pytest.mark.parametrize("block", REPEATED)
+def test_every_to_and_cc_field_is_kept_as_the_standard_library_reads_it(block):
+    attrs = b'* 1 FETCH (UID 7 INTERNALDATE "20-Nov-2026 09:00:00 +0700" RFC822.SIZE 80 FLAGS ()'
+    m = parse_message("INBOX", attrs, block)
+    assert m is not None and not m.address_invalid
+    assert (m.to_addrs, m.cc_addrs) == (_truth(block, "To"), _truth(block, "Cc"))
+
+
+@pytest.mark.parametrize("block", REPEATED)
+def test_repeated_fields_read_the_same_on_the_fast_and_the_general_path(block):
+    head = b"BODY[HEADER.FIELDS (FROM TO CC DATE MESSAGE-ID)] {%d}\r\n" % len(block)
+    wire = (
+        b'* 1 FETCH (UID 7 INTERNALDATE "20-Nov-2026 09:00:00 +0700" RFC822.SIZE 80 FLAGS () '
+        + head
+        + block
+        + b")\r\n"
+        # the same message in another server's order: only the general path reads it
+        + b"* 2 FETCH (FLAGS () "
+        + head
+        + block
+        + b' UID 7 INTERNALDATE "20-Nov-2026 09:00:00 +0700" RFC822.SIZE 80)\r\n'
+        + b"MU1 OK done\r\n"
+    )
+    (a1, h1, g1), (a2, h2, g2) = list(iter_fetch(chunks(wire, 1 << 16), b"MU1"))
+    assert g1 is not None and g2 is None
+    fast, general = parse_message("INBOX", a1, h1, g1), parse_message("INBOX", a2, h2, g2)
+    assert fast is not None and fast == general
+    assert fast.to_addrs == _truth(block, "To") and fast.cc_addrs == _truth(block, "Cc")
 
 
 def test_folder_roles():

@@ -141,16 +141,17 @@ def truth(server: LocalDovecot, mailboxes: Iterable[str]) -> set[tuple[Any, ...]
                         len(raw),
                         "S" in flags,
                         froms[0],
-                        _addrs(msg["To"]),
-                        _addrs(msg["Cc"]),
+                        _addrs(msg.get_all("To", [])),
+                        _addrs(msg.get_all("Cc", [])),
                         msg["Message-ID"].strip(),
                     )
                 )
     return rows
 
 
-def _addrs(value: Any) -> tuple[str, ...]:
-    return tuple(a.lower() for _, a in getaddresses([str(value)]) if a) if value else ()
+def _addrs(values: list[Any]) -> tuple[str, ...]:
+    """Every address of every occurrence of a field (real mail repeats To: and Cc:)."""
+    return tuple(a.lower() for _, a in getaddresses([str(v) for v in values]) if a)
 
 
 # -- configs and runs -----------------------------------------------------------------------
