@@ -3,6 +3,7 @@
 $ mailusage doctor --config mailusage.toml
 $ mailusage collect --config mailusage.toml --date 2026-11-23
 $ mailusage evaluate --config mailusage.toml --month 2026-11
+$ mailusage forget-night --config mailusage.toml 2027-01-15 --dry-run
 $ mailusage compact --config mailusage.toml
 $ mailusage demo
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from datetime import date
 from typing import Any
 
@@ -51,7 +53,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
         MailboxOutcome,
         NightFailed,
         collect,
+        preflight,
         run_collection,
+        skipped_behind,
         summary_dict,
         summary_line,
     )
@@ -60,7 +64,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config)
-        total = sum(1 for p in load_roster(cfg.roster_path) if p.email)
+        people = load_roster(cfg.roster_path)
+        total = sum(1 for p in people if p.email)
+        preflight(cfg, people, args.date)  # a future date, a missing secret: nothing written
     except (ConfigError, RosterError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
@@ -89,9 +95,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
         except CollectionBusy as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}")
             return 3
+        except ConfigError as exc:  # refused inside the run (the same checks, raced)
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            return 2
+    code = 1 if result["failed"] or result["skipped"] else 0
+    behind = skipped_behind(result)
     if args.quiet:
         out.print(summary_line(result))
-        return 1 if result["failed"] else 0
+        if behind:
+            err.print(f"[red]error:[/red] {escape(behind)}")
+        return code
     table = Table(title=f"night {result['night']} — run {result['run_id']}")
     for col in ("mailbox", "status", "new messages", "folders", "reason"):
         table.add_column(col)
@@ -109,7 +122,66 @@ def cmd_collect(args: argparse.Namespace) -> int:
         f"ok {result['ok']}, failed {result['failed']}, skipped {result['skipped']}; "
         f"{result['messages_new']} new messages"
     )
-    return 1 if result["failed"] else 0
+    if behind:
+        err.print(f"[red]error:[/red] {escape(behind)}")
+    return code
+
+
+def cmd_forget_night(args: argparse.Namespace) -> int:
+    from pipelines.config import ConfigError, load_config
+    from pipelines.storage import CollectionBusy, DataDir
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 2
+    data = DataDir(cfg.data_dir)
+    night = args.night
+    try:
+        with data.collect_lock(f"forget-night {night}"):
+            data.recover()
+            plan = data.plan_forget(night)
+            refusal = plan.refusal()
+            if refusal:
+                err.print(f"[red]error:[/red] {escape(refusal)}")
+                return 2
+            if not (plan.files or plan.restore or plan.logs):
+                out.print(f"night {night}: nothing is stored for it; nothing to do")
+                return 0
+            verb = "would" if args.dry_run else "will"
+            back = Counter(
+                s.night if s else "no night (their first)" for s in plan.restore.values()
+            )
+            out.print(f"night {night}: {verb} remove {len(plan.files)} file(s):")
+            for path in plan.files:
+                out.print(f"  {escape(str(path.relative_to(cfg.data_dir)))}")
+            to = ", ".join(f"{n} mailbox(es) to {when}" for when, n in sorted(back.items()))
+            out.print(
+                f"and {verb} restore the cursors of {len(plan.restore)} mailbox(es) to the "
+                f"night before: {to or 'none'}"
+            )
+            for name, log in sorted(plan.logs.items()):
+                where = f"night {log['night'] or '?'}" if log else "nothing read"
+                out.print(f"  logins:{escape(name)}: read position back to {where}")
+            if plan.unknown_start:
+                out.print(
+                    f"[yellow]note:[/yellow] {len(plan.unknown_start)} mailbox(es) go back to "
+                    "the cursors this night started from, but the start of the night before "
+                    "is not kept: that earlier night cannot be collected again (later ones can)"
+                )
+            if args.dry_run:
+                out.print("dry run: nothing was changed")
+                return 0
+            data.forget(plan)
+    except CollectionBusy as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 3
+    out.print(
+        f"night {night} forgotten; collect the nights after the last good one again "
+        "(mailusage collect --date YYYY-MM-DD)"
+    )
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -185,14 +257,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
-    from pipelines.evaluate import evaluate, run_evaluation
+    from pipelines.evaluate import MonthNotEnded, check_ended, evaluate, run_evaluation
 
     try:
+        check_ended(cfg, args.month, args.partial)  # before a Prefect server is started
         if args.prefect or _prefect_api():  # the run shows in a Prefect UI
-            result = evaluate(config_path=str(cfg.path), month=args.month)
+            result = evaluate(config_path=str(cfg.path), month=args.month, partial=args.partial)
         else:  # the same code, without a temporary Prefect server
-            result = run_evaluation(str(cfg.path), args.month)
-    except (PolicyError, RosterError, ConfigError, MonthNotCollected) as exc:
+            result = run_evaluation(str(cfg.path), args.month, partial=args.partial)
+    except (PolicyError, RosterError, ConfigError, MonthNotCollected, MonthNotEnded) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     table = Table(title=f"unit ranking {result['month']} ({result['policy']})")
@@ -339,8 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
         "goes on. Re-running a night replaces it.",
         {
             0: "every mailbox collected",
-            1: "some mailbox failed (recorded with its reason in run_mailboxes)",
-            2: "the config or the roster is wrong (the message says where)",
+            1: "some mailbox failed (recorded with its reason in run_mailboxes), or was "
+            "skipped because a later night is already committed (see forget-night)",
+            2: "the config or the roster is wrong, a secret is not set, or --date is after "
+            "today (the message says which); nothing was written",
             3: "another collection holds this data directory; nothing was changed",
         },
     )
@@ -349,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--date",
         type=_night,
         default=None,
-        help="the night to record, YYYY-MM-DD (default: today in the agency's zone)",
+        help="the night to record, YYYY-MM-DD, not after today (default: today in the "
+        "agency's zone)",
     )
     p.add_argument("--quiet", action="store_true", help="one summary line, no table")
     _prefect_flag(p)
@@ -379,7 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Turns a collected month into reports/YYYY-MM/: person_month.parquet, "
         "unit_ranking.csv, violations.csv, review.csv, hr_ratings.csv and report.html. "
         "A partial month says how many of its days were collected.",
-        {0: "evaluated", 2: _BAD + ", a malformed month, or a month with no collected night"},
+        {
+            0: "evaluated",
+            2: _BAD + ", a malformed month, a month with no collected night, or a month "
+            "that has not ended (without --partial)",
+        },
     )
     _config(p)
     p.add_argument(
@@ -388,8 +468,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="YYYY-MM (default: last month in the agency's time zone)",
     )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="evaluate a month that has not ended yet, over the days collected so far "
+        "(the report and the HR file say so)",
+    )
     _prefect_flag(p)
     p.set_defaults(func=cmd_evaluate)
+    p = _command(
+        sub,
+        "forget-night",
+        "undo a committed night (a mistaken --date): files removed, cursors restored",
+        "Removes every file of NIGHT from the data directory and puts every mailbox's "
+        "cursors (and every login log's read position) back to where that night started, "
+        "so that the next nights are collected as if it had never run. Only the latest "
+        "committed night of its mailboxes can be forgotten: a later one is forgotten "
+        "first. --dry-run lists what would be done.",
+        {
+            0: "forgotten, dry run, or nothing stored for that night",
+            2: _BAD + ", or a later night is committed for some of its mailboxes "
+            "(nothing was changed)",
+            3: "a collection holds this data directory; nothing was changed",
+        },
+    )
+    _config(p)
+    p.add_argument("night", type=_night, metavar="NIGHT", help="the night to forget, YYYY-MM-DD")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed and restored")
+    p.set_defaults(func=cmd_forget_night)
     p = _command(
         sub,
         "compact",

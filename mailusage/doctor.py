@@ -7,9 +7,13 @@
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import ssl
+from contextlib import closing
 from dataclasses import MISSING, dataclass, fields
 
+import pyarrow.parquet as pq
 import requests
 
 from analytics.policy import PolicyError, load_policy
@@ -21,7 +25,15 @@ from connectors.logins import LogCursor, LoginSourceError
 from connectors.sieve import SieveSource
 from connectors.zimbra import QuotaFallback, ZimbraAdmin, ZimbraExport
 from contract.people import Person
-from pipelines.config import Config, RosterError, SourceConfig, load_roster
+from pipelines.config import (
+    Config,
+    ConfigError,
+    RosterError,
+    RosterNotes,
+    SourceConfig,
+    load_roster,
+    secret_problems,
+)
 from pipelines.signals import LOG_KINDS, read_source
 
 
@@ -40,11 +52,14 @@ def _no_probe(roster_read: bool, what: str) -> tuple[str, str]:
     return "fail", f"no roster mailbox for this source to {what}"
 
 
-def _source_checks(src: SourceConfig, probe: str | None, roster_read: bool) -> list[Check]:
+def _source_checks(
+    src: SourceConfig, probe: str | None, roster_read: bool, secret: str | None = None
+) -> list[Check]:
+    """``secret``: why the source's secret is not there (its checks stop before a login)."""
     if src.graph is not None:
-        return _graph_checks(src, src.graph, probe, roster_read)
+        return _graph_checks(src, src.graph, probe, roster_read, secret)
     if src.ews is not None:
-        return _ews_checks(src, src.ews, probe, roster_read)
+        return _ews_checks(src, src.ews, probe, roster_read, secret)
     s = src.imap
     assert s is not None
     out: list[Check] = []
@@ -80,6 +95,9 @@ def _source_checks(src: SourceConfig, probe: str | None, roster_read: bool) -> l
     else:
         how = "verified" if s.verify else "NOT verified (verify = false)"
         add("tls", "ok", f"{s.security}, certificate {how}")
+    if secret:
+        add("login", "warn", f"not tried: {secret}")
+        return out
     if probe is None:
         add("login", *_no_probe(roster_read, "log in to"))
         return out
@@ -151,7 +169,11 @@ def _source_checks(src: SourceConfig, probe: str | None, roster_read: bool) -> l
 
 
 def _graph_checks(
-    src: SourceConfig, s: GraphSettings, probe: str | None, roster_read: bool
+    src: SourceConfig,
+    s: GraphSettings,
+    probe: str | None,
+    roster_read: bool,
+    secret: str | None = None,
 ) -> list[Check]:
     """Token, the app's permissions, one mailbox's folders, its inbox rules and the usage
     report — stopping where a later check needs an earlier one."""
@@ -160,6 +182,9 @@ def _graph_checks(
     def add(check: str, status: str, detail: str) -> None:
         out.append(Check(src.name, check, status, detail))
 
+    if secret:
+        add("token", "warn", f"not tried: {secret}")
+        return out
     source = src.build()
     assert isinstance(source, GraphSource)
     try:
@@ -233,7 +258,11 @@ def _graph_checks(
 
 
 def _ews_checks(
-    src: SourceConfig, s: EwsSettings, probe: str | None, roster_read: bool
+    src: SourceConfig,
+    s: EwsSettings,
+    probe: str | None,
+    roster_read: bool,
+    secret: str | None = None,
 ) -> list[Check]:
     """Endpoint reachable, login, impersonation right, folders, inbox rules — in that order,
     stopping at the first failure (each later check needs the earlier ones)."""
@@ -253,6 +282,9 @@ def _ews_checks(
         return out
     if s.endpoint.startswith("http://"):
         add("tls", "warn", "plain http: passwords cross the network unencrypted")
+    if secret:
+        add("login", "warn", f"not tried: {secret}")
+        return out
     if probe is None:
         add("login", *_no_probe(roster_read, "open"))
         return out
@@ -326,25 +358,147 @@ def run_doctor(cfg: Config) -> list[Check]:
     checks: list[Check] = settings(cfg)
     people: list[Person] = []
     roster_read = True
+    roster_notes = RosterNotes(cfg.official_domains)
     try:
-        people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources])
+        people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources], roster_notes)
         with_mailbox = sum(1 for p in people if p.email)
+        sep = {",": "commas", ";": "semicolons", "\t": "tabs"}[roster_notes.delimiter]
+        blank = (
+            f"; {roster_notes.blank_rows} empty row(s) skipped" if roster_notes.blank_rows else ""
+        )
         checks.append(
-            Check("roster", "rows", "ok", f"{len(people)} people, {with_mailbox} with a mailbox")
+            Check(
+                "roster",
+                "rows",
+                "ok",
+                f"{len(people)} people, {with_mailbox} with a mailbox (cells separated by "
+                f"{sep}{blank})",
+            )
         )
     except RosterError as exc:
         checks.append(Check("roster", "rows", "fail", str(exc)))
         roster_read = False
+    checks.extend(_roster_checks(cfg, roster_notes, people))
+    # Secrets first, whether or not a server answers: an unset one is a failure, and the
+    # source's checks stop before the login that would need it.
+    problems = secret_problems(cfg, people)
     for src in cfg.sources:
+        mine = [p for p in problems if p.source == src.name]
+        blocking = next((p.detail for p in mine if p.blocking), None)
+        if not mine:
+            refs = src.password.describe()
+            checks.append(Check(src.name, "secret", "ok", f"set, by reference ({refs})"))
+        for p in mine[:SHOWN] if not blocking else [p for p in mine if p.blocking]:
+            checks.append(Check(src.name, "secret", "fail", p.detail))
+        if len(mine) > SHOWN and not blocking:
+            checks.append(
+                Check(src.name, "secret", "fail", f"and {len(mine) - SHOWN} more mailbox(es)")
+            )
         probe = next(
             (p.email for p in people if p.email and (p.source or cfg.sources[0].name) == src.name),
             None,
         )
-        checks.extend(_source_checks(src, probe, roster_read))
-    for name, ref in ((s.name, s.password) for s in cfg.sources):
-        checks.append(Check(name, "secret", "ok", f"secret by reference ({ref.describe()})"))
+        try:
+            checks.extend(_source_checks(src, probe, roster_read, blocking))
+        except ConfigError as exc:  # a secret resolved late (never a traceback)
+            checks.append(Check(src.name, "login", "fail", str(exc)))
     checks.extend(_signal_checks(cfg))
     return checks
+
+
+SHOWN = 10  # per-user secrets and roster warnings listed one by one, then counted
+
+
+def _roster_checks(cfg: Config, notes: RosterNotes, people: list[Person]) -> list[Check]:
+    """Roster rows that are valid but will be rated wrongly: an official address outside
+    the official domains, and a blank email on a person whose mailbox has data stored."""
+    out: list[Check] = []
+    domains = ", ".join(cfg.official_domains)
+    for line, emp, email in notes.outside[:SHOWN]:
+        out.append(
+            Check(
+                "roster",
+                "official-domain",
+                "warn",
+                f"line {line}: {emp}'s email {email} is outside the official domains "
+                f"({domains}): no such mailbox on the agency's servers, so the evaluation "
+                "rates it 'Chưa có dữ liệu' (no data); put the official address here",
+            )
+        )
+    if len(notes.outside) > SHOWN:
+        out.append(
+            Check("roster", "official-domain", "warn", f"and {len(notes.outside) - SHOWN} more")
+        )
+    blank = [p for p in people if not p.email]
+    if not blank:
+        return out
+    stored = _stored_mailboxes(cfg)
+    if not stored:
+        return out
+    month, seen = _last_evaluated_addresses(cfg)
+    named = [(p, seen[p.employee_id]) for p in blank if seen.get(p.employee_id) in stored]
+    for p, email in named[:SHOWN]:
+        out.append(
+            Check(
+                "roster",
+                "blank-email",
+                "warn",
+                f"line {notes.lines.get(p.employee_id, '?')}: {p.full_name} ({p.employee_id}) "
+                f"has no email, but their mailbox {email} (the {month} evaluation) has data "
+                "in the store: they would be rated 'Chưa có hộp thư' (exempt); "
+                "restore the address, or leave it blank only if the mailbox was withdrawn",
+            )
+        )
+    if len(named) > SHOWN:
+        out.append(Check("roster", "blank-email", "warn", f"and {len(named) - SHOWN} more"))
+    if not named:  # no earlier evaluation names them: the stored mailboxes left unmatched
+        orphans = sorted(stored - {p.email for p in people})
+        if orphans:
+            out.append(
+                Check(
+                    "roster",
+                    "blank-email",
+                    "warn",
+                    f"{len(blank)} person(s) have no email and {len(orphans)} mailbox(es) with "
+                    f"data in the store are not in the roster ({', '.join(orphans[:5])}"
+                    f"{', …' if len(orphans) > 5 else ''}): if one is theirs, restore it, or "
+                    "they are rated 'Chưa có hộp thư' (exempt)",
+                )
+            )
+    return out
+
+
+def _stored_mailboxes(cfg: Config) -> set[str]:
+    """Mailboxes with a commit record in the store, read without writing to it."""
+    path = cfg.data_dir / "_state" / "store.sqlite"
+    if not path.exists():
+        return set()
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            return {m for (m,) in con.execute("select mailbox from cursors")}
+    except sqlite3.Error:
+        return set()
+
+
+def _last_evaluated_addresses(cfg: Config) -> tuple[str, dict[str, str]]:
+    """employee_id -> the address the latest evaluated month knew (its person_month).
+
+    Why this file: the roster keeps no history and the store knows mailboxes, not people;
+    the last evaluation's person_month.parquet is the one place that ties the two, and it
+    is one small file (two columns read)."""
+    months = sorted(
+        p.parent.name
+        for p in cfg.reports_dir.glob("*/person_month.parquet")
+        if re.fullmatch(r"\d{4}-\d\d", p.parent.name)
+    )
+    if not months:
+        return "", {}
+    table = pq.read_table(
+        cfg.reports_dir / months[-1] / "person_month.parquet", columns=["employee_id", "mailbox"]
+    )
+    return months[-1], {
+        e: m for e, m in zip(*(table[c].to_pylist() for c in table.column_names), strict=True) if m
+    }
 
 
 def _signal_checks(cfg: Config) -> list[Check]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -44,7 +45,14 @@ from connectors.contacts import find_contacts
 from connectors.logins import LoginSourceError
 from contract.datasets import CONTACTS, FORWARDING, RUN_MAILBOXES, RUNS
 from contract.people import Person
-from pipelines.config import Config, ConfigError, SourceConfig, load_config, load_roster
+from pipelines.config import (
+    Config,
+    ConfigError,
+    SourceConfig,
+    load_config,
+    load_roster,
+    secret_problems,
+)
 from pipelines.migrate import convert_layout
 from pipelines.signals import collect_logins
 from pipelines.storage import (
@@ -184,6 +192,31 @@ def tonight(cfg: Config) -> str:
     return datetime.now(cfg.tz).date().isoformat()
 
 
+class NightRefused(ConfigError):
+    """The night cannot be run as asked (a date after today, a secret that is not there);
+    nothing was written."""
+
+
+def preflight(cfg: Config, people: list[Person], night: str | None) -> None:
+    """Refuse a night before anything is written: a ``--date`` after today in the agency's
+    zone (every later night would be skipped behind it), or a secret the night needs
+    that resolves to nothing (the night would record every mailbox as failed).
+
+    >>> preflight(cfg, people, "2027-01-15")
+    Traceback (most recent call last):
+    NightRefused: night 2027-01-15 is after today (2026-12-03 in Asia/Ho_Chi_Minh): ...
+    """
+    today = tonight(cfg)
+    if night is not None and night > today:
+        raise NightRefused(
+            f"night {night} is after today ({today} in {cfg.timezone}): a night is collected "
+            "on or after its date, never before; nothing was written"
+        )
+    blocking = [p for p in secret_problems(cfg, people) if p.blocking]
+    if blocking:
+        raise NightRefused(f"{blocking[0]}; nothing was collected")
+
+
 # -- the run -----------------------------------------------------------------------------
 
 
@@ -200,6 +233,9 @@ def run_collection(
     """
     cfg = load_config(str(Path(config_path).resolve()))
     people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources])
+    if night is not None:
+        datetime.strptime(night, "%Y-%m-%d")  # a clear ValueError for a bad --date
+    preflight(cfg, people, night)
     nt = Night.begin(cfg, night, progress)
     data = nt.data
     with data.collect_lock(nt.night):
@@ -709,6 +745,9 @@ def collect(config_path: str, night: str | None = None) -> dict[str, Any]:
             description=f"night {summary.night}: {len(failed)} failed"
             + (f" (the first {ARTIFACT_ROWS} listed)" if len(failed) > ARTIFACT_ROWS else ""),
         )
+    skipped = skipped_behind(result)
+    if skipped:
+        raise NightFailed(f"{line}; {skipped}", result)
     allowed = load_config(config_path).allowed_failures
     if len(failed) > allowed:
         reasons = Counter(o.reason.removeprefix("not tried: ") for o in failed).most_common(1)
@@ -721,6 +760,30 @@ def collect(config_path: str, night: str | None = None) -> dict[str, Any]:
 
 
 ARTIFACT_ROWS = 1000  # a night where everything failed lists this many, and says so
+_LATER = re.compile(r"night (\d{4}-\d\d-\d\d) is already")
+
+
+def skipped_behind(result: dict[str, Any]) -> str:
+    """Why mailboxes were skipped in a night's result (:func:`summary_dict`), naming the
+    later nights that hold them and the command that undoes a mistaken one ("" when none
+    was skipped): a skipped night is never a passing run.
+
+    >>> skipped_behind(result)
+    '48 skipped: night 2027-01-15 is already committed for them, so night 2026-12-03 ...'
+    """
+    skipped = [o["reason"] for o in result["outcomes"] if o["status"] == "skipped"]
+    if not skipped:
+        return ""
+    later = Counter(m.group(1) for reason in skipped if (m := _LATER.match(reason)))
+    if not later:
+        return f"{len(skipped)} skipped: {skipped[0]}"
+    nights = sorted(later, reverse=True)
+    return (
+        f"{len(skipped)} skipped: night {', '.join(nights)} is already committed for them, "
+        f"so night {result['night']} was not collected for them; if it was a mistake, "
+        + "; then ".join(f"mailusage forget-night {n}" for n in nights)
+        + f", then collect {result['night']} again (docs/operator-guide.md, §5c)"
+    )
 
 
 def summary_line(result: dict[str, Any]) -> str:

@@ -66,12 +66,32 @@ class SecretRef:
 
             try:
                 block: Any = Secret.load(self.prefect_secret)
-                return str(block.get())
+                value = str(block.get())
             except ValueError as exc:
                 raise ConfigError(
                     f"Prefect Secret block {self.prefect_secret!r} not found"
                 ) from exc
+            if not value:
+                raise ConfigError(f"Prefect Secret block {self.prefect_secret!r} is empty")
+            return value
         raise ConfigError("secret reference has neither env nor prefect_secret")
+
+    def problem(self, mailbox: str | None = None) -> str | None:
+        """Why this reference gives no secret now, or None when it does (the value is
+        read and dropped, never shown).
+
+        >>> SecretRef(env="MAILUSAGE_MASTER_PASSWORD").problem()
+        'environment variable MAILUSAGE_MASTER_PASSWORD is not set (it holds a password)'
+        """
+        if not (self.env or self.prefect_secret or self.env_prefix):
+            return None  # nothing to resolve (an unencrypted certificate key)
+        try:
+            self.resolve(mailbox)
+        except ConfigError as exc:
+            return str(exc)
+        except Exception as exc:  # the Prefect API down or refusing: said, not a traceback
+            return f"{self.describe()} could not be read: {type(exc).__name__}: {exc}"
+        return None
 
     def describe(self) -> str:
         if not (self.env or self.prefect_secret or self.env_prefix):
@@ -79,6 +99,55 @@ class SecretRef:
         if self.env_prefix is not None:
             return f"env {self.env_prefix}<LOCALPART>"
         return f"env {self.env}" if self.env else f"Prefect Secret {self.prefect_secret!r}"
+
+
+@dataclass(frozen=True)
+class SecretProblem:
+    """A secret a night needs that resolves to nothing. ``blocking``: no mailbox of the
+    source could log in (collect refuses the night); else only the mailboxes named."""
+
+    source: str
+    detail: str
+    blocking: bool = True
+
+    def __str__(self) -> str:
+        return f"source {self.source}: {self.detail}"
+
+
+def secret_problems(cfg: Config, people: list[Person] | None = None) -> list[SecretProblem]:
+    """Every secret reference of the config that gives nothing now, checked before any
+    login: a source's password (or Graph client secret / certificate passphrase) and a
+    Zimbra admin password. A per-user reference (``env_prefix``) is checked for each roster
+    mailbox of its source; it blocks only when none of them is set (the environment lost).
+
+    >>> print(*secret_problems(cfg))
+    source dovecot: environment variable MAILUSAGE_MASTER_PASSWORD is not set (it holds a …
+    """
+    out: list[SecretProblem] = []
+    default = cfg.sources[0].name
+    for src in cfg.sources:
+        refs = [src.password]
+        if src.zimbra is not None and src.zimbra.password is not None:
+            refs.append(src.zimbra.password)
+        for ref in refs:
+            if ref.env_prefix is None:
+                problem = ref.problem()
+                if problem:
+                    out.append(SecretProblem(src.name, problem))
+                continue
+            mine = [p.email for p in people or () if p.email and (p.source or default) == src.name]
+            missing = [(m, text) for m in mine if (text := ref.problem(m))]
+            if mine and len(missing) == len(mine):
+                out.append(
+                    SecretProblem(
+                        src.name,
+                        f"none of the {len(mine)} per-user password variables "
+                        f"({ref.describe()}) is set, e.g. {missing[0][1]}",
+                    )
+                )
+            else:
+                out += [SecretProblem(src.name, f"{m}: {t}", blocking=False) for m, t in missing]
+    return out
 
 
 def _from_env(name: str) -> str:
@@ -809,13 +878,61 @@ def _rows(reader: csv.DictReader[str], path: Path) -> Iterator[tuple[int, dict[s
     """(line, row) pairs; a row csv cannot read (a cell over its 128 KiB field limit) is a
     RosterError naming the line."""
     try:
-        yield from enumerate(reader, start=2)
+        for row in reader:
+            yield reader.line_num, row  # the file's line (blank lines counted, as an editor)
     except csv.Error as exc:
         raise RosterError(f"{path}: line {reader.line_num}: {exc}") from exc
 
 
-def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None) -> list[Person]:
-    """Read the roster CSV (UTF-8, BOM allowed); every bad row is reported, then RosterError.
+@dataclass
+class RosterNotes:
+    """What :func:`load_roster` notices that is not an error, filled in when given (for
+    `doctor`): official addresses outside ``official_domains``, each person's line."""
+
+    official_domains: tuple[str, ...] = ()
+    outside: list[tuple[int, str, str]] = field(default_factory=list)  # line, employee, email
+    lines: dict[str, int] = field(default_factory=dict)  # employee_id -> line
+    blank_rows: int = 0  # rows of empty cells (";;;;" that Excel leaves), skipped
+    delimiter: str = ","
+
+
+def is_official(email: str, domains: tuple[str, ...]) -> bool:
+    """An address of an official domain or a subdomain of one (as the SQL's suffix rule).
+
+    >>> [is_official(a, ("danang.gov.vn",)) for a in ("an@hn.danang.gov.vn", "an@gmail.com")]
+    [True, False]
+    """
+    domain = email.rsplit("@", 1)[-1].lower()
+    return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+def _delimiter(header: str) -> str:
+    """The roster's separator, from its header line: ``,``, ``;`` (Excel with a
+    Vietnamese or European list separator) or a tab; ``,`` when it cannot be told.
+
+    >>> _delimiter("employee_id;full_name;email;unit_code;unit_name")
+    ';'
+    """
+    try:
+        return csv.Sniffer().sniff(header, delimiters=",;\t").delimiter
+    except csv.Error:
+        return ","
+
+
+def _blank(row: dict[Any, Any]) -> bool:
+    """A row whose every cell is empty, extra cells too (``;;;;`` or ``,,,,,,``)."""
+    cells = [v for k, v in row.items() if k is not None] + list(row.get(None) or [])
+    return not any((v or "").strip() for v in cells)
+
+
+def load_roster(
+    path: Path,
+    source_names: Callable[[], list[str]] | None = None,
+    notes: RosterNotes | None = None,
+) -> list[Person]:
+    """Read the roster CSV (UTF-8, BOM allowed; ``,``, ``;`` or tab between cells, told
+    from the header); rows of empty cells are skipped; every bad row is reported, then
+    RosterError.
 
     >>> load_roster(Path("roster.csv"))[0]
     Person(employee_id='NV001', full_name='Nguyễn Văn An', email='an.nv@danang.gov.vn', ...)
@@ -831,11 +948,19 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
         raise RosterError(f"roster file {path} not found") from exc
     except UnicodeDecodeError as exc:
         raise RosterError(f"{path}: not UTF-8 ({exc}); save the sheet as 'CSV UTF-8'") from exc
-    reader = csv.DictReader(text.splitlines())
+    lines = text.splitlines()
+    delimiter = _delimiter(lines[0] if lines else "")
+    notes = notes if notes is not None else RosterNotes()
+    notes.delimiter = delimiter
+    reader = csv.DictReader(lines, delimiter=delimiter)
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise RosterError(f"{path}: missing required column(s) {', '.join(missing)}")
+        shown = {",": "commas", ";": "semicolons", "\t": "tabs"}[delimiter]
+        raise RosterError(
+            f"{path}: missing required column(s) {', '.join(missing)} (header read as "
+            f"separated by {shown}: {', '.join(repr(h) for h in header[:8])})"
+        )
     reader.fieldnames = header
     known_sources = set(source_names()) if source_names else None
     people: list[Person] = []
@@ -844,6 +969,9 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
     seen_emails: dict[str, int] = {}
     unit_names: dict[str, tuple[str, int]] = {}  # unit_code -> (its name, first line)
     for line, row in _rows(reader, path):
+        if _blank(row):
+            notes.blank_rows += 1  # a row Excel leaves at the end: not a person, not an error
+            continue
         if None in row:
             problems.append(f"line {line}: more cells than columns (a stray comma?)")
             continue
@@ -890,6 +1018,8 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
                 problems.append(f"line {line}: email {email} repeats line {seen_emails[email]}")
             else:
                 seen_emails[email] = line
+                if notes.official_domains and not is_official(email, notes.official_domains):
+                    notes.outside.append((line, emp, email))
         personal = values.get("personal_email", "")
         if personal and not all(_EMAIL.match(p.strip()) for p in personal.split(";")):
             problems.append(f"line {line}: personal_email {personal!r} is not an address list")
@@ -899,7 +1029,8 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
         source = values.get("source") or None
         if source and known_sources is not None and source not in known_sources:
             problems.append(f"line {line}: source {source!r} is not in the config")
-        extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
+        extra = {k: v for k, v in values.items() if k and k not in REQUIRED_COLUMNS}
+        notes.lines.setdefault(emp, line)
         people.append(
             Person(
                 emp,
@@ -912,5 +1043,8 @@ def load_roster(path: Path, source_names: Callable[[], list[str]] | None = None)
             )
         )
     if problems:
-        raise RosterError(f"{path}: {len(problems)} bad row(s):\n  " + "\n  ".join(problems))
+        rows = len({p.split(":", 1)[0] for p in problems})  # each problem is "line N: …"
+        raise RosterError(
+            f"{path}: {rows} bad row(s), {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        )
     return people

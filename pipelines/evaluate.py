@@ -24,6 +24,36 @@ def last_month(tz: Any) -> str:
     return previous_month(datetime.now(tz).strftime("%Y-%m"))
 
 
+class MonthNotEnded(Exception):
+    """The month has not ended in the agency's zone: its figures would be partial (or,
+    for a month not yet begun, made of mistaken nights). Asked for with ``partial``."""
+
+
+def check_ended(cfg: Config, month: str | None, partial: bool = False) -> None:
+    """Refuse a month that has not ended (agency zone) unless ``partial``; a month that
+    has not begun is refused always.
+
+    >>> check_ended(cfg, "2026-12")   # on 2026-12-05
+    Traceback (most recent call last):
+    MonthNotEnded: month 2026-12 has not ended (today is 2026-12-05 in Asia/Ho_Chi_Minh) ...
+    """
+    if month is None:
+        return  # last month: ended
+    today = datetime.now(cfg.tz).date()
+    current = today.strftime("%Y-%m")
+    if month > current:
+        raise MonthNotEnded(
+            f"month {month} has not begun (today is {today} in {cfg.timezone}): nothing of "
+            "it can have been collected; a night stored under it is a mistaken --date "
+            "(mailusage forget-night, docs/operator-guide.md §5c)"
+        )
+    if month == current and not partial:
+        raise MonthNotEnded(
+            f"month {month} has not ended (today is {today} in {cfg.timezone}): its figures "
+            "would be partial; add --partial to evaluate the days collected so far"
+        )
+
+
 def evaluation_inputs(cfg: Config) -> EvaluationInputs:
     """Everything an evaluation reads, from the config (also what notebooks start from)."""
     return EvaluationInputs(
@@ -40,9 +70,13 @@ def evaluation_inputs(cfg: Config) -> EvaluationInputs:
 
 
 def run_evaluation(
-    config_path: str, month: str | None = None, language: str | None = None
+    config_path: str,
+    month: str | None = None,
+    language: str | None = None,
+    partial: bool = False,
 ) -> dict[str, Any]:
     cfg = load_config(config_path)
+    check_ended(cfg, month, partial)
     month = month or last_month(cfg.tz)
     inputs = evaluation_inputs(cfg)
     result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=language or cfg.language)
@@ -69,9 +103,10 @@ def run_evaluation(
 
 
 @flow(name="evaluate", log_prints=False)
-def evaluate(config_path: str, month: str | None = None) -> dict[str, Any]:
-    """Monthly evaluation flow. ``month`` defaults to last month in the agency's zone."""
-    summary = run_evaluation(config_path, month)
+def evaluate(config_path: str, month: str | None = None, partial: bool = False) -> dict[str, Any]:
+    """Monthly evaluation flow. ``month`` defaults to last month in the agency's zone; a
+    month that has not ended is refused (the run Failed) unless ``partial``."""
+    summary = run_evaluation(config_path, month, partial=partial)
     get_run_logger().info(
         "evaluated %s with %s: %s people, %s capped; %s of %s days collected; files in %s",
         summary["month"],

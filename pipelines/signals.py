@@ -31,13 +31,13 @@ from connectors.logins import (
 from connectors.zimbra import read_audit_log
 from contract.datasets import LOGINS
 from pipelines.config import LoginSourceConfig
-from pipelines.storage import DataDir, NightConflict
+from pipelines.storage import LOG_STATES, DataDir, NightConflict
 
 LOG_KINDS = ("dovecot-log", "zimbra-audit")  # read on from a cursor, night by night
 
 
 def _state_path(data: DataDir, name: str) -> Path:
-    return data.root / "_state" / "logs" / f"{name}.json"
+    return data.root / LOG_STATES / f"{name}.json"
 
 
 def _start_cursor(data: DataDir, name: str, night: str) -> LogCursor | None:
@@ -46,7 +46,15 @@ def _start_cursor(data: DataDir, name: str, night: str) -> LogCursor | None:
         return None
     state = json.loads(path.read_text())
     if night < state["night"]:
-        raise NightConflict(f"night {state['night']} is already read from {name}")
+        raise NightConflict(
+            f"night {state['night']} is already read from {name}"
+            f" (if night {state['night']} was a mistake: mailusage forget-night {state['night']})"
+        )
+    if night == state["night"] and state.get("before_unknown"):  # restored by forget-night
+        raise NightConflict(
+            f"night {night} cannot be read again from {name}: forget-night kept the position "
+            "it ended at, not the one it started from; collect a later night"
+        )
     raw = state["before"] if night == state["night"] else state["after"]
     return LogCursor(**raw) if raw else None
 
@@ -56,8 +64,21 @@ def _commit(
 ) -> None:
     path = _state_path(data, name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The night this one replaces, as forget-night would restore it (one night back).
+    previous = None
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old["night"] < night:
+            previous = {k: old.get(k) for k in ("night", "before", "before_unknown") if k in old}
+        else:
+            previous = old.get("previous")
     text = json.dumps(
-        {"night": night, "before": asdict(before) if before else None, "after": asdict(after)}
+        {
+            "night": night,
+            "before": asdict(before) if before else None,
+            "after": asdict(after),
+            "previous": previous,
+        }
     )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:

@@ -39,7 +39,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +66,7 @@ NIGHT_DATASETS: dict[str, tuple[pa.Schema, str]] = {
     "contacts": (CONTACTS, "all"),
 }
 ROW_GROUP = 65_536  # rows per row group: small enough for sent_date statistics to skip
+LOG_STATES = "_state/logs"  # a log source's read position: <source>.json (pipelines/signals)
 LAYOUT = "2"  # one file per dataset per night (1: one file per mailbox per night)
 
 
@@ -132,10 +133,15 @@ def messages_table(
 
 @dataclass
 class MailboxState:
-    """The commit record of one mailbox: which night, and the cursors before and after it."""
+    """The commit record of one mailbox: which night, and the cursors before and after it.
+
+    ``before`` is None only after `forget-night` restored a night whose own start is no
+    longer kept (a store written before the cursor history, or older than it): that night
+    is then not collected again, later nights are.
+    """
 
     night: str
-    before: dict[str, FolderCursor]
+    before: dict[str, FolderCursor] | None
     after: dict[str, FolderCursor]
 
     def to_json(self) -> str:
@@ -149,8 +155,9 @@ class MailboxState:
                     out[k]["token"] = v.token
             return out
 
+        before = None if self.before is None else cursors(self.before)
         return json.dumps(
-            {"night": self.night, "before": cursors(self.before), "after": cursors(self.after)},
+            {"night": self.night, "before": before, "after": cursors(self.after)},
             separators=(",", ":"),
             ensure_ascii=False,
         )
@@ -158,9 +165,10 @@ class MailboxState:
     @classmethod
     def from_json(cls, text: str) -> MailboxState:
         raw = json.loads(text)
+        before = raw["before"]
         return cls(
             raw["night"],
-            {k: FolderCursor(**v) for k, v in raw["before"].items()},
+            None if before is None else {k: FolderCursor(**v) for k, v in before.items()},
             {k: FolderCursor(**v) for k, v in raw["after"].items()},
         )
 
@@ -174,8 +182,16 @@ class MailboxState:
             raise NightConflict(
                 f"night {self.night} is already collected for {mailbox}; "
                 f"collecting the earlier night {night} would count messages twice"
+                f" (if night {self.night} was a mistake: mailusage forget-night {self.night})"
             )
-        return dict(self.before if night == self.night else self.after)
+        if night > self.night:
+            return dict(self.after)
+        if self.before is None:
+            raise NightConflict(
+                f"night {night} cannot be collected again for {mailbox}: forget-night kept "
+                "the cursors it ended with, not those it started from; collect a later night"
+            )
+        return dict(self.before)
 
 
 @dataclass
@@ -201,6 +217,36 @@ class Collected:
     drops: list[tuple[str, int | None]]
 
 
+@dataclass
+class ForgetPlan:
+    """What `forget-night NIGHT` restores and removes (see :meth:`DataDir.plan_forget`)."""
+
+    night: str
+    # mailbox -> the commit record it goes back to (None: it had no night before)
+    restore: dict[str, MailboxState | None] = field(default_factory=dict)
+    # log source -> its read position's state file as it goes back (None: removed)
+    logs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    # mailbox or logins:<source> -> the later night committed after this one
+    later: dict[str, str] = field(default_factory=dict)
+    # mailboxes restored to the cursors the night started from, whose own previous start
+    # is not kept (that earlier night can then not be collected again; later ones can)
+    unknown_start: list[str] = field(default_factory=list)
+
+    def refusal(self) -> str:
+        """Why the night may not be forgotten ("" when it may)."""
+        if not self.later:
+            return ""
+        nights = sorted(set(self.later.values()))
+        shown = ", ".join(f"{m} ({n})" for m, n in list(self.later.items())[:5])
+        more = f" and {len(self.later) - 5} more" if len(self.later) > 5 else ""
+        return (
+            f"night {self.night} is not the latest committed night of {len(self.later)} "
+            f"mailbox(es): {shown}{more}; forget the later night(s) first, newest first "
+            f"({', '.join(reversed(nights))}) — nothing was changed"
+        )
+
+
 class NightConflict(Exception):
     """A later night is already committed for this mailbox: collecting an earlier one
     would fetch its messages twice."""
@@ -220,7 +266,12 @@ create table if not exists folder_nights (
     primary key (mailbox, folder, uidvalidity, night));
 create table if not exists publish (
     seq integer primary key, staged text, target text not null);
+create table if not exists cursor_history (
+    mailbox text not null, night text not null, state text not null,
+    primary key (mailbox, night));
 """
+# Nights of commit records kept in cursor_history: what `forget-night` restores from.
+HISTORY_NIGHTS = 14
 
 
 class DataDir:
@@ -333,6 +384,127 @@ class DataDir:
         if night is not None:
             for path in self.root.glob(f"logins/night={night}/.*.tmp"):
                 path.unlink(missing_ok=True)
+
+    # -- forgetting a night -----------------------------------------------------------------
+
+    def plan_forget(self, night: str) -> ForgetPlan:
+        """What `forget-night` would do to ``night``: the commit records to restore, the
+        files to remove, and what refuses it (a mailbox or log collected after it).
+
+        >>> DataDir(root).plan_forget("2027-01-15").restore
+        {'an.nv@danang.gov.vn': MailboxState(night='2026-12-02', before={...}, after={...})}
+        """
+        plan = ForgetPlan(night)
+        plan.files = sorted(
+            p for p in self.root.glob(f"*/night={night}/*") if not p.parts[-3].startswith("_")
+        )
+        status = self.night_file("mailbox_status", night)
+        there: set[str] = set()
+        if status.exists():  # the mailboxes collected that night
+            there = set(pq.read_table(status, columns=["mailbox"])["mailbox"].to_pylist())
+        states = self.states()
+        unknown: list[str] = []
+        with self.db() as con:
+            for mailbox, state in sorted(states.items()):
+                if state.night > night and mailbox in there:
+                    plan.later[mailbox] = state.night
+                if state.night != night:
+                    continue
+                row = con.execute(
+                    "select state from cursor_history where mailbox = ? and night < ? "
+                    "order by night desc limit 1",
+                    (mailbox, night),
+                ).fetchone()
+                earlier = MailboxState.from_json(row[0]) if row else None
+                if earlier is not None and earlier.after == state.before:
+                    plan.restore[mailbox] = earlier
+                elif not state.before:  # the mailbox's first night: it goes back to none
+                    plan.restore[mailbox] = None
+                else:
+                    unknown.append(mailbox)
+        if unknown:  # before the cursor history, or older than it: its night is looked up
+            found = self._last_nights("mailbox_status", night, set(unknown))
+            for mailbox in unknown:
+                before = states[mailbox].before
+                assert before is not None
+                plan.restore[mailbox] = MailboxState(found.get(mailbox, ""), None, before)
+            plan.unknown_start = unknown
+        for path in sorted((self.root / LOG_STATES).glob("*.json")):
+            state = json.loads(path.read_text(encoding="utf-8"))
+            name = path.stem
+            if state["night"] > night and self.night_file("logins", night, name).exists():
+                plan.later[f"logins:{name}"] = state["night"]
+            if state["night"] != night:
+                continue
+            earlier = state.get("previous")
+            if earlier is not None:
+                plan.logs[name] = {**earlier, "after": state["before"]}
+            elif state["before"] is None:
+                plan.logs[name] = None
+            else:
+                last = self._last_log_night(name, night)
+                plan.logs[name] = {
+                    "night": last, "before": None, "before_unknown": True,
+                    "after": state["before"],
+                }  # fmt: skip
+        return plan
+
+    def _last_nights(self, dataset: str, night: str, mailboxes: set[str]) -> dict[str, str]:
+        """The latest night before ``night`` each mailbox has rows in (newest first, so
+        usually one file is read)."""
+        found: dict[str, str] = {}
+        nights = sorted((p.name.removeprefix("night=") for p in self.dataset(dataset).glob(
+            "night=*")), reverse=True)  # fmt: skip
+        for other in (n for n in nights if n < night):
+            path = self.night_file(dataset, other)
+            if not path.exists():
+                continue
+            for m in set(pq.read_table(path, columns=["mailbox"])["mailbox"].to_pylist()):
+                if m in mailboxes and m not in found:
+                    found[m] = other
+            if len(found) == len(mailboxes):
+                break
+        return found
+
+    def _last_log_night(self, name: str, night: str) -> str:
+        nights = [p.parent.name.removeprefix("night=") for p in self.root.glob(
+            f"logins/night=*/{name}.parquet")]  # fmt: skip
+        return max((n for n in nights if n < night), default="")
+
+    def forget(self, plan: ForgetPlan) -> None:
+        """Apply a plan (under the collect lock): log cursors first, then one SQLite
+        transaction restores the commit records, drops the night's folder index and lists
+        its files for deletion, which are then removed. Killed half-way, running it again
+        finishes it (a restored mailbox is no longer on the forgotten night)."""
+        if plan.refusal():
+            raise NightConflict(plan.refusal())
+        for name, log in plan.logs.items():
+            path = self.root / LOG_STATES / f"{name}.json"
+            if log is None:
+                path.unlink(missing_ok=True)
+                continue
+            with _atomic(path) as tmp:
+                tmp.write_text(json.dumps(log), encoding="utf-8")
+        pending = [(None, str(p.relative_to(self.root))) for p in plan.files]
+        with self.db() as con:
+            with con:
+                for mailbox, state in plan.restore.items():
+                    if state is None:
+                        con.execute("delete from cursors where mailbox = ?", (mailbox,))
+                    else:
+                        con.execute(
+                            "insert or replace into cursors values (?, ?, ?)",
+                            (mailbox, state.night, state.to_json()),
+                        )
+                con.execute("delete from folder_nights where night = ?", (plan.night,))
+                con.execute("delete from cursor_history where night = ?", (plan.night,))
+                con.executemany("insert into publish (staged, target) values (?, ?)", pending)
+            _publish(self.root, pending)
+            with con:
+                con.execute("delete from publish")
+        for directory in {p.parent for p in plan.files}:
+            with suppress(OSError):  # a file a reader still has open keeps it; harmless
+                directory.rmdir()
 
     # -- single files (runs of login sources) ----------------------------------------------
 
@@ -496,10 +668,9 @@ class NightWriter:
         with self.data.db() as db:
             with db:  # the commit point
                 _commit_index(db, collected, self.night)
-                db.executemany(
-                    "insert or replace into cursors values (?, ?, ?)",
-                    [(c.mailbox, c.state.night, c.state.to_json()) for c in collected],
-                )
+                records = [(c.mailbox, c.state.night, c.state.to_json()) for c in collected]
+                db.executemany("insert or replace into cursors values (?, ?, ?)", records)
+                _keep_history(db, records)
                 db.execute("insert or replace into meta values ('layout', ?)", (LAYOUT,))
                 db.executemany("insert into publish (staged, target) values (?, ?)", built)
             self.committed = True
@@ -604,6 +775,16 @@ def _rewrites(
             for (other,) in rows:
                 out.setdefault(other, []).append((c.mailbox, folder, keep))
     return out
+
+
+def _keep_history(db: sqlite3.Connection, records: list[tuple[str, str, str]]) -> None:
+    """Keep tonight's commit records, and those of the last HISTORY_NIGHTS nights only."""
+    db.executemany("insert or replace into cursor_history values (?, ?, ?)", records)
+    db.execute(
+        "delete from cursor_history where night < (select night from (select distinct night "
+        "from cursor_history order by night desc limit 1 offset ?))",
+        (HISTORY_NIGHTS - 1,),
+    )
 
 
 def _commit_index(db: sqlite3.Connection, collected: list[Collected], night: str) -> None:

@@ -526,7 +526,7 @@ password = {{ env = "UNUSED_HERE" }}
     # November was collected every night; December only on night 2 Dec (the fixture's
     # last), which covers 1 December: the output says the month is partial, and by how much.
     assert "partial month" not in out
-    assert main(["evaluate", "--config", str(cfg), "--month", "2026-12"]) == 0
+    assert main(["evaluate", "--config", str(cfg), "--month", "2026-12", "--partial"]) == 0
     assert "partial month: 1 of 31 days collected" in capsys.readouterr().out
     hr = (tmp_path / "reports" / MONTH / "hr_ratings.csv").read_text("utf-8-sig")
     p04 = ",".join(next(row for row in csv.reader(hr.splitlines()) if row[0] == "P04"))
