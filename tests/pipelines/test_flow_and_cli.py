@@ -349,7 +349,9 @@ def test_an_unset_password_variable_fails_the_source_once_in_one_line(
     cfg = write_setup(tmp_path, dovecot, roster_rows(staff))
     assert main(["collect", "--config", cfg, "--date", "2026-11-22", "--quiet"]) == 1
     out, errors = capsys.readouterr()
-    assert out.strip() == "night 2026-11-22: ok 0, failed 3, skipped 0 of 3 mailboxes; 0 new messages"
+    assert (
+        out.strip() == "night 2026-11-22: ok 0, failed 3, skipped 0 of 3 mailboxes; 0 new messages"
+    )
     assert "Traceback" not in out + errors
     reasons = duckdb.execute(
         "select reason from read_parquet($p)",
