@@ -370,7 +370,8 @@ class _Version(argparse.Action):
     """``--version``, looked up only when asked (importlib.metadata costs start-up time)."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        parser.exit(message=f"mailusage {_version()}\n")
+        print(f"mailusage {_version()}")  # to stdout, as argparse's own "version" action
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
