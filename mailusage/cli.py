@@ -43,7 +43,7 @@ def _night(value: str) -> str:
 def _prefect_api() -> str | None:
     """The Prefect API the operator configured, if any (none: no server is started).
 
-    Asking Prefect costs its whole import (~2 s, more with the `analyst` extra, whose
+    Asking Prefect costs its whole import (~1 s here, ~2 s with the `analyst` extra, whose
     jsonschema then builds rfc3987 grammars): it is asked only when PREFECT_API_URL is
     set or a file Prefect reads its settings from could set it (its profiles file, or
     ``prefect.toml``, ``.env``, ``pyproject.toml`` in the working directory).

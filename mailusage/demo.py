@@ -423,7 +423,7 @@ def write_files(
     config.write_text(
         f"""\
 # Written by `mailusage demo`. The password is read from MAILUSAGE_DEMO_MASTER_PASSWORD
-# (the demo keeps it in master-password beside this file, readable by its owner only).
+# (unless given one, the demo keeps it in master-password beside this file, 0600).
 [agency]
 name = "UBND huyện Demo"
 timezone = "Asia/Ho_Chi_Minh"
@@ -580,11 +580,12 @@ def serve_instructions(root: Path, month: str, graph: bool) -> str:
     the config names, so it stays out of the terminal, the shell history and ``ps``."""
     mu = mailusage_command()
     config = shlex.quote(str(root / "mailusage.toml"))
+    secret = root / MASTER_FILE
     lines = [
         f"export MAILUSAGE_CONFIG={config}",
-        'export MAILUSAGE_DEMO_MASTER_PASSWORD="$(cat '
-        + shlex.quote(str(root / MASTER_FILE))
-        + ')"',
+        'export MAILUSAGE_DEMO_MASTER_PASSWORD="$(cat ' + shlex.quote(str(secret)) + ')"'
+        if secret.exists()
+        else "# MAILUSAGE_DEMO_MASTER_PASSWORD: export the password you gave the demo",
     ]
     if graph:
         lines.append(
@@ -644,9 +645,12 @@ def run_demo(
     )
     # A fresh master password per demo unless one is given; the config names only the
     # variable, and the file beside it (its owner's alone) is what the operator commands read.
-    master = os.environ.get("MAILUSAGE_DEMO_MASTER_PASSWORD") or secrets.token_urlsafe(16)
+    # A password the user gave by reference is never written anywhere of ours.
+    given = os.environ.get("MAILUSAGE_DEMO_MASTER_PASSWORD")
+    master = given or secrets.token_urlsafe(16)
     os.environ["MAILUSAGE_DEMO_MASTER_PASSWORD"] = master
-    _write_secret(root / MASTER_FILE, master)
+    if not given:
+        _write_secret(root / MASTER_FILE, master)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # one line a night is enough
     from mailusage.cli import main
     from pipelines.collect import run_collection, summary_dict, summary_line

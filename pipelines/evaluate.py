@@ -3,8 +3,8 @@ violations with evidence, review list, HR rating input).
 
 Deployment: the 1st of each month at 06:00 Asia/Ho_Chi_Minh, for the previous month.
 Prefect is imported only when the flow itself is asked for (``pipelines.evaluate.evaluate``):
-the CLI without a Prefect API and the notebooks call :func:`run_evaluation` and start in
-well under a second instead of paying Prefect's ~2 s import (benchmarks/README.md).
+the CLI without a Prefect API and the notebooks call :func:`run_evaluation` without paying
+Prefect's import (~1 s here, ~2 s with the `analyst` extra: benchmarks/README.md).
 """
 
 from __future__ import annotations
