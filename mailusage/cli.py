@@ -17,6 +17,7 @@ import os
 import sys
 from collections import Counter
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -42,10 +43,39 @@ def _night(value: str) -> str:
 
 
 def _prefect_api() -> str | None:
-    """The Prefect API the operator configured, if any (none: no server is started)."""
+    """The Prefect API the operator configured, if any (none: no server is started).
+
+    Asking Prefect costs its whole import (~1 s here, ~2 s with the `analyst` extra, whose
+    jsonschema then builds rfc3987 grammars): it is asked only when PREFECT_API_URL is
+    set or a file Prefect reads its settings from could set it (its profiles file, or
+    ``prefect.toml``, ``.env``, ``pyproject.toml`` in the working directory).
+
+    >>> _prefect_api()        # PREFECT_API_URL=http://127.0.0.1:4200/api
+    'http://127.0.0.1:4200/api'
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    already = "prefect.settings" in sys.modules  # loaded anyway (a test harness, a flow)
+    if not already and not any(_mentions_api(path) for path in _prefect_setting_files()):
+        return None
     from prefect.settings import PREFECT_API_URL
 
     return PREFECT_API_URL.value() or None
+
+
+def _prefect_setting_files() -> list[Path]:
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    profiles = os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml"
+    return [Path(profiles), Path("prefect.toml"), Path(".env"), Path("pyproject.toml")]
+
+
+def _mentions_api(path: Path) -> bool:
+    # A plain text test is enough: it decides only whether Prefect is asked at all.
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "PREFECT_API_URL" in text or ("[api]" in text and "url" in text)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -118,10 +148,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             escape(o["reason"]),
         )
     out.print(table)
-    out.print(
-        f"ok {result['ok']}, failed {result['failed']}, skipped {result['skipped']}; "
-        f"{result['messages_new']} new messages"
-    )
+    out.print(summary_line(result))  # mailboxes and login sources counted apart
     if behind:
         err.print(f"[red]error:[/red] {escape(behind)}")
     return code
@@ -257,11 +284,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
-    from pipelines.evaluate import MonthNotEnded, check_ended, evaluate, run_evaluation
+    from pipelines.evaluate import MonthNotEnded, check_ended, run_evaluation
 
     try:
         check_ended(cfg, args.month, args.partial)  # before a Prefect server is started
         if args.prefect or _prefect_api():  # the run shows in a Prefect UI
+            from pipelines.evaluate import evaluate  # Prefect is imported only for a flow
+
             result = evaluate(config_path=str(cfg.path), month=args.month, partial=args.partial)
         else:  # the same code, without a temporary Prefect server
             result = run_evaluation(str(cfg.path), args.month, partial=args.partial)
@@ -345,7 +374,20 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailusage.demo import run_demo
 
-    return run_demo(args.workdir, staff=args.staff, nights=args.nights, graph=args.graph)
+    return run_demo(
+        args.workdir,
+        staff=args.staff,
+        nights=args.nights,
+        graph=args.graph,
+        months=args.months,
+        serve=args.serve,
+    )
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
 
 
 _BAD = "the config or the roster is wrong (the message says where)"
@@ -367,14 +409,16 @@ def _command(
 
 
 def _config(p: argparse.ArgumentParser) -> None:
-    """``--config FILE``, defaulting to $MAILUSAGE_CONFIG."""
+    """``--config FILE``, defaulting to $MAILUSAGE_CONFIG (checked in :func:`main`)."""
     env = os.environ.get("MAILUSAGE_CONFIG")
     p.add_argument(
         "--config",
-        required=not env,
-        default=env,
-        help="the TOML config file" + (f" (default from MAILUSAGE_CONFIG: {env})" if env else ""),
+        metavar="FILE",
+        default=env or None,
+        help="the TOML config file (default: $MAILUSAGE_CONFIG"
+        + (f", now {env})" if env else ", not set now: then --config is needed)"),
     )
+    p.set_defaults(config_parser=p)
 
 
 def _prefect_flag(p: argparse.ArgumentParser) -> None:
@@ -395,13 +439,21 @@ def _version() -> str:
         return "unknown"
 
 
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (importlib.metadata costs start-up time)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"mailusage {_version()}")  # to stdout, as argparse's own "version" action
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailusage",
         description=__doc__.splitlines()[0],
         epilog="Run `mailusage COMMAND --help` for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=f"mailusage {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the release and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = _command(
         sub,
@@ -452,8 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "evaluate",
         "the monthly evaluation: ranking, violations, HR CSV",
-        "Turns a collected month into reports/YYYY-MM/: person_month.parquet, "
-        "unit_ranking.csv, violations.csv, review.csv, hr_ratings.csv and report.html. "
+        "Turns a collected month into reports/YYYY-MM/: person_month.parquet (usage per "
+        "person), unit_ranking.csv, violations.csv (evidence), review.csv (suspected, never "
+        "capped), hr_ratings.csv and hr_ratings.xlsx (HR's rating input), report.html and "
+        "report.pdf (the chairman's report). "
         "A partial month says how many of its days were collected.",
         {
             0: "evaluated",
@@ -511,7 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "a local Dovecot with a small agency, collected end to end",
         "Starts a private Dovecot on 127.0.0.1, builds a synthetic agency, lives through last "
-        "month night by night, evaluates it and checks the findings against what it planted.",
+        "month night by night (or the last --months N months), evaluates each month and "
+        "checks the findings against what it planted. With --serve its Dovecot stays up "
+        "afterwards, so the operator commands (doctor, collect, evaluate) can be tried on "
+        "the demo's config: the commands to paste are printed, the master password is in "
+        "a 0600 file beside the config and only read by them.",
         {
             0: "every planted violation found, none falsely confirmed",
             1: "the self-check disagreed, or a night or the evaluation failed",
@@ -521,24 +579,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workdir", default="demo-data", help="where the demo writes (default demo-data)"
     )
-    p.add_argument("--staff", type=int, default=40, help="staff members (default 40)")
+    p.add_argument("--staff", type=_positive, default=40, help="staff members (default 40)")
+    p.add_argument(
+        "--months",
+        type=_positive,
+        default=1,
+        help="live through the last N months, each evaluated in turn, so the report's "
+        "12-month trend has N points (default 1; a month takes ~2 minutes here)",
+    )
     p.add_argument(
         "--nights",
-        type=int,
+        type=_positive,
         default=None,
-        help="simulate only the first N days of last month (default: all)",
+        help="simulate only the first N days of each month (default: all)",
     )
     p.add_argument(
         "--graph",
         action="store_true",
         help='put one unit\'s mailboxes on a local Microsoft Graph tenant (kind = "graph")',
     )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the demo's Dovecot running afterwards, until Ctrl-C or SIGTERM, and "
+        "print the operator commands that use it",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    needs = getattr(args, "config_parser", None)
+    if needs is not None and not args.config:  # exit 2 with the command's usage
+        needs.error("--config FILE is needed (or set MAILUSAGE_CONFIG to the config file)")
     return int(args.func(args))
 
 

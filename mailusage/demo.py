@@ -10,6 +10,10 @@ Planted violations of every code: official mail with a declared personal Gmail, 
 Gmail, registration mail from social-network and bank senders, a document giving a Gmail
 contact, inactive staff, unattended unit mailboxes. Finally the `evaluate` flow runs and the
 demo prints the ranking, the output files, and found / missed / false-confirmed.
+
+``--months N`` lives through the last N months in turn (each evaluated, so the report's
+trend has N points); ``--serve`` keeps the Dovecot up afterwards for the operator commands,
+with the master password in ``master-password`` (0600) beside the config.
 """
 
 from __future__ import annotations
@@ -18,10 +22,15 @@ import contextlib
 import csv
 import email as email_lib
 import email.policy as email_policy
+import importlib.util
 import os
 import random
 import secrets
+import shlex
 import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -40,6 +49,9 @@ ICT = ZoneInfo("Asia/Ho_Chi_Minh")
 DOMAIN = "demo.gov.vn"
 PASSWORD = "user-secret"
 DEMO_MARK = ".mailusage-demo"  # the demo deletes only a directory that carries this
+MASTER_FILE = "master-password"  # beside mailusage.toml, 0600: read by the printed commands
+GRAPH_SECRET_FILE = "graph-secret"
+CHECKOUT = Path(__file__).resolve().parents[1]
 UNITS = (
     ("VP", "Văn phòng HĐND và UBND huyện"),
     ("TCKH", "Phòng Tài chính - Kế hoạch"),
@@ -55,7 +67,8 @@ GRAPH_UNIT = "VHTT"  # the unit whose mailboxes `--graph` puts on Exchange Onlin
 PUBLIC = ("gmail.com", "yahoo.com", "yahoo.com.vn", "outlook.com")
 REGISTRATION = ("notification@facebookmail.com", "no-reply@vietcombank.com.vn", "noreply@zalo.me")
 
-console = Console()
+# Piped to a log, lines are not wrapped at 80 columns (commands to paste stay whole).
+console = Console() if Console().is_terminal else Console(width=200)
 
 
 @dataclass
@@ -409,7 +422,8 @@ def write_files(
     config = root / "mailusage.toml"
     config.write_text(
         f"""\
-# Written by `mailusage demo`. The password is read from MAILUSAGE_DEMO_MASTER_PASSWORD.
+# Written by `mailusage demo`. The password is read from MAILUSAGE_DEMO_MASTER_PASSWORD
+# (unless given one, the demo keeps it in master-password beside this file, 0600).
 [agency]
 name = "UBND huyện Demo"
 timezone = "Asia/Ho_Chi_Minh"
@@ -486,29 +500,124 @@ source = "demo-m365"
 """
 
 
-def self_check(agency: Agency, violations_csv: Path) -> tuple[int, int, int]:
+def self_check(
+    planted: set[tuple[str, str]], violations_csv: Path, month: str = ""
+) -> tuple[int, int, int]:
     """Found / missed / false-confirmed against the planted truth; prints the table."""
     with violations_csv.open(encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))[1:]
     confirmed = {(r[0], r[4]) for r in rows}  # employee_id, code
-    found, missed = agency.planted & confirmed, agency.planted - confirmed
-    false = confirmed - agency.planted
-    table = Table(title="self-check against the planted truth")
+    found, missed = planted & confirmed, planted - confirmed
+    false = confirmed - planted
+    table = Table(title=f"self-check against the planted truth {month}".rstrip())
     for col in ("code", "planted", "found", "missed", "false-confirmed"):
         table.add_column(col)
-    for code in sorted({c for _, c in agency.planted | confirmed}):
+    for code in sorted({c for _, c in planted | confirmed}):
         table.add_row(
             code,
-            *(
-                str(sum(1 for _, c in s if c == code))
-                for s in (agency.planted, found, missed, false)
-            ),
+            *(str(sum(1 for _, c in s if c == code)) for s in (planted, found, missed, false)),
         )
     console.print(table)
     return len(found), len(missed), len(false)
 
 
-def run_demo(workdir: str, staff: int = 40, nights: int | None = None, graph: bool = False) -> int:
+def _write_secret(path: Path, value: str) -> None:
+    """A secret file its owner alone can read (created so, never widened)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def demo_months(today: date, months: int) -> list[date]:
+    """The first days of the last ``months`` months before ``today``'s, oldest first.
+
+    >>> demo_months(date(2026, 12, 5), 3)
+    [datetime.date(2026, 9, 1), datetime.date(2026, 10, 1), datetime.date(2026, 11, 1)]
+    """
+    firsts = [today.replace(day=1)]
+    for _ in range(months):
+        firsts.insert(0, (firsts[0] - timedelta(days=1)).replace(day=1))
+    return firsts[:-1]
+
+
+def mailusage_command() -> str:
+    """How to run this installation's CLI from any shell: the ``mailusage`` script beside
+    the running interpreter (what ``make setup`` installs in .venv/bin), else ``-m``."""
+    script = Path(sys.executable).parent / "mailusage"
+    if script.exists():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m mailusage.cli"
+
+
+def notebook_hint(config: Path) -> str:
+    """The command that opens the notebooks on ``config``, as this installation stands:
+    JupyterLab comes with the ``analyst`` extra, which ``make setup`` does not install.
+
+    >>> notebook_hint(Path("/srv/demo-data/mailusage.toml"))    # without the extra
+    "notebooks: install JupyterLab first: /opt/mailusage/.venv/bin/python -m pip install
+    -e '/opt/mailusage[analyst]' (or `make notebooks`, which also opens them); then: ..."
+    """
+    python = shlex.quote(sys.executable)
+    notebooks = CHECKOUT / "notebooks"
+    where = notebooks if notebooks.is_dir() else Path("notebooks")
+    run = (
+        f"MAILUSAGE_CONFIG={shlex.quote(str(config))} {python} -m jupyter lab "
+        f"{shlex.quote(str(where))}"
+    )
+    if importlib.util.find_spec("jupyterlab") is not None:
+        return f"notebooks: {run}"
+    extra = shlex.quote(f"{CHECKOUT}[analyst]")
+    return (
+        f"notebooks: install JupyterLab first: {python} -m pip install -e {extra} "
+        f"(or `make notebooks`, which also opens them); then: {run}"
+    )
+
+
+def serve_instructions(root: Path, month: str, graph: bool) -> str:
+    """The operator commands to paste in another shell while ``--serve`` runs. The master
+    password is never printed: the commands read it from its 0600 file into the variable
+    the config names, so it stays out of the terminal, the shell history and ``ps``."""
+    mu = mailusage_command()
+    config = shlex.quote(str(root / "mailusage.toml"))
+    secret = root / MASTER_FILE
+    lines = [
+        f"export MAILUSAGE_CONFIG={config}",
+        'export MAILUSAGE_DEMO_MASTER_PASSWORD="$(cat ' + shlex.quote(str(secret)) + ')"'
+        if secret.exists()
+        else "# MAILUSAGE_DEMO_MASTER_PASSWORD: export the password you gave the demo",
+    ]
+    if graph:
+        lines.append(
+            'export MAILUSAGE_DEMO_GRAPH_SECRET="$(cat '
+            + shlex.quote(str(root / GRAPH_SECRET_FILE))
+            + ')"'
+        )
+    lines += [f"{mu} doctor", f"{mu} collect", f"{mu} evaluate --month {month}"]
+    return "\n".join(f"  {line}" for line in lines)
+
+
+def wait_for_stop() -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(
+    workdir: str,
+    staff: int = 40,
+    nights: int | None = None,
+    graph: bool = False,
+    months: int = 1,
+    serve: bool = False,
+) -> int:
     started = time.monotonic()
     root = Path(workdir).resolve()
     if root.exists() and any(root.iterdir()):
@@ -521,21 +630,34 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None, graph: bo
         shutil.rmtree(root)  # an earlier demo's directory: replaced whole
     root.mkdir(parents=True, exist_ok=True)
     (root / DEMO_MARK).write_text("written by `mailusage demo`; replaced by the next one\n")
-    today = datetime.now(ICT).date()
-    month_end = today.replace(day=1)
-    month_start = (month_end - timedelta(days=1)).replace(day=1)
-    days = [month_start + timedelta(days=i) for i in range((month_end - month_start).days)]
-    if nights is not None:
-        days = days[:nights]
-    month = month_start.strftime("%Y-%m")
+    firsts = demo_months(datetime.now(ICT).date(), months)
+    month_days: list[list[date]] = []
+    for first in firsts:
+        end = (first + timedelta(days=31)).replace(day=1)
+        days = [first + timedelta(days=i) for i in range((end - first).days)]
+        month_days.append(days[:nights] if nights is not None else days)
+    month_names = [first.strftime("%Y-%m") for first in firsts]
     rng = random.Random(2018)
-    console.print(f"[bold]mailusage demo[/bold]: {staff} staff, {month}, in {root}")
-    # A fresh master password per demo unless one is given; the config names only the variable.
-    master = os.environ.get("MAILUSAGE_DEMO_MASTER_PASSWORD") or secrets.token_urlsafe(16)
+    console.print(
+        f"[bold]mailusage demo[/bold]: {staff} staff, "
+        + (month_names[0] if months == 1 else f"{month_names[0]} to {month_names[-1]}")
+        + f", in {root}"
+    )
+    # A fresh master password per demo unless one is given; the config names only the
+    # variable, and the file beside it (its owner's alone) is what the operator commands read.
+    # A password the user gave by reference is never written anywhere of ours.
+    given = os.environ.get("MAILUSAGE_DEMO_MASTER_PASSWORD")
+    master = given or secrets.token_urlsafe(16)
     os.environ["MAILUSAGE_DEMO_MASTER_PASSWORD"] = master
+    if not given:
+        _write_secret(root / MASTER_FILE, master)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # one line a night is enough
     from mailusage.cli import main
+    from pipelines.collect import run_collection, summary_dict, summary_line
+    from pipelines.evaluate import run_evaluation
 
+    totals = [0, 0, 0]  # found, missed, false-confirmed over every month
+    code = 0
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(LocalDovecot.start(root / "dovecot", master_password=master))
         agency = build_agency(staff, rng)
@@ -546,6 +668,7 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None, graph: bo
             (root / "graph").mkdir()
             base, world, ca = stack.enter_context(graph_endpoint(root / "graph"))
             os.environ["MAILUSAGE_DEMO_GRAPH_SECRET"] = world.secret
+            _write_secret(root / GRAPH_SECRET_FILE, world.secret)
             boxes.world, endpoint = world, (base, ca)
             # One unit moved to Exchange Online; the contact scan reads IMAP bodies only,
             # so the one planted document stays on Dovecot.
@@ -567,45 +690,70 @@ def run_demo(workdir: str, staff: int = 40, nights: int | None = None, graph: bo
         console.print(
             f"Dovecot on 127.0.0.1:{server.imaps_port}; {len(agency.people)} mailboxes"
             + (f" ({len(boxes.online)} on the local Graph tenant)" if graph else "")
-            + f"; simulating {len(days)} days and nights…"
+            + f"; simulating {sum(len(d) for d in month_days)} days and nights…"
         )
         counter = [0]
-        code = 0
-        from pipelines.collect import run_collection
-
-        last_workday = max((d for d in days if d.weekday() < 5), default=None)
-        for i, day in enumerate(days):
-            simulate_day(boxes, agency, roles, day, rng, counter, first=i == 0)
-            read_mail(boxes, agency, day, rng, last=day == last_workday)
-            night = (day + timedelta(days=1)).isoformat()
-            if i < len(days) - 1:  # simulated nights: the same collection, no Prefect bookkeeping
-                summary = run_collection(str(config), night, plain=True)
+        for m, (month, days) in enumerate(zip(month_names, month_days, strict=True)):
+            final = m == len(month_names) - 1
+            agency.active = set()  # "occasional" is a month's verdict: each month anew
+            last_workday = max((d for d in days if d.weekday() < 5), default=None)
+            for i, day in enumerate(days):
+                simulate_day(boxes, agency, roles, day, rng, counter, first=i == 0)
+                read_mail(boxes, agency, day, rng, last=day == last_workday)
+                night = (day + timedelta(days=1)).isoformat()
+                if not final or i < len(days) - 1:  # the same collection, no Prefect
+                    summary = run_collection(str(config), night, plain=True)
+                    console.print(summary_line(summary_dict(summary)), highlight=False)
+                    code = code or (1 if summary.count("failed") else 0)
+                else:  # the last night goes through the Prefect flow, as the deployment does
+                    last = ["collect", "--config", str(config), "--date", night, "--quiet"]
+                    code = main([*last, "--prefect"]) or code
+            console.print(
+                f"collected {len(days)} nights of {month}, {counter[0]} messages so far "
+                f"({time.monotonic() - started:.0f} s); evaluating {month}…"
+            )
+            if final:  # the flow the monthly deployment runs
+                evaluate = ["evaluate", "--config", str(config), "--month", month, "--prefect"]
+                code = main(evaluate) or code
+            else:  # an earlier month: evaluated so that the next report has its trend
+                result = run_evaluation(str(config), month)
+                share = result["regular_share"]
                 console.print(
-                    f"night {night}: ok {summary.count('ok')}, failed "
-                    f"{summary.count('failed')}; {summary.messages_new} new messages"
+                    f"{month}: regular users {share:.0%}, {result['capped']} people capped; "
+                    f"files in {Path(result['paths']['report']).parent}"
                 )
-                code = code or (1 if summary.count("failed") else 0)
-            else:  # the last night goes through the Prefect flow, as the nightly deployment does
-                last = ["collect", "--config", str(config), "--date", night, "--quiet"]
-                code = main([*last, "--prefect"]) or code
+            planted = agency.planted
+            if len(days) < 15:  # the policy charges inactivity only on >= 15 collected nights
+                undetectable = {"NOT_USING_OFFICIAL_MAIL", "UNIT_MAILBOX_UNATTENDED"}
+                planted = {(e, c) for e, c in planted if c not in undetectable}
+                console.print(
+                    f"{len(days)} nights: inactivity is not charged on fewer than 15 "
+                    "collected nights, so it is left out of the self-check"
+                )
+            found, missed, false = self_check(
+                planted, root / "reports" / month / "violations.csv", month
+            )
+            totals = [totals[0] + found, totals[1] + missed, totals[2] + false]
+        console.print(f"found {totals[0]}, missed {totals[1]}, false-confirmed {totals[2]}")
+        last_month = month_names[-1]
         console.print(
-            f"collected {len(days)} nights, {counter[0]} messages "
-            f"({time.monotonic() - started:.0f} s); evaluating {month}…"
+            f"open {root / 'reports' / last_month / 'report.pdf'} for the chairman's report "
+            f"(or report.html beside it); {notebook_hint(config)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,  # a command to paste: never broken over lines
         )
-        evaluate = ["evaluate", "--config", str(config), "--month", month, "--prefect"]
-        code = main(evaluate) or code  # the flow the monthly deployment runs
-    if len(days) < 15:  # the policy charges inactivity only on >= 15 collected nights
-        undetectable = {"NOT_USING_OFFICIAL_MAIL", "UNIT_MAILBOX_UNATTENDED"}
-        agency.planted = {(e, c) for e, c in agency.planted if c not in undetectable}
-        console.print(
-            f"{len(days)} nights: inactivity is not charged on fewer than 15 "
-            "collected nights, so it is left out of the self-check"
-        )
-    found, missed, false = self_check(agency, root / "reports" / month / "violations.csv")
-    console.print(f"found {found}, missed {missed}, false-confirmed {false}")
-    console.print(
-        f"open {root / 'reports' / month / 'report.html'} for the chairman's report; "
-        f"notebooks: MAILUSAGE_CONFIG={config} jupyter lab notebooks/"
-    )
-    console.print(f"demo finished in {time.monotonic() - started:.0f} s")
-    return code or (1 if missed or false else 0)
+        console.print(f"demo finished in {time.monotonic() - started:.0f} s")
+        if serve:
+            console.print(
+                f"\nDovecot stays up on 127.0.0.1:{server.imaps_port} (IMAPS) until Ctrl-C "
+                f"here or `kill {os.getpid()}`. In another shell:\n"
+                + serve_instructions(root, last_month, graph),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.stdout.flush()
+            wait_for_stop()
+            console.print("stopping the demo's Dovecot")
+    return code or (1 if totals[1] or totals[2] else 0)

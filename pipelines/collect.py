@@ -787,11 +787,26 @@ def skipped_behind(result: dict[str, Any]) -> str:
 
 
 def summary_line(result: dict[str, Any]) -> str:
-    """``night 2026-11-20: ok 3, failed 1, skipped 0; 48 new messages``"""
-    return (
-        f"night {result['night']}: ok {result['ok']}, failed {result['failed']}, "
-        f"skipped {result['skipped']}; {result['messages_new']} new messages"
+    """The night's counts, mailboxes and login sources apart (``result`` as from
+    :func:`summary_dict`):
+
+    ``night 2026-11-20: ok 47, failed 1, skipped 0 of 48 mailboxes; login sources: ok 1
+    of 1; 105 new messages`` (without login sources configured, no such clause)
+    """
+    mailboxes = Counter(
+        o["status"] for o in result["outcomes"] if not o["mailbox"].startswith("logins:")
     )
+    logins = Counter(o["status"] for o in result["outcomes"] if o["mailbox"].startswith("logins:"))
+    line = (
+        f"night {result['night']}: ok {mailboxes['ok']}, failed {mailboxes['failed']}, "
+        f"skipped {mailboxes['skipped']} of {mailboxes.total()} mailboxes; "
+    )
+    if logins:
+        line += f"login sources: ok {logins['ok']}" + "".join(
+            f", {status} {logins[status]}" for status in ("failed", "skipped") if logins[status]
+        )
+        line += f" of {logins.total()}; "
+    return line + f"{result['messages_new']} new messages"
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 violations with evidence, review list, HR rating input).
 
 Deployment: the 1st of each month at 06:00 Asia/Ho_Chi_Minh, for the previous month.
+Prefect is imported only when the flow itself is asked for (``pipelines.evaluate.evaluate``):
+the CLI without a Prefect API and the notebooks call :func:`run_evaluation` without paying
+Prefect's import (~1 s here, ~2 s with the `analyst` extra: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-from prefect import flow, get_run_logger
 
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
 from analytics.policy import load_policy, load_waivers
@@ -102,10 +104,13 @@ def run_evaluation(
     }
 
 
-@flow(name="evaluate", log_prints=False)
-def evaluate(config_path: str, month: str | None = None, partial: bool = False) -> dict[str, Any]:
+def _evaluate_flow(
+    config_path: str, month: str | None = None, partial: bool = False
+) -> dict[str, Any]:
     """Monthly evaluation flow. ``month`` defaults to last month in the agency's zone; a
     month that has not ended is refused (the run Failed) unless ``partial``."""
+    from prefect import get_run_logger
+
     summary = run_evaluation(config_path, month, partial=partial)
     get_run_logger().info(
         "evaluated %s with %s: %s people, %s capped; %s of %s days collected; files in %s",
@@ -118,3 +123,15 @@ def evaluate(config_path: str, month: str | None = None, partial: bool = False) 
         Path(next(iter(summary["paths"].values()))).parent,
     )
     return summary
+
+
+def __getattr__(name: str) -> Any:
+    """``evaluate``, the Prefect flow (prefect.yaml's ``pipelines/evaluate.py:evaluate``),
+    built on first use so that importing this module does not import Prefect."""
+    if name != "evaluate":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from prefect import flow
+
+    built = flow(name="evaluate", log_prints=False)(_evaluate_flow)
+    globals()["evaluate"] = built  # one Flow object per process
+    return built

@@ -48,3 +48,150 @@ def test_demo_with_one_unit_on_a_graph_tenant(tmp_path, monkeypatch, prefect_har
         "where source = 'demo-m365'"
     ).fetchall()
     assert {m for (m,) in stored} == online  # everyone there receives official mail
+
+
+def test_demo_months_are_the_last_n_before_this_one():
+    from datetime import date
+
+    from mailusage.demo import demo_months
+
+    assert demo_months(date(2027, 1, 10), 3) == [
+        date(2026, 10, 1),
+        date(2026, 11, 1),
+        date(2026, 12, 1),
+    ]
+    assert demo_months(date(2026, 12, 1), 1) == [date(2026, 11, 1)]
+
+
+def test_demo_months_builds_consecutive_evaluated_months(tmp_path, monkeypatch, prefect_harness):
+    """--months 2: both months collected and evaluated in turn, so the second month's
+    ranking and report know the first (the trend has two points)."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "demo"
+    assert run_demo(str(root), staff=6, nights=2, months=2) == 0
+    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    last = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    first = (last - timedelta(days=1)).replace(day=1)
+    months = [first.strftime("%Y-%m"), last.strftime("%Y-%m")]
+    assert sorted(p.name for p in (root / "reports").iterdir()) == months
+    nights = sorted(p.name for p in (root / "data" / "mailbox_status").iterdir())
+    # each month's first two days, collected the night after each
+    expected = [
+        f"night={(m + timedelta(days=d)).isoformat()}" for m in (first, last) for d in (1, 2)
+    ]
+    assert nights == expected
+    from analytics.evaluate import UNIT_COLUMNS
+
+    with (root / "reports" / months[1] / "unit_ranking.csv").open(encoding="utf-8-sig") as fh:
+        ranking = list(csv.reader(fh))[1:]  # headers in the report's language: by position
+    prev = UNIT_COLUMNS.index("share_regular_prev")
+    assert ranking and all(r[prev] != "" for r in ranking)  # last month known to this one
+    html = (root / "reports" / months[1] / "report.html").read_text(encoding="utf-8")
+    label = f"{first.month}/{first.year}"  # as the report writes a month
+    assert label in html  # the earlier month is in the trend
+
+
+def test_demo_serve_leaves_dovecot_up_for_the_printed_operator_commands(tmp_path, prefect_harness):
+    """`mailusage demo --serve` as a user runs it: the commands it prints, pasted into a
+    shell that has no password set, run doctor, collect and evaluate on the demo's
+    Dovecot; the password is in a 0600 file and in no output; SIGTERM stops it all."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    root = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILUSAGE_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the harness's server: no startup wait
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mailusage.cli",
+            "demo",
+            "--workdir",
+            str(root),
+            "--staff",
+            "4",
+            "--nights",
+            "2",
+            "--serve",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    lines: list[str] = []
+    try:
+        timer = threading.Timer(600, demo.kill)  # a hung demo fails the test, not the suite
+        timer.start()
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line)
+            if "evaluate --month" in line:
+                break
+        timer.cancel()
+        output = "".join(lines)
+        assert "Dovecot stays up" in output, output
+        commands = [
+            ln.strip()
+            for ln in lines[next(i for i, ln in enumerate(lines) if "In another shell" in ln) + 1 :]
+        ]
+        port = int(output.split("Dovecot stays up on 127.0.0.1:")[1].split(" ")[0])
+        assert demo.poll() is None
+        shell = subprocess.run(
+            ["bash", "-c", "set -e\n" + "\n".join(commands)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=600,
+        )
+        assert shell.returncode == 0, shell.stdout + shell.stderr
+        # 4 staff + 8 unit mailboxes, the login source counted apart
+        assert "skipped 0 of 12 mailboxes; login sources: ok 1 of 1;" in shell.stdout, shell.stdout
+        assert "all checks passed" in shell.stdout or "0 failure" in shell.stdout, shell.stdout
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, rest
+    secret = root / "master-password"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    password = secret.read_text().strip()
+    assert len(password) >= 16
+    for text in (output, rest, shell.stdout, shell.stderr):
+        assert password not in text
+    with socket.socket() as s:  # stopped with the demo
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_notebook_hint_works_as_printed(tmp_path):
+    """The closing hint names a command this installation can run: `python -m jupyter lab`
+    only where JupyterLab is installed, else how to install it (the `analyst` extra)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from mailusage.demo import notebook_hint
+
+    hint = notebook_hint(tmp_path / "mailusage.toml")
+    assert f"MAILUSAGE_CONFIG={tmp_path / 'mailusage.toml'} {sys.executable} -m jupyter lab" in hint
+    lab = subprocess.run([sys.executable, "-m", "jupyter", "lab", "--version"], capture_output=True)
+    if importlib.util.find_spec("jupyterlab") is None:
+        assert lab.returncode != 0  # the command alone would fail here ...
+        assert (
+            f"{sys.executable} -m pip install -e " in hint and "[analyst]" in hint
+        )  # ... so it says how
+    else:
+        assert lab.returncode == 0 and "install" not in hint
