@@ -29,7 +29,7 @@ class Message(NamedTuple):
     internal_date: int
     sent_date: int
     date_source: str  # "header" | "internaldate" | "internaldate_implausible_header"
-    size: int
+    size: int | None  # None: the server does not give it (Graph without Mail.Read)
     seen: bool
     from_addr: str | None
     to_addrs: tuple[str, ...]

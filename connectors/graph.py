@@ -579,8 +579,9 @@ def _message(item: dict[str, Any], folder: str, read_size: bool) -> Message:
     )
     to = _recipients(item.get("toRecipients"))
     cc = _recipients(item.get("ccRecipients"))
-    size = 0
+    size: int | None = None  # unknown, not 0: Mail.ReadBasic.All excludes extended properties
     if read_size:
+        size = 0  # asked for and absent: Exchange keeps PR_MESSAGE_SIZE on every message
         for prop in item.get("singleValueExtendedProperties") or []:
             if _is_size_property(str(prop.get("id", ""))):
                 size = int(prop.get("value") or 0)
@@ -971,7 +972,10 @@ class GraphSource:
         """
         what = "signInActivity"
         body = self.tenant.get(
-            "/users?$select=userPrincipalName,mail,signInActivity&$top=500", what
+            # 120: signInActivity's largest page (Graph's user resource); more is refused
+            # or cut to 120 (the Entra docs disagree), so ask what is served
+            "/users?$select=userPrincipalName,mail,signInActivity&$top=120",
+            what,
         )
         while True:
             for u in body.get("value", []):

@@ -558,13 +558,23 @@ class GraphApp:
         bad = unknown_name("user", query)
         if bad is not None:
             return _parse_error(*bad)
-        if "signInActivity" in query.get("$select", ""):
+        # /users: "$skip isn't supported" (https://learn.microsoft.com/en-us/graph/api/user-list,
+        # Optional query parameters): pages are followed by an opaque $skiptoken. (The 400's
+        # wording is not documented; its status is what an unsupported option gets.)
+        if "$skip" in query:
+            return _error(400, "Request_BadRequest", "$skip is not supported on users.")
+        selected = "signInActivity" in query.get("$select", "")
+        if selected:
+            # Without AuditLog.Read.All, as observed (microsoft-graph-explorer-v4 issues
+            # 2731 and 3165): "Calling principal does not have required MSGraph permissions".
             if "AuditLog.Read.All" not in roles:
                 return _error(
                     403,
-                    "Authorization_RequestDenied",
-                    "Insufficient privileges to complete the operation.",
+                    "Authentication_MSGraphPermissionMissing",
+                    "Calling principal does not have required MSGraph permissions "
+                    "AuditLog.Read.All",
                 )
+            # Entra ID P1 needed (microsoft-graph-docs issues 12772, 14120; observed body).
             if not self.w.premium:
                 return _error(
                     403,
@@ -572,7 +582,12 @@ class GraphApp:
                     "Neither tenant is B2C or tenant doesn't have premium license",
                 )
         users = sorted(self.w.users.values(), key=lambda u: u.address)
-        top, skip = min(int(query.get("$top", 100)), self.w.page_cap), int(query.get("$skip", 0))
+        # "$top: 1 to 999" (user-list); with signInActivity "the maximum page size is 120
+        # users. Requests with $top set higher than 120 will return pages with up to 120
+        # users" (https://learn.microsoft.com/en-us/graph/api/resources/user, signInActivity).
+        cap = min(self.w.page_cap, 120 if selected else 999)
+        top = min(int(query.get("$top", 100)), cap)
+        skip = int(_unb64(query["$skiptoken"])["offset"]) if "$skiptoken" in query else 0
         value = []
         for u in users[skip : skip + top]:
             entry: dict[str, Any] = {
@@ -581,13 +596,14 @@ class GraphApp:
                 "mail": u.address,
                 "proxyAddresses": [f"SMTP:{u.address}"],
             }
-            entry["signInActivity"] = u.sign_in
+            if selected:  # "not returned by default": only when $select names it (user-list)
+                entry["signInActivity"] = u.sign_in
             value.append(entry)
         out: dict[str, Any] = {"value": value}
         if skip + top < len(users):
             out["@odata.nextLink"] = (
                 f"{self.root}/users?$select={query.get('$select', '')}"
-                f"&$top={top}&$skip={skip + top}"
+                f"&$top={top}&$skiptoken={_b64({'offset': skip + top})}"
             )
         return 200, {}, out
 

@@ -398,6 +398,21 @@ def test_server_paging_of_folders_child_folders_and_users(tenant, tmp_path):
     assert who == sorted([AN, *(f"x{i}@danang.gov.vn" for i in range(4))])
 
 
+def test_sign_ins_of_more_users_than_signinactivitys_page_of_120(tenant):
+    """Graph serves signInActivity 120 users a page at most, with a $skiptoken ($skip is
+    not supported on /users): 300 users, all their sign-ins read, no page over 120."""
+    _, world, _ = tenant
+    for i in range(300):
+        world.user(f"u{i:03d}@danang.gov.vn").sign_in = {
+            "lastSuccessfulSignInDateTime": f"2026-11-{1 + i % 28:02d}T00:00:00Z"
+        }
+    src = source(tenant)
+    who = {m for m, _, _ in src.sign_ins()}
+    assert who == {f"u{i:03d}@danang.gov.vn" for i in range(300)}
+    pages = [c[1] for c in world.calls if "signInActivity" in c[1]]
+    assert len(pages) == 3 and all("$skip=" not in p for p in pages)
+
+
 def test_usage_report_columns_are_read_by_name():
     text = (
         "Report Period,Storage Used (Byte),Display Name,User Principal Name,Item Count,"
@@ -595,6 +610,15 @@ def test_message_sizes_match_the_size_property_however_graph_spells_it(tenant, t
         parameters={"p": str(data.root / "messages" / "*" / "*.parquet")},
     ).fetchall()
     assert [s for (s,) in sizes] == [1000, 1001, 1002]
+    # without Mail.Read (read_size off) the size is unknown: null, never 0
+    other = DataDir(tmp_path / "basic")
+    src = source(tenant)
+    assert collect_single(src, AN, "2026-11-20", other, src).status == "ok"
+    sizes = duckdb.execute(
+        "select distinct size from read_parquet($p, hive_partitioning = true)",
+        parameters={"p": str(other.root / "messages" / "*" / "*.parquet")},
+    ).fetchall()
+    assert sizes == [(None,)]
 
 
 def test_unknown_select_names_get_graphs_400():
