@@ -15,7 +15,8 @@ certificate of its own, the documented JSON shapes of:
 - ``/users?$select=signInActivity`` (403 without an Entra ID P1 tenant);
 - ``/reports/getMailboxUsageDetail(period='D7')``: a 302 to a CSV link that needs no token;
 - ``/$batch`` (at most 20 parts, each answered as on its own);
-- RBAC for Applications: mailboxes outside the app's scope answer 403;
+- RBAC for Applications: roles granted in a management scope reach the mailboxes in it,
+  beside (not instead of) the token's tenant-wide roles;
 - injectable throttling: 429 with ``Retry-After``, for whole requests or batch parts.
 
 Every HTTP request is recorded (``calls``) and every batch part too (``parts``).
@@ -51,6 +52,7 @@ from cryptography.x509.oid import NameOID
 TENANT = "danang.onmicrosoft.com"
 CLIENT_ID = "5f0c8a9e-1b7d-4c33-9a51-mailusage-test"
 WELL_KNOWN = ("inbox", "sentitems", "drafts", "deleteditems", "junkemail", "archive")
+MAIL_ROLES = ("Mail.ReadBasic.All", "Mail.Read", "Mail.ReadWrite")
 ALL_ROLES = (
     "Mail.ReadBasic.All",
     "MailboxSettings.Read",
@@ -259,7 +261,12 @@ class GraphWorld:
         self.secret = "graph-test-secret-of-32-bytes-or-more"
         self.certificate: x509.Certificate | None = None  # accepted for client assertions
         self.roles: list[str] = list(ALL_ROLES)
-        self.scope: set[str] | None = None  # RBAC for Applications: None = every mailbox
+        # RBAC for Applications: roles granted for the mailboxes of a management scope only
+        # (None: no such assignment). "These permission grants are independent of the
+        # unscoped grants in Microsoft Entra ID" (https://learn.microsoft.com/en-us/graph/
+        # auth-limit-mailbox-access): a tenant-wide role in the token reaches every mailbox.
+        self.scope: set[str] | None = None
+        self.scope_roles: tuple[str, ...] = ("Mail.ReadBasic.All", "MailboxSettings.Read")
         self.premium = True  # Entra ID P1: signInActivity readable
         self.seq = 0
         self.page_cap = 1000  # Graph pages as it likes: at most this many, whatever $top asks
@@ -396,14 +403,14 @@ class GraphApp:
         user = self.w.users.get(address)
         if user is None:
             return _error(404, "ErrorInvalidUser", f"The requested user '{address}' is invalid.")
-        if self.w.scope is not None and address not in self.w.scope:
-            return _error(
-                403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
-            )
         rest = segs[2:]
         if rest[:1] != ["mailFolders"]:
             return _error(400, "BadRequest", f"unsupported {path}")
-        if "Mail.ReadBasic.All" not in roles and "Mail.Read" not in roles:
+        # mailFolders and message delta: Mail.ReadBasic.All, Mail.Read or Mail.ReadWrite
+        # (user-list-mailfolders, message-delta: Permissions); messageRules: only
+        # MailboxSettings.Read (mailfolder-list-messagerules). The 403 body as observed.
+        needed = ("MailboxSettings.Read",) if rest[2:3] == ["messageRules"] else MAIL_ROLES
+        if not self.granted(needed, roles, address):
             return _error(
                 403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
             )
@@ -429,10 +436,6 @@ class GraphApp:
                 kids, query, f"/users/{quote(address)}/mailFolders/{folder.id}/childFolders"
             )
         if rest[2] == "messageRules":
-            if "MailboxSettings.Read" not in roles:
-                return _error(
-                    403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
-                )
             return 200, {}, {"value": user.rules}
         if rest[2:] == ["messages", "delta"]:
             if folder.no_delta:
@@ -553,6 +556,16 @@ class GraphApp:
         else:
             out["@odata.deltaLink"] = f"{link}?$deltatoken={_b64({**state, 'offset': 0})}"
         return 200, {}, out
+
+    def granted(self, needed: tuple[str, ...], roles: list[str], address: str) -> bool:
+        """A role the token holds tenant-wide, or one RBAC for Applications grants for
+        this mailbox's scope: the two add up (see GraphWorld.scope)."""
+        if any(r in roles for r in needed):
+            return True
+        w = self.w
+        return (
+            w.scope is not None and address in w.scope and any(r in w.scope_roles for r in needed)
+        )
 
     def sign_ins(self, roles: list[str], query: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         bad = unknown_name("user", query)

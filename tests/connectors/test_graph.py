@@ -335,10 +335,20 @@ def test_missing_denied_and_refused(tenant, tmp_path):
     src = source(tenant)
     out = collect_single(src, "nobody@danang.gov.vn", "2026-11-20", data, src)
     assert out.status == "failed" and "no such mailbox" in out.reason
-    world.scope = {AN}  # RBAC for Applications: the app may read AN only
+    # RBAC for Applications, as the operator guide sets it up: no tenant-wide mail role in
+    # the token, the mail roles granted for AN's scope only
+    world.roles = [r for r in ALL_ROLES if not r.startswith("Mail")]
+    world.scope = {AN}
+    _Tenant._all.clear()  # a new token, without the mail roles
+    src = source(tenant)
     out = collect_single(src, BINH, "2026-11-20", data, src)
     assert out.status == "failed" and "ErrorAccessDenied" in out.reason
     assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    # a tenant-wide mail role adds to the scoped grants: every mailbox is readable again
+    world.roles = list(ALL_ROLES)
+    _Tenant._all.clear()
+    wide = source(tenant)
+    assert collect_single(wide, BINH, "2026-11-20", data, wide).status == "ok"
     _Tenant._all.clear()
     bad = source(tenant)
     bad._secret = lambda: "a-secret-entra-id-does-not-know-at-all"
@@ -562,7 +572,7 @@ def test_doctor_checks_token_permissions_mailbox_rules_and_report(
     assert "AuditLog.Read.All" in out
     # outside the app's RBAC scope: the mailbox check fails and says where to look
     _Tenant._all.clear()
-    world.roles = list(ALL_ROLES)
+    world.roles = [r for r in ALL_ROLES if not r.startswith("Mail")]
     world.scope = {BINH}
     assert main(["doctor", "--config", cfg]) != 0
     assert "RBAC scope" in capsys.readouterr().out
@@ -709,6 +719,7 @@ def test_probe_shows_each_graph_request_and_what_the_tenant_refused(
     assert (archive.status, archive.expected) == ("404", True)
     assert "ErrorItemNotFound" in archive.refused
     _Tenant._all.clear()
+    world.roles = [r for r in ALL_ROLES if not r.startswith("Mail")]
     world.scope = {BINH}  # AN outside the app's RBAC scope: what Graph says, shown as is
     assert main(["doctor", "--config", cfg, "--probe", AN]) == 1
     out = capsys.readouterr().out
