@@ -638,9 +638,19 @@ class GraphApp:
         return "\ufeff" + "\n".join(rows) + "\n"
 
     def batch(self, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
-        reqs = (body or {}).get("requests", [])
+        """JSON batching as https://learn.microsoft.com/en-us/graph/json-batching describes
+        it: at most 20 requests ("Batch size limitations"; the refusal's wording is not
+        documented), ids unique (a duplicate "fails with a 400"), each part answered on its
+        own, and "individual responses might appear in a different order" — here always
+        reversed, so a client that reads them in request order is caught."""
+        reqs = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(reqs, list) or not reqs:
+            return _error(400, "BadRequest", "Invalid batch payload format.")
         if len(reqs) > 20:
             return _error(400, "BadRequest", "A maximum of 20 requests is allowed per batch.")
+        ids = [str(r.get("id")) for r in reqs]
+        if len(set(ids)) != len(ids):
+            return _error(400, "BadRequest", "Batch request contains duplicate request ids.")
         responses = []
         for r in reqs:
             self.w.parts.append(r["url"])
@@ -656,11 +666,11 @@ class GraphApp:
                 )
                 continue
             sub_headers = {**headers, **{k.lower(): v for k, v in (r.get("headers") or {}).items()}}
-            status, hdrs, out = self.handle(
-                r.get("method", "GET"), "/v1.0" + r["url"], sub_headers, None
-            )
+            # the docs' own examples write "url": "users?$select=…" as well as "/me/…"
+            url = "/v1.0/" + r["url"].lstrip("/")
+            status, hdrs, out = self.handle(r.get("method", "GET"), url, sub_headers, None)
             responses.append({"id": r["id"], "status": status, "headers": hdrs, "body": out})
-        return 200, {}, {"responses": responses}
+        return 200, {}, {"responses": responses[::-1]}
 
 
 class _Handler(BaseHTTPRequestHandler):
