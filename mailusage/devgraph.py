@@ -279,14 +279,25 @@ class GraphWorld:
         self.parts: list[str] = []
         self.tokens_issued = 0
         self.revoked_upto = 0  # tokens numbered up to this answer 401 (revoked, expired)
+        # The CSV's columns in the documented order (https://learn.microsoft.com/en-us/graph/
+        # api/reportroot-getmailboxusagedetail, Response); the client reads them by name.
         self.usage_columns = [
             "Report Refresh Date",
             "User Principal Name",
             "Display Name",
             "Is Deleted",
-            "Storage Used (Byte)",
+            "Deleted Date",
+            "Created Date",
+            "Last Activity Date",
             "Item Count",
+            "Storage Used (Byte)",
+            "Issue Warning Quota (Byte)",
+            "Prohibit Send Quota (Byte)",
             "Prohibit Send/Receive Quota (Byte)",
+            "Deleted Item Count",
+            "Deleted Item Size (Byte)",
+            "Deleted Item Quota (Byte)",
+            "Has Archive",
             "Report Period",
         ]
         self.lock = threading.Lock()
