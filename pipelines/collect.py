@@ -590,7 +590,7 @@ def _scan_contacts(
             "message_id": m.message_id,
             "sent_date": datetime.fromtimestamp(m.sent_date, UTC),
         }
-        if m.size > scan.max_bytes:
+        if m.size is not None and m.size > scan.max_bytes:
             rows.append({**base, "skipped": f"larger than {scan.max_bytes} bytes ({m.size})"})
             continue
         raw = session.raw_message(folder, m.uid)
