@@ -114,12 +114,17 @@ from connectors.base import (
     sent_date,
     smtp_address,
 )
+from connectors.ews_settings import ACCESS as ACCESS
+from connectors.ews_settings import AUTH_NAMES, EWS_SIGNALS, MAX_CHANGES
+from connectors.ews_settings import (
+    EwsSettings as EwsSettings,  # re-exported: the settings of EwsSource
+)
 
 log = logging.getLogger(__name__)
 
 AUTH_TYPES = {"ntlm": NTLM, "basic": BASIC}
+assert tuple(AUTH_TYPES) == AUTH_NAMES
 _UTC = EWSTimeZone("UTC")
-ACCESS = ("impersonation", "delegate", "user")
 
 
 class MessageSize(ExtendedProperty):  # type: ignore[misc]
@@ -155,25 +160,6 @@ _FOLDER_FIELDS = (
 # SyncFolderItems can return these; addresses come from GetItem.
 _SYNC_FIELDS = ("datetime_received", "datetime_sent", "size", "is_read")
 _GET_FIELDS = ("author", "to_recipients", "cc_recipients", "message_id")
-MAX_CHANGES = 512  # MaxChangesReturned: "between 1 and 512, inclusive" (EWS reference)
-
-
-@dataclass(frozen=True)
-class EwsSettings:
-    endpoint: str  # https://mail.example.gov.vn/EWS/Exchange.asmx
-    username: str | None = None  # the service account, DOMAIN\\user or UPN (not with "user")
-    auth: str = "ntlm"  # ntlm | basic
-    access: str = "impersonation"  # impersonation | delegate | user (per-user passwords)
-    version: str = "15.1.2507.6"  # the server's build: no version probe is sent
-    max_connections: int = 4  # the pool per endpoint; Exchange throttles concurrent ones
-    page_size: int = 1000  # FindFolder IndexedPageFolderView MaxEntriesReturned (max 1000)
-    get_item_batch: int = 100  # item ids per GetItem call
-    timeout: float = 120.0  # seconds per HTTP request
-    max_wait: float = 900.0  # give up a mailbox after backing off this long in total
-    retry_wait: float = 10.0  # first back-off when the server names none (doubles)
-    settle_seconds: int = 900  # unused since SyncFolderItems (kept: configs still name it)
-    ca_file: str | None = None  # the server's CA, when it is the agency's own
-    max_changes: int = MAX_CHANGES  # SyncFolderItems MaxChangesReturned (1..512)
 
 
 def _stable_int(text: str, bits: int) -> int:
@@ -863,12 +849,7 @@ class EwsSource:
     """An Exchange server reached through EWS; ``open`` gives a read-only mailbox session."""
 
     _lock = threading.Lock()
-    # SyncFolderItems' ReadFlagChange is read activity; GetFolder gives each folder's size
-    # (PR_MESSAGE_SIZE_EXTENDED); GetInboxRules the forwarding. EWS has no quota operation
-    # (Get-MailboxStatistics is PowerShell, not EWS): quota is unknown, never 0.
-    SIGNALS: ClassVar[Signals] = Signals(
-        read_activity=True, quota=False, forwarding=True, folder_sizes=True
-    )
+    SIGNALS: ClassVar[Signals] = EWS_SIGNALS  # what EWS measures: connectors/ews_settings.py
 
     def __init__(
         self,

@@ -18,10 +18,10 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from connectors.ews import ACCESS, AUTH_TYPES, EwsSettings, EwsSource
+from connectors.ews_settings import ACCESS, AUTH_NAMES, EWS_SIGNALS, EwsSettings
 from connectors.graph import GraphSettings, GraphSource
 from connectors.imap import ImapSettings, ImapSource
 from connectors.sieve import SieveSettings, SieveSource
@@ -35,6 +35,9 @@ from connectors.zimbra import (
 from contract.letterhead import Letterhead
 from contract.people import Person
 from contract.signals import Signals
+
+if TYPE_CHECKING:
+    from connectors.ews import EwsSource
 
 
 class ConfigError(Exception):
@@ -248,7 +251,7 @@ class SourceConfig:
             declared = GraphSource.SIGNALS
             quota, forwarding = self.graph.usage_report, self.graph.forwarding
         elif self.ews is not None:
-            declared = EwsSource.SIGNALS
+            declared = EWS_SIGNALS
             quota, forwarding = False, self.ews_forwarding
         else:
             declared = ImapSource.SIGNALS
@@ -280,6 +283,8 @@ class SourceConfig:
             none = not (ref.env or ref.prefect_secret)  # a certificate without a passphrase
             return GraphSource(self.graph, secret=None if none else ref.resolve, name=self.name)
         if self.ews is not None:
+            from connectors.ews import EwsSource  # exchangelib: only when a source is opened
+
             return EwsSource(self.ews, password_for=self.password.resolve, name=self.name)
         assert self.imap is not None
         ref = self.password
@@ -571,8 +576,8 @@ def _ews_source(raw: dict[str, Any], where: str, base: Path, name: str) -> Sourc
             "https://mail.example.gov.vn/EWS/Exchange.asmx (no autodiscover is done)"
         )
     auth = raw.get("auth", "ntlm")
-    if auth not in AUTH_TYPES:
-        raise ConfigError(f"{where}.auth must be one of {', '.join(AUTH_TYPES)}")
+    if auth not in AUTH_NAMES:
+        raise ConfigError(f"{where}.auth must be one of {', '.join(AUTH_NAMES)}")
     access = raw.get("access", "impersonation")
     if access not in ACCESS:
         raise ConfigError(f"{where}.access must be one of {', '.join(ACCESS)}")
