@@ -587,6 +587,16 @@ class GraphApp:
         # wording is not documented; its status is what an unsupported option gets.)
         if "$skip" in query:
             return _error(400, "Request_BadRequest", "$skip is not supported on users.")
+        # Listing users needs User.Read.All (or User.ReadWrite.All, Directory.Read.All…:
+        # user-list, Permissions); the refusal's body as json-batching's example shows it.
+        if not any(
+            r in roles for r in ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All")
+        ):
+            return _error(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
         selected = "signInActivity" in query.get("$select", "")
         if selected:
             # Without AuditLog.Read.All, as observed (microsoft-graph-explorer-v4 issues
