@@ -399,23 +399,26 @@ class GraphApp:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if method == "POST" and path == "/$batch":
             return self.batch(body, headers)
-        if method != "GET":
+        if method != "GET":  # a limit of this endpoint, not Graph behaviour
             return _error(405, "BadRequest", "only GET is served")
         if path.startswith("/reports/getMailboxUsageDetail"):
+            # Reports.Read.All (reportroot-getmailboxusagedetail, Permissions); the 403's
+            # body is not documented: a placeholder. "returns a 302 Found response that
+            # redirects to a preauthenticated download URL ... in the Location header".
             if "Reports.Read.All" not in roles:
                 return _error(403, "UnknownError", "Reports.Read.All is required")
             return 302, {"Location": f"{self.base}/download/usage.csv?sig=abc"}, None
         if path == "/users":
             return self.sign_ins(roles, query)
         segs = path.strip("/").split("/")
-        if len(segs) < 2 or segs[0] != "users":
+        if len(segs) < 2 or segs[0] != "users":  # (a limit of this endpoint)
             return _error(400, "BadRequest", f"unsupported {path}")
         address = segs[1].lower()
         user = self.w.users.get(address)
-        if user is None:
+        if user is None:  # as observed from Exchange Online (no Microsoft page documents it)
             return _error(404, "ErrorInvalidUser", f"The requested user '{address}' is invalid.")
         rest = segs[2:]
-        if rest[:1] != ["mailFolders"]:
+        if rest[:1] != ["mailFolders"]:  # (a limit of this endpoint)
             return _error(400, "BadRequest", f"unsupported {path}")
         # mailFolders and message delta: Mail.ReadBasic.All, Mail.Read or Mail.ReadWrite
         # (user-list-mailfolders, message-delta: Permissions); messageRules: only
@@ -435,7 +438,7 @@ class GraphApp:
             top = [f for f in user.folders if f.parent is None]
             return self.folder_page(top, query, f"/users/{quote(address)}/mailFolders")
         folder = self.find(user, rest[1])
-        if folder is None:
+        if folder is None:  # e.g. a well-known folder the mailbox lacks (as observed)
             return _error(
                 404, "ErrorItemNotFound", "The specified object was not found in the store."
             )
@@ -449,10 +452,10 @@ class GraphApp:
         if rest[2] == "messageRules":
             return 200, {}, {"value": user.rules}
         if rest[2:] == ["messages", "delta"]:
-            if folder.no_delta:
+            if folder.no_delta:  # a test's fault injection; the wording has no source
                 return _error(400, "ErrorInvalidRequest", "Delta is not supported on this folder.")
             return self.delta(user, folder, query, headers)
-        return _error(400, "BadRequest", f"unsupported {path}")
+        return _error(400, "BadRequest", f"unsupported {path}")  # (a limit of this endpoint)
 
     def find(self, user: GUser, key: str) -> GFolder | None:
         for f in user.folders:
@@ -475,6 +478,7 @@ class GraphApp:
     def folder_page(
         self, folders: list[GFolder], query: dict[str, str], link: str
     ) -> tuple[int, dict[str, str], Any]:
+        # "default page size (10 items)" and @odata.nextLink (user-list-mailfolders, Tip)
         top = min(int(query.get("$top", 10)), self.w.page_cap)
         skip = int(query.get("$skip", 0))
         user = self.w.users[folders[0].id.split(":")[0]] if folders else None
@@ -514,12 +518,17 @@ class GraphApp:
     def delta(
         self, user: GUser, folder: GFolder, query: dict[str, str], headers: dict[str, str]
     ) -> tuple[int, dict[str, str], Any]:
+        # Prefer: odata.maxpagesize and $skiptoken/$deltatoken links that encode the query
+        # (message-delta: "encodes any specified parameters into the token portion"); the
+        # default of 1000 has no source (the client always sends Prefer).
         page = 1000
         prefer = headers.get("prefer", "")
         if "odata.maxpagesize=" in prefer:
             page = int(prefer.split("odata.maxpagesize=")[1].split(",")[0])
         if "$skiptoken" in query or "$deltatoken" in query:
             state = _unb64(query.get("$skiptoken") or query["$deltatoken"])
+            # An expired state: "410 Gone" (delta-query-overview) or "a 40X-series error
+            # with error codes such as syncStateNotFound"; one of the spellings is served.
             if state["gen"] != folder.generation:
                 return _error(410, "SyncStateNotFound", "The sync state generation is not found.")
         else:
@@ -675,6 +684,8 @@ class GraphApp:
         responses = []
         for r in reqs:
             self.w.parts.append(r["url"])
+            # a throttled part "fails with a status of 429" and its own Retry-After
+            # (json-batching, throttling: "Throttling and batching")
             if self.w.throttle_parts > 0:
                 self.w.throttle_parts -= 1
                 responses.append(
@@ -733,11 +744,14 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._body()
         path = urlsplit(self.path).path
         w.calls.append((method, self.path))
+        # a transport fault the tests inject, not a Graph behaviour
         if w.drop_pages > 0 and "/messages/delta" in path and "skiptoken" in self.path:
             w.drop_pages -= 1
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)  # mid-folder, no answer at all
             return None
+        # OpenID discovery, the fields MSAL reads (learn.microsoft.com/entra/identity-platform/
+        # v2-protocols-oidc; the real document has more, e.g. jwks_uri)
         if path.endswith("/v2.0/.well-known/openid-configuration"):
             tenant = path.split("/")[1]
             base = f"{app.base}/{tenant}"
@@ -753,9 +767,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path.endswith("/oauth2/v2.0/token"):
             return self._token(raw.decode())
         if path == "/download/usage.csv":
-            if "authorization" in {k.lower() for k in self.headers}:
-                return self._send(400, {}, {"error": "the pre-authenticated link takes no token"})
+            # "Preauthenticated download URLs ... do not require an Authorization header"
+            # and the example answers application/octet-stream (reportroot-getmailboxusagedetail)
             return self._send(200, {}, app.usage_csv().encode(), "application/octet-stream")
+        # 429 with Retry-After (learn.microsoft.com/graph/throttling; 503 likewise, errors)
         if w.throttle_requests > 0:
             w.throttle_requests -= 1
             return self._send(
@@ -771,6 +786,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _token(self, form_text: str) -> None:
         w = self.server.world
         form = {k: v[0] for k, v in parse_qs(form_text).items()}
+        # Entra's answers (learn.microsoft.com/entra/identity-platform/reference-error-codes):
+        # AADSTS700016 application not found, AADSTS7000215 invalid client secret.
         if form.get("grant_type") != "client_credentials" or form.get("client_id") != CLIENT_ID:
             return self._send(
                 400,
