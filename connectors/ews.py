@@ -609,7 +609,12 @@ class EwsSession:
         if address in self._resolved:
             return self._resolved[address]
         try:
-            found = self.account.protocol.resolve_names([address], return_full_contact_data=False)
+            # "smtp:" names the routing type, so that proxy addresses are searched too:
+            # without one ResolveNames matches the primary SMTP address only
+            # (learn.microsoft.com/…/web-service-reference/resolvenames-operation)
+            found = self.account.protocol.resolve_names(
+                [f"smtp:{address}"], return_full_contact_data=False
+            )
         except ews_errors.EWSError:
             return None
         emails = {

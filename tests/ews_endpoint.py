@@ -244,8 +244,8 @@ def _q(ns: str, tag: str) -> str:
 
 def _ts(value: datetime) -> str:
     """xs:dateTime (types.xsd: DateTimeReceived, DateTimeSent) in UTC; the fraction of a
-    second is kept, as Exchange keeps it (docs/FIELD-NOTES: delivery times have sub-second
-    precision)."""
+    second is kept, as Exchange keeps it (delivery times have sub-second precision: measured,
+    ../shared/docs/FIELD-NOTES.md; xs:dateTime allows the fraction, types.xsd)."""
     value = value.astimezone(UTC)
     frac = f".{value.microsecond // 1000:03d}" if value.microsecond else ""
     return value.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
@@ -435,6 +435,8 @@ class EwsEndpoint:
             )
         if target is not None:
             allowed = self.impersonators.get(user, set())
+            # "must have the ms-Exch-EPI-May-Impersonate right" (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/
+            # exchangeimpersonation); the code is in messages.xsd's ResponseCodeType
             if allowed != "*" and target not in allowed:
                 call.fault = "ErrorImpersonateUserDenied"
                 return 500, _fault(
@@ -469,6 +471,8 @@ class EwsEndpoint:
         return next((f for f in mbx.folders.values() if f.folder_id == wanted), None)
 
     def _GetFolder(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
+        # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getfolder-operation: one response message per folder id, ErrorFolderNotFound
+        # for an id (or distinguished id) the mailbox does not have
         props = _requested(request.find(_q(M, "FolderShape")))
         refs = list(request.find(_q(M, "FolderIds")) or [])
         call.folders = tuple(r.get("Id", "") for r in refs)
@@ -633,8 +637,13 @@ class EwsEndpoint:
             before = seen.get(item.item_id)
             if before is None:
                 changes.append(f"<t:Create>{_item_xml(item, folder, props)}</t:Create>")
-            elif before[0] != item.version:
+            elif (
+                before[0] != item.version
+            ):  # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/update-items
                 changes.append(f"<t:Update>{_item_xml(item, folder, props)}</t:Update>")
+            # "returned in SyncFolderItems operation responses when an item has been read"
+            # (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/readflagchange). Whether a read also changes the ChangeKey is not
+            # documented; here it does not, so a read is a ReadFlagChange, not an Update.
             elif before[1] != item.is_read:
                 changes.append(
                     f"<t:ReadFlagChange>{_item_id_xml(item)}"
@@ -643,7 +652,9 @@ class EwsEndpoint:
             else:
                 continue
             seen[item.item_id] = (item.version, item.is_read)
-        for item_id in list(seen):
+        for item_id in list(
+            seen
+        ):  # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/delete-items (ItemId only)
             if len(changes) >= limit:
                 break
             if item_id not in now:
@@ -668,6 +679,7 @@ class EwsEndpoint:
         )
 
     def _GetItem(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
+        # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getitem-operation-email-message; ErrorItemNotFound per missing id
         props = _requested(request.find(_q(M, "ItemShape")))
         parts = []
         for ref in request.find(_q(M, "ItemIds")) or []:
@@ -690,10 +702,14 @@ class EwsEndpoint:
 
     def _ResolveNames(self, call: Call, request: ET.Element) -> str:
         """ResolveNames of an SMTP address: the mailbox with its primary address, or
-        ErrorNameResolutionNoResults (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/resolvenames-operation)."""
+        ErrorNameResolutionNoResults (https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/resolvenames-operation).
+        "If you don't specify a routing type, ResolveNames will default to the routing
+        type of smtp, match it to a primary smtp address property, and not search the
+        multivalue array" (same page): proxy addresses are searched only for "smtp:…"."""
         asked = (request.findtext(_q(M, "UnresolvedEntry")) or "").strip()
+        routed = asked.lower().startswith("smtp:")
         address = asked.lower().removeprefix("smtp:")
-        mbx = self.primary(address)
+        mbx = self.primary(address) if routed else self.mailboxes.get(address)
         if mbx is None:
             call.fault = "ErrorNameResolutionNoResults"
             return _response(
@@ -715,6 +731,7 @@ class EwsEndpoint:
         )
 
     def _GetInboxRules(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
+        # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getinboxrules-operation
         asked = (request.findtext(_q(M, "MailboxSmtpAddress")) or "").lower()
         if asked and asked != mbx.address:
             return _bare_error("GetInboxRules", "ErrorAccessDenied", "Access is denied.")
@@ -854,15 +871,16 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
                 call.fault = fault.kind
                 if fault.kind == "slow":
                     time.sleep(fault.delay)
+                # 503: "EWS requests are queuing with IIS" (https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/ews-throttling-in-exchange, Table 4);
+                # 401: the challenge of the scheme this endpoint speaks
                 elif fault.kind in ("401", "503"):
                     call.status = int(fault.kind)
-                    extra = (
-                        {"WWW-Authenticate": 'Basic realm="127.0.0.1"'}
-                        if fault.kind == "401"
-                        else {}
-                    )
+                    scheme = "NTLM" if ep.auth == "ntlm" else 'Basic realm="127.0.0.1"'
+                    extra = {"WWW-Authenticate": scheme} if fault.kind == "401" else {}
                     self._send(call.status, "", extra)
                     return
+                # "HTTP 500 ... ErrorServerBusy ... may contain a back off hint called
+                # BackOffMilliseconds" (https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/ews-throttling-in-exchange, Tables 3 and 4)
                 elif fault.kind == "busy":
                     call.status = 500
                     self._send(
@@ -874,6 +892,9 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
                         ),
                     )
                     return
+                # ErrorExceededConnectionCount: EWSMaxConcurrency, "more concurrent requests
+                # ... than are allowed" (https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/ews-throttling-in-exchange, Table 3); the text as observed
+                # (OfficeDev/ews-managed-api issue 293)
                 elif fault.kind == "connections":
                     call.status = 500
                     self._send(
@@ -1011,8 +1032,19 @@ def _invalid_body(raw: bytes) -> list[str]:
 
 def _folder_xml(mbx: Mailbox, folder: Folder, props: set[str]) -> str:
     """A folder with the asked-for properties, in t:FolderType's order (types.xsd);
-    calendar, contacts and tasks folders as their own elements, without UnreadCount."""
-    tag = FOLDER_ELEMENT.get(folder.folder_class or "", "Folder")
+    calendar, contacts and tasks folders as their own elements. The classes are prefixes
+    ("IPF.Contact.Contoso ... is treated as a Contacts folder", folders-and-items-in-ews-in-
+    exchange, Table 1). UnreadCount is in t:FolderType, which TasksFolderType extends; the
+    calendar and contacts types extend t:BaseFolderType, which has none (types.xsd)."""
+    cls = folder.folder_class or ""
+    tag = next(
+        (
+            el
+            for prefix, el in FOLDER_ELEMENT.items()
+            if cls == prefix or cls.startswith(prefix + ".")
+        ),
+        "Folder",
+    )
     parts = [f'<t:FolderId Id={quoteattr(folder.folder_id)} ChangeKey="AQAAABYAAAA="/>']
     parent = mbx.folders.get(folder.parent or "")
     if "folder:ParentFolderId" in props and parent is not None:
@@ -1031,7 +1063,7 @@ def _folder_xml(mbx: Mailbox, folder: Folder, props: set[str]) -> str:
             '<t:ExtendedProperty><t:ExtendedFieldURI PropertyTag="0xe08" PropertyType="Long"/>'
             f"<t:Value>{sum(i.size for i in folder.items)}</t:Value></t:ExtendedProperty>"
         )
-    if "folder:UnreadCount" in props and tag == "Folder":
+    if "folder:UnreadCount" in props and tag in ("Folder", "TasksFolder"):
         unread = sum(1 for i in folder.items if not i.is_read)
         parts.append(f"<t:UnreadCount>{unread}</t:UnreadCount>")
     return f"<t:{tag}>{''.join(parts)}</t:{tag}>"
