@@ -33,6 +33,27 @@ def month_label(month: str) -> str:
     return f"{int(number)}/{year}"
 
 
+def _share_bars(ax: Any, units: pd.Series, percent: pd.Series) -> None:
+    """Horizontal bars of regular-user shares (in %), each labelled, the baseline drawn
+    and named, the axes labelled: the one-month adoption chart and the ranking chart."""
+    bars = ax.barh(units, percent, color="#4c72b0")
+    ax.bar_label(bars, labels=[f"{v:.0f}%" for v in percent], padding=3)
+    ax.axvline(BASELINE, linestyle="--", color="grey")
+    ax.text(
+        BASELINE,
+        1.0,
+        f" {BASELINE_LABEL}",
+        transform=ax.get_xaxis_transform(),
+        va="bottom",
+        ha="left",
+        color="grey",
+        fontsize=8,
+    )
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(SHARE_AXIS)
+    ax.set_ylabel("Unit")
+
+
 def adoption_chart(adoption: pd.DataFrame) -> Any:
     """Regular users per unit over months (``adoption`` as :meth:`Notebook.adoption`
     returns it, shares 0-1), as a matplotlib Figure: lines with each unit's points dodged
@@ -49,22 +70,7 @@ def adoption_chart(adoption: pd.DataFrame) -> Any:
     fig, ax = plt.subplots(figsize=(9, max(3.5, 0.35 * len(units) + 1.5)))
     if len(months) <= 1:
         one = data.sort_values(["share_regular", "unit_name"])
-        bars = ax.barh(one["unit_name"], one["share_regular"] * 100, color="#4c72b0")
-        ax.bar_label(bars, labels=[f"{v:.0%}" for v in one["share_regular"]], padding=3)
-        ax.axvline(BASELINE, linestyle="--", color="grey")
-        ax.text(
-            BASELINE,
-            1.0,
-            f" {BASELINE_LABEL}",
-            transform=ax.get_xaxis_transform(),
-            va="bottom",
-            ha="left",
-            color="grey",
-            fontsize=8,
-        )
-        ax.set_xlim(0, 100)
-        ax.set_xlabel(SHARE_AXIS)
-        ax.set_ylabel("Unit")
+        _share_bars(ax, one["unit_name"], one["share_regular"] * 100)
         label = month_label(months[0]) if months else "no month"
         ax.set_title(f"Regular users by unit, {label} (one month collected: no trend yet)", pad=14)
         fig.tight_layout()
@@ -110,22 +116,7 @@ def ranking_chart(ranking: pd.DataFrame, month: str) -> Any:
         ["share_regular", "unit_name"], ascending=[True, False]
     )
     fig, ax = plt.subplots(figsize=(9, max(3.5, 0.35 * len(data) + 1.5)))
-    bars = ax.barh(data["unit_name"], data["share_regular"], color="#4c72b0")
-    ax.bar_label(bars, labels=[f"{v:.0f}%" for v in data["share_regular"]], padding=3)
-    ax.axvline(BASELINE, linestyle="--", color="grey")
-    ax.text(
-        BASELINE,
-        1.0,
-        f" {BASELINE_LABEL}",
-        transform=ax.get_xaxis_transform(),
-        va="bottom",
-        ha="left",
-        color="grey",
-        fontsize=8,
-    )
-    ax.set_xlim(0, 100)
-    ax.set_xlabel(SHARE_AXIS)
-    ax.set_ylabel("Unit")
+    _share_bars(ax, data["unit_name"], data["share_regular"])
     ax.set_title(f"Unit ranking, {month_label(month)}: regular users", pad=14)
     fig.tight_layout()
     return fig
