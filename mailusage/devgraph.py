@@ -390,8 +390,11 @@ class GraphApp:
         self, method: str, target: str, headers: dict[str, str], body: Any
     ) -> tuple[int, dict[str, str], Any]:
         roles = self.token_roles(headers)
-        if roles is None:
-            return _error(401, "InvalidAuthenticationToken", "Access token is empty or invalid.")
+        if roles is None:  # the code and message Graph is observed to send, with a challenge
+            status, hdrs, out = _error(
+                401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid."
+            )
+            return status, {**hdrs, "WWW-Authenticate": 'Bearer realm=""'}, out
         parts = urlsplit(target)
         path = unquote(parts.path)
         if path.startswith("/v1.0"):
@@ -407,6 +410,9 @@ class GraphApp:
             # redirects to a preauthenticated download URL ... in the Location header".
             if "Reports.Read.All" not in roles:
                 return _error(403, "UnknownError", "Reports.Read.All is required")
+            # "period ... supported values: D7, D30, D90, and D180 ... Required." (same page)
+            if not re.search(r"\(period='D(7|30|90|180)'\)$", path):
+                return _error(400, "BadRequest", "Invalid period.")
             return 302, {"Location": f"{self.base}/download/usage.csv?sig=abc"}, None
         if path == "/users":
             return self.sign_ins(roles, query)
@@ -525,6 +531,8 @@ class GraphApp:
         prefer = headers.get("prefer", "")
         if "odata.maxpagesize=" in prefer:
             page = int(prefer.split("odata.maxpagesize=")[1].split(",")[0])
+        if "$top" in query:  # delta "support[s] $select, $top, and $expand" (message-delta)
+            page = min(page, int(query["$top"]))
         if "$skiptoken" in query or "$deltatoken" in query:
             state = _unb64(query.get("$skiptoken") or query["$deltatoken"])
             # An expired state: "410 Gone" (delta-query-overview) or "a 40X-series error
@@ -558,7 +566,12 @@ class GraphApp:
                 entries.append(self.message_json(m, select, state["expand"]))
         if since and state.get("change") in (None, "deleted"):
             entries += [
-                {"id": mid, "@removed": {"reason": "deleted"}}
+                # as delta-query-messages' example shows a removed message
+                {
+                    "@odata.type": "#microsoft.graph.message",
+                    "id": mid,
+                    "@removed": {"reason": "deleted"},
+                }
                 for s, mid in folder.removed
                 if since < s <= upto
             ]

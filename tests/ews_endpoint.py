@@ -604,7 +604,8 @@ class EwsEndpoint:
         ref = request.find(_q(M, "SyncFolderId"))
         folder = self._folder(mbx, ref[0]) if ref is not None and len(ref) else None
         given = request.findtext(_q(M, "SyncState")) or None
-        limit = int(request.findtext(_q(M, "MaxChangesReturned")) or MAX_SYNC_CHANGES)
+        # required (minOccurs="1" in messages.xsd's SyncFolderItemsType): no default here
+        limit = int(request.findtext(_q(M, "MaxChangesReturned")) or 0)
         call.sync_state = given
         call.folders = (ref[0].get("Id", ""),) if ref is not None and len(ref) else ()
         if folder is None:
@@ -825,7 +826,11 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
             try:
                 envelope = ET.fromstring(raw)
             except ET.ParseError:
-                self._send(400, "")
+                # Not XML at all: a request outside the schema, answered as below with
+                # ErrorSchemaValidation (responsecode; the former bare 400 had no source)
+                self._send(
+                    500, _fault("ErrorSchemaValidation", "The request failed schema validation.")
+                )
                 return
             invalid = _invalid_body(raw) if ep.validate else []
             body = envelope.find(_q(SOAP, "Body"))
