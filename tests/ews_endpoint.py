@@ -457,13 +457,15 @@ class EwsEndpoint:
                 "ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it."
             )
         handler = getattr(self, f"_{call.service}", None)
-        if handler is None:
+        if handler is None:  # a limit of this endpoint (an operation it does not serve)
             return 500, _fault("ErrorInvalidRequest", f"{call.service} is not served here.")
         return 200, handler(call, mbx, request)
 
     def _folder(self, mbx: Mailbox, ref: ET.Element) -> Folder | None:
         if ref.tag == _q(T, "DistinguishedFolderId"):
             owner = ref.findtext(f"{{{T}}}Mailbox/{{{T}}}EmailAddress")
+            # A guard of this endpoint, not Exchange behaviour (the connector always names
+            # the impersonated mailbox itself): another mailbox's folder is not served.
             if owner is not None and owner.lower() != mbx.address:
                 return None
             return mbx.folders.get(ref.get("Id", ""))
@@ -574,6 +576,9 @@ class EwsEndpoint:
                     )
                 )
                 continue
+            # Restriction semantics: web-service-reference/restriction. The order without a
+            # SortOrder is not documented: ascending DateTimeReceived here (only the frozen
+            # release connector uses FindItem; today's reads with SyncFolderItems).
             matching = sorted(
                 (i for i in folder.items if restriction is None or _matches(restriction[0], i)),
                 key=lambda i: (i.received, i.item_id),
@@ -734,6 +739,8 @@ class EwsEndpoint:
     def _GetInboxRules(self, call: Call, mbx: Mailbox, request: ET.Element) -> str:
         # https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getinboxrules-operation
         asked = (request.findtext(_q(M, "MailboxSmtpAddress")) or "").lower()
+        # A guard of this endpoint (the connector asks the impersonated mailbox's own
+        # rules); the code is in messages.xsd's ResponseCodeType, the case not documented.
         if asked and asked != mbx.address:
             return _bare_error("GetInboxRules", "ErrorAccessDenied", "Access is denied.")
         rules = "".join(_rule_xml(n, r) for n, r in enumerate(mbx.rules, 1))
@@ -747,7 +754,9 @@ class EwsEndpoint:
 
 
 def _descendants(mbx: Mailbox, key: str, deep: bool) -> list[Folder]:
-    """A folder's children (and, deep, theirs), parents before children."""
+    """A folder's children (and, deep, theirs), parents before children (the order of a
+    Deep FindFolder is not documented; the connector builds paths from ParentFolderId
+    whatever the order)."""
     out = []
     for f in mbx.folders.values():
         if f.parent == key:
