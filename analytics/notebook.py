@@ -224,35 +224,19 @@ class Notebook:
         v = result.violations.to_pandas()
         v = v[v["confidence"] == "confirmed"]
         with_message = set(v.loc[v["message_id"].notna(), "employee_id"])
+        columns = [
+            "employee_id",
+            "full_name",
+            "unit",
+            "violation_codes",
+            "max_rating",
+            "evidence_count",
+        ]
         rows = [
-            {
-                **{
-                    k: r[k]
-                    for k in (
-                        "employee_id",
-                        "full_name",
-                        "unit",
-                        "violation_codes",
-                        "max_rating",
-                        "evidence_count",
-                    )
-                },
-                "message_evidence": r["employee_id"] in with_message,
-            }
+            {**{k: r[k] for k in columns}, "message_evidence": r["employee_id"] in with_message}
             for r in capped
         ]
-        df = pd.DataFrame(
-            rows,
-            columns=[
-                "employee_id",
-                "full_name",
-                "unit",
-                "violation_codes",
-                "max_rating",
-                "evidence_count",
-                "message_evidence",
-            ],
-        )
+        df = pd.DataFrame(rows, columns=[*columns, "message_evidence"])
         return df.sort_values(
             ["message_evidence", "evidence_count", "employee_id"], ascending=[False, False, True]
         ).reset_index(drop=True)
