@@ -78,6 +78,18 @@ def _mentions_api(path: Path) -> bool:
     return "PREFECT_API_URL" in text or ("[api]" in text and "url" in text)
 
 
+def _read_config(args: argparse.Namespace) -> Any:
+    """The config ``--config`` names (a ``pipelines.config.Config``), or None once the
+    reason it cannot be read is printed (the command then exits 2)."""
+    from pipelines.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return None
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from pipelines.collect import (
         MailboxOutcome,
@@ -155,13 +167,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_forget_night(args: argparse.Namespace) -> int:
-    from pipelines.config import ConfigError, load_config
     from pipelines.storage import CollectionBusy, DataDir
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+    cfg = _read_config(args)
+    if cfg is None:
         return 2
     data = DataDir(cfg.data_dir)
     night = args.night
@@ -213,12 +222,9 @@ def cmd_forget_night(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from mailusage.doctor import run_doctor
-    from pipelines.config import ConfigError, load_config
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+    cfg = _read_config(args)
+    if cfg is None:
         return 2
     if args.probe:
         return _print_probe(cfg, args.probe)
@@ -277,12 +283,10 @@ def _month(value: str) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from analytics.evaluate import MonthNotCollected
     from analytics.policy import PolicyError
-    from pipelines.config import ConfigError, RosterError, load_config
+    from pipelines.config import ConfigError, RosterError
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+    cfg = _read_config(args)
+    if cfg is None:
         return 2
     from pipelines.evaluate import MonthNotEnded, check_ended, run_evaluation
 
@@ -343,14 +347,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from pipelines.config import ConfigError, load_config
     from pipelines.migrate import convert_layout
     from pipelines.storage import CollectionBusy, DataDir
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+    cfg = _read_config(args)
+    if cfg is None:
         return 2
     data = DataDir(cfg.data_dir)
     try:
