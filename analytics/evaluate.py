@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from analytics.policy import Policy, Waiver, check_month, code_name, public_doma
 from analytics.queries import Workspace, days_in, month_nights, month_params, previous_month
 from analytics.report import month_label, render_report, report_pdf
 from analytics.workbook import hr_workbook
+from contract.files import atomic_write
 from contract.letterhead import Letterhead
 from contract.people import Person
 from contract.signals import Signals
@@ -659,14 +658,6 @@ def _csv_bytes(columns: Sequence[str], table: pa.Table, lang: str) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def _mapped(column: pa.ChunkedArray | pa.Array, words: Callable[[Any], str]) -> pa.Array:
     """``column`` as text through ``words``, called once per distinct value; null stays null.
 
@@ -722,20 +713,20 @@ def _write(
     paths = {name: folder / name for name in OUTPUT_FILES}
     sink = pa.BufferOutputStream()
     pq.write_table(result.person_month, sink, compression="zstd")
-    _atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
-    _atomic_write(paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking, lang))
+    atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
+    atomic_write(paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking, lang))
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
         evidence = _evidence_table(inputs, result.violations, confidence, lang)
-        _atomic_write(paths[name], _csv_bytes(EVIDENCE_COLUMNS, evidence, lang))
+        atomic_write(paths[name], _csv_bytes(EVIDENCE_COLUMNS, evidence, lang))
     hr = pa.Table.from_pylist(result.hr_rows, schema=_HR_SCHEMA)
-    _atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
+    atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
     title = f"{HEADERS['month'][lang]} {month_label(result.month, lang)}"
     headers = {c: HEADERS[c][lang] for c in HR_COLUMNS}
     sheets = [(names[lang], columns) for names, columns in HR_SHEETS]
-    _atomic_write(paths["hr_ratings.xlsx"], hr_workbook(hr, headers, sheets, title=title))
+    atomic_write(paths["hr_ratings.xlsx"], hr_workbook(hr, headers, sheets, title=title))
     html = render_report(result, inputs, lang, reports_dir=folder.parent)
-    _atomic_write(paths["report.html"], html.encode("utf-8"))
-    _atomic_write(paths["report.pdf"], report_pdf(html))
+    atomic_write(paths["report.html"], html.encode("utf-8"))
+    atomic_write(paths["report.pdf"], report_pdf(html))
     # hr_ratings.csv is "hr_ratings", the workbook "hr_ratings_xlsx"; report.pdf "report_pdf"
     return {
         k.replace(".xlsx", "_xlsx").replace(".pdf", "_pdf").rsplit(".", 1)[0]: v

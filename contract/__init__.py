@@ -1,7 +1,8 @@
 """The contract at the bottom: what every layer agrees on and nothing else.
 
 ``contract.datasets`` holds the dataset schemas and the data directory's layout (how a
-reader finds a dataset's files); ``contract.people`` the roster's typed person. These
-modules import no other mailusage package: connectors, storage, analytics and pipelines
+reader finds a dataset's files); ``contract.people`` the roster's typed person;
+``contract.files`` the one atomic file writer. These modules import no other mailusage
+package: connectors, storage, analytics and pipelines
 all import them, never the other way round.
 """

@@ -8,8 +8,6 @@ file is written, so re-running a night re-reads the same lines and a killed run 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ from connectors.logins import (
 )
 from connectors.zimbra import read_audit_log
 from contract.datasets import LOGINS
+from contract.files import atomic_write
 from pipelines.config import LoginSourceConfig
 from pipelines.storage import LOG_STATES, DataDir, NightConflict
 
@@ -80,10 +79,7 @@ def _commit(
             "previous": previous,
         }
     )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8"))
 
 
 def read_source(

@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from contract.datasets import (
     MAILBOX_STATUS,
     MESSAGES,
 )
+from contract.files import atomic_path, fsync_dir
 
 # The datasets written once per night from every mailbox's staged rows, with the order
 # their night file is sorted in (deterministic: a night collected twice is the same file).
@@ -81,20 +81,6 @@ def mailbox_key(mailbox: str) -> str:
     if safe != lowered or safe.startswith("."):
         safe = f"{safe.lstrip('.')}-{hashlib.sha256(lowered.encode()).hexdigest()[:8]}"
     return safe
-
-
-@contextmanager
-def _atomic(target: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``target``; rename it over ``target`` on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def messages_table(
@@ -483,7 +469,7 @@ class DataDir:
             if log is None:
                 path.unlink(missing_ok=True)
                 continue
-            with _atomic(path) as tmp:
+            with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps(log), encoding="utf-8")
         pending = [(None, str(p.relative_to(self.root))) for p in plan.files]
         with self.db() as con:
@@ -510,7 +496,7 @@ class DataDir:
 
     def write_table(self, dataset: str, night: str, stem: str, table: pa.Table) -> Path:
         target = self.night_file(dataset, night, stem)
-        with _atomic(target) as tmp:
+        with atomic_path(target) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         return target
 
@@ -534,11 +520,7 @@ def _publish(root: Path, pending: Iterable[tuple[str | None, str]]) -> None:
             os.replace(src, dst)
             dirs.add(dst.parent)
     for d in dirs:  # the renames themselves survive a power cut
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(d)
 
 
 class ShardWriter:
