@@ -32,8 +32,8 @@ from pipelines.config import (
     RosterNotes,
     SourceConfig,
     load_roster,
-    secret_problems,
 )
+from pipelines.secrets import secret_problems
 from pipelines.signals import LOG_KINDS, read_source
 
 

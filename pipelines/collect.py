@@ -51,9 +51,9 @@ from pipelines.config import (
     SourceConfig,
     load_config,
     load_roster,
-    secret_problems,
 )
 from pipelines.migrate import convert_layout
+from pipelines.secrets import secret_problems
 from pipelines.signals import collect_logins
 from pipelines.storage import (
     Collected,

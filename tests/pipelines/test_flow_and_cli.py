@@ -252,7 +252,7 @@ def test_missing_env_secret_is_a_clear_error(dovecot, tmp_path, monkeypatch):
 def test_prefect_secret_block_reference(prefect_harness):
     from prefect.blocks.system import Secret
 
-    from pipelines.config import SecretRef
+    from pipelines.secrets import SecretRef
 
     Secret(value="from-a-block").save("mailusage-test-secret", overwrite=True)
     assert SecretRef(prefect_secret="mailusage-test-secret").resolve() == "from-a-block"

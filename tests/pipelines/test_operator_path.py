@@ -17,7 +17,8 @@ from mailusage.cli import main
 from mailusage.devserver import LocalDovecot
 from mailusage.doctor import run_doctor
 from pipelines.collect import NightRefused, collect, run_collection
-from pipelines.config import RosterError, RosterNotes, SecretRef, load_config, load_roster
+from pipelines.config import RosterError, RosterNotes, load_config, load_roster
+from pipelines.secrets import SecretRef
 from pipelines.storage import DataDir
 from tests.conftest import MASTER_PASSWORD
 from tests.groundtruth import seed_regular
@@ -305,7 +306,7 @@ def test_doctor_fails_an_unset_secret_whether_or_not_the_server_answers(
 
 
 def test_a_per_user_secret_blocks_only_when_none_is_set(dovecot, tmp_path, monkeypatch):
-    from pipelines.config import secret_problems
+    from pipelines.secrets import secret_problems
 
     cfg_path = write_setup(
         tmp_path, dovecot, roster(["pu.one@danang.gov.vn", "pu.two@danang.gov.vn"])
