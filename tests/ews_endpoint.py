@@ -769,6 +769,7 @@ def _descendants(mbx: Mailbox, key: str, deep: bool) -> list[Folder]:
 # -- the HTTP side ------------------------------------------------------------------------------
 def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
     import spnego
+    import spnego.exceptions
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: NTLM authenticates a connection
@@ -806,7 +807,9 @@ def _handler(ep: EwsEndpoint) -> type[BaseHTTPRequestHandler]:
                     self.ntlm_ctx = spnego.server(protocol="ntlm")
                 try:
                     out = self.ntlm_ctx.step(base64.b64decode(header[5:]))
-                except Exception:
+                except (ValueError, spnego.exceptions.SpnegoError):
+                    # not base64 (binascii.Error is a ValueError), or a token the NTLM
+                    # server refuses (a wrong password fails the AUTHENTICATE message's MIC)
                     self.ntlm_ctx = None
                     ep.refused += 1
                     self._send(401, "", {"WWW-Authenticate": "NTLM"})

@@ -25,11 +25,15 @@ def test_log_source_nights(tmp_path):
     )
     data = DataDir(tmp_path / "data")
     assert collect_logins(src, "2026-11-22", data) == 1  # b@ came from the collector's address
-    first = (tmp_path / "data/logins/night=2026-11-22/mail1.parquet").read_bytes()
+    night22 = tmp_path / "data/logins/night=2026-11-22/mail1.parquet"
+    first = pq.read_table(night22).column("mailbox").to_pylist()
+    assert first == ["a@x.vn"]
     with log.open("a") as fh:
         fh.write(LINE.format(d=22, m=3, u="c@x.vn", ip=8))
     # The same night again starts where that night started: same lines plus the new one.
     assert collect_logins(src, "2026-11-22", data) == 2
+    # written atomically over the first file: that night's lines and the new one, once each
+    assert sorted(pq.read_table(night22).column("mailbox").to_pylist()) == ["a@x.vn", "c@x.vn"]
     assert collect_logins(src, "2026-11-23", data) == 0  # the next night: nothing new
     with log.open("a") as fh:
         fh.write(LINE.format(d=23, m=4, u="a@x.vn", ip=7))
@@ -38,4 +42,5 @@ def test_log_source_nights(tmp_path):
     assert table.column("mailbox").to_pylist() == ["a@x.vn"]
     with pytest.raises(NightConflict):
         collect_logins(src, "2026-11-20", data)
-    assert first  # written atomically, readable
+    # the refused night changed nothing already written
+    assert sorted(pq.read_table(night22).column("mailbox").to_pylist()) == ["a@x.vn", "c@x.vn"]
