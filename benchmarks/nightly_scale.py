@@ -89,6 +89,9 @@ def _child(name: str, path: str) -> None:
     if name.startswith(("evaluate", "collect")):
         # Timed after the imports (Prefect's alone is ~1.7 s here): a fixed cost of the
         # process, not of the night or the month being measured.
+        from pipelines.prefect_defaults import prefect_defaults
+
+        prefect_defaults()  # the collect step may run the flow (--prefect)
         import analytics.evaluate  # noqa: F401
         import pipelines.collect
         import pipelines.evaluate  # noqa: F401

@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipelines.prefect_defaults import prefect_defaults
+
 
 def _console(stderr: bool = False) -> Console:
     # Piped to a log (cron, CI), a table is easier to read and grep unwrapped.
@@ -610,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefect_defaults()  # before any command imports Prefect
     parser = build_parser()
     args = parser.parse_args(argv)
     needs = getattr(args, "config_parser", None)
