@@ -90,28 +90,25 @@ def messages_table(
     roles: dict[str, str],
     batch: list[Message],
 ) -> pa.Table:
-    """Columns of a batch of Message for the ``messages`` dataset."""
-    cols = list(zip(*batch, strict=True))
-    folders = cols[0]
+    """Columns of a batch of Message for the ``messages`` dataset, matched by name: each
+    Message field fills the schema's column of the same name, and the four columns a
+    Message does not carry (source, mailbox, role, uidvalidity) come from the mailbox."""
+    cols = dict(zip(Message._fields, zip(*batch, strict=True), strict=True))
+    folders = cols["folder"]
     n = len(batch)
+    cols |= {
+        "source": (source,) * n,
+        "mailbox": (mailbox,) * n,
+        "role": tuple(roles[f] for f in folders),
+        "uidvalidity": tuple(uidvalidity[f] for f in folders),
+    }
     return pa.Table.from_arrays(
         [
-            pa.array([source] * n, pa.string()),
-            pa.array([mailbox] * n, pa.string()),
-            pa.array(folders, pa.string()),
-            pa.array([roles[f] for f in folders], pa.string()),
-            pa.array([uidvalidity[f] for f in folders], pa.int64()),
-            pa.array(cols[1], pa.int64()),
-            pa.array(cols[2], pa.int64()).cast(pa.timestamp("s", tz="UTC")),
-            pa.array(cols[3], pa.int64()).cast(pa.timestamp("s", tz="UTC")),
-            pa.array(cols[4], pa.string()),
-            pa.array(cols[5], pa.int64()),
-            pa.array(cols[6], pa.bool_()),
-            pa.array(cols[7], pa.string()),
-            pa.array(cols[8], pa.list_(pa.string())),
-            pa.array(cols[9], pa.list_(pa.string())),
-            pa.array(cols[10], pa.string()),
-            pa.array(cols[11], pa.bool_()),
+            # epoch seconds: as integers first, then the schema's UTC timestamp
+            pa.array(cols[f.name], pa.int64()).cast(f.type)
+            if pa.types.is_timestamp(f.type)
+            else pa.array(cols[f.name], f.type)
+            for f in MESSAGES
         ],
         schema=MESSAGES,
     )
