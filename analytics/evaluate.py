@@ -33,6 +33,7 @@ from contract.files import atomic_write
 from contract.letterhead import Letterhead
 from contract.people import Person
 from contract.signals import Signals
+from contract.usage import RATED_CLASSES, regular_share
 
 LANGS = ("vi", "en")
 CLASS_LABELS = {
@@ -242,7 +243,6 @@ _HR_SCHEMA = pa.schema(
     [(c, pa.int64() if c == "evidence_count" else pa.string()) for c in HR_COLUMNS]
 )
 NO_CAP = {"vi": "Không giới hạn", "en": "No cap"}
-RATED_CLASSES = pa.array(["regular", "occasional", "inactive"], pa.string())
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 OUTPUT_FILES = (
     "person_month.parquet",
@@ -400,16 +400,16 @@ def rated(pm: pa.Table) -> pa.Table:
     """The people a share of regular users is of: not unit mailboxes, with a mailbox
     collected on at least one night of the month (as in the ranking, report and CLI)."""
     return pm.filter(
-        pc.and_(pc.invert(pm["is_unit_mailbox"]), pc.is_in(pm["usage_class"], RATED_CLASSES))
+        pc.and_(
+            pc.invert(pm["is_unit_mailbox"]),
+            pc.is_in(pm["usage_class"], pa.array(sorted(RATED_CLASSES))),
+        )
     )
 
 
 def _regular_share(pm: pa.Table) -> float | None:
     """Regular users among the rated people; None without data (unknown, not 0%)."""
-    people = rated(pm)
-    if not people.num_rows:
-        return None
-    return float(pc.sum(pc.equal(people["usage_class"], "regular")).as_py() / people.num_rows)
+    return regular_share(rated(pm)["usage_class"].to_pylist())
 
 
 def _apply_confidence(violations: pa.Table, policy: Policy) -> pa.Table:

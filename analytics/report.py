@@ -27,8 +27,8 @@ from analytics import charts
 from analytics.policy import code_name
 from analytics.queries import days_in, months_back, next_month
 from contract.signals import SIGNAL_NAMES
+from contract.usage import is_rated, regular_share
 
-RATED = {"regular", "occasional", "inactive"}  # classes of a mailbox collected that month
 TREND_MONTHS = 12
 TREND_COLUMNS = 6  # months per trend table: 12 side by side do not fit an A4 portrait page
 RANKING_CHART_UNITS = 25  # units per ranking chart (one chart fits a page)
@@ -466,7 +466,7 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     t = TEXT[lang]
     wanted = ["employee_id", "mailbox", "unit_name", "is_unit_mailbox", "has_mailbox"]
     rows = result.person_month.select([*wanted, "usage_class"]).to_pylist()
-    people = [r for r in rows if not r["is_unit_mailbox"] and r["usage_class"] in RATED]
+    people = [r for r in rows if is_rated(r["is_unit_mailbox"], r["usage_class"])]
     regular = sum(r["usage_class"] == "regular" for r in people)
     classes = Counter(r["usage_class"] for r in rows if not r["is_unit_mailbox"])
     units = {p.employee_id: p.unit_name for p in inputs.people}
@@ -551,13 +551,14 @@ def month_label(month: str, lang: str, short: bool = False) -> str:
 def _shares(pm: pa.Table) -> tuple[float | None, dict[str, float]]:
     """The share of regular users among the rated people: overall and per unit code."""
     rows = pm.select(["unit_code", "is_unit_mailbox", "usage_class"]).to_pylist()
-    rated: dict[str, list[bool]] = defaultdict(list)
+    rated: dict[str, list[str]] = defaultdict(list)
     for r in rows:
-        if not r["is_unit_mailbox"] and r["usage_class"] in RATED:
-            rated[r["unit_code"]].append(r["usage_class"] == "regular")
-    flat = [x for xs in rated.values() for x in xs]
-    overall = sum(flat) / len(flat) if flat else None
-    return overall, {u: sum(xs) / len(xs) for u, xs in rated.items()}
+        if is_rated(r["is_unit_mailbox"], r["usage_class"]):
+            rated[r["unit_code"]].append(r["usage_class"])
+    overall = regular_share(c for cs in rated.values() for c in cs)
+    return overall, {
+        u: share for u, cs in rated.items() if (share := regular_share(cs)) is not None
+    }
 
 
 def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
 from analytics.policy import load_policy, load_waivers
 from analytics.queries import month_params, previous_month
+from contract.usage import regular_share
 from pipelines.config import Config, load_config, load_roster
 
 
@@ -83,8 +84,7 @@ def run_evaluation(
     inputs = evaluation_inputs(cfg)
     result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=language or cfg.language)
     pm = result.person_month
-    staff = rated(pm)
-    regular = pc.sum(pc.equal(staff["usage_class"], "regular")).as_py() or 0
+    share = regular_share(rated(pm)["usage_class"].to_pylist())
     confidence = result.violations["confidence"]
     bounds = month_params(month, cfg.timezone)
     return {
@@ -95,7 +95,7 @@ def run_evaluation(
         "days": (bounds["next_day"] - bounds["first_day"]).days,
         "policy": inputs.policy.name,
         "people": len(result.hr_rows),
-        "regular_share": round(regular / staff.num_rows, 4) if staff.num_rows else None,
+        "regular_share": None if share is None else round(share, 4),
         "capped": sum(1 for r in result.hr_rows if r["capped"]),
         "confirmed_evidence": pc.sum(pc.equal(confidence, "confirmed")).as_py() or 0,
         "suspected_evidence": pc.sum(pc.equal(confidence, "suspected")).as_py() or 0,
