@@ -73,6 +73,7 @@ from connectors.base import (
     sent_date,
     smtp_address,
 )
+from connectors.compat.msal_hooks import drop_access_tokens
 
 log = logging.getLogger(__name__)
 
@@ -292,10 +293,7 @@ class _Tenant:
         """An app-only access token (cached by MSAL until shortly before it expires)."""
         with self.lock:
             if refresh:
-                # A list first: MSAL's search is a generator over the cache's own dict, and
-                # remove_at inside it raises "dictionary changed size during iteration".
-                for t in list(self.app.token_cache.search("AccessToken")):
-                    self.app.token_cache.remove_at(t)
+                drop_access_tokens(self.app.token_cache)
             try:
                 got = self.app.acquire_token_for_client(scopes=[self.settings.scope])
             except (requests.RequestException, ValueError) as exc:

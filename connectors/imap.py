@@ -22,7 +22,6 @@ from functools import lru_cache
 from typing import ClassVar, Literal
 
 from imapclient.imap_utf7 import encode as encode_utf7
-from imapclient.response_parser import parse_fetch_response, parse_response
 
 from connectors.base import (
     AuthError,
@@ -36,6 +35,7 @@ from connectors.base import (
     SourceError,
     TransientError,
 )
+from connectors.compat.imapclient_hooks import parse_fetch_response, parse_response
 from connectors.imap_helpers import (
     FETCH_ITEMS,
     SPECIAL_USE_ROLES,
