@@ -14,7 +14,7 @@ setup: $(STAMP) dovecot
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,devkit]'
 	@touch $(STAMP)
 
 # Dovecot serves the demo and the integration tests; installed once, never started as a service.

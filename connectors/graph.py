@@ -86,7 +86,7 @@ WELL_KNOWN = {
     "junkemail": "junk",
     "archive": "archive",
 }
-# mailFolder in the v1.0 metadata (tests/graph_metadata/): no size property — a $select
+# mailFolder in the v1.0 metadata (devkit/graph_metadata/): no size property — a $select
 # naming one is Graph's 400 "Could not find a property named 'sizeInBytes' …".
 _FOLDER_SELECT = "id,displayName,parentFolderId,childFolderCount,totalItemCount,unreadItemCount"
 _MESSAGE_SELECT = (
@@ -907,7 +907,7 @@ class GraphSource:
 
     # Delta updates are read activity; quota from the mailbox usage report (only with
     # `usage_report = true`, which the config checks); inbox rules are the forwarding.
-    # mailFolder has no size property in v1.0 (tests/graph_metadata): no folder sizes.
+    # mailFolder has no size property in v1.0 (devkit/graph_metadata): no folder sizes.
     SIGNALS: ClassVar[Signals] = Signals(
         read_activity=True, quota=True, forwarding=True, folder_sizes=False
     )

@@ -41,9 +41,9 @@ from imapclient import IMAPClient
 from rich.console import Console
 from rich.table import Table
 
-from mailusage.devgraph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
-from mailusage.devserver import DOVEADM, MASTER_USER, LocalDovecot
-from mailusage.synth import make_docx, make_message, person_name
+from devkit.dovecot import DOVEADM, MASTER_USER, LocalDovecot
+from devkit.graph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
+from devkit.synth import make_docx, make_message, person_name
 
 ICT = ZoneInfo("Asia/Ho_Chi_Minh")
 DOMAIN = "demo.gov.vn"

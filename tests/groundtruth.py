@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 
-from mailusage.devserver import LocalDovecot
-from mailusage.synth import make_message
+from devkit.dovecot import LocalDovecot
+from devkit.synth import make_message
 
 BASE = 1_793_500_000  # 2026-11-01 ~ ICT
 

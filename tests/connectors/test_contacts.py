@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from analytics.policy import public_matcher
 from connectors.contacts import find_contacts
-from mailusage.synth import make_docx
+from devkit.synth import make_docx
 from pipelines.collect import ContactScan
 from pipelines.collect import collect_single as collect_mailbox
 from pipelines.storage import DataDir

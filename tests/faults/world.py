@@ -21,8 +21,8 @@ from typing import Any
 import duckdb
 from imapclient.imap_utf7 import decode as decode_utf7
 
-from mailusage.devserver import MASTER_USER, LocalDovecot
-from mailusage.synth import make_message
+from devkit.dovecot import MASTER_USER, LocalDovecot
+from devkit.synth import make_message
 from pipelines.collect import RunSummary, run_collection
 
 DOMAIN = "faults.gov.vn"

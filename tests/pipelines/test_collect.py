@@ -13,8 +13,8 @@ import pytest
 
 from connectors.base import TransientError
 from connectors.imap import ImapSettings, ImapSource
-from mailusage.devserver import MASTER_USER, LocalDovecot
-from mailusage.synth import make_message
+from devkit.dovecot import MASTER_USER, LocalDovecot
+from devkit.synth import make_message
 from pipelines import storage
 from pipelines.collect import collect_single as collect_mailbox
 from pipelines.storage import DataDir, ShardWriter

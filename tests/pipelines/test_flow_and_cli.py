@@ -15,8 +15,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 
+from devkit.dovecot import MASTER_USER, LocalDovecot
 from mailusage.cli import main
-from mailusage.devserver import MASTER_USER, LocalDovecot
 from mailusage.doctor import settings
 from pipelines.collect import NightFailed, collect
 from pipelines.config import ConfigError, RosterError, load_config, load_roster

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
+from devkit.dovecot import LocalDovecot
 from mailusage.cli import main
-from mailusage.devserver import LocalDovecot
 from mailusage.doctor import run_doctor
 from pipelines.collect import NightRefused, collect, run_collection
 from pipelines.config import RosterError, RosterNotes, load_config, load_roster
