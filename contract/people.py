@@ -9,7 +9,9 @@ from dataclasses import dataclass
 class Person:
     """One row of the roster.
 
-    >>> Person("NV001", "Nguyễn Văn An", "an.nv@danang.gov.vn", "UB", "Ủy ban", None, {})
+    >>> an = Person("NV001", "Nguyễn Văn An", "an.nv@danang.gov.vn", "UB", "Ủy ban", None, {})
+    >>> an.unit_code, an.source, an.extra
+    ('UB', None, {})
     """
 
     employee_id: str

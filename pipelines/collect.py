@@ -71,7 +71,9 @@ from pipelines.storage import (
 class MailboxOutcome:
     """What happened to one mailbox tonight.
 
-    >>> MailboxOutcome("dovecot", "an.nv@danang.gov.vn", "ok", "", 120, 4, 0.8)
+    >>> outcome = MailboxOutcome("dovecot", "an.nv@danang.gov.vn", "ok", "", 120, 4, 0.8)
+    >>> outcome.messages_new, outcome.account_refused
+    (120, False)
     """
 
     source: str
@@ -566,7 +568,8 @@ def _renamed(start: dict[str, FolderCursor], folders: list[FolderState]) -> dict
     """Folders known last night that are gone under their name but whose UIDVALIDITY a new
     folder now carries: old name -> new name.
 
-    >>> _renamed({"Dự án": FolderCursor(7, 9, None)}, [FolderState("Lưu", "other", 9, 0, 10, 7)])
+    >>> _renamed({"Dự án": FolderCursor(7, 9, None)},
+    ...          [FolderState("Lưu", "other", 9, 0, 10, 7, None)])
     {'Dự án': 'Lưu'}
     """
     names = {f.name for f in folders}

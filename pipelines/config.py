@@ -97,7 +97,7 @@ def check_keys(raw: dict[str, Any], known: dict[str, Kind], where: str) -> None:
 
     >>> check_keys({"concurency": 8}, SECTIONS["collect"], "collect")
     Traceback (most recent call last):
-    pipelines.config.ConfigError: collect: unknown key 'concurency' (did you mean 'concurrency'?)
+    pipelines.errors.ConfigError: collect: unknown key 'concurency' (did you mean 'concurrency'?)
     """
     for key, value in raw.items():
         if key not in known:
