@@ -199,6 +199,8 @@ class LocalPostfix:
     submission_port: int
     sink: SmtpSink
     domains: list[str]
+    # The zone its syslog-style stamps are in (TZ is in Postfix's import_environment).
+    log_tz: str = "UTC"
 
     @property
     def config_dir(self) -> Path:
@@ -264,6 +266,7 @@ class LocalPostfix:
             capture_output=True,
             text=True,
             check=False,
+            env={**os.environ, "TZ": self.log_tz},
         )
         if out.returncode != 0:
             raise RuntimeError(f"postfix {' '.join(args)} failed: {out.stderr.strip()}")
@@ -302,13 +305,21 @@ class LocalPostfix:
         """Retry every deferred message now (``postqueue -f``)."""
         subprocess.run([POSTQUEUE, "-c", str(self.config_dir), "-f"], check=True)
 
+    def running(self) -> bool:
+        """Its master process is alive (Postfix leaves ``master.pid`` behind when it stops)."""
+        try:
+            pid = int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
+            os.kill(pid, 0)
+        except (FileNotFoundError, IndexError, ValueError, ProcessLookupError):
+            return False
+        return True
+
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError):
             self._postfix("stop")
         self.sink.stop()
-        pid_file = self.root / "queue" / "pid" / "master.pid"
         deadline = time.monotonic() + 10
-        while pid_file.exists() and time.monotonic() < deadline:
+        while self.running() and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def remove(self) -> None:
@@ -325,8 +336,8 @@ class LocalPostfix:
 
 def _allow_traversal(root: Path) -> None:
     # Postfix's daemons run as `postfix` and must reach the queue: "search" (o+x) on each
-    # parent, e.g. pytest's 0700 /tmp/pytest-of-root.
-    for parent in root.resolve().parents:
+    # parent and on root itself, e.g. pytest's 0700 /tmp/pytest-of-root and its mktemp dirs.
+    for parent in (root.resolve(), *root.resolve().parents):
         mode = parent.stat().st_mode
         if not mode & 0o001:
             parent.chmod(mode | 0o001)
