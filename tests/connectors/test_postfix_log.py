@@ -352,3 +352,12 @@ def test_domain_of():
     assert domain_of("a@Gmail.COM.") == "gmail.com"
     assert domain_of("MAILER-DAEMON") is None
     assert domain_of(None) is None
+
+
+def test_every_column_is_in_the_data_dictionary():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "data-dictionary.md").read_text()
+    section = text.split("## `mail_log_deliveries`", 1)[1].split("\n## ", 1)[0]
+    documented = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    assert documented == set(MAIL_LOG_DELIVERIES.names)
