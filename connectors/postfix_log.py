@@ -78,7 +78,7 @@ _TO = re.compile(
 _NOTICE = re.compile(
     r"(?:sender|postmaster) (?:non-delivery|delivery status|delay) notification: (?P<qid>\S+)"
 )
-_QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]+)")
+_HANDED = re.compile(r"(queued|forwarded) as ([0-9A-Za-z]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +87,9 @@ class Delivery:
 
     ``status`` is Postfix's: sent, deferred (still queued: only in :meth:`LogState.open_messages`
     or a message whose end was lost), bounced, or expired (given up after the queue lifetime).
-    ``handed_to`` is set when the reply names a queue id of this same log (a content filter such
-    as amavis re-injecting the message: the real deliveries are that message's).
+    ``handed_to`` is set when the reply names a queue id of this same log: a content filter
+    such as amavis re-injected the message (``queued as``), or ``local`` forwarded it by an
+    alias or ``.forward`` (``forwarded as``); the real deliveries are that message's.
     """
 
     recipient: str
@@ -175,19 +176,10 @@ class _Open:
     rcpts: dict[str, list[Any]] = field(default_factory=dict)
 
     def record(self, queue_id: str, *, removed: bool) -> MailRecord:
-        deliveries = tuple(
-            Delivery(
-                recipient=key.split("\x00")[0],
-                orig_recipient=key.split("\x00")[1] or None,
-                status=r[0],
-                relay=r[1],
-                dsn=r[2],
-                time=r[3],
-                deferrals=r[4],
-                handed_to=r[5],
-            )
-            for key, r in self.rcpts.items()
-        )
+        deliveries = []
+        for key, r in self.rcpts.items():
+            recipient, _, orig = key.partition("\x00")
+            deliveries.append(Delivery(recipient, orig or None, r[0], r[1], r[2], r[3], r[4], r[5]))
         return MailRecord(
             queue_id=queue_id,
             time=self.first,
@@ -202,7 +194,7 @@ class _Open:
             via_queue_id=self.via_queue_id,
             complete=self.direction is not None,
             removed=removed,
-            deliveries=deliveries,
+            deliveries=tuple(deliveries),
         )
 
 
@@ -269,9 +261,12 @@ class LogState:
 
     def drop_stale(self, before: datetime) -> list[MailRecord]:
         """Give up on queue ids with no line since ``before`` (their ``removed`` line was lost,
-        or they were deleted from the queue unlogged): returned with ``removed`` False."""
-        stale = [q for q, o in self.open.items() if o.last is not None and o.last < before]
-        return [self.open.pop(q).record(q, removed=False) for q in stale]
+        or they were deleted from the queue unlogged): returned with ``removed`` False.
+        One that never reached the queue manager (no ``from=``, no recipient: the client left
+        before the end of the data, which Postfix does not log) was never sent: dropped."""
+        stale = [q for q, o in self.open.items() if (o.last or o.first or before) < before]
+        gone = [(q, self.open.pop(q)) for q in stale]
+        return [o.record(q, removed=False) for q, o in gone if o.sender is not None or o.rcpts]
 
 
 @dataclass
@@ -355,6 +350,7 @@ class _Reader:
         self.state, self.tz, self.log_tz, self.stats, self.done = state, tz, log_tz, stats, done
         self._stamp = ""
         self._when: datetime | None = None
+        self._hours: dict[str, float] = {}
 
     def line(self, line: str) -> None:
         stats = self.stats
@@ -396,22 +392,34 @@ class _Reader:
             if iso:
                 when = datetime.fromisoformat(iso).astimezone(self.tz)
             else:
-                month = _MONTHS[m.group("mon")]
-                state = self.state
-                year = state.year
-                if state.month is not None and month < state.month - 6:
-                    year = state.year = year + 1  # Dec -> Jan: a new year
-                elif state.month is not None and month > state.month + 6:
-                    year -= 1  # a straggler from before the turn
-                if year == state.year:
-                    state.month = month
-                hh, mm, ss = (int(x) for x in m.group("hms").split(":"))
-                local = datetime(year, month, int(m.group("day")), hh, mm, ss)
-                when = local.replace(tzinfo=self.log_tz).astimezone(self.tz)
+                hms = m.group("hms")
+                key = m.group("mon") + m.group("day") + hms[:2]
+                base = self._hours.get(key)
+                if base is None:
+                    base = self._hours[key] = self._hour(m.group("mon"), m.group("day"), hms)
+                mm, ss = int(hms[3:5]), int(hms[6:8])
+                if mm > 59 or ss > 60:
+                    return None
+                when = datetime.fromtimestamp(base + 60 * mm + ss, self.tz)
         except (KeyError, ValueError):
             return None
         self._stamp, self._when = stamp, when
         return when
+
+    def _hour(self, mon: str, day: str, hms: str) -> float:
+        """The epoch of a syslog stamp's hour (most lines share one: computed once each).
+        Exact but in the hour a DST change repeats, which a syslog stamp cannot tell apart."""
+        month = _MONTHS[mon]
+        state = self.state
+        year = state.year
+        if state.month is not None and month < state.month - 6:
+            year = state.year = year + 1  # Dec -> Jan: a new year
+        elif state.month is not None and month > state.month + 6:
+            year -= 1  # a straggler from before the turn
+        if year == state.year:
+            state.month = month
+        local = datetime(year, month, int(day), int(hms[:2]))
+        return local.replace(tzinfo=self.log_tz).timestamp()
 
     def _message(self, service: str, qid: str, rest: str, when: datetime) -> bool | None:
         """Apply one ``QID: …`` line: True if it told us something, False if not needed,
@@ -476,6 +484,7 @@ class _Reader:
             notice = opened.setdefault(n.group(1), _Open())
             notice.notice_of, notice.direction = qid, "local"
             notice.first = notice.first or when
+            notice.last = when
             return True
         if service == "cleanup" and rest.startswith(("reject:", "milter-reject:", "discard:")):
             opened.pop(qid, None)  # refused while being received: never queued
@@ -493,15 +502,19 @@ class _Reader:
         prev = o.rcpts.get(key)
         deferrals = (prev[4] + (prev[0] == "deferred")) if prev else 0
         handed_to = None
-        if status == "sent" and (q := _QUEUED_AS.search(t.group("text") or "")):
-            nxt = self.state.open.get(q.group(1))
+        if status == "sent" and (h := _HANDED.search(t.group("text") or "")):
+            nxt = self.state.open.get(h.group(2))
             if nxt is not None and nxt.sasl_username is None:
-                # Our own queue id: a content filter re-injected the message (Zimbra's amavis).
-                # The re-injected copy inherits who sent it; its deliveries are the real ones.
-                handed_to = q.group(1)
+                # Our own queue id. `queued as`: a content filter re-injected the message
+                # (Zimbra's amavis) and the copy inherits who sent it. `forwarded as`: local(8)
+                # sent it on by an alias or .forward — the server's doing, so `local`.
+                handed_to = h.group(2)
                 nxt.via_queue_id = qid
-                nxt.sasl_username = o.sasl_username
-                nxt.direction = o.direction or nxt.direction
+                if h.group(1) == "queued":
+                    nxt.sasl_username = o.sasl_username
+                    nxt.direction = o.direction or nxt.direction
+                else:
+                    nxt.direction = nxt.direction or "local"
         o.rcpts[key] = [
             status,
             None if relay == "none" else relay,

@@ -361,3 +361,41 @@ def test_every_column_is_in_the_data_dictionary():
     section = text.split("## `mail_log_deliveries`", 1)[1].split("\n## ", 1)[0]
     documented = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
     assert documented == set(MAIL_LOG_DELIVERIES.names)
+
+
+def test_an_aborted_session_is_dropped_not_counted_as_a_message():
+    # The client authenticated, got a queue id at RCPT, and left before the end of DATA:
+    # Postfix logs no more for 6A7B8C9D0E — it was never queued, never sent.
+    state = LogState(year=2026)
+    read(
+        """\
+Dec  6 09:00:00 mail postfix/submission/smtpd[1]: 6A7B8C9D0E: client=unknown[10.1.2.3], sasl_method=PLAIN, sasl_username=an.nv@demo.gov.vn
+Dec  6 09:00:30 mail postfix/submission/smtpd[1]: lost connection after DATA (0 bytes) from unknown[10.1.2.3]
+""",
+        state,
+    )
+    assert list(state.open) == ["6A7B8C9D0E"]
+    assert state.drop_stale(datetime(2026, 12, 7, tzinfo=HCM)) == [] and state.open == {}
+
+
+# An official address forwarded by an alias to a private Gmail: local(8) re-queues it as a
+# new queue id ("forwarded as"); that copy is the server's doing, not the sender's submission.
+FORWARDED = """\
+Dec  6 11:00:00 mail postfix/smtpd[1]: 2B3C4D5E6F: client=mail-qk1.google.com[209.85.222.41]
+Dec  6 11:00:00 mail postfix/cleanup[2]: 2B3C4D5E6F: message-id=<g1@mail.gmail.com>
+Dec  6 11:00:00 mail postfix/qmgr[3]: 2B3C4D5E6F: from=<someone@gmail.com>, size=4000, nrcpt=1 (queue active)
+Dec  6 11:00:00 mail postfix/cleanup[2]: 8C9D0E1F2A: message-id=<g1@mail.gmail.com>
+Dec  6 11:00:00 mail postfix/qmgr[3]: 8C9D0E1F2A: from=<someone@gmail.com>, size=4200, nrcpt=1 (queue active)
+Dec  6 11:00:00 mail postfix/local[4]: 2B3C4D5E6F: to=<an.private@gmail.com>, orig_to=<an.nv@demo.gov.vn>, relay=local, delay=0.1, delays=0.05/0/0/0.05, dsn=2.0.0, status=sent (forwarded as 8C9D0E1F2A)
+Dec  6 11:00:00 mail postfix/qmgr[3]: 2B3C4D5E6F: removed
+Dec  6 11:00:01 mail postfix/smtp[5]: 8C9D0E1F2A: to=<an.private@gmail.com>, orig_to=<an.nv@demo.gov.vn>, relay=gmail-smtp-in.l.google.com[142.250.4.26]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 2.0.0 OK)
+Dec  6 11:00:01 mail postfix/qmgr[3]: 8C9D0E1F2A: removed
+"""
+
+
+def test_forwarded_copy_is_local_and_points_back():
+    inbound, copy = read(FORWARDED)[0].messages
+    assert inbound.direction == "in" and inbound.deliveries[0].handed_to == "8C9D0E1F2A"
+    assert inbound.deliveries[0].orig_recipient == "an.nv@demo.gov.vn"
+    assert (copy.direction, copy.via_queue_id, copy.sasl_username) == ("local", "2B3C4D5E6F", None)
+    assert copy.complete and copy.deliveries[0].recipient == "an.private@gmail.com"
