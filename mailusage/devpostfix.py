@@ -301,6 +301,14 @@ class LocalPostfix:
             time.sleep(0.1)
         raise TimeoutError(f"postfix queue not idle after {timeout}s: {self.queue()}")
 
+    def rotate(self) -> Path:
+        """``postfix logrotate`` (Postfix >= 3.4): the maillog is renamed with a time suffix and
+        gzipped, postlogd reopens a new one. Returns the rotated file (``maillog.<when>.gz``)."""
+        before = set(self.maillog.parent.glob("maillog.*"))
+        self._postfix("logrotate")
+        (rotated,) = set(self.maillog.parent.glob("maillog.*.gz")) - before
+        return rotated
+
     def flush(self) -> None:
         """Retry every deferred message now (``postqueue -f``)."""
         subprocess.run([POSTQUEUE, "-c", str(self.config_dir), "-f"], check=True)
