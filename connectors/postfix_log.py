@@ -40,7 +40,9 @@ __all__ = [
     "LogStats",
     "MailRecord",
     "ReadResult",
+    "delivery_rows",
     "domain_of",
+    "iter_deliveries",
     "read_chunk",
     "read_lines",
 ]
@@ -172,6 +174,7 @@ class _Open:
     direction: str | None = None
     notice_of: str | None = None
     via_queue_id: str | None = None
+    probe: bool = False  # an address-verification probe (verify(8)): not mail anyone sent
     # (recipient, orig_to) -> [status, relay, dsn, time, deferrals, handed_to]
     rcpts: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -475,7 +478,8 @@ class _Reader:
         if rest == "removed":
             o = opened.pop(qid) if qid in opened else _Open(first=when)
             o.last = when
-            self.done.append(o.record(qid, removed=True))
+            if not o.probe:
+                self.done.append(o.record(qid, removed=True))
             return True
         if service == "bounce":
             n = _NOTICE.match(rest)
@@ -497,8 +501,11 @@ class _Reader:
             return None
         o = self.state.open.setdefault(qid, _Open())
         o.last = when
-        key = f"{t.group('to').lower()}\x00{(t.group('orig') or '').lower()}"
         status, relay = t.group("status"), t.group("relay")
+        if status in ("deliverable", "undeliverable"):
+            o.probe = True  # reject_unverified_recipient or `sendmail -bv` asking, not sending
+            return True
+        key = f"{t.group('to').lower()}\x00{(t.group('orig') or '').lower()}"
         prev = o.rcpts.get(key)
         deferrals = (prev[4] + (prev[0] == "deferred")) if prev else 0
         handed_to = None

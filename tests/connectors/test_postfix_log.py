@@ -399,3 +399,16 @@ def test_forwarded_copy_is_local_and_points_back():
     assert inbound.deliveries[0].orig_recipient == "an.nv@demo.gov.vn"
     assert (copy.direction, copy.via_queue_id, copy.sasl_username) == ("local", "2B3C4D5E6F", None)
     assert copy.complete and copy.deliveries[0].recipient == "an.private@gmail.com"
+
+
+def test_address_verification_probes_are_not_mail():
+    # reject_unverified_recipient: verify(8) sends a probe that is never delivered
+    result, state = read(
+        """\
+Dec  6 12:00:00 mail postfix/cleanup[2]: 3D4E5F6A7B: message-id=<20261206120000.3D4E5F6A7B@mail.demo.gov.vn>
+Dec  6 12:00:00 mail postfix/qmgr[3]: 3D4E5F6A7B: from=<double-bounce@mail.demo.gov.vn>, size=262, nrcpt=1 (queue active)
+Dec  6 12:00:01 mail postfix/smtp[5]: 3D4E5F6A7B: to=<x@partner.gov.vn>, relay=mx.partner.gov.vn[192.0.2.9]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.1.5, status=deliverable (250 2.1.5 Ok)
+Dec  6 12:00:01 mail postfix/qmgr[3]: 3D4E5F6A7B: removed
+"""
+    )
+    assert result.messages == [] and state.open == {} and result.stats.damaged == 0
