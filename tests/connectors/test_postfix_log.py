@@ -412,3 +412,26 @@ Dec  6 12:00:01 mail postfix/qmgr[3]: 3D4E5F6A7B: removed
 """
     )
     assert result.messages == [] and state.open == {} and result.stats.damaged == 0
+
+
+def test_error_and_local_agents_are_deliveries_like_the_others():
+    # error(8) answers for a destination Postfix already knows is down ("delivery temporarily
+    # suspended"); local(8) delivers to a system mailbox. Both log to= lines like smtp/lmtp.
+    rec = only(
+        read(
+            """\
+Dec  6 14:00:00 mail postfix/smtpd[1]: 4E5F6A7B8C: client=unknown[10.1.2.3], sasl_method=PLAIN, sasl_username=binh.tt@demo.gov.vn
+Dec  6 14:00:00 mail postfix/qmgr[3]: 4E5F6A7B8C: from=<binh.tt@demo.gov.vn>, size=700, nrcpt=2 (queue active)
+Dec  6 14:00:00 mail postfix/local[6]: 4E5F6A7B8C: to=<root@mail.demo.gov.vn>, relay=local, delay=0.02, delays=0.01/0/0/0.01, dsn=2.0.0, status=sent (delivered to mailbox)
+Dec  6 14:00:00 mail postfix/error[7]: 4E5F6A7B8C: to=<a@down.example>, relay=none, delay=0.05, delays=0.05/0/0/0, dsn=4.4.1, status=deferred (delivery temporarily suspended: connect to mx.down.example[192.0.2.7]:25: Connection refused)
+Dec  6 15:00:00 mail postfix/qmgr[3]: 4E5F6A7B8C: from=<binh.tt@demo.gov.vn>, size=700, nrcpt=2 (queue active)
+Dec  6 15:00:01 mail postfix/smtp[5]: 4E5F6A7B8C: to=<a@down.example>, relay=mx.down.example[192.0.2.7]:25, delay=3601, delays=3600/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)
+Dec  6 15:00:01 mail postfix/qmgr[3]: 4E5F6A7B8C: removed
+"""
+        )[0]
+    )
+    assert by_rcpt(rec) == {
+        "root@mail.demo.gov.vn": ("sent", "2.0.0", 0),
+        "a@down.example": ("sent", "2.0.0", 1),
+    }
+    assert rec.deliveries[0].relay == "local"
