@@ -262,8 +262,10 @@ class LocalDovecot:
         server = cls(root, free_port(), free_port(), master_password, account)
         if Path(MANAGESIEVE).exists():
             server.sieve_port = free_port()
+        protocols = ["imap", "sieve"] if server.sieve_port else ["imap"]
         if mta:
             server.lmtp_port = free_port()
+            protocols.append("lmtp")
         make_self_signed(root / "tls")
         for sub in ("state", "mail"):
             (root / sub).mkdir(exist_ok=True)
@@ -280,7 +282,7 @@ class LocalDovecot:
                 uid=account.pw_uid,
                 gid=account.pw_gid,
                 auth_failure_delay=auth_failure_delay,
-                protocols=" ".join(["imap"] + ["sieve"] * bool(server.sieve_port) + ["lmtp"] * mta),
+                protocols=" ".join(protocols),
                 sieve_config=_SIEVE.format(sieve_port=server.sieve_port)
                 if server.sieve_port
                 else "",
