@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailusage.devserver import LocalDovecot, free_port
+from mailusage.devserver import LocalDovecot, free_port, make_self_signed
 
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
@@ -66,6 +66,11 @@ relayhost = [127.0.0.1]:{sink_port}
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = {sasl_socket}
+# STARTTLS offered on port 25, required on submission (a self-signed CN=localhost, SAN
+# 127.0.0.1: clients trust ``ca_file``); Postfix reads the key as root before dropping.
+smtpd_tls_cert_file = {root}/tls/cert.pem
+smtpd_tls_key_file = {root}/tls/key.pem
+smtpd_tls_security_level = may
 # Retries at once when flushed; a test never waits on Postfix's backoff.
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
@@ -77,11 +82,14 @@ _MASTER_CF = """\
 127.0.0.1:{smtp_port} inet n - n - - smtpd
 127.0.0.1:{submission_port} inet n - n - - smtpd
   -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject
 pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n -  0 cleanup
 qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 rewrite   unix  - - n -  - trivial-rewrite
 bounce    unix  - - n -  0 bounce
 defer     unix  - - n -  0 bounce
@@ -207,6 +215,11 @@ class LocalPostfix:
         return self.root / "conf"
 
     @property
+    def ca_file(self) -> Path:
+        """The certificate its STARTTLS presents (self-signed: trust it as a CA)."""
+        return self.root / "tls" / "cert.pem"
+
+    @property
     def maillog(self) -> Path:
         """The log postlogd writes (``Dec 06 20:11:13 mail postfix/smtpd[…]: …``)."""
         return self.root / "log" / "maillog"
@@ -232,6 +245,7 @@ class LocalPostfix:
         root.mkdir(parents=True, exist_ok=True)
         for sub in ("conf", "queue", "data", "log"):
             (root / sub).mkdir(exist_ok=True)
+        make_self_signed(root / "tls")
         account = pwd.getpwnam("postfix")
         # master.lock and the TLS caches: Postfix wants data_directory owned by its account.
         os.chown(root / "data", account.pw_uid, account.pw_gid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import smtplib
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -64,6 +65,9 @@ def message(msg_id: str, sender: str, to: str, cc: str = "") -> bytes:
 
 def submit(pf: LocalPostfix, user: str, rcpts: list[str], raw: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", pf.submission_port) as smtp:
+        # submission requires STARTTLS before AUTH, as a real one does
+        assert "auth" not in smtp.ehlo()[1].decode().lower()
+        smtp.starttls(context=ssl.create_default_context(cafile=str(pf.ca_file)))
         smtp.login(user, USERS[user])
         refused = smtp.sendmail(user, rcpts, raw)
     assert refused == {}  # Postfix accepts them all; what becomes of each is in its log
