@@ -4,8 +4,8 @@ It runs beside a :class:`~mailusage.devserver.LocalDovecot` started with ``mta=T
 wired as an agency's mail server would be:
 
 * ``smtp_port``: mail from outside (no authentication, no relaying);
-* ``submission_port``: authenticated submission, SASL PLAIN through the Dovecot's auth
-  socket, logged as ``postfix/submission/smtpd`` as Debian's master.cf names it;
+* ``submission_port``: authenticated submission, STARTTLS then SASL PLAIN through the
+  Dovecot's auth socket, logged as ``postfix/submission/smtpd`` as Debian's master.cf names it;
 * the official domains are delivered by LMTP into the Dovecot;
 * every other domain (gmail.com, …) goes to :class:`SmtpSink`, a loopback SMTP server
   that can refuse (5xx: a bounce) or defer (4xx) chosen recipients.
@@ -13,11 +13,14 @@ wired as an agency's mail server would be:
 Its own ``config_directory``, ``queue_directory`` and ``data_directory`` live under ``root``;
 it logs through ``postlogd`` to ``root/log/maillog`` (Postfix >= 3.4), so no syslog is needed.
 Postfix's master must run as root (it hands each daemon to the ``postfix`` account).
+Use (tests/connectors/test_postfix_live.py does)::
 
-    >>> with LocalDovecot.start(tmp / "dc", mta=True) as dc, LocalPostfix.start(tmp / "pf", dc,
-    ...         domains=["demo.gov.vn"]) as pf:
-    ...     smtplib.SMTP("127.0.0.1", pf.submission_port)  # login, send
-    ...     pf.wait_idle(); pf.maillog.read_text()
+    with LocalDovecot.start(tmp / "dc", mta=True) as dc, LocalPostfix.start(
+        tmp / "pf", dc, domains=["demo.gov.vn"]
+    ) as pf:
+        ...  # smtplib to pf.submission_port: starttls(cafile=pf.ca_file), login, send
+        pf.wait_idle()
+        pf.maillog.read_bytes()  # what connectors.postfix_log reads
 """
 
 from __future__ import annotations

@@ -435,3 +435,12 @@ Dec  6 15:00:01 mail postfix/qmgr[3]: 4E5F6A7B8C: removed
         "a@down.example": ("sent", "2.0.0", 1),
     }
     assert rec.deliveries[0].relay == "local"
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import connectors.postfix_log
+
+    result = doctest.testmod(connectors.postfix_log)
+    assert result.attempted >= 8 and result.failed == 0
