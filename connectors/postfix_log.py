@@ -464,7 +464,8 @@ class _Reader:
             o = opened.setdefault(qid, _Open())
             o.sender = f.group("from").lower()
             tail = f.group("rest")
-            if tail.startswith(", status=expired"):
+            # given up: after maximal_queue_lifetime, or by the admin (`postsuper -e`)
+            if tail.startswith((", status=expired", ", status=force-expired")):
                 for r in o.rcpts.values():
                     if r[0] == "deferred":
                         r[0], r[3] = "expired", when

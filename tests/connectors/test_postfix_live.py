@@ -130,7 +130,7 @@ def test_real_mail_through_postfix_parsed_recipient_for_recipient(mta):
     dovecot, pf = mta
     log = LogReader(pf)
     pf.sink.refuse.add("nobody@gmail.com")
-    pf.sink.defer.add("slow@yahoo.com")
+    pf.sink.defer.update({"slow@yahoo.com", "gone@yahoo.com"})
     before = datetime.now(HCM).replace(microsecond=0)
 
     # 1. To a colleague, Cc a public address, Bcc a colleague and a public address.
@@ -154,6 +154,10 @@ def test_real_mail_through_postfix_parsed_recipient_for_recipient(mta):
         ["slow@yahoo.com"],
         message(m3, "binh.tt@demo.gov.vn", "slow@yahoo.com"),
     )
+    # 5. One recipient sent, one deferred — which the admin will give up on (expired).
+    m5 = "<m5@demo.gov.vn>"
+    env5 = ["gone@yahoo.com", "ok.friend@gmail.com"]
+    submit(pf, "an.nv@demo.gov.vn", env5, message(m5, "an.nv@demo.gov.vn", "gone@yahoo.com"))
     # 4. From outside, unauthenticated on port 25: delivered in; relaying out is refused.
     m4 = "<m4@facebookmail.com>"
     with smtplib.SMTP("127.0.0.1", pf.smtp_port) as smtp:
@@ -205,28 +209,36 @@ def test_real_mail_through_postfix_parsed_recipient_for_recipient(mta):
     assert statuses(rec4) == {"binh.tt@demo.gov.vn": "sent"}
     assert all(d.recipient != "someone@gmail.com" for m in log.done for d in m.deliveries)
 
-    # 3 is still queued: deferred, not sent, and not in the finished records yet.
-    assert not log.has(m3)
-    (pending,) = LogState.from_json(log.state_json).open_messages()
-    assert pending.message_id == m3 and statuses(pending) == {"slow@yahoo.com": "deferred"}
-    assert "slow@yahoo.com" not in outside
+    # 3 and 5 are still queued: deferred, not sent, and not in the finished records yet.
+    assert not log.has(m3) and not log.has(m5)
+    pending = {m.message_id: m for m in LogState.from_json(log.state_json).open_messages()}
+    assert statuses(pending[m3]) == {"slow@yahoo.com": "deferred"}
+    assert statuses(pending[m5]) == {"gone@yahoo.com": "deferred", "ok.friend@gmail.com": "sent"}
+    assert "slow@yahoo.com" not in outside and "gone@yahoo.com" not in outside
 
     # The log is rotated while 3 waits; the outside accepts it now; Postfix retries; the
     # reader finishes the old file from its offset and reads the new one: 3 is joined across.
+    # The admin gives up on 5 (`postsuper -e`): at its next attempt it is returned, expired.
     rotated = pf.rotate()
     log.after_rotation(rotated)
-    pf.sink.defer.clear()
+    pf.expire(pending[m5].queue_id)
+    pf.sink.defer.discard("slow@yahoo.com")
     pf.flush()
-    log.until(lambda r: r.has(m3))
+    log.until(lambda r: r.has(m3, m5) and sum(1 for m in r.done if m.notice_of) == 2)
     rec3 = log.by_id(m3)
     assert (rec3.sasl_username, rec3.direction, rec3.nrcpt) == ("binh.tt@demo.gov.vn", "out", 1)
     assert statuses(rec3) == {"slow@yahoo.com": "sent"}
     assert rec3.deliveries[0].deferrals >= 1
     assert rec3.time is not None and rec3.time <= rec3.deliveries[0].time
+    rec5 = log.by_id(m5)
+    assert statuses(rec5) == {"gone@yahoo.com": "expired", "ok.friend@gmail.com": "sent"}
+    assert rec5.deliveries[0].dsn == "4.2.1"  # the last deferral's: why it never went
+    (notice5,) = [m for m in log.done if m.notice_of == rec5.queue_id]
+    assert statuses(notice5) == {"an.nv@demo.gov.vn": "sent"}
     assert LogState.from_json(log.state_json).open == {}
-    # every message sent is there exactly once (and the notice), nothing else
+    # every message sent is there exactly once (and the notices), nothing else
     assert sorted(m.message_id or "" for m in log.done if not m.notice_of) == sorted(
-        [m1, m2, m3, m4]
+        [m1, m2, m3, m4, m5]
     )
     assert log.lines == len(gzip.decompress(rotated.read_bytes()).splitlines()) + len(
         pf.maillog.read_bytes().splitlines()

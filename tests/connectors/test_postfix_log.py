@@ -151,6 +151,14 @@ Dec  6 08:00:05 mail postfix/qmgr[12]: 1C2D3E4F5A: removed
 """
 
 
+def test_an_admins_force_expiry_is_expiry_too():
+    # `postsuper -e` (as the real Postfix of test_postfix_live logs it): "force-expired"
+    text = EXPIRED.replace("status=expired, returned", "status=force-expired, returned")
+    assert "force-expired" in text
+    rec = only(read(text)[0])
+    assert by_rcpt(rec)["a@dead.example"] == ("expired", "4.4.1", 0)
+
+
 def test_expiry_turns_the_deferred_recipients_expired():
     result, _ = read(EXPIRED)
     rec = only(result)
