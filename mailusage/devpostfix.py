@@ -65,6 +65,8 @@ smtp_dns_support_level = disabled
 # The official domains go to the Dovecot over LMTP; everything else to the sink.
 virtual_mailbox_domains = {domains}
 virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
+# Aliases (a unit's shared address -> its staff): texthash needs no postmap.
+virtual_alias_maps = texthash:{root}/conf/virtual
 relayhost = [127.0.0.1]:{sink_port}
 # Nothing relays without authentication, not even loopback (so port 25 is "from outside").
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
@@ -236,6 +238,7 @@ class LocalPostfix:
         *,
         domains: Iterable[str],
         hostname: str = "mail.demo.gov.vn",
+        aliases: dict[str, str] | None = None,
     ) -> LocalPostfix:
         if not Path(POSTFIX).exists():
             raise RuntimeError(
@@ -255,6 +258,9 @@ class LocalPostfix:
         os.chown(root / "data", account.pw_uid, account.pw_gid)
         _allow_traversal(root)
         server = cls(root, free_port(), free_port(), SmtpSink.start(), [d.lower() for d in domains])
+        (root / "conf" / "virtual").write_text(
+            "".join(f"{alias} {target}\n" for alias, target in (aliases or {}).items())
+        )
         (root / "conf" / "main.cf").write_text(
             _MAIN_CF.format(
                 root=root,

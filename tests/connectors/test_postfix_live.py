@@ -43,7 +43,10 @@ def mta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalDovecot
         dovecot.add_users(USERS)
         dovecot.finish_seeding()
         postfix = LocalPostfix.start(
-            tmp_path_factory.mktemp("postfix"), dovecot, domains=["demo.gov.vn"]
+            tmp_path_factory.mktemp("postfix"),
+            dovecot,
+            domains=["demo.gov.vn"],
+            aliases={"vanthu@demo.gov.vn": "binh.tt@demo.gov.vn"},  # the unit's clerk address
         )
         try:
             yield dovecot, postfix
@@ -163,8 +166,8 @@ def test_real_mail_through_postfix_parsed_recipient_for_recipient(mta):
     with smtplib.SMTP("127.0.0.1", pf.smtp_port) as smtp:
         smtp.sendmail(
             "notification@facebookmail.com",
-            ["binh.tt@demo.gov.vn"],
-            message(m4, "notification@facebookmail.com", "binh.tt@demo.gov.vn"),
+            ["vanthu@demo.gov.vn"],
+            message(m4, "notification@facebookmail.com", "vanthu@demo.gov.vn"),
         )
         with pytest.raises(smtplib.SMTPRecipientsRefused):
             smtp.sendmail("x@spam.example", ["someone@gmail.com"], b"Subject: relay?\r\n\r\nx\r\n")
@@ -207,6 +210,7 @@ def test_real_mail_through_postfix_parsed_recipient_for_recipient(mta):
     assert (rec4.direction, rec4.sasl_username) == ("in", None)
     assert rec4.sender_domain == "facebookmail.com"
     assert statuses(rec4) == {"binh.tt@demo.gov.vn": "sent"}
+    assert rec4.deliveries[0].orig_recipient == "vanthu@demo.gov.vn"  # the alias it was sent to
     assert all(d.recipient != "someone@gmail.com" for m in log.done for d in m.deliveries)
 
     # 3 and 5 are still queued: deferred, not sent, and not in the finished records yet.
