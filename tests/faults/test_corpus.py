@@ -5,8 +5,6 @@ mailbox — 47 messages (defective MIME, odd charsets, broken headers) and 17 bi
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import shutil
 import subprocess
@@ -17,7 +15,8 @@ import pytest
 
 from tests.faults.conftest import NIGHT, World
 from tests.faults.invariant import LEDGER, Entry
-from tests.faults.world import START, Setup, _uidlist, add_mailboxes, messages
+from tests.faults.world import START, Setup, add_mailboxes, messages
+from tests.groundtruth import maildir_messages
 
 PACKAGE = "libpython3.11-testsuite"
 INSTALLED = Path("/usr/lib/python3.11/test/test_email/data")
@@ -62,18 +61,14 @@ def test_real_damaged_mail_is_collected_or_skipped_with_a_reason(
     assert summary.count("ok") == 1, summary.outcomes
 
     # Ground truth from the files and Dovecot's uidlist, parsed by the standard library.
-    truth = {}
-    for folder in ("INBOX", "Sent"):
-        _uidvalidity, uids = _uidlist(server.folder_dir(mbx, folder))
-        for file in (server.folder_dir(mbx, folder) / "cur").iterdir():
-            raw = file.read_bytes()
-            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-            mid = msg.get("Message-ID")
-            truth[(folder, uids[file.name.partition(":2,")[0]])] = (
-                len(raw) + raw.count(b"\n") - raw.count(b"\r\n"),
-                int(os.stat(file).st_mtime),
-                " ".join(str(mid).split()) if mid else None,
-            )
+    truth = {
+        (m.folder, m.uid): (
+            m.size,
+            m.internal_date,
+            " ".join(m.message_id.split()) if m.message_id else None,  # a folded header
+        )
+        for m in maildir_messages(server, mbx, ("INBOX", "Sent"))
+    }
     assert len(truth) == len(corpus)
     rows = messages(setup.data)
     got = {(r[1], r[3]): (r[9], r[6], r[14]) for r in rows}
