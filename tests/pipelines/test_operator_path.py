@@ -315,6 +315,37 @@ def test_json_log_positions_of_an_old_store_move_into_the_state_database(tmp_pat
     assert sorted(got.column("mailbox").to_pylist()) == ["a@x.vn", "c@x.vn", "d@x.vn"]
 
 
+def test_a_migration_killed_before_the_json_files_went_is_finished_the_same(tmp_path):
+    """Killed between the transaction and removing the files, the next use imports the
+    same records again: the store ends as if the migration had run once."""
+    from pipelines.storage import LogState
+
+    old = tmp_path / "_state" / "logs"
+    old.mkdir(parents=True)
+    text = json.dumps(
+        {
+            "night": "2026-11-02",
+            "before": {"inode": 7, "offset": 100, "head": None},
+            "after": {"inode": 7, "offset": 250, "head": "ab12"},
+            "previous": {"night": "2026-11-01", "before": None},
+        }
+    )
+    (old / "log.json").write_text(text)
+    data = DataDir(tmp_path)
+    once = data.log_state("log")
+    assert once == LogState("2026-11-02", LogCursor(7, 100), LogCursor(7, 250, "ab12"))
+    assert not old.exists()
+    with data.db() as con:
+        history = con.execute("select * from log_cursor_history order by night").fetchall()
+    assert [row[1] for row in history] == ["2026-11-01", "2026-11-02"]
+    old.mkdir()
+    (old / "log.json").write_text(text)  # as a kill before the unlink leaves it
+    assert data.log_state("log") == once and not old.exists()
+    with data.db() as con:
+        again = con.execute("select * from log_cursor_history order by night").fetchall()
+    assert again == history
+
+
 def _empty_logins():  # type: ignore[no-untyped-def]
     import pyarrow as pa
 
