@@ -25,12 +25,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from analytics.policy import Policy, Waiver, check_month, code_name, public_domains
-from analytics.queries import Workspace, days_in, month_nights, month_params, previous_month
+from analytics.policy import Policy, Waiver, check_month, code_name
+from analytics.queries import Workspace, month_nights, month_params
 from analytics.report import month_label, render_report, report_pdf
 from analytics.workbook import hr_workbook
+from contract.domains import public_domains
 from contract.files import atomic_write
 from contract.letterhead import Letterhead
+from contract.months import days_in, previous_month
 from contract.people import Person
 from contract.signals import Signals
 from contract.usage import RATED_CLASSES, regular_share

@@ -31,6 +31,7 @@ from connectors.zimbra import (
     ZimbraExport,
     imapd_audit_log,
 )
+from contract.domains import is_official
 from contract.letterhead import Letterhead
 from contract.people import Person
 from contract.signals import Signals
@@ -784,16 +785,6 @@ class RosterNotes:
     lines: dict[str, int] = field(default_factory=dict)  # employee_id -> line
     blank_rows: int = 0  # rows of empty cells (";;;;" that Excel leaves), skipped
     delimiter: str = ","
-
-
-def is_official(email: str, domains: tuple[str, ...]) -> bool:
-    """An address of an official domain or a subdomain of one (as the SQL's suffix rule).
-
-    >>> [is_official(a, ("danang.gov.vn",)) for a in ("an@hn.danang.gov.vn", "an@gmail.com")]
-    [True, False]
-    """
-    domain = email.rsplit("@", 1)[-1].lower()
-    return any(domain == d or domain.endswith("." + d) for d in domains)
 
 
 def _delimiter(header: str) -> str:
