@@ -282,7 +282,7 @@ def evaluate_floor(data: str, roster: str, month: str) -> dict[str, Any]:
     from analytics.queries import month_params, register_domain_lists, sql
     from contract.domains import public_domains
     from contract.months import previous_month
-    from pipelines.config import load_roster
+    from contract.roster import load_roster
 
     policy = load_policy("lien-chieu-2014")
     con = duckdb.connect()

@@ -46,12 +46,12 @@ from connectors.logins import LoginSourceError
 from contract.datasets import CONTACTS, FORWARDING, RUN_MAILBOXES, RUNS
 from contract.domains import public_matcher
 from contract.people import Person
+from contract.roster import load_roster
 from pipelines.config import (
     Config,
     ConfigError,
     SourceConfig,
     load_config,
-    load_roster,
 )
 from pipelines.migrate import convert_layout
 from pipelines.secrets import secret_problems

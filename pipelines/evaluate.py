@@ -17,8 +17,9 @@ import pyarrow.compute as pc
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
 from analytics.policy import check_month, load_policy, load_waivers
 from contract.months import days_in, has_begun, has_ended, last_ended_month, today_in
+from contract.roster import load_roster
 from contract.usage import regular_share
-from pipelines.config import Config, load_config, load_roster
+from pipelines.config import Config, load_config
 
 
 def last_month(tz: Any) -> str:

@@ -13,11 +13,12 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
+from contract.roster import RosterError, RosterNotes, load_roster
 from mailusage.cli import main
 from mailusage.devserver import LocalDovecot
 from mailusage.doctor import run_doctor
 from pipelines.collect import NightRefused, collect, run_collection
-from pipelines.config import RosterError, RosterNotes, load_config, load_roster
+from pipelines.config import load_config
 from pipelines.secrets import SecretRef
 from pipelines.storage import DataDir
 from tests.conftest import MASTER_PASSWORD
