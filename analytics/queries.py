@@ -82,8 +82,9 @@ def register_domain_lists(
     registration: Iterable[str],
 ) -> None:
     """The SQL's domain tests, ``is_official_domain(domain)`` and the like: each runs
-    :meth:`contract.domains.DomainList.match_array`, the Python rule itself, once per
-    distinct domain of a vector (a null domain is null: unknown).
+    :meth:`contract.domains.DomainList.match_array`, the rule Python calls too, over each
+    vector DuckDB hands it (Arrow kernels, no Python loop; a null domain is null: unknown).
+    The queries call them on distinct domains only: ~1 s per 400,000 here.
 
     >>> register_domain_lists(con, official=["danang.gov.vn"], public=[], registration=[])
     >>> con.sql("select is_official_domain('HN.DaNang.gov.vn.')").fetchall()

