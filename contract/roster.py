@@ -1,13 +1,20 @@
 """The roster CSV, read and checked once into typed :class:`~contract.people.Person` rows.
 Reading a roster imports no connector, no Prefect and no SQL: every layer may call it.
 
-    >>> people = load_roster(Path("roster.csv"))  # doctest: +SKIP
-    >>> people[0].employee_id, people[0].is_unit_mailbox, people[0].personal_emails
-    ('NV001', False, ('an.home@gmail.com',))
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "roster.csv"
+    >>> _ = path.write_text(
+    ...     "employee_id,full_name,email,unit_code,unit_name,personal_email,on_leave\\n"
+    ...     "NV001,Nguyễn Văn An,An.NV@danang.gov.vn,UB,Ủy ban,An.Home@gmail.com,có\\n",
+    ...     encoding="utf-8",
+    ... )
+    >>> (an,) = load_roster(path)
+    >>> an.email, an.personal_emails, an.on_leave, an.is_unit_mailbox
+    ('an.nv@danang.gov.vn', ('an.home@gmail.com',), True, False)
 
 Columns: ``employee_id, full_name, email, unit_code, unit_name`` are required;
 ``is_unit_mailbox, personal_email, on_leave, start_date, mailbox_issued, source`` are read
-when present (the data dictionary says what each means); other columns are ignored.
+when present (docs/operator-guide.md says what each holds); other columns are ignored.
 """
 
 from __future__ import annotations

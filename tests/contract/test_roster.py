@@ -1,6 +1,7 @@
 """contract.roster: the roster read once into typed Person rows, importing no other layer."""
 
 import ast
+import doctest
 import subprocess
 import sys
 from datetime import date
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import contract.people
+import contract.roster
 from contract.people import Person
 from contract.roster import RosterError, load_roster
 
@@ -16,6 +19,12 @@ HEADER = (
     "employee_id,full_name,email,unit_code,unit_name,is_unit_mailbox,personal_email,"
     "on_leave,start_date,mailbox_issued,source,notes\n"
 )
+
+
+def test_the_docstring_examples_run():
+    for module in (contract.roster, contract.people):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted >= 1 and result.failed == 0, module.__name__
 
 
 def test_flags_are_parsed_once_into_typed_fields(tmp_path):
