@@ -25,13 +25,11 @@ from connectors.logins import LogCursor, LoginSourceError
 from connectors.sieve import SieveSource
 from connectors.zimbra import QuotaFallback, ZimbraAdmin, ZimbraExport
 from contract.people import Person
+from contract.roster import RosterError, RosterNotes, load_roster
 from pipelines.config import (
     Config,
     ConfigError,
-    RosterError,
-    RosterNotes,
     SourceConfig,
-    load_roster,
 )
 from pipelines.secrets import secret_problems
 from pipelines.signals import LOG_KINDS, read_source

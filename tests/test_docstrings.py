@@ -30,7 +30,6 @@ SKETCHES = {
     # an operator's files
     "connectors.contacts": "a message's raw bytes",
     "pipelines.config": "a mailusage.toml",
-    "pipelines.config.load_roster": "a roster.csv",
     "pipelines.secrets.secret_problems": "a loaded config",
     "pipelines.collect.skipped_behind": "a night's result",
     "pipelines.storage.DataDir.stored_rows": "a data directory",
