@@ -181,7 +181,6 @@ ignore_remote = ["{COLLECTOR_IP}"]
 
 @pytest.fixture
 def admin_api():
-    ZimbraAdmin._all.clear()
     world = ZimbraWorld()
     with zimbra_admin_endpoint(world) as (url, w):
         yield url, w
