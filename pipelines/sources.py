@@ -85,11 +85,6 @@ class OpenSource:
             checks += self.admin.check_quota(self.name, probe.mailbox)
         return checks
 
-    def forwards(self, mailbox: str) -> list[Forward] | None:
-        """The mailbox's forwarding without reading its folders (None: not read here)."""
-        with self.open(mailbox) as session:
-            return session.forwards()
-
     def close(self) -> None:
         """Close what this source holds for the night (each closer once, all of them)."""
         closers, self._closers = self._closers, ()

@@ -11,13 +11,17 @@ from pathlib import Path
 import pytest
 from exchangelib.protocol import CachingProtocol
 
+from connectors.base import AuthError
 from connectors.ews_settings import EwsSettings
-from connectors.settings import GraphSettings, ImapSettings, ZimbraAdminSettings
+from connectors.settings import GraphSettings, ImapSettings, SieveSettings, ZimbraAdminSettings
 from mailusage.devgraph import CLIENT_ID, TENANT, graph_endpoint
+from mailusage.devserver import MASTER_USER
 from pipelines.config import Config, SourceConfig, ZimbraConfig
 from pipelines.secrets import SecretRef
 from pipelines.sources import open_sources
+from tests.conftest import MASTER_PASSWORD
 from tests.ews_endpoint import EwsEndpoint
+from tests.groundtruth import seed_regular
 from tests.zimbra_endpoint import ZimbraWorld, zimbra_admin_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,3 +196,34 @@ def test_an_ews_source_closes_its_pools_and_the_next_night_gets_new_ones(tmp_pat
             assert session.folders()
             (again,) = sources["ex"].mailboxes._protocols.values()
             assert again is not protocol
+
+
+def test_an_imap_sources_sessions_read_forwarding_over_managesieve(dovecot, tmp_path, monkeypatch):
+    mailbox = "sieve.src@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 3, seed=31)
+    dovecot.set_sieve(mailbox, "roundcube", 'require "copy"; redirect :copy "me@yahoo.com.vn";')
+    imap = ImapSettings(
+        host="127.0.0.1",
+        port=dovecot.imaps_port,
+        ca_file=str(dovecot.ca_file),
+        master_user=MASTER_USER,
+    )
+    sieve = SieveSettings(
+        host="127.0.0.1",
+        port=dovecot.sieve_port,
+        ca_file=str(dovecot.ca_file),
+        master_user=MASTER_USER,
+    )
+    src = SourceConfig("dovecot", "imap", imap, SecretRef(env="MU_TEST_IMAP"), sieve)
+    monkeypatch.setenv("MU_TEST_IMAP", MASTER_PASSWORD)
+    with open_sources(_config(tmp_path, src)) as sources:
+        with sources["dovecot"].open(mailbox) as session:
+            assert [(f.target, f.keeps_copy) for f in session.forwards()] == [
+                ("me@yahoo.com.vn", True)
+            ]
+        assert sources["dovecot"].forwarding is not None  # the night's one reader
+    monkeypatch.setenv("MU_TEST_IMAP", "wrong")
+    with open_sources(_config(tmp_path, src)) as sources:
+        reader = sources["dovecot"].forwarding
+        with pytest.raises(AuthError):
+            reader.forwards(mailbox)
