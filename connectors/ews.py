@@ -919,10 +919,18 @@ class EwsSource:
             protocol: Any = account.protocol
             protocol.TIMEOUT = s.timeout
             protocol.RETRY_WAIT = s.retry_wait
+        return account
+
+    def _account(self, mailbox: str) -> Account:
+        """:meth:`account`, its connection pool kept for :meth:`close` and given this
+        source's CA (for this pool only: no global patch) before it opens a connection."""
+        account = self.account(mailbox)
+        protocol: Any = account.protocol
+        with self._lock:
             if id(protocol) not in self._protocols:
                 self._protocols[id(protocol)] = protocol
-                if s.ca_file:  # this source's CA for this pool only, no global patch
-                    verify_with(protocol, s.ca_file)
+                if self.settings.ca_file:
+                    verify_with(protocol, self.settings.ca_file)
         return account
 
     @contextmanager
@@ -930,8 +938,8 @@ class EwsSource:
         mailbox = mailbox.lower()
         try:
             with _errors(mailbox):
-                account = self.account(mailbox)
-            reopen = None if self.settings.access == "user" else self.account
+                account = self._account(mailbox)
+            reopen = None if self.settings.access == "user" else self._account
             yield EwsSession(
                 account, mailbox, self.settings, reopen, self._resolved, self.forwarding
             )
@@ -1025,7 +1033,7 @@ class EwsSource:
         mailbox = mailbox.lower()
         primary = self._resolved.get(mailbox, mailbox)  # an alias resolved by open()
         with _errors(mailbox):
-            account = self.account(primary)
+            account = self._account(primary)
         return _inbox_forwards(account, mailbox)
 
 
