@@ -94,9 +94,9 @@ def read_source(
     if src.kind == "graph-signin":
         assert src.graph is not None
         if graph is not None:
-            return read_graph_sign_ins(graph.mailboxes, src.name), None  # type: ignore[arg-type]
+            return read_graph_sign_ins(graph.connector, src.name), None  # type: ignore[arg-type]
         with closing(build_source(src.graph)) as opened:
-            return read_graph_sign_ins(opened.mailboxes, src.name), None  # type: ignore[arg-type]
+            return read_graph_sign_ins(opened.connector, src.name), None  # type: ignore[arg-type]
     if src.kind == "dovecot-dict":
         return read_dovecot_dict(src.doveadm, src.dict_uri, src.name), None
     if src.path is None:

@@ -1,8 +1,9 @@
-"""The night's sources: each configured source built and opened once, closed after.
+"""The night's sources: each configured source built and opened once, closed after::
 
-    >>> with open_sources(load_config("mailusage.toml")) as sources:
-    ...     with sources["dovecot"].open("an.nv@danang.gov.vn") as session:
-    ...         session.folders()
+    with open_sources(load_config("mailusage.toml")) as sources:
+        with sources["dovecot"].open("an.nv@danang.gov.vn") as session:
+            session.folders()      # [FolderState(name='INBOX', role='inbox', ...), ...]
+            session.forwards()     # [Forward(..., target='an.home@gmail.com', ...)]
 
 A source holds what its mailboxes share for the night as its own state — a Graph source
 its token, HTTP pool and throttling gate; an EWS source its exchangelib pools; a Zimbra
@@ -45,7 +46,7 @@ class OpenSource:
     def __init__(
         self,
         config: SourceConfig,
-        mailboxes: Connector,
+        connector: Connector,
         forwarding: ForwardingReader | None = None,
         admin: ZimbraAdmin | None = None,
         closers: tuple[Callable[[], None], ...] = (),
@@ -53,7 +54,7 @@ class OpenSource:
         self.config = config
         self.name = config.name
         self.kind = config.kind
-        self.mailboxes = mailboxes  # the connector
+        self.connector = connector  # ImapSource, GraphSource or EwsSource
         self.forwarding = forwarding  # IMAP's separate reader: ManageSieve or Zimbra
         self.admin = admin  # Zimbra's admin API: the quota when IMAP QUOTA answers none
         self._closers = closers
@@ -63,7 +64,7 @@ class OpenSource:
 
     @contextmanager
     def open(self, mailbox: str) -> Iterator[MailboxSession]:
-        source: MailboxSource = self.mailboxes
+        source: MailboxSource = self.connector
         if self.admin is not None:
             source = QuotaFallback(source, self.admin)
         with source.open(mailbox) as session:
@@ -75,7 +76,7 @@ class OpenSource:
     def diagnose(self, probe: Probe) -> list[Check]:
         """``mailusage doctor``'s checks of this source (its connector's, then IMAP's
         forwarding reader and Zimbra's quota once a login worked), in order."""
-        checks = self.mailboxes.diagnose(probe)
+        checks = self.connector.diagnose(probe)
         logged_in = any(c.check == "login" and c.status == "ok" for c in checks)
         if probe.mailbox is None or not logged_in or any(c.status == "fail" for c in checks):
             return checks

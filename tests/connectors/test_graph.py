@@ -373,7 +373,7 @@ def test_certificate_credential_signs_in(tenant, tmp_path):
     src = load_config(tmp_path / "m.toml").sources[0]
     assert "unencrypted" in src.password.describe()  # no passphrase to name
     with closing(build_source(src)) as opened:
-        token = opened.mailboxes.tenant.token()  # a signed client assertion, checked by the tenant
+        token = opened.connector.tenant.token()  # a signed client assertion, checked by the tenant
     assert token and world.tokens_issued == 1
 
 

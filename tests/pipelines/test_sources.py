@@ -83,17 +83,17 @@ def test_two_graph_sources_of_one_tenant_do_not_share_a_token_and_close_their_po
     settings, world = graph
     cfg = _config(tmp_path, _graph_source("a", settings), _graph_source("b", settings))
     with open_sources(cfg) as sources:
-        a, b = sources["a"].mailboxes.tenant, sources["b"].mailboxes.tenant
+        a, b = sources["a"].connector.tenant, sources["b"].connector.tenant
         assert a is not b and a.http is not b.http
         assert a.token() and b.token()
         assert a.token() == a.token()  # one token per source for the night
         assert world.tokens_issued == 2  # one each: same settings, not shared
         assert _pools(a.http) >= 1 and _pools(b.http) >= 1
     assert _pools(a.http) == 0 and _pools(b.http) == 0  # the night's end closed them
-    assert sources["a"].mailboxes._tenant is None  # and forgot the token
+    assert sources["a"].connector._tenant is None  # and forgot the token
     # a second night opens anew: its own token, its own pool
     with open_sources(cfg) as sources:
-        again = sources["a"].mailboxes.tenant
+        again = sources["a"].connector.tenant
         assert again is not a and again.token()
         assert world.tokens_issued == 3
     assert _pools(again.http) == 0
@@ -185,7 +185,7 @@ def test_an_ews_source_closes_its_pools_and_the_next_night_gets_new_ones(tmp_pat
             with sources["ex"].open(AN) as session:
                 assert session.folders()
                 assert session.forwards() == []  # inbox rules in the session (none here)
-            (protocol,) = sources["ex"].mailboxes._protocols.values()
+            (protocol,) = sources["ex"].connector._protocols.values()
             assert protocol.session_pool_size >= 1
             cached = {id(p) for p, _ in CachingProtocol._protocol_cache.values()}
             assert id(protocol) in cached
@@ -194,7 +194,7 @@ def test_an_ews_source_closes_its_pools_and_the_next_night_gets_new_ones(tmp_pat
         assert id(protocol) not in cached  # and forgotten by exchangelib
         with open_sources(cfg) as sources, sources["ex"].open(AN) as session:
             assert session.folders()
-            (again,) = sources["ex"].mailboxes._protocols.values()
+            (again,) = sources["ex"].connector._protocols.values()
             assert again is not protocol
 
 
