@@ -472,7 +472,6 @@ def collect_mailbox(
             unreadable = session.unreadable
             tokens = {f.name: session.token(f) for f in folders}
             contacts = _scan_contacts(session, mailbox, to_scan, scan) if scan else None
-            forwards, not_read = _forwards(session, mailbox, forwarding)
     except SourceError as exc:
         if exc.transient:
             raise
@@ -486,6 +485,8 @@ def collect_mailbox(
                 account_refused=isinstance(exc, CredentialsRejected),
             )
         )
+    # after the IMAP logout, as before: ManageSieve and Zimbra have connections of their own
+    forwards, not_read = _forwards(session, mailbox, forwarding)
     after = {
         f.name: FolderCursor(f.uidvalidity, max(f.uidnext - 1, 0), f.highestmodseq, tokens[f.name])
         for f in folders
