@@ -93,6 +93,7 @@ def _read_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    from contract.roster import RosterError, load_roster
     from pipelines.collect import (
         MailboxOutcome,
         NightFailed,
@@ -103,7 +104,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         summary_dict,
         summary_line,
     )
-    from pipelines.config import ConfigError, RosterError, load_config, load_roster
+    from pipelines.config import ConfigError, load_config
     from pipelines.storage import CollectionBusy
 
     try:
@@ -285,7 +286,8 @@ def _month(value: str) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from analytics.evaluate import MonthNotCollected
     from analytics.policy import PolicyError
-    from pipelines.config import ConfigError, RosterError
+    from contract.roster import RosterError
+    from pipelines.config import ConfigError
 
     cfg = _read_config(args)
     if cfg is None:

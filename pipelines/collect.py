@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from analytics.policy import load_policy, public_matcher
+from analytics.policy import load_policy
 from connectors.base import (
     CredentialsRejected,
     FolderCursor,
@@ -46,13 +46,14 @@ from connectors.base import (
 from connectors.contacts import find_contacts
 from connectors.logins import LoginSourceError
 from contract.datasets import CONTACTS, FORWARDING, RUN_MAILBOXES, RUNS
+from contract.domains import public_matcher
 from contract.people import Person
+from contract.roster import load_roster
 from pipelines.config import (
     Config,
     ConfigError,
     SourceConfig,
     load_config,
-    load_roster,
 )
 from pipelines.migrate import convert_layout
 from pipelines.secrets import secret_problems
