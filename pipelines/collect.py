@@ -35,7 +35,9 @@ from connectors.base import (
     CredentialsRejected,
     FolderCursor,
     FolderState,
+    Forward,
     ForwardingSource,
+    MailboxSession,
     MailboxSource,
     Message,
     SourceError,
@@ -56,6 +58,7 @@ from pipelines.config import (
 from pipelines.migrate import convert_layout
 from pipelines.secrets import secret_problems
 from pipelines.signals import collect_logins
+from pipelines.sources import OpenSource, open_sources
 from pipelines.storage import (
     Collected,
     DataDir,
@@ -153,6 +156,8 @@ class Night:
     # source -> why its own account was refused tonight (its other mailboxes are not tried)
     refused: dict[str, str] = field(default_factory=dict)
     writer: NightWriter | None = None
+    # the night's opened sources, by name (pipelines/sources.py), closed when it ends
+    sources: dict[str, OpenSource] = field(default_factory=dict)
     _scan: ContactScan | None = None
 
     @classmethod
@@ -241,7 +246,7 @@ def run_collection(
     preflight(cfg, people, night)
     nt = Night.begin(cfg, night, progress)
     data = nt.data
-    with data.collect_lock(nt.night):
+    with data.collect_lock(nt.night), open_sources(cfg) as nt.sources:
         data.recover(nt.night)
         convert_layout(data)
         work, skipped = plan(nt, people, data)
@@ -387,17 +392,15 @@ def _attempt(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection 
         return Collection(
             MailboxOutcome(w.source, w.mailbox, "failed", f"not tried: {nt.refused[w.source]}")
         )
-    src = nt.cfg.source(w.source)
+    src = nt.sources[w.source]
     try:
-        result = collect_mailbox(
-            src.build(), w.mailbox, nt.night, w.start, src.forwarding(), nt.scan_for(src)
-        )
+        result = collect_mailbox(src, w.mailbox, nt.night, w.start, None, nt.scan_for(src.config))
     except SourceError as exc:  # transient: collect_mailbox returns the others
         if not last:
             return None
         return Collection(MailboxOutcome(w.source, w.mailbox, "failed", exc.reason))
     except ConfigError as exc:  # the password reference resolves to nothing
-        if src.password.env_prefix is None:  # the source's one password: none will log in
+        if src.config.password.env_prefix is None:  # the source's one password: none will log in
             nt.refused[w.source] = str(exc)
         return Collection(MailboxOutcome(w.source, w.mailbox, "failed", str(exc)))
     except Exception as exc:  # a bug or an unreadable answer: recorded, the night goes on
@@ -485,6 +488,8 @@ def collect_mailbox(
                 account_refused=isinstance(exc, CredentialsRejected),
             )
         )
+    # after the IMAP logout, as before: ManageSieve and Zimbra have connections of their own
+    forwards, not_read = _forwards(session, mailbox, forwarding)
     after = {
         f.name: FolderCursor(f.uidvalidity, max(f.uidnext - 1, 0), f.highestmodseq, tokens[f.name])
         for f in folders
@@ -537,12 +542,10 @@ def collect_mailbox(
     notes = [] if sent else ["no Sent folder found"]
     if sum(unreadable.values()):
         notes.append(f"{sum(unreadable.values())} FETCH responses unreadable (not stored)")
-    if forwarding is not None:
-        try:
-            rules = forwarding.forwards(mailbox)
-            rows.forwarding = pa.Table.from_pylist([asdict(r) for r in rules], schema=FORWARDING)
-        except SourceError as exc:  # the messages are safe; say what is missing
-            notes.append(f"forwarding rules not read: {exc.reason}")
+    if forwards is not None:
+        rows.forwarding = pa.Table.from_pylist([asdict(r) for r in forwards], schema=FORWARDING)
+    if not_read:  # the messages are safe; say what is missing
+        notes.append(f"forwarding rules not read: {not_read}")
     drops: list[tuple[str, int | None]] = [
         (f.name, f.uidvalidity) for f in folders if plans[f.name].full_reread
     ]
@@ -563,6 +566,20 @@ def collect_mailbox(
         time.monotonic() - started,
     )
     return Collection(outcome, rows, collected)
+
+
+def _forwards(
+    session: MailboxSession, mailbox: str, forwarding: ForwardingSource | None
+) -> tuple[list[Forward] | None, str]:
+    """The mailbox's forwarding rules, read in its session (``forwarding``: a separate
+    reader, asked when the session reads none); None when not read, with why if it failed."""
+    try:
+        rules = session.forwards()
+        if rules is None and forwarding is not None:
+            rules = forwarding.forwards(mailbox)
+    except SourceError as exc:
+        return None, exc.reason
+    return rules, ""
 
 
 def _renamed(start: dict[str, FolderCursor], folders: list[FolderState]) -> dict[str, str]:
@@ -618,7 +635,8 @@ def collect_signals(nt: Night, plain: bool | None) -> list[MailboxOutcome]:
         label = f"logins:{src.name}"
         try:
             fn = collect_logins_task.fn if plain else collect_logins_task
-            outcome = fn(nt.cfg, src.name, nt.night)
+            graph = nt.sources.get(src.graph.name) if src.graph is not None else None
+            outcome = fn(nt.cfg, src.name, nt.night, graph)
         except Exception as exc:  # a signal source failing never stops the night
             outcome = MailboxOutcome(src.name, label, "failed", f"{type(exc).__name__}: {exc}")
         outcomes.append(outcome)
@@ -626,11 +644,13 @@ def collect_signals(nt: Night, plain: bool | None) -> list[MailboxOutcome]:
 
 
 @task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{name}")
-def collect_logins_task(cfg: Config, name: str, night: str) -> MailboxOutcome:
+def collect_logins_task(
+    cfg: Config, name: str, night: str, graph: OpenSource | None = None
+) -> MailboxOutcome:
     src = next(s for s in cfg.logins if s.name == name)
     started = time.monotonic()
     try:
-        rows = collect_logins(src, night, DataDir(cfg.data_dir))
+        rows = collect_logins(src, night, DataDir(cfg.data_dir), graph)
     except NightConflict as exc:
         return MailboxOutcome(name, f"logins:{name}", "skipped", str(exc))
     except LoginSourceError as exc:

@@ -8,6 +8,7 @@ re-reads the same lines and a killed run loses none.
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -27,19 +28,25 @@ from connectors.logins import (
 from connectors.zimbra import read_audit_log
 from contract.datasets import LOGINS
 from pipelines.config import LoginSourceConfig
+from pipelines.sources import OpenSource, build_source
 from pipelines.storage import DataDir, LogState
 
 LOG_KINDS = ("dovecot-log", "zimbra-audit")  # read on from a cursor, night by night
 
 
 def read_source(
-    src: LoginSourceConfig, cursor: LogCursor | None = None
+    src: LoginSourceConfig, cursor: LogCursor | None = None, graph: OpenSource | None = None
 ) -> tuple[list[Login], LogCursor | None]:
-    """Every login a source gives now; for a log, those after ``cursor`` and the new cursor."""
+    """Every login a source gives now; for a log, those after ``cursor`` and the new cursor.
+    ``graph``: for graph-signin, the night's open Graph source (its token); without it,
+    one is opened for this read and closed after."""
     tz = ZoneInfo(src.timezone)
     if src.kind == "graph-signin":
         assert src.graph is not None
-        return read_graph_sign_ins(src.graph.build(), src.name), None  # type: ignore[arg-type]
+        if graph is not None:
+            return read_graph_sign_ins(graph.connector, src.name), None  # type: ignore[arg-type]
+        with closing(build_source(src.graph)) as opened:
+            return read_graph_sign_ins(opened.connector, src.name), None  # type: ignore[arg-type]
     if src.kind == "dovecot-dict":
         return read_dovecot_dict(src.doveadm, src.dict_uri, src.name), None
     if src.path is None:
@@ -72,12 +79,15 @@ def read_graph_sign_ins(graph: GraphSource, name: str) -> list[Login]:
         raise LoginSourceError(f"{name}: {exc.reason}{hint}") from exc
 
 
-def collect_logins(src: LoginSourceConfig, night: str, data: DataDir) -> int:
-    """Read one login source for one night and write its rows; returns how many."""
+def collect_logins(
+    src: LoginSourceConfig, night: str, data: DataDir, graph: OpenSource | None = None
+) -> int:
+    """Read one login source for one night and write its rows; returns how many
+    (``graph``: the night's open Graph source, for graph-signin)."""
     before = None
     if src.kind in LOG_KINDS and (state := data.log_state(src.name)) is not None:
         before = state.start(src.name, night)  # NightConflict: a later night is read
-    logins, after = read_source(src, before)
+    logins, after = read_source(src, before, graph)
     rows = sorted(
         {(x.mailbox, x.login_at, x.protocol, x.remote_addr, x.source) for x in logins},
         key=lambda r: (r[0], r[1], r[2] or "", r[3] or ""),

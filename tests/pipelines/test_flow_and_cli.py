@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import closing
 from pathlib import Path
 
 import duckdb
@@ -21,6 +22,7 @@ from mailusage.cli import main
 from mailusage.doctor import settings
 from pipelines.collect import NightFailed, collect
 from pipelines.config import ConfigError, load_config
+from pipelines.sources import build_source
 from tests.conftest import MASTER_PASSWORD
 from tests.groundtruth import seed_regular
 
@@ -420,7 +422,8 @@ def test_probe_runs_one_mailbox_night_on_imap_and_stores_nothing(
     # After a night is committed the probe reads on from its cursors: nothing to fetch.
     config = load_config(cfg)
     data = DataDir(config.data_dir)
-    assert collect_single(config.sources[0].build(), staff[0], "2026-11-22", data).status == "ok"
+    with closing(build_source(config.sources[0])) as source:
+        assert collect_single(source, staff[0], "2026-11-22", data).status == "ok"
 
     def files() -> tuple[dict[str, int], list]:
         # Every data file untouched, and the state database's rows the same (its -wal and
