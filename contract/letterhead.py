@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Letterhead:
-    parent_body: str = ""
-    issuing_body: str = ""
-    number: str = ""
-    place: str = ""
-    signer_title: str = ""
-    signer_name: str = ""
-    recipients: tuple[str, ...] = ()
+    """Each field is a key of the config's `[report]` section."""
+
+    parent_body: str = ""  # e.g. "UBND QUẬN LIÊN CHIỂU"
+    issuing_body: str = ""  # e.g. "PHÒNG VĂN HÓA VÀ THÔNG TIN" (default: agency.name)
+    number: str = ""  # e.g. "/BC-VHTT", printed after "Số: "
+    place: str = ""  # e.g. "Liên Chiểu", before the date line
+    signer_title: str = ""  # e.g. "TRƯỞNG PHÒNG"
+    signer_name: str = ""  # printed under the space left to sign; may stay empty
+    recipients: tuple[str, ...] = ()  # "Nơi nhận", e.g. ["Chủ tịch UBND quận", "Lưu: VT"]

@@ -10,7 +10,6 @@ Secrets are references only — ``{ env = "NAME" }`` or ``{ prefect_secret = "bl
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from connectors.settings import (
 from contract.letterhead import Letterhead
 from contract.signals import Signals
 from pipelines.errors import ConfigError as ConfigError  # the schema's error, named here too
+from pipelines.schema import Kind, check_keys, from_table, keys_of
 from pipelines.secrets import SecretRef
 
 # -- the config's shape ---------------------------------------------------------------
@@ -38,8 +38,6 @@ from pipelines.secrets import SecretRef
 # else is refused with the nearest valid name: a typo such as `concurency` or
 # `[evalution]` must not fall back to a default in silence.
 
-Kind = type | tuple[type, ...]
-NUMBER = (int, float)
 SECTIONS: dict[str, dict[str, Kind]] = {
     "agency": {"name": str, "timezone": str, "official_domains": list},
     "storage": {"data_dir": str},
@@ -58,50 +56,9 @@ SECTIONS: dict[str, dict[str, Kind]] = {
         "public_domains": list,
     },
     # the report's letterhead and signature block (Nghị định 30/2020/NĐ-CP layout)
-    "report": {
-        "parent_body": str,  # e.g. "UBND QUẬN LIÊN CHIỂU"
-        "issuing_body": str,  # e.g. "PHÒNG VĂN HÓA VÀ THÔNG TIN" (default: agency.name)
-        "number": str,  # e.g. "/BC-VHTT", printed after "Số: "
-        "place": str,  # e.g. "Liên Chiểu", before the date line
-        "signer_title": str,  # e.g. "TRƯỞNG PHÒNG"
-        "signer_name": str,  # printed under the space left to sign; may stay empty
-        "recipients": list,  # "Nơi nhận", e.g. ["Chủ tịch UBND quận", "Lưu: VT"]
-    },
+    "report": keys_of(Letterhead),
 }
 TOP_LEVEL: dict[str, Kind] = {**{name: dict for name in SECTIONS}, "sources": list, "logins": list}
-_TYPE_NAMES: dict[type, str] = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-    list: "a list [...]",
-    dict: "a table { ... }",
-}
-
-
-def check_keys(raw: dict[str, Any], known: dict[str, Kind], where: str) -> None:
-    """Refuse a key ``known`` does not list (suggesting the nearest) or a value of the
-    wrong type.
-
-    >>> check_keys({"concurency": 8}, SECTIONS["collect"], "collect")
-    Traceback (most recent call last):
-    pipelines.errors.ConfigError: collect: unknown key 'concurency' (did you mean 'concurrency'?)
-    """
-    for key, value in raw.items():
-        if key not in known:
-            what = "section" if not where and isinstance(value, dict) else "key"
-            near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-            hint = f"did you mean {near[0]!r}?" if near else "valid: " + ", ".join(sorted(known))
-            prefix = f"{where}: " if where else ""
-            raise ConfigError(f"{prefix}unknown {what} {key!r} ({hint})")
-        kind = known[key]
-        kinds: tuple[type, ...] = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int to Python, not to a config file: `concurrency = true` is a mistake
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if not ok:
-            expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-            name = f"{where}.{key}" if where else key
-            raise ConfigError(f"{name} must be {expected}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -156,12 +113,10 @@ class ZimbraConfig:
     export: Path | None = None
 
 
+_ZIMBRA_URL = {"url": "admin_url"}  # ZimbraAdminSettings.url, as the config names it
 _ZIMBRA_KEYS: dict[str, Kind] = {
-    "admin_url": str,
-    "admin_user": str,
+    **keys_of(ZimbraAdminSettings, toml=_ZIMBRA_URL),
     "password": (dict, str),
-    "ca_file": str,
-    "timeout": NUMBER,
     "export": str,
 }
 
@@ -178,11 +133,12 @@ def _zimbra(raw: dict[str, Any], where: str, base: Path) -> ZimbraConfig:
         if not raw.get("admin_user") or "password" not in raw:
             raise ConfigError(f"{where}: admin_url needs admin_user and password = {{ env = ... }}")
         password = _secret(raw["password"], f"{where}.password")
-        admin = ZimbraAdminSettings(
-            raw["admin_url"],
-            raw["admin_user"],
-            _ca_file(raw, where, base),
-            float(raw.get("timeout", 60)),
+        admin = from_table(
+            ZimbraAdminSettings,
+            raw,
+            toml=_ZIMBRA_URL,
+            given={"ca_file": _ca_file(raw, where, base)},
+            where=where,
         )
     export = (base / raw["export"]).resolve() if raw.get("export") else None
     if admin is None and export is None:
@@ -251,18 +207,11 @@ class LoginSourceConfig:
     graph: SourceConfig | None = field(default=None, repr=False)  # graph-signin: its source
 
 
-_LOGIN_KEYS: dict[str, Kind] = {
-    "name": str,
-    "kind": str,
-    "path": str,
-    "dict_uri": str,
-    "doveadm": (str, list),
-    "ignore_remote": list,
-    "timezone": str,
-    "day_first": bool,
-    "ignore_accounts": list,
-    "source": str,
-}
+# `source = "NAME"` names a graph-signin's Graph source; `doveadm` is a command line or its words
+_LOGIN_TOML = {"graph": "source"}
+_LOGIN_KEYS: dict[str, Kind] = keys_of(
+    LoginSourceConfig, toml=_LOGIN_TOML, kinds={"graph": str, "doveadm": (str, list)}
+)
 
 
 def _login_source(
@@ -287,18 +236,15 @@ def _login_source(
     doveadm = raw.get("doveadm", ["doveadm"])
     if isinstance(doveadm, str):
         doveadm = doveadm.split()
-    return LoginSourceConfig(
-        name=_name(raw, where, f"{kind}-{index}"),
-        kind=kind,
-        path=(base / path).resolve() if path else None,
-        dict_uri=raw.get("dict_uri", "proxy::lastlogin"),
-        doveadm=tuple(doveadm),
-        ignore_remote=tuple(raw.get("ignore_remote", [])),
-        timezone=raw.get("timezone", tz),
-        day_first=bool(raw.get("day_first", False)),
-        ignore_accounts=tuple(a.lower() for a in raw.get("ignore_accounts", [])),
-        graph=graph,
-    )
+    given = {
+        "name": _name(raw, where, f"{kind}-{index}"),
+        "path": (base / path).resolve() if path else None,
+        "doveadm": tuple(doveadm),
+        "timezone": raw.get("timezone", tz),
+        "ignore_accounts": tuple(a.lower() for a in raw.get("ignore_accounts", [])),
+        "graph": graph,
+    }
+    return from_table(LoginSourceConfig, raw, toml=_LOGIN_TOML, given=given, where=where)
 
 
 @dataclass(frozen=True)
@@ -353,23 +299,18 @@ def _secret(raw: Any, where: str) -> SecretRef:
     return SecretRef(raw.get("env"), raw.get("prefect_secret"), raw.get("env_prefix"))
 
 
+# Keys every [[sources]] entry has beside its protocol's settings; a password written as
+# a string is refused by _secret, with why.
+_SOURCE_KEYS: dict[str, Kind] = {"name": str, "kind": str}
 _IMAP_KEYS: dict[str, Kind] = {
+    **_SOURCE_KEYS,
+    **keys_of(ImapSettings, internal=("read_chunk",)),  # read_chunk: the wire's, not the config's
+    "password": (dict, str),
     "sieve": dict,
     "zimbra": dict,
-    "name": str,
-    "kind": str,
-    "host": str,
-    "port": int,
-    "security": str,
-    "ca_file": str,
-    "verify": bool,
-    "auth": str,
-    "master_user": str,
-    "master_separator": str,
-    "password": (dict, str),  # a string is refused below, with why
-    "timeout": NUMBER,
-    "batch_size": int,
 }
+# a [[sources]] entry's `sieve = { … }`: the rest comes from the IMAP settings beside it
+_SIEVE_KEYS = keys_of(SieveSettings, internal=("host", "ca_file", "master_user", "timeout"))
 
 
 def _ca_file(raw: dict[str, Any], where: str, base: Path) -> str | None:
@@ -383,23 +324,11 @@ def _ca_file(raw: dict[str, Any], where: str, base: Path) -> str | None:
 
 
 _EWS_KEYS: dict[str, Kind] = {
-    "name": str,
-    "kind": str,
-    "endpoint": str,
-    "username": str,
+    **_SOURCE_KEYS,
+    # max_changes: SyncFolderItems' page, fixed by the protocol's limit
+    **keys_of(EwsSettings, internal=("max_changes",), kinds={"version": (str, float)}),
     "password": (dict, str),
-    "auth": str,
-    "access": str,
-    "version": (str, float),
-    "max_connections": int,
-    "page_size": int,
-    "get_item_batch": int,
-    "timeout": NUMBER,
-    "max_wait": NUMBER,
-    "retry_wait": NUMBER,
-    "settle_seconds": int,
-    "ca_file": str,
-    "forwarding": bool,
+    "forwarding": bool,  # read inbox rules with GetInboxRules
 }
 
 
@@ -427,21 +356,11 @@ def _ews_source(raw: dict[str, Any], where: str, base: Path, name: str) -> Sourc
     page_size = int(raw.get("page_size", 1000))
     if not 1 <= page_size <= 1000:
         raise ConfigError(f"{where}.page_size must be between 1 and 1000 (the EWS limit)")
-    ca_file = _ca_file(raw, where, base)
-    settings = EwsSettings(
-        endpoint=endpoint,
-        username=raw.get("username"),
-        auth=auth,
-        access=access,
-        version=version,
-        max_connections=int(raw.get("max_connections", 4)),
-        page_size=page_size,
-        get_item_batch=int(raw.get("get_item_batch", 100)),
-        timeout=float(raw.get("timeout", 120)),
-        max_wait=float(raw.get("max_wait", 900)),
-        retry_wait=float(raw.get("retry_wait", 10)),
-        settle_seconds=int(raw.get("settle_seconds", 900)),
-        ca_file=ca_file,
+    settings = from_table(
+        EwsSettings,
+        raw,
+        given={"version": version, "ca_file": _ca_file(raw, where, base)},
+        where=where,
     )
     return SourceConfig(
         name,
@@ -454,24 +373,10 @@ def _ews_source(raw: dict[str, Any], where: str, base: Path, name: str) -> Sourc
 
 
 _GRAPH_KEYS: dict[str, Kind] = {
-    "name": str,
-    "kind": str,
-    "tenant_id": str,
-    "client_id": str,
+    **_SOURCE_KEYS,
+    **keys_of(GraphSettings),
     "client_secret": (dict, str),
-    "certificate_path": str,
     "certificate_password": (dict, str),
-    "authority": str,
-    "graph_url": str,
-    "page_size": int,
-    "read_size": bool,
-    "forwarding": bool,
-    "usage_report": bool,
-    "timeout": NUMBER,
-    "max_wait": NUMBER,
-    "retry_wait": NUMBER,
-    "max_connections": int,
-    "ca_file": str,
 }
 
 
@@ -505,21 +410,11 @@ def _graph_source(raw: dict[str, Any], where: str, base: Path, name: str) -> Sou
     page_size = int(raw.get("page_size", 500))
     if not 1 <= page_size <= 1000:
         raise ConfigError(f"{where}.page_size must be between 1 and 1000")
-    settings = GraphSettings(
-        tenant_id=raw["tenant_id"],
-        client_id=raw["client_id"],
-        certificate_path=cert,
-        authority=raw.get("authority", "https://login.microsoftonline.com"),
-        graph_url=raw.get("graph_url", "https://graph.microsoft.com/v1.0"),
-        page_size=page_size,
-        read_size=bool(raw.get("read_size", False)),
-        forwarding=bool(raw.get("forwarding", True)),
-        usage_report=bool(raw.get("usage_report", True)),
-        timeout=float(raw.get("timeout", 60)),
-        max_wait=float(raw.get("max_wait", 900)),
-        retry_wait=float(raw.get("retry_wait", 5)),
-        max_connections=int(raw.get("max_connections", 8)),
-        ca_file=_ca_file(raw, where, base),
+    settings = from_table(
+        GraphSettings,
+        raw,
+        given={"certificate_path": cert, "ca_file": _ca_file(raw, where, base)},
+        where=where,
     )
     return SourceConfig(name, "graph", None, secret, graph=settings)
 
@@ -561,34 +456,26 @@ def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
         raise ConfigError(f"{where}.master_user is required with auth = {auth!r}")
     if "password" not in raw:
         raise ConfigError(f"{where}.password is required (a reference, e.g. {{ env = ... }})")
-    ca_file = _ca_file(raw, where, base)
-    settings = ImapSettings(
-        host=raw["host"],
-        port=raw.get("port"),
-        security=security,
-        ca_file=ca_file,
-        verify=bool(raw.get("verify", True)),
-        auth=auth,
-        master_user=raw.get("master_user"),
-        master_separator=raw.get("master_separator", "*"),
-        timeout=float(raw.get("timeout", 60)),
-        batch_size=int(raw.get("batch_size", 5000)),
+    settings = from_table(
+        ImapSettings, raw, given={"ca_file": _ca_file(raw, where, base)}, where=where
     )
     sieve = None
     if "sieve" in raw:
         sv = raw["sieve"]
-        check_keys(sv, {"port": int, "security": str}, f"{where}.sieve")
+        check_keys(sv, _SIEVE_KEYS, f"{where}.sieve")
         if sv.get("security", "starttls") not in ("starttls", "plain"):
             raise ConfigError(f"{where}.sieve.security must be starttls or plain")
         if auth == "master-separator":
             raise ConfigError(f"{where}.sieve needs auth = master-sasl or user")
-        sieve = SieveSettings(
-            host=settings.host,
-            port=int(sv.get("port", 4190)),
-            security=sv.get("security", "starttls"),
-            ca_file=settings.ca_file,
-            master_user=settings.master_user if auth != "user" else None,
-            timeout=settings.timeout,
+        sieve = from_table(
+            SieveSettings,
+            sv,
+            given={
+                "host": settings.host,
+                "ca_file": settings.ca_file,
+                "master_user": settings.master_user if auth != "user" else None,
+                "timeout": settings.timeout,
+            },
         )
     zimbra = _zimbra(raw["zimbra"], f"{where}.zimbra", base) if "zimbra" in raw else None
     if zimbra is not None and sieve is not None:
@@ -657,14 +544,13 @@ def load_config(path: str | Path) -> Config:
         tuple(_login_source(r, i, base, tz, sources) for i, r in enumerate(raw.get("logins", [])))
     )
     report = raw.get("report", {})
-    letterhead = Letterhead(
-        parent_body=report.get("parent_body", ""),
-        issuing_body=report.get("issuing_body", agency.get("name", "")),
-        number=report.get("number", ""),
-        place=report.get("place", ""),
-        signer_title=report.get("signer_title", ""),
-        signer_name=report.get("signer_name", ""),
-        recipients=tuple(str(r) for r in report.get("recipients", [])),
+    letterhead = from_table(
+        Letterhead,
+        report,
+        given={
+            "issuing_body": report.get("issuing_body", agency.get("name", "")),
+            "recipients": tuple(str(r) for r in report.get("recipients", [])),
+        },
     )
     return Config(
         letterhead=letterhead,
