@@ -133,7 +133,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             if args.prefect or _prefect_api():  # the run shows in a Prefect UI
                 result = collect(config_path=str(cfg.path), night=args.date)
             else:  # the same code, without a temporary Prefect server
-                result = summary_dict(run_collection(str(cfg.path), args.date, progress=tick))
+                result = summary_dict(run_collection(cfg, args.date, progress=tick))
         except NightFailed as exc:  # the flow run is Failed; the night is still committed
             result = exc.result
         except CollectionBusy as exc:

@@ -405,8 +405,8 @@ def test_recollecting_a_night_counts_each_message_once_in_runs(dovecot, tmp_path
 def test_probe_runs_one_mailbox_night_on_imap_and_stores_nothing(
     dovecot, staff, tmp_path, monkeypatch, capsys
 ):
-    from pipelines.collect import collect_single
     from pipelines.storage import DataDir
+    from tests.collect_one import collect_one
 
     monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
     cfg = write_setup(tmp_path, dovecot, roster_rows(staff))
@@ -419,7 +419,7 @@ def test_probe_runs_one_mailbox_night_on_imap_and_stores_nothing(
     # After a night is committed the probe reads on from its cursors: nothing to fetch.
     config = load_config(cfg)
     data = DataDir(config.data_dir)
-    assert collect_single(config.sources[0].build(), staff[0], "2026-11-22", data).status == "ok"
+    assert collect_one(config.sources[0].build(), staff[0], "2026-11-22", data).status == "ok"
 
     def files() -> tuple[dict[str, int], list]:
         # Every data file untouched, and the state database's rows the same (its -wal and
