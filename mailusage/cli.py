@@ -93,17 +93,16 @@ def _read_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from pipelines.collect import (
-        MailboxOutcome,
+    from pipelines.collect import collect, run_collection
+    from pipelines.config import ConfigError, RosterError, load_config, load_roster
+    from pipelines.mailbox import MailboxOutcome
+    from pipelines.night import (
         NightFailed,
-        collect,
         preflight,
-        run_collection,
         skipped_behind,
         summary_dict,
         summary_line,
     )
-    from pipelines.config import ConfigError, RosterError, load_config, load_roster
     from pipelines.storage import CollectionBusy
 
     try:

@@ -17,27 +17,22 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
 from contextvars import copy_context
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from connectors.logins import LoginSourceError
-from contract.datasets import RUN_MAILBOXES, RUNS
 from pipelines.config import Config, LoginSourceConfig, load_config, load_roster
-from pipelines.mailbox import Collection, ContactScan, MailboxOutcome
+from pipelines.mailbox import Collection, MailboxOutcome
 from pipelines.migrate import migrate_if_old
 from pipelines.night import (
     Night,
     NightFailed,
-    NightRefused,
     RunSummary,
     Work,
     failed_beyond,
@@ -47,27 +42,11 @@ from pipelines.night import (
     read_one,
     retry_delays,
     shards,
-    skipped_behind,
     summary_dict,
     summary_line,
 )
 from pipelines.signals import collect_logins
 from pipelines.storage import DataDir, NightConflict, ShardWriter
-
-__all__ = [  # what the CLI, the tests and the benchmarks import from here
-    "ContactScan",
-    "MailboxOutcome",
-    "NightFailed",
-    "NightRefused",
-    "RunSummary",
-    "collect",
-    "preflight",
-    "run_collection",
-    "run_night",
-    "skipped_behind",
-    "summary_dict",
-    "summary_line",
-]
 
 
 def run_collection(
@@ -116,7 +95,7 @@ def fetch(nt: Night, work: list[Work]) -> list[Collection]:
     """
     first = {w.source: w for w in reversed(work)}
     leads = [w for w in work if first.get(w.source) is w]
-    with staged(nt, "lead") as writer:
+    with nt.staged("lead") as writer:
         results, again = in_passes(leads, lambda w, last: write(nt, w, writer, last), [], False)
     rest = [w for w in work if first.get(w.source) is not w] + again
     parts = shards(rest, nt.concurrency * 4)
@@ -139,17 +118,10 @@ def fetch(nt: Night, work: list[Work]) -> list[Collection]:
 def collect_shard_task(nt: Night, shard: str, work: list[Work]) -> list[Collection]:
     """One shard's mailboxes, one connection at a time; transient failures tried again
     after the shard's first pass, with the configured delays."""
-    with staged(nt, shard) as writer:
+    with nt.staged(shard) as writer:
         delays = retry_delays(nt.retries, nt.retry_delays)
         done, _ = in_passes(work, lambda w, last: write(nt, w, writer, last), delays)
     return done
-
-
-@contextmanager
-def staged(nt: Night, shard: str) -> Any:
-    assert nt.writer is not None
-    with closing(nt.writer.shard(shard)) as writer:
-        yield writer
 
 
 def write(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection | None:
@@ -157,10 +129,10 @@ def write(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection | N
     tried again. Only outcomes and cursors stay in memory for the commit."""
     result = read_one(nt, w, last)
     if result is not None:
-        nt.report(result.outcome)
         if result.rows is not None:
             writer.add(result.rows)
             result.rows = None
+        nt.report(result.outcome)
     return result
 
 
@@ -192,23 +164,8 @@ def collect_logins_task(src: LoginSourceConfig, night: str, data: DataDir) -> Ma
 def commit(nt: Night, summary: RunSummary, collections: list[Collection]) -> None:
     """Build the night's files, commit cursors and run records together, publish."""
     assert nt.writer is not None
-    run = {
-        "run_id": summary.run_id,
-        "started_at": nt.started,
-        "finished_at": datetime.now(UTC),
-        "mailboxes": sum(1 for o in summary.outcomes if not o.is_signal),
-        "ok": summary.count("ok"),
-        "failed": summary.count("failed"),
-        "skipped": summary.count("skipped"),
-        "messages_new": summary.messages_new,
-        "config_sha256": nt.config_sha256,
-    }
-    outcomes = [o.row(summary.run_id) for o in summary.outcomes]
-    nt.writer.commit(
-        [c.collected for c in collections if c.collected is not None],
-        pa.Table.from_pylist([run], schema=RUNS),
-        pa.Table.from_pylist(outcomes, schema=RUN_MAILBOXES),
-    )
+    done = [c.collected for c in collections if c.collected is not None]
+    nt.writer.commit(done, *summary.records(nt.started, nt.config_sha256))
 
 
 def _logger() -> Any:

@@ -12,17 +12,21 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
 from analytics.policy import load_policy, public_matcher
 from connectors.base import FolderCursor, ForwardingSource, MailboxSource, SourceError
+from contract.datasets import RUN_MAILBOXES, RUNS
 from contract.people import Person
 from pipelines.config import Config, ConfigError, LoginSourceConfig
 from pipelines.mailbox import Collection, ContactScan, MailboxOutcome, read_mailbox
 from pipelines.secrets import secret_problems
-from pipelines.storage import DataDir, NightConflict, NightWriter
+from pipelines.storage import DataDir, NightConflict, NightWriter, ShardWriter
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,25 @@ class RunSummary:
     def messages_new(self) -> int:
         """New message rows (login rows of signal sources are not messages)."""
         return sum(o.messages_new for o in self.outcomes if not o.is_signal)
+
+    def records(self, started: datetime, config_sha256: str | None) -> tuple[pa.Table, pa.Table]:
+        """The run's ``runs`` row and its ``run_mailboxes`` rows, as the commit writes them."""
+        run = {
+            "run_id": self.run_id,
+            "started_at": started,
+            "finished_at": datetime.now(UTC),
+            "mailboxes": sum(1 for o in self.outcomes if not o.is_signal),
+            "ok": self.count("ok"),
+            "failed": self.count("failed"),
+            "skipped": self.count("skipped"),
+            "messages_new": self.messages_new,
+            "config_sha256": config_sha256,
+        }
+        outcomes = [o.row(self.run_id) for o in self.outcomes]
+        return (
+            pa.Table.from_pylist([run], schema=RUNS),
+            pa.Table.from_pylist(outcomes, schema=RUN_MAILBOXES),
+        )
 
 
 @dataclass
@@ -133,6 +156,11 @@ class Night:
         """``task`` as this night runs its steps: a Prefect task in a flow run (one task
         run per shard in the UI), its plain function outside one."""
         return task if self.tasks else task.fn  # type: ignore[no-any-return]
+
+    def staged(self, shard: str) -> closing[ShardWriter]:
+        """Where one shard stages its mailboxes' rows, closed when the shard ends."""
+        assert self.writer is not None
+        return closing(self.writer.shard(shard))
 
     def report(self, outcome: MailboxOutcome) -> None:
         if self.progress is not None:

@@ -16,8 +16,9 @@ import pytest
 from mailusage.cli import main
 from mailusage.devserver import LocalDovecot
 from mailusage.doctor import run_doctor
-from pipelines.collect import NightRefused, collect, run_collection
+from pipelines.collect import collect, run_collection
 from pipelines.config import RosterError, RosterNotes, load_config, load_roster
+from pipelines.night import NightRefused
 from pipelines.secrets import SecretRef
 from pipelines.storage import DataDir
 from tests.conftest import MASTER_PASSWORD
