@@ -30,7 +30,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.graph import GraphSettings, GraphSource, _Tenant
+from connectors.graph import GraphSettings, GraphSource
 from mailusage.devgraph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 from pipelines.collect import run_night
 from pipelines.storage import DataDir
@@ -103,7 +103,6 @@ def main() -> None:
             graph_url=f"{base}/v1.0",
             ca_file=str(ca),
         )
-        _Tenant._all.clear()
         src = GraphSource(settings, secret=lambda: world.secret, name="bench")
         data = DataDir(Path(tmp) / "data")
         token = src.tenant.token()

@@ -182,6 +182,12 @@ class MailboxSession(Protocol):
         """The whole message, read without changing it (None: gone, or not offered)."""
         ...
 
+    def forwards(self) -> list[Forward] | None:
+        """The mailbox's forwarding rules, read in this session (Graph's and EWS's inbox
+        rules; IMAP's from ManageSieve or Zimbra, added by the opened source); None when
+        the source reads none tonight: unknown, not "no forwarding"."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Forward:
@@ -192,6 +198,35 @@ class Forward:
     rule_name: str  # the Sieve script's or the inbox rule's name
     keeps_copy: bool  # the mailbox keeps the message too (`redirect :copy`, an EWS forward)
     conditional: bool  # only some messages are forwarded (inside an `if`, rule conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of ``mailusage doctor``: what was checked of a subject, and how it went."""
+
+    subject: str  # the source's name (or the roster, a login source)
+    check: str  # e.g. "tcp", "login", "inbox-rules"
+    status: str  # ok | warn | fail
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Whom ``doctor`` tries a source with: a roster mailbox, or why there is none.
+
+    >>> Probe(None, roster_read=False).missing("open")
+    ('warn', 'not tried: the roster could not be read')
+    """
+
+    mailbox: str | None
+    roster_read: bool = True
+    secret: str | None = None  # why the source's secret is not there: no login is tried
+
+    def missing(self, what: str) -> tuple[str, str]:
+        """The login check's status and detail when no roster mailbox can be tried."""
+        if not self.roster_read:  # a failure of its own already: not one more per source
+            return "warn", "not tried: the roster could not be read"
+        return "fail", f"no roster mailbox for this source to {what}"
 
 
 class ForwardingSource(Protocol):

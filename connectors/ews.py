@@ -65,7 +65,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, NamedTuple
-from urllib.parse import urlsplit
 
 import requests.adapters
 from exchangelib import (
@@ -88,7 +87,6 @@ from exchangelib.folders import Folder, MsgFolderRoot, Root
 from exchangelib.items import Message as EwsMessage
 from exchangelib.properties import DistinguishedFolderId, FolderId
 from exchangelib.properties import Mailbox as EwsMailbox
-from exchangelib.protocol import BaseProtocol
 from exchangelib.services import (
     FindFolder,
     GetFolder,
@@ -101,12 +99,14 @@ from exchangelib.util import MNS, SOAPNS, TNS, create_element, to_xml
 
 from connectors.base import (
     AuthError,
+    Check,
     CredentialsRejected,
     FolderCursor,
     FolderState,
     Forward,
     MailboxMissing,
     Message,
+    Probe,
     Quota,
     Signals,
     SourceError,
@@ -114,6 +114,7 @@ from connectors.base import (
     sent_date,
     smtp_address,
 )
+from connectors.compat.exchangelib_session import release, verify_with
 from connectors.ews_settings import ACCESS as ACCESS
 from connectors.ews_settings import AUTH_NAMES, EWS_SIGNALS, MAX_CHANGES
 from connectors.ews_settings import (
@@ -232,19 +233,6 @@ def _version(text: str) -> Version:
     if not 2 <= len(parts) <= 4:
         raise ValueError(f"version {text!r}: expected an Exchange build like 15.1.2507.6")
     return Version(build=Build(*parts))
-
-
-class _CaAdapter(requests.adapters.HTTPAdapter):
-    """Verifies an endpoint against its configured CA file (exchangelib's adapter hook)."""
-
-    ca_files: ClassVar[dict[str, str]] = {}
-
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        parts = urlsplit(request.url)
-        ca = self.ca_files.get(f"{parts.scheme}://{parts.netloc}")
-        if ca is not None:
-            kwargs["verify"] = ca
-        return super().send(request, *args, **kwargs)
 
 
 class _Patient(FaultTolerance):  # type: ignore[misc]
@@ -542,10 +530,12 @@ class EwsSession:
         settings: EwsSettings,
         reopen: Callable[[str], Account] | None = None,
         resolved: dict[str, str] | None = None,
+        forwarding: bool = False,
     ):
         self.account = account
         self.mailbox = mailbox
         self.settings = settings
+        self._forwarding = forwarding  # forwards() reads the inbox rules
         self.unreadable: Counter[str] = Counter()  # changes that could not be read
         self._reopen = reopen
         self._resolved = resolved if resolved is not None else {}
@@ -849,6 +839,13 @@ class EwsSession:
     def raw_message(self, folder: FolderState, uid: int) -> bytes | None:
         return None  # the contact scan reads IMAP bodies only; EWS sources skip it, recorded
 
+    def forwards(self) -> list[Forward] | None:
+        """The mailbox's inbox rules that forward (GetInboxRules, in this session's
+        account); None (not read) when the source reads no forwarding."""
+        if not self._forwarding:
+            return None
+        return _inbox_forwards(self.account, self.mailbox)
+
 
 class EwsSource:
     """An Exchange server reached through EWS; ``open`` gives a read-only mailbox session."""
@@ -863,6 +860,7 @@ class EwsSource:
         name: str = "exchange",
         kind: str = "ews",
         clock: Callable[[], float] = time.time,
+        forwarding: bool = False,
     ) -> None:
         if settings.auth not in AUTH_TYPES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_TYPES)}")
@@ -876,10 +874,22 @@ class EwsSource:
         self._version = _version(settings.version)
         self._policy = _Patient(max_wait=int(settings.max_wait))
         self._resolved: dict[str, str] = {}  # roster alias -> primary SMTP address
-        if settings.ca_file:
-            parts = urlsplit(settings.endpoint)
-            _CaAdapter.ca_files[f"{parts.scheme}://{parts.netloc}"] = settings.ca_file
-            BaseProtocol.HTTP_ADAPTER_CLS = _CaAdapter
+        self.forwarding = forwarding  # sessions read inbox rules (session.forwards())
+        self._protocols: dict[int, Any] = {}  # the pools this source used, closed by close()
+
+    def __enter__(self) -> EwsSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection pool this source opened and drop it from exchangelib's
+        protocol cache: the next night (or a source opened again) starts with new ones."""
+        with self._lock:
+            protocols, self._protocols = list(self._protocols.values()), {}
+        for protocol in protocols:
+            release(protocol)
 
     def account(self, mailbox: str) -> Account:
         """An exchangelib Account for a mailbox; sends nothing (no autodiscover, no probe)."""
@@ -911,14 +921,28 @@ class EwsSource:
             protocol.RETRY_WAIT = s.retry_wait
         return account
 
+    def _account(self, mailbox: str) -> Account:
+        """:meth:`account`, its connection pool kept for :meth:`close` and given this
+        source's CA (for this pool only: no global patch) before it opens a connection."""
+        account = self.account(mailbox)
+        protocol: Any = account.protocol
+        with self._lock:
+            if id(protocol) not in self._protocols:
+                self._protocols[id(protocol)] = protocol
+                if self.settings.ca_file:
+                    verify_with(protocol, self.settings.ca_file)
+        return account
+
     @contextmanager
     def open(self, mailbox: str) -> Iterator[EwsSession]:
         mailbox = mailbox.lower()
         try:
             with _errors(mailbox):
-                account = self.account(mailbox)
-            reopen = None if self.settings.access == "user" else self.account
-            yield EwsSession(account, mailbox, self.settings, reopen, self._resolved)
+                account = self._account(mailbox)
+            reopen = None if self.settings.access == "user" else self._account
+            yield EwsSession(
+                account, mailbox, self.settings, reopen, self._resolved, self.forwarding
+            )
         except AuthError as exc:
             if self.settings.access == "user" or not isinstance(
                 exc.__cause__, ews_errors.UnauthorizedError
@@ -931,34 +955,113 @@ class EwsSource:
                 f"(wrong password, locked or disabled?): {exc.reason}"
             ) from exc
 
+    def diagnose(self, probe: Probe) -> list[Check]:
+        """``doctor``'s checks: endpoint reachable, login, the impersonation (or delegation)
+        right, folders, inbox rules — in that order, stopping at the first failure (each
+        later check needs the earlier ones)."""
+        s = self.settings
+        out: list[Check] = []
+
+        def add(check: str, status: str, detail: str) -> None:
+            out.append(Check(self.name, check, status, detail))
+
+        try:
+            answer = requests.get(s.endpoint, timeout=min(s.timeout, 10), verify=s.ca_file or True)
+            add(
+                "endpoint",
+                "ok",
+                f"{s.endpoint} answers (HTTP {answer.status_code}, no autodiscover)",
+            )
+        except requests.exceptions.SSLError as exc:
+            add("endpoint", "fail", f"TLS certificate of {s.endpoint} not trusted: {exc}")
+            return out
+        except requests.exceptions.RequestException as exc:
+            add("endpoint", "fail", f"cannot reach {s.endpoint}: {exc}")
+            return out
+        if s.endpoint.startswith("http://"):
+            add("tls", "warn", "plain http: passwords cross the network unencrypted")
+        if probe.secret:
+            add("login", "warn", f"not tried: {probe.secret}")
+            return out
+        mailbox = probe.mailbox
+        if mailbox is None:
+            add("login", *probe.missing("open"))
+            return out
+        who = f"{s.username} ({s.auth})" if s.access != "user" else f"{mailbox} ({s.auth})"
+        try:
+            with self.open(mailbox) as session:
+                folders = session.folders()
+        except AuthError as exc:
+            login_refused = "UnauthorizedError" in exc.reason
+            add("login", "fail" if login_refused else "ok", exc.reason if login_refused else who)
+            if not login_refused:
+                add(s.access, "fail", f"{who} may not open {mailbox}: {exc.reason}")
+            return out
+        except SourceError as exc:
+            add("login", "fail", exc.reason)
+            return out
+        add("login", "ok", f"logged in as {who}")
+        if s.access != "user":
+            add(s.access, "ok", f"{s.username} may open {mailbox} ({s.access})")
+        roles = {f.role: f for f in folders}
+        for role in ("inbox", "sent"):
+            if role in roles:
+                f = roles[role]
+                add(f"{role}-folder", "ok", f"{f.name}: {f.messages} messages in {mailbox}")
+            else:
+                add(f"{role}-folder", "warn", f"no {role} folder in {mailbox}")
+        if self.forwarding:
+            try:
+                rules = self.forwards(mailbox)
+                add(
+                    "inbox-rules",
+                    "ok",
+                    f"GetInboxRules: {len(rules)} forwarding rule(s) in {mailbox}",
+                )
+            except SourceError as exc:
+                add("inbox-rules", "fail", exc.reason)
+        add(
+            "logins-quota",
+            "warn",
+            "EWS gives no last logon and no quota: export Get-MailboxStatistics ([[logins]] "
+            "kind = exchange-csv, operator guide)",
+        )
+        return out
+
     def forwards(self, mailbox: str) -> list[Forward]:
         """Enabled inbox rules that forward, forward as attachment or redirect (GetInboxRules)."""
         mailbox = mailbox.lower()
         primary = self._resolved.get(mailbox, mailbox)  # an alias resolved by open()
         with _errors(mailbox):
-            account = self.account(primary)
-            rules = list(_GetInboxRules(account=account).call(mailbox=primary))
-        out = []
-        for rule in rules:
-            if isinstance(rule, Exception):
-                raise translate(rule, mailbox)
-            if rule is None or not rule.is_enabled or rule.actions is None:
-                continue
-            a = rule.actions
-            keeps = not (a.delete or a.permanent_delete)
-            conditional = _has_any(rule.conditions) or _has_any(rule.exceptions)
-            targets = [
-                *(a.forward_to_recipients or []),
-                *(a.forward_as_attachment_to_recipients or []),
-                *(a.redirect_to_recipients or []),
-            ]
-            for target in targets:
-                address, _ = _address(_Addr(target.email_address, target.routing_type, target.name))
-                if address:
-                    out.append(
-                        Forward(mailbox, address, rule.display_name or "", keeps, conditional)
-                    )
-        return out
+            account = self._account(primary)
+        return _inbox_forwards(account, mailbox)
+
+
+def _inbox_forwards(account: Account, mailbox: str) -> list[Forward]:
+    """Enabled inbox rules of ``account``'s mailbox that forward, forward as attachment or
+    redirect (GetInboxRules), as records of the roster's ``mailbox``."""
+    with _errors(mailbox):
+        primary = str(account.primary_smtp_address)
+        rules = list(_GetInboxRules(account=account).call(mailbox=primary))
+    out = []
+    for rule in rules:
+        if isinstance(rule, Exception):
+            raise translate(rule, mailbox)
+        if rule is None or not rule.is_enabled or rule.actions is None:
+            continue
+        a = rule.actions
+        keeps = not (a.delete or a.permanent_delete)
+        conditional = _has_any(rule.conditions) or _has_any(rule.exceptions)
+        targets = [
+            *(a.forward_to_recipients or []),
+            *(a.forward_as_attachment_to_recipients or []),
+            *(a.redirect_to_recipients or []),
+        ]
+        for target in targets:
+            address, _ = _address(_Addr(target.email_address, target.routing_type, target.name))
+            if address:
+                out.append(Forward(mailbox, address, rule.display_name or "", keeps, conditional))
+    return out
 
 
 def _has_any(element: Any) -> bool:

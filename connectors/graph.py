@@ -54,18 +54,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
 from connectors.base import (
     AuthError,
+    Check,
     CredentialsRejected,
     FolderCursor,
     FolderState,
     Forward,
     MailboxMissing,
     Message,
+    Probe,
     Quota,
     Signals,
     SourceError,
@@ -74,6 +76,8 @@ from connectors.base import (
     smtp_address,
 )
 from connectors.compat.msal_hooks import drop_access_tokens
+from connectors.settings import GRAPH_SIGNALS
+from connectors.settings import GraphSettings as GraphSettings  # re-exported: GraphSource's
 
 log = logging.getLogger(__name__)
 
@@ -106,29 +110,6 @@ PERMISSIONS = {  # application permissions, least privilege for each thing read
     "Reports.Read.All": "mailbox usage report: storage used and quota",
     "AuditLog.Read.All": "signInActivity: last sign-in (with User.Read.All, Entra ID P1)",
 }
-
-
-@dataclass(frozen=True)
-class GraphSettings:
-    tenant_id: str  # the directory (tenant) id or a verified domain
-    client_id: str  # the app registration's application (client) id
-    certificate_path: str | None = None  # PEM: private key and certificate (else a secret)
-    authority: str = "https://login.microsoftonline.com"
-    graph_url: str = "https://graph.microsoft.com/v1.0"
-    page_size: int = 500  # Prefer: odata.maxpagesize for delta pages
-    read_size: bool = False  # message sizes: needs Mail.Read instead of Mail.ReadBasic.All
-    forwarding: bool = True  # read inbox rules (MailboxSettings.Read)
-    usage_report: bool = True  # storage from getMailboxUsageDetail (Reports.Read.All)
-    timeout: float = 60.0  # seconds per HTTP request
-    max_wait: float = 900.0  # give up a mailbox after backing off this long in total
-    retry_wait: float = 5.0  # first back-off when the server names none (doubles)
-    max_connections: int = 8
-    ca_file: str | None = None  # a private CA (the tests' local endpoint)
-
-    @property
-    def scope(self) -> str:
-        parts = urlsplit(self.graph_url)
-        return f"{parts.scheme}://{parts.netloc}/.default"
 
 
 def _stable_int(text: str, bits: int) -> int:
@@ -242,11 +223,8 @@ class _Http:
 
 
 class _Tenant:
-    """What every mailbox of one source shares: the token (MSAL's cache), the HTTP pool,
-    the throttling pause and the night's usage report."""
-
-    _all: ClassVar[dict[tuple[Any, ...], _Tenant]] = {}
-    _lock = threading.Lock()
+    """What every mailbox of one opened source shares for the night: the token (MSAL's
+    cache), the HTTP pool, the throttling pause and the night's usage report."""
 
     def __init__(self, settings: GraphSettings, credential: Callable[[], Any]) -> None:
         import msal  # imported here: only Graph sources need it
@@ -277,17 +255,12 @@ class _Tenant:
         self.usage: dict[str, Quota] | None = None
         self.usage_day = ""
         self.usage_note = ""
-        self.rules: dict[str, Any] = {}  # inbox rules read in a session's first batch
         self.lock = threading.Lock()
         self.usage_lock = threading.Lock()
 
-    @classmethod
-    def shared(cls, settings: GraphSettings, credential: Callable[[], Any], key: str) -> _Tenant:
-        with cls._lock:
-            tenant = cls._all.get((settings, key))
-            if tenant is None:
-                tenant = cls._all[(settings, key)] = cls(settings, credential)
-            return tenant
+    def close(self) -> None:
+        """Close the HTTP pool (MSAL's requests go through it too)."""
+        self.http.close()
 
     def token(self, refresh: bool = False) -> str:
         """An app-only access token (cached by MSAL until shortly before it expires)."""
@@ -631,6 +604,7 @@ class GraphSession:
         self.unreadable: Counter[str] = Counter()
         self._start: dict[str, FolderCursor] = {}
         self._folders: dict[str, _Folder] = {}
+        self._rules: tuple[int, Any] | None = None  # the inbox rules' answer in batch 1
         self.calls = 0
 
     def resume(self, start: Mapping[str, FolderCursor]) -> None:
@@ -679,7 +653,7 @@ class GraphSession:
             if s == 200 and isinstance(b, dict) and "id" in b
         }
         if t.settings.forwarding:
-            t.rules[self.mailbox] = answers[-1]
+            self._rules = answers[-1]
         raw: list[tuple[str, dict[str, Any]]] = [
             (f["displayName"], f) for f in self._pages(body, what)
         ]
@@ -870,6 +844,28 @@ class GraphSession:
     def raw_message(self, folder: FolderState, uid: int) -> bytes | None:
         return None  # bodies are not read (Mail.ReadBasic.All): the contact scan is IMAP's
 
+    def forwards(self) -> list[Forward] | None:
+        """The mailbox's enabled inbox rules that forward, forward as attachment or
+        redirect; None (not read) with ``forwarding = false``. The rules ride in the
+        folder batch when :meth:`folders` was read; else one request."""
+        if not self.tenant.settings.forwarding:
+            return None
+        return self.read_forwards()
+
+    def read_forwards(self) -> list[Forward]:
+        """The inbox rules as forwarding, whatever the settings say (``doctor`` asks)."""
+        what = f"inbox rules of {self.mailbox}"
+        answer, self._rules = self._rules, None
+        if answer is None:
+            status, body, _ = self.tenant.request(
+                "GET", f"{self.user}/mailFolders/inbox/messageRules", what=what
+            )
+        else:
+            status, body = answer
+        if status != 200:
+            raise _error(status, body, what)
+        return rules_to_forwards(self.mailbox, (body or {}).get("value", []))
+
 
 def certificate_credential(path: str, password: str | None = None) -> dict[str, str]:
     """MSAL's client_credential for a PEM holding the private key and its certificate."""
@@ -905,12 +901,7 @@ def token_roles(token: str) -> list[str]:
 class GraphSource:
     """Exchange Online through Graph; ``open`` gives a read-only mailbox session."""
 
-    # Delta updates are read activity; quota from the mailbox usage report (only with
-    # `usage_report = true`, which the config checks); inbox rules are the forwarding.
-    # mailFolder has no size property in v1.0 (tests/graph_metadata): no folder sizes.
-    SIGNALS: ClassVar[Signals] = Signals(
-        read_activity=True, quota=True, forwarding=True, folder_sizes=False
-    )
+    SIGNALS: ClassVar[Signals] = GRAPH_SIGNALS  # what Graph measures: connectors/settings.py
 
     def __init__(
         self,
@@ -923,6 +914,21 @@ class GraphSource:
         self.name = name
         self.kind = kind
         self._secret = secret
+        self._tenant: _Tenant | None = None  # signed in on first use, until close()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> GraphSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the tenant's HTTP pool and forget its token; a later use signs in again."""
+        with self._lock:
+            tenant, self._tenant = self._tenant, None
+        if tenant is not None:
+            tenant.close()
 
     def _credential(self) -> Any:
         """MSAL's client_credential: the certificate (``secret``: its key's passphrase, or
@@ -936,28 +942,105 @@ class GraphSource:
 
     @property
     def tenant(self) -> _Tenant:
-        return _Tenant.shared(self.settings, self._credential, self.name)
+        """This source's token, pool and throttling gate: one per source, every mailbox
+        of it shares them (two sources, even of one tenant, never do)."""
+        with self._lock:
+            if self._tenant is None:
+                self._tenant = _Tenant(self.settings, self._credential)
+            return self._tenant
 
     @contextmanager
     def open(self, mailbox: str) -> Iterator[GraphSession]:
         yield GraphSession(self.tenant, mailbox.lower())
 
     def forwards(self, mailbox: str) -> list[Forward]:
-        """Enabled inbox rules that forward, forward as attachment or redirect."""
-        mailbox = mailbox.lower()
-        tenant = self.tenant
-        answer = tenant.rules.pop(mailbox, None)
-        if answer is None:
-            status, body, _ = tenant.request(
-                "GET",
-                f"/users/{quote(mailbox)}/mailFolders/inbox/messageRules",
-                what=f"inbox rules of {mailbox}",
+        """Enabled inbox rules that forward, forward as attachment or redirect (one
+        request; a session that read its folders has them already: ``session.forwards()``)."""
+        return GraphSession(self.tenant, mailbox.lower()).read_forwards()
+
+    def diagnose(self, probe: Probe) -> list[Check]:
+        """``doctor``'s checks: the token, the app's permissions, one mailbox's folders, its
+        inbox rules and the usage report — stopping where a later check needs an earlier."""
+        s = self.settings
+        out: list[Check] = []
+
+        def add(check: str, status: str, detail: str) -> None:
+            out.append(Check(self.name, check, status, detail))
+
+        if probe.secret:
+            add("token", "warn", f"not tried: {probe.secret}")
+            return out
+        try:
+            token = self.tenant.token()
+        except SourceError as exc:
+            add("token", "fail", exc.reason)
+            return out
+        add("token", "ok", f"app {s.client_id} signed in to {s.tenant_id} ({s.authority})")
+        roles = set(token_roles(token))
+        mail = {"Mail.ReadBasic.All", "Mail.Read"} & roles
+        # RBAC for Applications (the guide's set-up) grants Mail.ReadBasic per mailbox scope,
+        # not in the token's roles: the mailbox check below decides, not this one.
+        add(
+            "permissions",
+            "ok" if mail else "warn",
+            f"application permissions: {', '.join(sorted(roles)) or 'none'}"
+            + (
+                ""
+                if mail
+                else " — no Mail.ReadBasic.All in the token: fine if RBAC for Applications "
+                "grants it for the agency's mailboxes (the mailbox check says)"
+            ),
+        )
+        for perm, why in PERMISSIONS.items():
+            if perm != "Mail.ReadBasic.All" and perm not in roles:
+                add(f"permission:{perm}", "warn", f"not granted: no {why}")
+        if "Mail.Read" in roles or "Mail.ReadWrite" in roles:
+            add(
+                "least-privilege",
+                "warn",
+                "Mail.Read(Write) lets the app read bodies: "
+                "Mail.ReadBasic.All is enough unless read_size = true",
             )
-        else:
-            status, body = answer
-        if status != 200:
-            raise _error(status, body, f"inbox rules of {mailbox}")
-        return rules_to_forwards(mailbox, (body or {}).get("value", []))
+        mailbox = probe.mailbox
+        if mailbox is None:
+            add("mailbox", *probe.missing("open"))
+            return out
+        try:
+            with self.open(mailbox) as session:
+                session.resume({})
+                folders = session.folders()
+        except SourceError as exc:
+            add("mailbox", "fail", f"{mailbox}: {exc.reason} (is it inside the app's RBAC scope?)")
+            return out
+        found = {f.role: f for f in folders}
+        add(
+            "mailbox",
+            "ok",
+            f"{mailbox}: {len(folders)} folders, "
+            f"inbox {found['inbox'].messages if 'inbox' in found else '?'} messages",
+        )
+        if s.forwarding:
+            try:
+                rules = session.read_forwards()  # they rode in the folder batch
+                add("inbox-rules", "ok", f"{len(rules)} forwarding rule(s) in {mailbox}")
+            except SourceError as exc:
+                add("inbox-rules", "fail", exc.reason)
+        if s.usage_report:
+            q = self.tenant.usage_for(mailbox)
+            if q.used_bytes is None:
+                add(
+                    "usage-report",
+                    "warn",
+                    self.tenant.usage_note
+                    or (
+                        f"{mailbox} is not in getMailboxUsageDetail: are user names concealed "
+                        "in reports? (Microsoft 365 admin center > Settings > Org settings > "
+                        "Reports)"
+                    ),
+                )
+            else:
+                add("usage-report", "ok", f"{mailbox} uses {q.used_bytes} bytes")
+        return out
 
     def sign_ins(self) -> Iterator[tuple[str, str, int]]:
         """(mailbox, "successful", epoch) of each user's last successful sign-in, from

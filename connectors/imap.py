@@ -19,17 +19,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from imapclient.imap_utf7 import encode as encode_utf7
 
 from connectors.base import (
     AuthError,
+    Check,
     CredentialsRejected,
     FolderCursor,
     FolderState,
+    Forward,
     MailboxMissing,
     Message,
+    Probe,
     Quota,
     Signals,
     SourceError,
@@ -54,30 +57,10 @@ from connectors.imap_wire import (
     quoted,
     sasl_plain,
 )
-
-Security = Literal["tls", "starttls", "plain"]
-AuthMode = Literal["master-sasl", "master-separator", "user"]
-
-
-@dataclass(frozen=True)
-class ImapSettings:
-    """How to reach and log in to an IMAP server. Holds no password."""
-
-    host: str
-    port: int | None = None
-    security: Security = "tls"
-    ca_file: str | None = None
-    verify: bool = True
-    auth: AuthMode = "master-sasl"
-    master_user: str | None = None
-    master_separator: str = "*"
-    timeout: float = 60.0
-    batch_size: int = 5000
-    read_chunk: int = 256 * 1024
-
-    @property
-    def effective_port(self) -> int:
-        return self.port or (993 if self.security == "tls" else 143)
+from connectors.settings import IMAP_SIGNALS
+from connectors.settings import AuthMode as AuthMode
+from connectors.settings import ImapSettings as ImapSettings  # re-exported: ImapSource's
+from connectors.settings import Security as Security
 
 
 @lru_cache(maxsize=16)
@@ -101,12 +84,7 @@ class ImapSource:
     name: str = "imap"
     kind: str = "imap"
 
-    # CONDSTORE (RFC 7162) flag changes and RFC 2087 QUOTA where the server offers them
-    # (null on a night it does not); no folder sizes (STATUS SIZE, RFC 8438, is not asked);
-    # forwarding only through ManageSieve or Zimbra's attributes (the config adds it).
-    SIGNALS: ClassVar[Signals] = Signals(
-        read_activity=True, quota=True, forwarding=False, folder_sizes=False
-    )
+    SIGNALS: ClassVar[Signals] = IMAP_SIGNALS  # what IMAP measures: connectors/settings.py
 
     @property
     def _where(self) -> str:
@@ -240,6 +218,76 @@ class ImapSource:
             raise TransientError(f"server error from {self._where} on {mailbox}: {exc}") from exc
         finally:
             wire.logout()
+
+    def diagnose(self, probe: Probe) -> list[Check]:
+        """``doctor``'s checks, in order, stopping where a later one needs an earlier one:
+        TCP, TLS, the login (as the master user for ``probe.mailbox``), CONDSTORE and QUOTA,
+        the Sent folder."""
+        s = self.settings
+        out: list[Check] = []
+
+        def add(check: str, status: str, detail: str) -> None:
+            out.append(Check(self.name, check, status, detail))
+
+        try:
+            probe_tcp(s.host, s.effective_port, timeout=min(s.timeout, 10))
+            add("tcp", "ok", f"{s.host}:{s.effective_port} answers")
+        except ConnectionRefusedError:
+            add(
+                "tcp",
+                "fail",
+                f"{s.host}:{s.effective_port} refused the connection: nothing listens there "
+                '(is the IMAP service running? 993 for security = "tls", 143 for "starttls")',
+            )
+            return out
+        except OSError as exc:
+            add("tcp", "fail", f"cannot reach {s.host}:{s.effective_port}: {exc}")
+            return out
+        try:
+            wire = self.connect()
+        except SourceError as exc:
+            add("tls", "fail", exc.reason)
+            return out
+        wire.logout()
+        if s.security == "plain":
+            add("tls", "warn", "plain text: passwords cross the network unencrypted")
+        else:
+            how = "verified" if s.verify else "NOT verified (verify = false)"
+            add("tls", "ok", f"{s.security}, certificate {how}")
+        if probe.secret:
+            add("login", "warn", f"not tried: {probe.secret}")
+            return out
+        mailbox = probe.mailbox
+        if mailbox is None:
+            add("login", *probe.missing("log in to"))
+            return out
+        who = f"as {s.master_user} for {mailbox}" if s.auth != "user" else f"as {mailbox}"
+        try:
+            with self.open(mailbox) as session:
+                add("login", "ok", f"logged in {who} ({s.auth})")
+                if s.auth != "user":
+                    add("master-user", "ok", f"{s.master_user} may open {mailbox}")
+                caps = session.capabilities
+                for cap, why in ((b"CONDSTORE", "read activity"), (b"QUOTA", "storage")):
+                    name = cap.decode()
+                    if cap in caps:
+                        add(name.lower(), "ok", f"{name} available ({why})")
+                    else:
+                        add(name.lower(), "warn", f"no {name}: {why} unknown")
+                sent = [(n, su) for n, role, su in session.list_folders() if role == "sent"]
+                if sent:
+                    folder, special = sent[0]
+                    how = "SPECIAL-USE" if special else "by name"
+                    add("sent-folder", "ok", f"{folder!r} ({how}) in {mailbox}")
+                else:
+                    add(
+                        "sent-folder", "warn", f"no Sent folder in {mailbox}: sent counts will be 0"
+                    )
+        except SourceError as exc:
+            add("login", "fail", exc.reason)
+        except ssl.SSLError as exc:
+            add("login", "fail", f"TLS error: {exc}")
+        return out
 
 
 def _capabilities(reply: Reply) -> set[bytes]:
@@ -429,6 +477,11 @@ class ImapSession:
                 raw = attrs.get(b"BODY[]")
                 if got_uid == uid and raw is not None:
                     return bytes(raw)
+        return None
+
+    def forwards(self) -> list[Forward] | None:
+        """None: IMAP has no forwarding of its own (ManageSieve or Zimbra's attributes
+        are added by the opened source, pipelines/sources.py)."""
         return None
 
     # -- the hot path --------------------------------------------------------------------

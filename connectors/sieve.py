@@ -17,23 +17,14 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from sievelib.managesieve import Client, Error
 from sievelib.parser import Parser
 
-from connectors.base import AuthError, Forward, SourceError, TransientError
+from connectors.base import AuthError, Check, Forward, SourceError, TransientError
 from connectors.imap import tls_context
-
-
-@dataclass(frozen=True)
-class SieveSettings:
-    host: str
-    port: int = 4190
-    security: Literal["starttls", "plain"] = "starttls"
-    ca_file: str | None = None
-    master_user: str | None = None
-    timeout: float = 30.0
+from connectors.settings import SieveSettings as SieveSettings  # re-exported: SieveSource's
 
 
 def _unquote(value: Any) -> str:
@@ -85,6 +76,15 @@ class SieveSource:
     settings: SieveSettings
     password_for: Callable[[str], str] = field(repr=False)
     name: str = "sieve"
+
+    def check_forwarding(self, subject: str, mailbox: str) -> list[Check]:
+        """``doctor``: the forwarding rules of ``mailbox`` can be read over ManageSieve."""
+        try:
+            rules = self.forwards(mailbox)
+        except SourceError as exc:
+            return [Check(subject, "managesieve", "fail", exc.reason)]
+        detail = f"port {self.settings.port}: {len(rules)} forwarding rule(s) in {mailbox}"
+        return [Check(subject, "managesieve", "ok", detail)]
 
     def forwards(self, mailbox: str) -> list[Forward]:
         s = self.settings

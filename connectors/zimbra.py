@@ -41,6 +41,7 @@ import requests
 
 from connectors.base import (
     AuthError,
+    Check,
     CredentialsRejected,
     Forward,
     MailboxMissing,
@@ -51,6 +52,9 @@ from connectors.base import (
     TransientError,
 )
 from connectors.logins import LogCursor, Login, LoginSourceError
+from connectors.settings import IMAPD_AUDIT_LOG as IMAPD_AUDIT_LOG
+from connectors.settings import ZimbraAdminSettings as ZimbraAdminSettings
+from connectors.settings import imapd_audit_log as imapd_audit_log
 from connectors.sieve import redirects
 
 FORWARD_ATTRS = ("zimbraPrefMailForwardingAddress", "zimbraMailForwardingAddress")
@@ -59,21 +63,6 @@ SIEVE_ATTR = "zimbraMailSieveScript"  # the web client's filters (Preferences > 
 MULTILINE_ATTRS = (SIEVE_ATTR,)
 
 # -- audit.log ------------------------------------------------------------------------------
-
-# zimbra-imapd (the IMAP daemon apart from mailboxd, Zimbra 8.8.x+) sends zimbra.security to
-# its own file with audit.log's layout "%d %-5p [%t] [%z] %c{1} - %m%n", rolled over to
-# imapd-audit.log.yyyy-MM-dd (zm-mailbox store-conf/conf/imapd.log4j.properties).
-IMAPD_AUDIT_LOG = "imapd-audit.log"
-
-
-def imapd_audit_log(audit_log: Path) -> Path:
-    """Where zimbra-imapd's audit log is, given mailboxd's: the same log directory.
-
-    >>> imapd_audit_log(Path("/opt/zimbra/log/audit.log"))
-    PosixPath('/opt/zimbra/log/imapd-audit.log')
-    """
-    return audit_log.with_name(IMAPD_AUDIT_LOG)
-
 
 _AUDIT = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:[,.]\d+)?\s+\w+\s+\[[^\]]*\]\s+"
@@ -396,17 +385,19 @@ def zimbra_redirects(script: str) -> list[tuple[str, bool, bool]]:
     return list(redirects('require ["copy"];\n' + "\n".join(kept)))
 
 
-_EXPORTS: dict[Path, tuple[tuple[int, int], dict[str, dict[str, list[str]]]]] = {}
-_EXPORTS_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
 class ZimbraExport:
     """Forwarding read from a ``zmprov`` export the operator refreshes (no admin login).
     The file is parsed once while it is unchanged (a `gaa -v` of 6,500 accounts is tens of
-    MB: parsed per mailbox, a night would read it 6,500 times)."""
+    MB: parsed per mailbox, a night would read it 6,500 times); the parse is this object's,
+    kept for as long as its source is open."""
 
-    path: Path
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._parsed: tuple[tuple[int, int], dict[str, dict[str, list[str]]]] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ZimbraExport({str(self.path)!r})"
 
     def accounts(self) -> dict[str, dict[str, list[str]]]:
         try:
@@ -414,15 +405,34 @@ class ZimbraExport:
         except FileNotFoundError as exc:
             raise SourceError(f"zmprov export {self.path} not found") from exc
         stamp = (st.st_mtime_ns, st.st_size)
-        with _EXPORTS_LOCK:
-            cached = _EXPORTS.get(self.path)
-            if cached is None or cached[0] != stamp:
+        with self._lock:
+            if self._parsed is None or self._parsed[0] != stamp:
                 text = self.path.read_text(encoding="utf-8-sig")
-                cached = _EXPORTS[self.path] = (stamp, zmprov_accounts(text))
-        return cached[1]
+                self._parsed = (stamp, zmprov_accounts(text))
+            return self._parsed[1]
+
+    def close(self) -> None:
+        """Forget the parse (a night's end)."""
+        with self._lock:
+            self._parsed = None
 
     def forwards(self, mailbox: str) -> list[Forward]:
         return forwards_from_attrs(mailbox, self.accounts().get(mailbox.lower(), {}))
+
+    def check_forwarding(self, subject: str, mailbox: str) -> list[Check]:
+        """``doctor``: ``mailbox``'s forwarding can be read from the export."""
+        return _check_forwarding(self, subject, mailbox, f"zmprov export {self.path}")
+
+
+def _check_forwarding(
+    reader: ZimbraExport | ZimbraAdmin, subject: str, mailbox: str, how: str
+) -> list[Check]:
+    try:
+        rules = reader.forwards(mailbox)
+    except SourceError as exc:
+        return [Check(subject, "zimbra-forwarding", "fail", f"{how}: {exc.reason}")]
+    detail = f"{how}: {len(rules)} forwarding address(es) of {mailbox}"
+    return [Check(subject, "zimbra-forwarding", "ok", detail)]
 
 
 # -- the admin SOAP API ---------------------------------------------------------------------
@@ -432,21 +442,10 @@ ADMIN = "urn:zimbraAdmin"
 ZIMBRA = "urn:zimbra"
 
 
-@dataclass(frozen=True)
-class ZimbraAdminSettings:
-    url: str  # https://mail.example.gov.vn:7071/service/admin/soap
-    admin_user: str
-    ca_file: str | None = None
-    timeout: float = 60.0
-
-
 class ZimbraAdmin:
     """The admin SOAP API, read-only: AuthRequest once, then GetAccountRequest and
-    GetQuotaUsageRequest. One object per source (the token and the night's quota listings
-    are shared by every mailbox)."""
-
-    _all: dict[ZimbraAdminSettings, ZimbraAdmin] = {}  # noqa: RUF012 - a process-wide cache
-    _lock = threading.Lock()
+    GetQuotaUsageRequest. One object per opened source (its token, HTTP pool and the
+    night's quota listings are shared by every mailbox of it), closed with the night."""
 
     def __init__(self, settings: ZimbraAdminSettings, password: Callable[[], str]) -> None:
         self.settings = settings
@@ -458,12 +457,19 @@ class ZimbraAdmin:
         self._quota_lock = threading.Lock()  # one listing per domain at a time
         self.http = requests.Session()
 
-    @classmethod
-    def shared(cls, settings: ZimbraAdminSettings, password: Callable[[], str]) -> ZimbraAdmin:
-        with cls._lock:
-            if settings not in cls._all:
-                cls._all[settings] = cls(settings, password)
-            return cls._all[settings]
+    def __enter__(self) -> ZimbraAdmin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP pool and forget the token and listings; a later call logs in again."""
+        with self._lock:
+            self._token = None
+        with self._quota_lock:
+            self._quota, self._quota_day = {}, None
+        self.http.close()
 
     def _post(self, body: str, token: str | None) -> ET.Element:
         context = f"<authToken>{escape(token)}</authToken>" if token else ""
@@ -538,6 +544,22 @@ class ZimbraAdmin:
         return forwards_from_attrs(
             mailbox, self.account_attrs(mailbox, (*FORWARD_ATTRS, NO_COPY_ATTR, SIEVE_ATTR))
         )
+
+    def check_forwarding(self, subject: str, mailbox: str) -> list[Check]:
+        """``doctor``: ``mailbox``'s forwarding attributes can be read."""
+        return _check_forwarding(self, subject, mailbox, "admin SOAP GetAccountRequest")
+
+    def check_quota(self, subject: str, mailbox: str) -> list[Check]:
+        """``doctor``: tonight's quota listing has ``mailbox``."""
+        try:
+            q = self.quota(mailbox)
+        except SourceError as exc:
+            return [Check(subject, "zimbra-quota", "fail", exc.reason)]
+        if q.used_bytes is None:
+            detail = f"GetQuotaUsageRequest does not list {mailbox}"
+            return [Check(subject, "zimbra-quota", "warn", detail)]
+        detail = f"GetQuotaUsageRequest: {mailbox} uses {q.used_bytes} bytes"
+        return [Check(subject, "zimbra-quota", "ok", detail)]
 
     def quota(self, mailbox: str) -> Quota:
         """Used and limit bytes from tonight's listing of the mailbox's domain (0 = no limit).

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import ssl
 from contextlib import closing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, fields
 
 import pyarrow.parquet as pq
-import requests
 
 from analytics.policy import PolicyError, load_policy
-from connectors.base import AuthError, SourceError
-from connectors.ews import EwsSettings, EwsSource
-from connectors.graph import PERMISSIONS, GraphSettings, GraphSource, token_roles
-from connectors.imap import ImapSource, probe_tcp
+from connectors.base import Check as Check  # one line of the report; re-exported
+from connectors.base import Probe
 from connectors.logins import LogCursor, LoginSourceError
-from connectors.sieve import SieveSource
-from connectors.zimbra import QuotaFallback, ZimbraAdmin, ZimbraExport
 from contract.people import Person
 from pipelines.config import (
     Config,
@@ -35,300 +29,16 @@ from pipelines.config import (
 )
 from pipelines.secrets import secret_problems
 from pipelines.signals import LOG_KINDS, read_source
+from pipelines.sources import build_source
 
 
-@dataclass(frozen=True)
-class Check:
-    subject: str
-    check: str
-    status: str  # ok | warn | fail
-    detail: str
+def _source_checks(src: SourceConfig, probe: Probe) -> list[Check]:
+    """The source's own checks (each connector knows its protocol's), on a source opened
+    for them and closed after."""
+    with closing(build_source(src)) as source:
+        return source.diagnose(probe)
 
 
-def _no_probe(roster_read: bool, what: str) -> tuple[str, str]:
-    """The login check's status when no roster mailbox can be tried."""
-    if not roster_read:  # already a failure of its own, above: not one more per source
-        return "warn", "not tried: the roster could not be read"
-    return "fail", f"no roster mailbox for this source to {what}"
-
-
-def _source_checks(
-    src: SourceConfig, probe: str | None, roster_read: bool, secret: str | None = None
-) -> list[Check]:
-    """``secret``: why the source's secret is not there (its checks stop before a login)."""
-    if src.graph is not None:
-        return _graph_checks(src, src.graph, probe, roster_read, secret)
-    if src.ews is not None:
-        return _ews_checks(src, src.ews, probe, roster_read, secret)
-    s = src.imap
-    assert s is not None
-    out: list[Check] = []
-
-    def add(check: str, status: str, detail: str) -> None:
-        out.append(Check(src.name, check, status, detail))
-
-    try:
-        probe_tcp(s.host, s.effective_port, timeout=min(s.timeout, 10))
-        add("tcp", "ok", f"{s.host}:{s.effective_port} answers")
-    except ConnectionRefusedError:
-        add(
-            "tcp",
-            "fail",
-            f"{s.host}:{s.effective_port} refused the connection: nothing listens there "
-            '(is the IMAP service running? 993 for security = "tls", 143 for "starttls")',
-        )
-        return out
-    except OSError as exc:
-        add("tcp", "fail", f"cannot reach {s.host}:{s.effective_port}: {exc}")
-        return out
-    built = src.build()
-    source = built.inner if isinstance(built, QuotaFallback) else built
-    assert isinstance(source, ImapSource)
-    try:
-        wire = source.connect()
-    except SourceError as exc:
-        add("tls", "fail", exc.reason)
-        return out
-    wire.logout()
-    if s.security == "plain":
-        add("tls", "warn", "plain text: passwords cross the network unencrypted")
-    else:
-        how = "verified" if s.verify else "NOT verified (verify = false)"
-        add("tls", "ok", f"{s.security}, certificate {how}")
-    if secret:
-        add("login", "warn", f"not tried: {secret}")
-        return out
-    if probe is None:
-        add("login", *_no_probe(roster_read, "log in to"))
-        return out
-    who = f"as {s.master_user} for {probe}" if s.auth != "user" else f"as {probe}"
-    try:
-        with source.open(probe) as session:
-            add("login", "ok", f"logged in {who} ({s.auth})")
-            if s.auth != "user":
-                add("master-user", "ok", f"{s.master_user} may open {probe}")
-            caps = session.capabilities
-            for cap, why in ((b"CONDSTORE", "read activity"), (b"QUOTA", "storage")):
-                if cap in caps:
-                    add(cap.decode().lower(), "ok", f"{cap.decode()} available ({why})")
-                else:
-                    add(cap.decode().lower(), "warn", f"no {cap.decode()}: {why} unknown")
-            folders = session.list_folders()
-            sent = [(n, su) for n, role, su in folders if role == "sent"]
-            if sent:
-                name, special = sent[0]
-                add(
-                    "sent-folder",
-                    "ok",
-                    f"{name!r} ({'SPECIAL-USE' if special else 'by name'}) in {probe}",
-                )
-            else:
-                add("sent-folder", "warn", f"no Sent folder in {probe}: sent counts will be 0")
-    except SourceError as exc:
-        add("login", "fail", exc.reason)
-        return out
-    except ssl.SSLError as exc:
-        add("login", "fail", f"TLS error: {exc}")
-        return out
-    forwarding = src.forwarding()
-    if isinstance(forwarding, SieveSource):
-        try:
-            rules = forwarding.forwards(probe)
-            add(
-                "managesieve",
-                "ok",
-                f"port {forwarding.settings.port}: {len(rules)} forwarding rule(s) in {probe}",
-            )
-        except SourceError as exc:
-            add("managesieve", "fail", exc.reason)
-    elif isinstance(forwarding, ZimbraAdmin | ZimbraExport):
-        how = (
-            "admin SOAP GetAccountRequest"
-            if isinstance(forwarding, ZimbraAdmin)
-            else (f"zmprov export {forwarding.path}")
-        )
-        try:
-            rules = forwarding.forwards(probe)
-            add("zimbra-forwarding", "ok", f"{how}: {len(rules)} forwarding address(es) of {probe}")
-        except SourceError as exc:
-            add("zimbra-forwarding", "fail", f"{how}: {exc.reason}")
-    admin = src.zimbra_admin()
-    if admin is not None:
-        try:
-            q = admin.quota(probe)
-            add(
-                "zimbra-quota",
-                "ok" if q.used_bytes is not None else "warn",
-                f"GetQuotaUsageRequest: {probe} uses {q.used_bytes} bytes"
-                if q.used_bytes is not None
-                else f"GetQuotaUsageRequest does not list {probe}",
-            )
-        except SourceError as exc:
-            add("zimbra-quota", "fail", exc.reason)
-    return out
-
-
-def _graph_checks(
-    src: SourceConfig,
-    s: GraphSettings,
-    probe: str | None,
-    roster_read: bool,
-    secret: str | None = None,
-) -> list[Check]:
-    """Token, the app's permissions, one mailbox's folders, its inbox rules and the usage
-    report — stopping where a later check needs an earlier one."""
-    out: list[Check] = []
-
-    def add(check: str, status: str, detail: str) -> None:
-        out.append(Check(src.name, check, status, detail))
-
-    if secret:
-        add("token", "warn", f"not tried: {secret}")
-        return out
-    source = src.build()
-    assert isinstance(source, GraphSource)
-    try:
-        token = source.tenant.token()
-    except SourceError as exc:
-        add("token", "fail", exc.reason)
-        return out
-    add("token", "ok", f"app {s.client_id} signed in to {s.tenant_id} ({s.authority})")
-    roles = set(token_roles(token))
-    mail = {"Mail.ReadBasic.All", "Mail.Read"} & roles
-    # RBAC for Applications (the guide's set-up) grants Mail.ReadBasic per mailbox scope,
-    # not in the token's roles: the mailbox check below decides, not this one.
-    add(
-        "permissions",
-        "ok" if mail else "warn",
-        f"application permissions: {', '.join(sorted(roles)) or 'none'}"
-        + (
-            ""
-            if mail
-            else " — no Mail.ReadBasic.All in the token: fine if RBAC for Applications grants "
-            "it for the agency's mailboxes (the mailbox check says)"
-        ),
-    )
-    for perm, why in PERMISSIONS.items():
-        if perm != "Mail.ReadBasic.All" and perm not in roles:
-            add(f"permission:{perm}", "warn", f"not granted: no {why}")
-    if "Mail.Read" in roles or "Mail.ReadWrite" in roles:
-        add(
-            "least-privilege",
-            "warn",
-            "Mail.Read(Write) lets the app read bodies: "
-            "Mail.ReadBasic.All is enough unless read_size = true",
-        )
-    if probe is None:
-        add("mailbox", *_no_probe(roster_read, "open"))
-        return out
-    try:
-        with source.open(probe) as session:
-            session.resume({})
-            folders = session.folders()
-    except SourceError as exc:
-        add("mailbox", "fail", f"{probe}: {exc.reason} (is it inside the app's RBAC scope?)")
-        return out
-    roles_found = {f.role: f for f in folders}
-    add(
-        "mailbox",
-        "ok",
-        f"{probe}: {len(folders)} folders, "
-        f"inbox {roles_found['inbox'].messages if 'inbox' in roles_found else '?'} messages",
-    )
-    if s.forwarding:
-        try:
-            add("inbox-rules", "ok", f"{len(source.forwards(probe))} forwarding rule(s) in {probe}")
-        except SourceError as exc:
-            add("inbox-rules", "fail", exc.reason)
-    if s.usage_report:
-        q = source.tenant.usage_for(probe)
-        if q.used_bytes is None:
-            add(
-                "usage-report",
-                "warn",
-                source.tenant.usage_note
-                or (
-                    f"{probe} is not in getMailboxUsageDetail: are user names concealed in "
-                    "reports? (Microsoft 365 admin center > Settings > Org settings > Reports)"
-                ),
-            )
-        else:
-            add("usage-report", "ok", f"{probe} uses {q.used_bytes} bytes")
-    return out
-
-
-def _ews_checks(
-    src: SourceConfig,
-    s: EwsSettings,
-    probe: str | None,
-    roster_read: bool,
-    secret: str | None = None,
-) -> list[Check]:
-    """Endpoint reachable, login, impersonation right, folders, inbox rules — in that order,
-    stopping at the first failure (each later check needs the earlier ones)."""
-    out: list[Check] = []
-
-    def add(check: str, status: str, detail: str) -> None:
-        out.append(Check(src.name, check, status, detail))
-
-    try:
-        answer = requests.get(s.endpoint, timeout=min(s.timeout, 10), verify=s.ca_file or True)
-        add("endpoint", "ok", f"{s.endpoint} answers (HTTP {answer.status_code}, no autodiscover)")
-    except requests.exceptions.SSLError as exc:
-        add("endpoint", "fail", f"TLS certificate of {s.endpoint} not trusted: {exc}")
-        return out
-    except requests.exceptions.RequestException as exc:
-        add("endpoint", "fail", f"cannot reach {s.endpoint}: {exc}")
-        return out
-    if s.endpoint.startswith("http://"):
-        add("tls", "warn", "plain http: passwords cross the network unencrypted")
-    if secret:
-        add("login", "warn", f"not tried: {secret}")
-        return out
-    if probe is None:
-        add("login", *_no_probe(roster_read, "open"))
-        return out
-    source = src.build()
-    assert isinstance(source, EwsSource)
-    who = f"{s.username} ({s.auth})" if s.access != "user" else f"{probe} ({s.auth})"
-    try:
-        with source.open(probe) as session:
-            folders = session.folders()
-    except AuthError as exc:
-        login_refused = "UnauthorizedError" in exc.reason
-        add("login", "fail" if login_refused else "ok", exc.reason if login_refused else who)
-        if not login_refused:
-            add(s.access, "fail", f"{who} may not open {probe}: {exc.reason}")
-        return out
-    except SourceError as exc:
-        add("login", "fail", exc.reason)
-        return out
-    add("login", "ok", f"logged in as {who}")
-    if s.access != "user":
-        add(s.access, "ok", f"{s.username} may open {probe} ({s.access})")
-    roles = {f.role: f for f in folders}
-    for role in ("inbox", "sent"):
-        if role in roles:
-            f = roles[role]
-            add(f"{role}-folder", "ok", f"{f.name}: {f.messages} messages in {probe}")
-        else:
-            add(f"{role}-folder", "warn", f"no {role} folder in {probe}")
-    if src.ews_forwarding:
-        try:
-            rules = source.forwards(probe)
-            add("inbox-rules", "ok", f"GetInboxRules: {len(rules)} forwarding rule(s) in {probe}")
-        except SourceError as exc:
-            add("inbox-rules", "fail", exc.reason)
-    add(
-        "logins-quota",
-        "warn",
-        "EWS gives no last logon and no quota: export Get-MailboxStatistics ([[logins]] "
-        "kind = exchange-csv, operator guide)",
-    )
-    return out
-
-
-# The settings a night and a month run with, as `doctor` shows them (section.key, field).
 SETTINGS = (
     ("agency.timezone", "timezone"),
     ("storage.data_dir", "data_dir"),
@@ -399,7 +109,7 @@ def run_doctor(cfg: Config) -> list[Check]:
             None,
         )
         try:
-            checks.extend(_source_checks(src, probe, roster_read, blocking))
+            checks.extend(_source_checks(src, Probe(probe, roster_read, blocking)))
         except ConfigError as exc:  # a secret resolved late (never a traceback)
             checks.append(Check(src.name, "login", "fail", str(exc)))
     checks.extend(_signal_checks(cfg))

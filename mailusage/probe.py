@@ -32,6 +32,7 @@ from connectors.base import FolderCursor, SourceError
 from connectors.imap_wire import Reply, Wire
 from pipelines.config import Config
 from pipelines.mailbox import read_mailbox
+from pipelines.sources import build_source
 from pipelines.storage import MailboxState
 
 _SECRET_COMMAND = re.compile(rb"^(AUTHENTICATE \S+|LOGIN)\b.*", re.IGNORECASE | re.DOTALL)
@@ -319,9 +320,9 @@ def probe(cfg: Config, mailbox: str) -> ProbeResult:
     start = stored_cursors(cfg, mailbox)
     night = datetime.now(cfg.tz).date().isoformat()
     recorder = Recorder()
-    with recorder.tracing():
+    with recorder.tracing(), closing(build_source(src)) as source:
         try:
-            collection = read_mailbox(src.build(), mailbox, night, dict(start), src.forwarding())
+            collection = read_mailbox(source, mailbox, night, dict(start))
         except SourceError as exc:
             result.findings.append(("fail", f"transient: {exc.reason} (a night would retry)"))
             collection = None

@@ -46,6 +46,7 @@ from pipelines.night import (
     summary_line,
 )
 from pipelines.signals import collect_logins
+from pipelines.sources import OpenSource, open_sources
 from pipelines.storage import DataDir, NightConflict, ShardWriter
 
 
@@ -62,7 +63,8 @@ def run_collection(
     preflight(cfg, people, night)
     tasks = FlowRunContext.get() is not None if plain is None else not plain
     mailboxes = [(p.email, p.source) for p in people if p.email]  # "": none issued
-    return run_night(Night.begin(cfg, night, progress, tasks), mailboxes)
+    with open_sources(cfg) as sources:  # each opened once for the night, closed after it
+        return run_night(Night.begin(cfg, night, sources, progress, tasks), mailboxes)
 
 
 def run_night(nt: Night, mailboxes: Iterable[tuple[str, str | None]]) -> RunSummary:
@@ -141,7 +143,9 @@ def collect_signals(nt: Night) -> list[MailboxOutcome]:
     outcomes = []
     for src in nt.logins:
         try:
-            outcome = nt.step(collect_logins_task)(src, nt.night, nt.data)
+            graph = nt.sources[src.graph.name].source if src.graph is not None else None
+            opened = graph if isinstance(graph, OpenSource) else None  # graph-signin's token
+            outcome = nt.step(collect_logins_task)(src, nt.night, nt.data, opened)
         except Exception as exc:  # a signal source failing never stops the night
             label = f"logins:{src.name}"
             outcome = MailboxOutcome(src.name, label, "failed", f"{type(exc).__name__}: {exc}")
@@ -150,10 +154,12 @@ def collect_signals(nt: Night) -> list[MailboxOutcome]:
 
 
 @task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{src.name}")
-def collect_logins_task(src: LoginSourceConfig, night: str, data: DataDir) -> MailboxOutcome:
+def collect_logins_task(
+    src: LoginSourceConfig, night: str, data: DataDir, graph: OpenSource | None = None
+) -> MailboxOutcome:
     name, started = src.name, time.monotonic()
     try:
-        rows = collect_logins(src, night, data)
+        rows = collect_logins(src, night, data, graph)
     except NightConflict as exc:
         return MailboxOutcome(name, f"logins:{name}", "skipped", str(exc))
     except LoginSourceError as exc:

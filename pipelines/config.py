@@ -17,18 +17,17 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connectors.ews_settings import ACCESS, AUTH_NAMES, EWS_SIGNALS, EwsSettings
-from connectors.graph import GraphSettings, GraphSource
-from connectors.imap import ImapSettings, ImapSource
-from connectors.sieve import SieveSettings, SieveSource
-from connectors.zimbra import (
-    QuotaFallback,
-    ZimbraAdmin,
+from connectors.settings import (
+    GRAPH_SIGNALS,
+    IMAP_SIGNALS,
+    GraphSettings,
+    ImapSettings,
+    SieveSettings,
     ZimbraAdminSettings,
-    ZimbraExport,
     imapd_audit_log,
 )
 from contract.letterhead import Letterhead
@@ -36,9 +35,6 @@ from contract.people import Person
 from contract.signals import Signals
 from pipelines.errors import ConfigError as ConfigError  # the schema's error, named here too
 from pipelines.secrets import SecretRef
-
-if TYPE_CHECKING:
-    from connectors.ews import EwsSource
 
 
 class RosterError(Exception):
@@ -118,7 +114,8 @@ def check_keys(raw: dict[str, Any], known: dict[str, Kind], where: str) -> None:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One mail server: ``kind = "imap"`` (with ``imap`` settings) or ``"ews"`` (``ews``)."""
+    """One mail server: ``kind = "imap"`` (with ``imap`` settings), ``"ews"`` (``ews``) or
+    ``"graph"`` (``graph``). Settings only: pipelines/sources.py builds and opens it."""
 
     name: str
     kind: str
@@ -133,13 +130,13 @@ class SourceConfig:
     def signals(self, logins: tuple[LoginSourceConfig, ...] = ()) -> Signals:
         """What this source measures (see :meth:`Config.signals`)."""
         if self.graph is not None:
-            declared = GraphSource.SIGNALS
+            declared = GRAPH_SIGNALS
             quota, forwarding = self.graph.usage_report, self.graph.forwarding
         elif self.ews is not None:
             declared = EWS_SIGNALS
             quota, forwarding = False, self.ews_forwarding
         else:
-            declared = ImapSource.SIGNALS
+            declared = IMAP_SIGNALS
             admin = self.zimbra is not None and self.zimbra.admin is not None
             quota = True  # RFC 2087 where the server has it; else Zimbra's admin API
             forwarding = self.sieve is not None or self.zimbra is not None or admin
@@ -155,44 +152,6 @@ class SourceConfig:
             forwarding=forwarding,
             logins=covered,
         )
-
-    def zimbra_admin(self) -> ZimbraAdmin | None:
-        z = self.zimbra
-        if z is None or z.admin is None or z.password is None:
-            return None
-        return ZimbraAdmin.shared(z.admin, z.password.resolve)
-
-    def build(self) -> ImapSource | EwsSource | GraphSource | QuotaFallback:
-        if self.graph is not None:
-            ref = self.password
-            none = not (ref.env or ref.prefect_secret)  # a certificate without a passphrase
-            return GraphSource(self.graph, secret=None if none else ref.resolve, name=self.name)
-        if self.ews is not None:
-            from connectors.ews import EwsSource  # exchangelib: only when a source is opened
-
-            return EwsSource(self.ews, password_for=self.password.resolve, name=self.name)
-        assert self.imap is not None
-        ref = self.password
-        imap = ImapSource(self.imap, password_for=ref.resolve, name=self.name, kind=self.kind)
-        admin = self.zimbra_admin()
-        return QuotaFallback(imap, admin) if admin is not None else imap
-
-    def forwarding(
-        self,
-    ) -> SieveSource | EwsSource | GraphSource | ZimbraAdmin | ZimbraExport | None:
-        """Where forwarding rules are read: ManageSieve when the IMAP source has
-        `sieve = { … }`, inbox rules for an EWS or Graph source (unless `forwarding = false`)."""
-        if self.graph is not None:
-            return self.build() if self.graph.forwarding else None  # type: ignore[return-value]
-        if self.ews is not None:
-            return self.build() if self.ews_forwarding else None  # type: ignore[return-value]
-        if self.zimbra is not None:  # Zimbra forwards by account attributes, not Sieve
-            if self.zimbra.export is not None:
-                return ZimbraExport(self.zimbra.export)
-            return self.zimbra_admin()
-        if self.sieve is None:
-            return None
-        return SieveSource(self.sieve, password_for=self.password.resolve, name=self.name)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from connectors.base import (
     FolderCursor,
     FolderPlan,
     FolderState,
+    Forward,
     ForwardingSource,
     MailboxSession,
     MailboxSource,
@@ -146,6 +147,7 @@ def read_mailbox(
     try:
         with source.open(mailbox) as session:
             read = read_session(session, source.name, mailbox, start, scan)
+            forwards, not_read = read_forwards(session, mailbox, forwarding)
     except SourceError as exc:
         if exc.transient:
             raise
@@ -166,12 +168,10 @@ def read_mailbox(
     notes = [] if read.sent else ["no Sent folder found"]
     if sum(read.unreadable.values()):
         notes.append(f"{sum(read.unreadable.values())} FETCH responses unreadable (not stored)")
-    if forwarding is not None:
-        try:
-            rules = forwarding.forwards(mailbox)
-            rows.forwarding = pa.Table.from_pylist([asdict(r) for r in rules], schema=FORWARDING)
-        except SourceError as exc:  # the messages are safe; say what is missing
-            notes.append(f"forwarding rules not read: {exc.reason}")
+    if forwards is not None:
+        rows.forwarding = pa.Table.from_pylist([asdict(r) for r in forwards], schema=FORWARDING)
+    if not_read:  # the messages are safe; say what is missing
+        notes.append(f"forwarding rules not read: {not_read}")
     drops: list[tuple[str, int | None]] = [
         (f.name, f.uidvalidity) for f in read.folders if read.plans[f.name].full_reread
     ]
@@ -229,6 +229,20 @@ def read_session(
     if scan is not None:
         read.contacts = scan_contacts(session, mailbox, to_scan, scan)
     return read
+
+
+def read_forwards(
+    session: MailboxSession, mailbox: str, forwarding: ForwardingSource | None
+) -> tuple[list[Forward] | None, str]:
+    """The mailbox's forwarding rules, read in its session (``forwarding``: a separate
+    reader, asked when the session reads none); None when not read, with why if it failed."""
+    try:
+        rules = session.forwards()
+        if rules is None and forwarding is not None:
+            rules = forwarding.forwards(mailbox)
+    except SourceError as exc:
+        return None, exc.reason
+    return rules, ""
 
 
 def next_cursors(

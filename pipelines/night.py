@@ -11,7 +11,7 @@ import hashlib
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ class NightSource:
     rules are read, and whether bodies are scanned for contacts."""
 
     source: MailboxSource
+    # A separate forwarding reader, asked when the source's sessions read none (tests).
     forwarding: ForwardingSource | None = None
     scan: ContactScan | None = None
     # One password for every mailbox (not per-mailbox `env_prefix`): when it resolves to
@@ -42,12 +43,15 @@ class NightSource:
     one_password: bool = True
 
 
-def night_sources(cfg: Config, scan: ContactScan | None) -> dict[str, NightSource]:
-    """The config's sources for one night, the roster's default first."""
+def night_sources(
+    cfg: Config, opened: Mapping[str, MailboxSource], scan: ContactScan | None
+) -> dict[str, NightSource]:
+    """The config's sources as the night uses them (``opened``: each source opened for
+    the night, :func:`pipelines.sources.open_sources`), the roster's default first."""
     return {
         s.name: NightSource(
-            s.build(),
-            s.forwarding(),
+            opened[s.name],  # its sessions read forwarding themselves
+            None,
             scan if s.kind == "imap" else None,  # bodies over IMAP only (operator guide)
             s.password.env_prefix is None,
         )
@@ -126,9 +130,11 @@ class Night:
         cls,
         cfg: Config,
         night: str | None,
+        sources: Mapping[str, MailboxSource],
         progress: Callable[[MailboxOutcome], None] | None = None,
         tasks: bool = False,
     ) -> Night:
+        """The night of ``cfg`` on its opened ``sources``, not started yet."""
         night = night or tonight(cfg)
         datetime.strptime(night, "%Y-%m-%d")  # a clear ValueError for a bad --date
         policy = load_policy(cfg.policy)
@@ -142,7 +148,7 @@ class Night:
             new_run_id(str(cfg.path)),
             datetime.now(UTC),
             DataDir(cfg.data_dir),
-            night_sources(cfg, scan),
+            night_sources(cfg, sources, scan),
             cfg.concurrency,
             cfg.retries,
             tuple(cfg.retry_delay_seconds) or (0,),

@@ -8,6 +8,7 @@ file is written, so re-running a night re-reads the same lines and a killed run 
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from connectors.zimbra import read_audit_log
 from contract.datasets import LOGINS
 from contract.files import atomic_write
 from pipelines.config import LoginSourceConfig
+from pipelines.sources import OpenSource, build_source
 from pipelines.storage import LOG_STATES, DataDir, NightConflict
 
 LOG_KINDS = ("dovecot-log", "zimbra-audit")  # read on from a cursor, night by night
@@ -83,13 +85,18 @@ def _commit(
 
 
 def read_source(
-    src: LoginSourceConfig, cursor: LogCursor | None = None
+    src: LoginSourceConfig, cursor: LogCursor | None = None, graph: OpenSource | None = None
 ) -> tuple[list[Login], LogCursor | None]:
-    """Every login a source gives now; for a log, those after ``cursor`` and the new cursor."""
+    """Every login a source gives now; for a log, those after ``cursor`` and the new cursor.
+    ``graph``: for graph-signin, the night's open Graph source (its token); without it,
+    one is opened for this read and closed after."""
     tz = ZoneInfo(src.timezone)
     if src.kind == "graph-signin":
         assert src.graph is not None
-        return read_graph_sign_ins(src.graph.build(), src.name), None  # type: ignore[arg-type]
+        if graph is not None:
+            return read_graph_sign_ins(graph.connector, src.name), None  # type: ignore[arg-type]
+        with closing(build_source(src.graph)) as opened:
+            return read_graph_sign_ins(opened.connector, src.name), None  # type: ignore[arg-type]
     if src.kind == "dovecot-dict":
         return read_dovecot_dict(src.doveadm, src.dict_uri, src.name), None
     if src.path is None:
@@ -122,10 +129,13 @@ def read_graph_sign_ins(graph: GraphSource, name: str) -> list[Login]:
         raise LoginSourceError(f"{name}: {exc.reason}{hint}") from exc
 
 
-def collect_logins(src: LoginSourceConfig, night: str, data: DataDir) -> int:
-    """Read one login source for one night and write its rows; returns how many."""
+def collect_logins(
+    src: LoginSourceConfig, night: str, data: DataDir, graph: OpenSource | None = None
+) -> int:
+    """Read one login source for one night and write its rows; returns how many
+    (``graph``: the night's open Graph source, for graph-signin)."""
     before = _start_cursor(data, src.name, night) if src.kind in LOG_KINDS else None
-    logins, after = read_source(src, before)
+    logins, after = read_source(src, before, graph)
     rows = sorted(
         {(x.mailbox, x.login_at, x.protocol, x.remote_addr, x.source) for x in logins},
         key=lambda r: (r[0], r[1], r[2] or "", r[3] or ""),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -13,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base import CredentialsRejected
-from connectors.graph import GraphSettings, GraphSource, _Tenant, message_uid, parse_usage_csv
+from connectors.graph import GraphSettings, GraphSource, message_uid, parse_usage_csv
 from mailusage.devgraph import ALL_ROLES, CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.signals import read_source
+from pipelines.sources import build_source
 from pipelines.storage import DataDir
 from tests.collect_one import collect_one
 from tests.groundtruth import night_status
@@ -30,7 +32,6 @@ PEERS = ["vp.ubnd@danang.gov.vn", "dan.nguyen@gmail.com", "so.tttt@danang.gov.vn
 
 @pytest.fixture
 def tenant(tmp_path):
-    _Tenant._all.clear()  # a fresh token cache and throttle gate per test
     with graph_endpoint(tmp_path) as (base, world, ca):
         yield base, world, ca
 
@@ -338,17 +339,14 @@ def test_missing_denied_and_refused(tenant, tmp_path):
     # the token, the mail roles granted for AN's scope only
     world.roles = [r for r in ALL_ROLES if not r.startswith("Mail")]
     world.scope = {AN}
-    _Tenant._all.clear()  # a new token, without the mail roles
     src = source(tenant)
     out = collect_one(src, BINH, "2026-11-20", data, src)
     assert out.status == "failed" and "ErrorAccessDenied" in out.reason
     assert collect_one(src, AN, "2026-11-20", data, src).status == "ok"
     # a tenant-wide mail role adds to the scoped grants: every mailbox is readable again
     world.roles = list(ALL_ROLES)
-    _Tenant._all.clear()
     wide = source(tenant)
     assert collect_one(wide, BINH, "2026-11-20", data, wide).status == "ok"
-    _Tenant._all.clear()
     bad = source(tenant)
     bad._secret = lambda: "a-secret-entra-id-does-not-know-at-all"
     with pytest.raises(CredentialsRejected, match="AADSTS7000215"):
@@ -373,7 +371,8 @@ def test_certificate_credential_signs_in(tenant, tmp_path):
     )
     src = load_config(tmp_path / "m.toml").sources[0]
     assert "unencrypted" in src.password.describe()  # no passphrase to name
-    token = src.build().tenant.token()  # a signed client assertion, checked by the tenant
+    with closing(build_source(src)) as opened:
+        token = opened.connector.tenant.token()  # a signed client assertion, checked by the tenant
     assert token and world.tokens_issued == 1
 
 
@@ -561,7 +560,6 @@ def test_doctor_checks_token_permissions_mailbox_rules_and_report(
         assert check in out
     assert "Mail.ReadBasic.All" in out and "Graph inbox rules from m365" in out
     # an app without Reports.Read.All: a warning naming what is lost, not a failure
-    _Tenant._all.clear()
     world.roles = ["Mail.ReadBasic.All", "MailboxSettings.Read"]
     world.users[AN].sign_in = None
     code = main(["doctor", "--config", cfg])
@@ -570,12 +568,10 @@ def test_doctor_checks_token_permissions_mailbox_rules_and_report(
     assert code != 0  # the graph-signin source cannot be read without AuditLog.Read.All
     assert "AuditLog.Read.All" in out
     # outside the app's RBAC scope: the mailbox check fails and says where to look
-    _Tenant._all.clear()
     world.roles = [r for r in ALL_ROLES if not r.startswith("Mail")]
     world.scope = {BINH}
     assert main(["doctor", "--config", cfg]) != 0
     assert "RBAC scope" in capsys.readouterr().out
-    _Tenant._all.clear()
     monkeypatch.setenv("MU_TEST_GRAPH", "not-the-secret-of-this-application")
     assert main(["doctor", "--config", cfg]) != 0
     assert "AADSTS7000215" in capsys.readouterr().out
@@ -606,7 +602,6 @@ def test_usage_report_by_upn_reaches_a_roster_address_that_differs(tenant, tmp_p
     assert status(data, AN, "2026-11-20")["Inbox"]["quota_used_bytes"] == 777_000
     # without User.Read.All the UPN cannot be mapped: the quota is unknown, the night ok
     world.roles = [r for r in ALL_ROLES if r != "User.Read.All"]
-    _Tenant._all.clear()
     src = source(tenant)
     assert collect_one(src, AN, "2026-11-21", data, src).status == "ok"
     assert status(data, AN, "2026-11-21")["Inbox"]["quota_used_bytes"] is None
@@ -715,7 +710,6 @@ def test_probe_shows_each_graph_request_and_what_the_tenant_refused(
     assert "nothing stored" in out and "0 refused or unexpected" in out
     assert world.secret not in out and not (tmp_path / "data").exists()
     # (the rows themselves from the probe's result: the table wraps long URLs anywhere)
-    _Tenant._all.clear()
     rows = probe(load_config(cfg), AN).exchanges
     assert any(r.request.endswith("/$batch (8 parts)") for r in rows)
     assert any("/delta" in r.request for r in rows if r.protocol == "batch")
@@ -723,7 +717,6 @@ def test_probe_shows_each_graph_request_and_what_the_tenant_refused(
     (archive,) = [r for r in rows if "mailFolders/archive?" in r.request]
     assert (archive.status, archive.expected) == ("404", True)
     assert "ErrorItemNotFound" in archive.refused
-    _Tenant._all.clear()
     world.roles = [r for r in ALL_ROLES if not r.startswith("Mail")]
     world.scope = {BINH}  # AN outside the app's RBAC scope: what Graph says, shown as is
     assert main(["doctor", "--config", cfg, "--probe", AN]) == 1

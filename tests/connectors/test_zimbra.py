@@ -181,7 +181,6 @@ ignore_remote = ["{COLLECTOR_IP}"]
 
 @pytest.fixture
 def admin_api():
-    ZimbraAdmin._all.clear()
     world = ZimbraWorld()
     with zimbra_admin_endpoint(world) as (url, w):
         yield url, w
@@ -455,6 +454,9 @@ ignore_remote = ["{COLLECTOR_IP}"]
     assert [(r["mailbox"], r["protocol"]) for r in logins] == [(users[1], "imap")]
     assert world.password not in "".join(p.read_text(errors="ignore") for p in data.rglob("*.json"))
     assert {("zimbra-forwarding", "ok"), ("zimbra-quota", "ok")} <= checks
+    # one admin login for the night's two mailboxes, one more for doctor: each opens its
+    # own source and closes it (no process-wide admin kept between them)
+    assert world.requests.count("AuthRequest") == 2
     assert ("read", "ok") in checks  # the audit log source
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import closing
 from pathlib import Path
 
 import duckdb
@@ -20,6 +21,7 @@ from mailusage.devserver import MASTER_USER, LocalDovecot
 from mailusage.doctor import settings
 from pipelines.collect import NightFailed, collect
 from pipelines.config import ConfigError, RosterError, load_config, load_roster
+from pipelines.sources import build_source
 from tests.conftest import MASTER_PASSWORD
 from tests.groundtruth import seed_regular
 
@@ -419,7 +421,8 @@ def test_probe_runs_one_mailbox_night_on_imap_and_stores_nothing(
     # After a night is committed the probe reads on from its cursors: nothing to fetch.
     config = load_config(cfg)
     data = DataDir(config.data_dir)
-    assert collect_one(config.sources[0].build(), staff[0], "2026-11-22", data).status == "ok"
+    with closing(build_source(config.sources[0])) as source:
+        assert collect_one(source, staff[0], "2026-11-22", data).status == "ok"
 
     def files() -> tuple[dict[str, int], list]:
         # Every data file untouched, and the state database's rows the same (its -wal and

@@ -127,7 +127,8 @@ def test_a_current_store_is_not_migrated_and_an_old_one_is(tmp_path, monkeypatch
     assert migrate.is_old(data)
 
 
-def test_the_config_is_read_once_per_run(dovecot, tmp_path, monkeypatch):
+def test_the_config_is_read_once_per_run(dovecot, tmp_path, monkeypatch, prefect_harness):
+    import mailusage.cli
     import pipelines.collect
     import pipelines.config
     from mailusage.cli import main
@@ -147,11 +148,18 @@ def test_the_config_is_read_once_per_run(dovecot, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipelines.config, "load_config", counted)
     monkeypatch.setattr(pipelines.collect, "load_config", counted)
+    # `mailusage collect` without a Prefect API: the CLI reads it and hands it on.
+    monkeypatch.setattr(mailusage.cli, "_prefect_api", lambda: None)
     assert main(["collect", "--config", cfg, "--date", "2026-11-20", "--quiet"]) == 0
     assert len(reads) == 1, reads
     reads.clear()
     summary = pipelines.collect.run_collection(cfg, "2026-11-21", plain=True)
     assert summary.count("ok") == 1 and len(reads) == 1
+    reads.clear()
+    # The flow (a deployment's run, given the file's path) reads it once, for the night
+    # and for its allowed failures alike.
+    result = pipelines.collect.collect(config_path=cfg, night="2026-11-22")
+    assert result["ok"] == 1 and len(reads) == 1, reads
 
 
 @pytest.mark.parametrize("n, expected", [(1, [3]), (2, [2, 1]), (5, [1, 1, 1])])
