@@ -7,9 +7,12 @@ STAMP := $(VENV)/.installed
 DOVECOT_PKGS := dovecot-imapd dovecot-sieve dovecot-managesieved
 PDF_PKGS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core fonts-liberation2
 
-.PHONY: demo test faults lint bench setup clean notebooks
+CORPUS_PKG := libpython3.11-testsuite
+CORPUS := .corpus
 
-setup: $(STAMP) dovecot
+.PHONY: demo test faults lint bench setup clean notebooks postfix corpus
+
+setup: $(STAMP) dovecot postfix
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +40,40 @@ dovecot:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_PKGS) >/dev/null; \
 	fi
 
+# Postfix serves the mail-log tests (issue 25; mailusage/devpostfix.py runs a private one as
+# root). Installed with debconf's "No configuration": no /etc/postfix/main.cf, so the package
+# sets up no system MTA and its service, if started at all, listens nowhere.
+MTA_PKGS := postfix dovecot-lmtpd
+postfix:
+	@if [ ! -x /usr/sbin/postfix ] || [ ! -x /usr/lib/dovecot/lmtp ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "note: the Postfix tests are skipped without Debian's $(MTA_PKGS) (and root)." >&2; exit 0; \
+	  fi; \
+	  echo "installing $(MTA_PKGS) (apt, unconfigured)"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(MTA_PKGS) >/dev/null; \
+	  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then systemctl disable --now postfix >/dev/null 2>&1 || true; fi; \
+	fi
+
+# Real damaged mail for tests/faults/test_corpus.py: CPython's email test corpus, taken from
+# Debian's $(CORPUS_PKG) (downloaded, never installed) into $(CORPUS)/test_email/data. Where
+# apt cannot give it (not Debian, no network), the reason goes in $(CORPUS)/unavailable and
+# that test is skipped with it; nothing else depends on the corpus.
+corpus:
+	@if [ -d /usr/lib/python3.11/test/test_email/data ] || [ -d $(CORPUS)/test_email/data ]; then exit 0; fi; \
+	rm -rf $(CORPUS) && mkdir -p $(CORPUS)/deb && cd $(CORPUS)/deb && \
+	if ! apt-get download -qq $(CORPUS_PKG) >../apt.log 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq >>../apt.log 2>&1; apt-get download -qq $(CORPUS_PKG) >>../apt.log 2>&1; \
+	fi; \
+	deb=$$(ls $(CORPUS_PKG)_*.deb 2>/dev/null | head -n 1); \
+	if [ -z "$$deb" ]; then \
+	  echo "apt-get download $(CORPUS_PKG) failed: $$(tail -n 1 ../apt.log)" > ../unavailable; \
+	  echo "warning: $$(cat ../unavailable); tests/faults/test_corpus.py will be skipped" >&2; exit 0; \
+	fi; \
+	dpkg-deb --fsys-tarfile "$$deb" | tar -x --wildcards '*/test_email/data/*' && \
+	mv usr/lib/python3.11/test/test_email .. && cd .. && rm -rf deb apt.log && \
+	echo "CPython's email corpus: $$(ls test_email/data | wc -l) files in $(CORPUS)/test_email/data"
+
 demo: setup
 	$(BIN)/mailusage demo
 
@@ -45,7 +82,7 @@ notebooks: setup
 	$(BIN)/pip install -q -e '.[dev,analyst]'
 	cd notebooks && ../$(BIN)/jupyter lab
 
-test: setup
+test: setup corpus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -55,7 +92,7 @@ test: setup
 
 # The whole fault suite (more cut points, seeds and kills than `make test` runs); it writes
 # its table of faults tried, rows compared, lost and duplicated to docs/fault-suite.md.
-faults: setup
+faults: setup corpus
 	MAILUSAGE_FAULTS=full MAILUSAGE_FAULTS_REPORT=docs/fault-suite.md \
 	  $(BIN)/pytest --basetemp=.pytest-tmp tests/faults
 
@@ -70,4 +107,4 @@ bench: setup
 	$(BIN)/python benchmarks/ews_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .pytest-tmp .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .pytest-tmp .mypy_cache .ruff_cache $(CORPUS)

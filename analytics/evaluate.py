@@ -25,9 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from analytics.pdf import PdfRenderer
 from analytics.policy import Policy, Waiver, check_month, code_name, public_domains
 from analytics.queries import Workspace, days_in, month_nights, month_params, previous_month
-from analytics.report import month_label, render_report, report_pdf
+from analytics.report import month_label, render_report
 from analytics.workbook import hr_workbook
 from contract.files import atomic_write
 from contract.letterhead import Letterhead
@@ -351,6 +352,18 @@ def evaluate_month(
     check_month(month)
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {LANGS}")
+    if out_dir is None:
+        return _evaluate(inputs, month, lang)
+    # report.pdf's own process starts importing WeasyPrint now, on the other core, while
+    # this one computes the month (analytics/pdf.py)
+    with PdfRenderer() as pdf:
+        result = _evaluate(inputs, month, lang)
+        result.paths = _write(result, out_dir / month, inputs, lang, pdf)
+    return result
+
+
+def _evaluate(inputs: EvaluationInputs, month: str, lang: str) -> EvaluationResult:
+    """The month's tables: usage per person, ranking, violations, HR rows, coverage."""
     policy = inputs.policy
     ws = Workspace.open(
         inputs.data_dir,
@@ -388,12 +401,9 @@ def evaluate_month(
     coverage = ws.run("coverage", **params)
     person_month = _with_counterparts(person_month, counterparts)
     hr_rows = _hr_rows(inputs, month, person_month, violations, lang)
-    result = EvaluationResult(
+    return EvaluationResult(
         month, person_month, ranking, violations, hr_rows, coverage, _regular_share(prev)
     )
-    if out_dir is not None:
-        result.paths = _write(result, out_dir / month, inputs, lang)
-    return result
 
 
 def rated(pm: pa.Table) -> pa.Table:
@@ -708,9 +718,12 @@ def _evidence_table(
 
 
 def _write(
-    result: EvaluationResult, folder: Path, inputs: EvaluationInputs, lang: str
+    result: EvaluationResult, folder: Path, inputs: EvaluationInputs, lang: str, pdf: PdfRenderer
 ) -> dict[str, Path]:
     paths = {name: folder / name for name in OUTPUT_FILES}
+    # the report first: its PDF is laid out in the child while the other files are written
+    html = render_report(result, inputs, lang, reports_dir=folder.parent)
+    pdf.submit(html)
     sink = pa.BufferOutputStream()
     pq.write_table(result.person_month, sink, compression="zstd")
     atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
@@ -724,9 +737,8 @@ def _write(
     headers = {c: HEADERS[c][lang] for c in HR_COLUMNS}
     sheets = [(names[lang], columns) for names, columns in HR_SHEETS]
     atomic_write(paths["hr_ratings.xlsx"], hr_workbook(hr, headers, sheets, title=title))
-    html = render_report(result, inputs, lang, reports_dir=folder.parent)
     atomic_write(paths["report.html"], html.encode("utf-8"))
-    atomic_write(paths["report.pdf"], report_pdf(html))
+    atomic_write(paths["report.pdf"], pdf.result())
     # hr_ratings.csv is "hr_ratings", the workbook "hr_ratings_xlsx"; report.pdf "report_pdf"
     return {
         k.replace(".xlsx", "_xlsx").replace(".pdf", "_pdf").rsplit(".", 1)[0]: v

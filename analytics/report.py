@@ -13,7 +13,6 @@ measured, the 12-month trend), III. proposals drawn from the figures — and the
 from __future__ import annotations
 
 import calendar
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ TREND_MONTHS = 12
 TREND_COLUMNS = 6  # months per trend table: 12 side by side do not fit an A4 portrait page
 RANKING_CHART_UNITS = 25  # units per ranking chart (one chart fits a page)
 NAMES_LISTED = 10  # units named in a sentence before "and N other units"
-PDF_DATE = "2000-01-01T00:00:00Z"
 BASELINE = 0.30  # the Bình Dương check: 30% regular, 70% rarely or never
 TEMPLATES = Path(__file__).parent / "templates"
 TEXT = {
@@ -608,25 +606,3 @@ def render_report(
         axis=str(context["t"]["share_axis"]),
     )
     return env.get_template("report.html.j2").render(**context)
-
-
-def report_pdf(html: str) -> bytes:
-    """The report as an A4 PDF, laid out by WeasyPrint from the same HTML (its print
-    styles, after Decree 30/2020 Appendix I: A4, margins 20/15/20/30 mm, Times New Roman
-    or its metric twin Liberation Serif at 13 pt, page numbers centred in the top margin
-    from page 2 on, table headers repeated on every page, no chart split across pages).
-    Fixed dates and identifier, so the same month gives the same bytes."""
-    from weasyprint import HTML  # imported here: only the evaluation needs it
-
-    document = HTML(string=html).render()
-    document.metadata.created = PDF_DATE
-    document.metadata.modified = PDF_DATE
-    # fontTools stamps each embedded font subset with the time, unless SOURCE_DATE_EPOCH
-    # (the reproducible-builds convention) says otherwise
-    saved = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = saved or "946684800"  # 2000-01-01
-    try:
-        return bytes(document.write_pdf(pdf_identifier=b"mailusage-report"))
-    finally:
-        if saved is None:
-            del os.environ["SOURCE_DATE_EPOCH"]

@@ -266,8 +266,9 @@ def evaluate_queries(config: str, month: str) -> dict[str, Any]:
 
 
 def render_pdf(html: str) -> dict[str, Any]:
-    """The report's PDF layout alone (WeasyPrint), from the HTML the evaluation wrote."""
-    from analytics.report import report_pdf
+    """The report's PDF layout alone (WeasyPrint, in its child process), from the HTML the
+    evaluation wrote."""
+    from analytics.pdf import report_pdf
 
     data = report_pdf(Path(html).read_text(encoding="utf-8"))
     return {"bytes": len(data)}

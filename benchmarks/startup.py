@@ -47,6 +47,7 @@ def once(tree: Path, args: list[str], extra: str | None) -> dict[str, object]:
         capture_output=True,
         text=True,
         env=env,
+        cwd=tree,  # `-m` puts the working directory first on sys.path: the tree's own
     )
     wall = time.perf_counter() - started
     if run.returncode != 0:
@@ -72,7 +73,13 @@ def main() -> None:
     trees.append(("after", ROOT))
     commands = {
         "evaluate --help": ["evaluate", "--help"],
-        f"evaluate --month {a.month}": ["evaluate", "--config", a.config, "--month", a.month],
+        f"evaluate --month {a.month}": [
+            "evaluate",
+            "--config",
+            str(Path(a.config).resolve()),
+            "--month",
+            a.month,
+        ],
     }
     extras = [("", None)] + ([(" + analyst extra", a.analyst)] if a.analyst else [])
     rows: dict[tuple[str, str, str], list[dict[str, object]]] = {}

@@ -183,9 +183,10 @@ class MailboxSession(Protocol):
         ...
 
     def forwards(self) -> list[Forward] | None:
-        """The mailbox's forwarding rules, read in this session (Graph's and EWS's inbox
-        rules; IMAP's from ManageSieve or Zimbra, added by the opened source); None when
-        the source reads none tonight: unknown, not "no forwarding"."""
+        """The mailbox's forwarding rules (Graph's inbox rules from the session's first
+        batch, EWS's GetInboxRules in its account; IMAP's from ManageSieve or Zimbra, added
+        by the opened source); None when the source reads none tonight: unknown, not "no
+        forwarding". May be asked after the session's block has closed its connection."""
         ...
 
 

@@ -94,8 +94,7 @@ from exchangelib.services import (
     GetItem,
     SyncFolderItems,
 )
-from exchangelib.services.common import EWSAccountService, shape_element
-from exchangelib.util import MNS, SOAPNS, TNS, create_element, to_xml
+from exchangelib.util import TNS
 
 from connectors.base import (
     AuthError,
@@ -113,6 +112,13 @@ from connectors.base import (
     TransientError,
     sent_date,
     smtp_address,
+)
+from connectors.compat.exchangelib_hooks import (
+    ItemIdsPayload,
+    SyncStateOfSuccess,
+    WholeReplies,
+    XmlReplies,
+    set_timeouts,
 )
 from connectors.compat.exchangelib_session import release, verify_with
 from connectors.ews_settings import ACCESS as ACCESS
@@ -244,22 +250,6 @@ class _Patient(FaultTolerance):  # type: ignore[misc]
         return super().raise_response_errors(response)
 
 
-class _WholeBody:
-    """Parse a SOAP reply from its bytes in one go. exchangelib's default feeds lxml from
-    ``response.iter_content()``, one byte per chunk: half the collector's time (benchmarks/)."""
-
-    @classmethod
-    def _get_soap_parts(cls, response: Any) -> tuple[Any, Any]:
-        try:
-            root = to_xml(response.content)
-        except Exception as exc:  # exchangelib's ParseError and lxml's
-            raise ews_errors.SOAPError(f"Bad SOAP response: {exc}") from exc
-        body = root.find(f"{{{SOAPNS}}}Body")
-        if body is None:
-            raise ews_errors.MalformedResponseError("No Body element in SOAP response")
-        return root.find(f"{{{SOAPNS}}}Header"), body
-
-
 class _Found(NamedTuple):
     """What SyncFolderItems says about a new item (ids, dates, size, read state)."""
 
@@ -344,10 +334,10 @@ def _found(elem: Any) -> _Found:
     )
 
 
-class _FindFolder(_WholeBody, FindFolder):  # type: ignore[misc]
+class _FindFolder(XmlReplies, FindFolder):  # type: ignore[misc]
     """FindFolder whose folders are read straight from the XML into :class:`_FolderInfo`."""
 
-    def _elem_to_obj(self, elem: Any) -> _FolderInfo:
+    def from_xml(self, elem: Any) -> _FolderInfo:
         size = None
         for prop in elem.iter(_t("ExtendedProperty")):
             uri = prop.find(_t("ExtendedFieldURI"))
@@ -367,20 +357,11 @@ class _FindFolder(_WholeBody, FindFolder):  # type: ignore[misc]
         )
 
 
-class _SyncFolderItems(_WholeBody, SyncFolderItems):  # type: ignore[misc]
-    """SyncFolderItems whose changes are read straight from the XML into :class:`_Change`.
+class _SyncFolderItems(SyncStateOfSuccess, XmlReplies, SyncFolderItems):  # type: ignore[misc]
+    """SyncFolderItems whose changes are read straight from the XML into :class:`_Change`
+    (SyncState only from a successful message: exchangelib's reads an error one too)."""
 
-    exchangelib's reads SyncState from every response message, an error one too (where
-    there is none: AttributeError); here only a successful message's are read."""
-
-    def _get_element_container(self, message: Any, name: Any = None) -> Any:
-        if message.get("ResponseClass") == "Success":
-            self.sync_state = message.findtext(f"{{{MNS}}}SyncState")
-            last = message.findtext(f"{{{MNS}}}IncludesLastItemInRange") or ""
-            self.includes_last_item_in_range = last.lower() == "true"
-        return EWSAccountService._get_element_container(self, message=message, name=name)
-
-    def _elem_to_obj(self, elem: Any) -> _Change:
+    def from_xml(self, elem: Any) -> _Change:
         kind = self.change_types_map[elem.tag]
         if kind in (self.CREATE, self.UPDATE):
             found = _found(elem[0])  # t:Message, t:MeetingRequest, t:PostItem, ...
@@ -389,29 +370,11 @@ class _SyncFolderItems(_WholeBody, SyncFolderItems):  # type: ignore[misc]
         return _Change(kind, item_id.get("Id") if item_id is not None else "", None)
 
 
-class _GetItem(_WholeBody, GetItem):  # type: ignore[misc]
-    """GetItem whose items are read straight from the XML into :class:`_Detail`."""
+class _GetItem(ItemIdsPayload, XmlReplies, GetItem):  # type: ignore[misc]
+    """GetItem of ``(id, changekey)`` pairs whose items are read straight from the XML into
+    :class:`_Detail`."""
 
-    def get_payload(self, items: Any, additional_fields: Any, shape: str) -> Any:
-        """As GetItem's, with the ItemIds written directly (exchangelib builds an ItemId
-        object per id, then serialises it: ~85 µs an id, a third of the collector's time)."""
-        payload = create_element(f"m:{self.SERVICE_NAME}")
-        payload.append(
-            shape_element(
-                tag="m:ItemShape",
-                shape=shape,
-                additional_fields=additional_fields,
-                version=self.account.version,
-            )
-        )
-        ids = create_element("m:ItemIds")
-        for item_id, changekey in items:
-            attrs = {"Id": item_id, "ChangeKey": changekey} if changekey else {"Id": item_id}
-            ids.append(create_element("t:ItemId", attrs=attrs))
-        payload.append(ids)
-        return payload
-
-    def _elem_to_obj(self, elem: Any) -> _Detail:
+    def from_xml(self, elem: Any) -> _Detail:
         author = _addrs(elem.find(_t("From")))
         return _Detail(
             author[0] if author else None,
@@ -421,11 +384,11 @@ class _GetItem(_WholeBody, GetItem):  # type: ignore[misc]
         )
 
 
-class _GetFolder(_WholeBody, GetFolder):  # type: ignore[misc]
+class _GetFolder(WholeReplies, GetFolder):  # type: ignore[misc]
     pass
 
 
-class _GetInboxRules(_WholeBody, GetInboxRules):  # type: ignore[misc]
+class _GetInboxRules(WholeReplies, GetInboxRules):  # type: ignore[misc]
     pass
 
 
@@ -916,9 +879,7 @@ class EwsSource:
                 autodiscover=False,
                 default_timezone=_UTC,
             )
-            protocol: Any = account.protocol
-            protocol.TIMEOUT = s.timeout
-            protocol.RETRY_WAIT = s.retry_wait
+            set_timeouts(account.protocol, s.timeout, s.retry_wait)
         return account
 
     def _account(self, mailbox: str) -> Account:

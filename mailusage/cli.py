@@ -199,7 +199,7 @@ def cmd_forget_night(args: argparse.Namespace) -> int:
                 f"night before: {to or 'none'}"
             )
             for name, log in sorted(plan.logs.items()):
-                where = f"night {log['night'] or '?'}" if log else "nothing read"
+                where = f"night {log.night or '?'}" if log else "nothing read"
                 out.print(f"  logins:{escape(name)}: read position back to {where}")
             if plan.unknown_start:
                 out.print(

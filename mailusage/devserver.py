@@ -40,6 +40,22 @@ service managesieve-login {{
   }}
 }}
 """
+# With ``mta=True`` (mailusage.devpostfix): LMTP delivery on a loopback port, and Dovecot's
+# SASL for Postfix's submission service on a socket in ``run_dir`` (a name: base_dir-relative).
+_MTA = """\
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+service auth {{
+  unix_listener auth-postfix {{
+    mode = 0600
+    user = {sasl_user}
+  }}
+}}
+"""
 MASTER_USER = "mailusage-admin"
 COLLECTOR_LOGIN_KEY = "collector-login/mailusage"
 
@@ -136,7 +152,7 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
-{sieve_config}
+{sieve_config}{mta_config}
 service dict {{
   unix_listener dict {{
     user = {user}
@@ -209,6 +225,7 @@ class LocalDovecot:
     _seq: Iterator[int] = field(default_factory=itertools.count)
     _passwd_written: float = 0.0
     sieve_port: int | None = None
+    lmtp_port: int | None = None
     # Sockets live here: a UNIX socket path must stay under 108 bytes, which a deep test or
     # checkout directory would break, so it is a short directory of its own under /tmp.
     run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mu-dc-")))
@@ -221,9 +238,19 @@ class LocalDovecot:
     def ca_file(self) -> Path:
         return self.root / "tls" / "cert.pem"
 
+    @property
+    def sasl_socket(self) -> Path:
+        """Dovecot's SASL socket for Postfix (``smtpd_sasl_type = dovecot``); with ``mta``."""
+        return self.run_dir / "auth-postfix"
+
     @classmethod
     def start(
-        cls, root: Path, *, master_password: str = "master-secret", auth_failure_delay: str = "0"
+        cls,
+        root: Path,
+        *,
+        master_password: str = "master-secret",
+        auth_failure_delay: str = "0",
+        mta: bool = False,
     ) -> LocalDovecot:
         if not Path(DOVECOT).exists():
             raise RuntimeError(
@@ -235,6 +262,10 @@ class LocalDovecot:
         server = cls(root, free_port(), free_port(), master_password, account)
         if Path(MANAGESIEVE).exists():
             server.sieve_port = free_port()
+        protocols = ["imap", "sieve"] if server.sieve_port else ["imap"]
+        if mta:
+            server.lmtp_port = free_port()
+            protocols.append("lmtp")
         make_self_signed(root / "tls")
         for sub in ("state", "mail"):
             (root / sub).mkdir(exist_ok=True)
@@ -251,9 +282,16 @@ class LocalDovecot:
                 uid=account.pw_uid,
                 gid=account.pw_gid,
                 auth_failure_delay=auth_failure_delay,
-                protocols="imap sieve" if server.sieve_port else "imap",
+                protocols=" ".join(protocols),
                 sieve_config=_SIEVE.format(sieve_port=server.sieve_port)
                 if server.sieve_port
+                else "",
+                mta_config=_MTA.format(
+                    lmtp_port=server.lmtp_port,
+                    # Postfix's smtpd connects as `postfix` (root only: Postfix needs root).
+                    sasl_user="postfix" if os.geteuid() == 0 else account.pw_name,
+                )
+                if mta
                 else "",
             )
         )

@@ -147,7 +147,6 @@ def read_mailbox(
     try:
         with source.open(mailbox) as session:
             read = read_session(session, source.name, mailbox, start, scan)
-            forwards, not_read = read_forwards(session, mailbox, forwarding)
     except SourceError as exc:
         if exc.transient:
             raise
@@ -161,6 +160,8 @@ def read_mailbox(
                 account_refused=isinstance(exc, CredentialsRejected),
             )
         )
+    # After the IMAP logout: ManageSieve and Zimbra open connections of their own.
+    forwards, not_read = read_forwards(session, mailbox, forwarding)
     gone = renamed(start, read.folders)
     after = next_cursors(start, read.folders, read.tokens, gone)
     status = status_rows(source.name, mailbox, start, read, after, gone)

@@ -1,17 +1,15 @@
 """Server-side signals collected with the nightly run: the `logins` dataset.
 
 Each `[[logins]]` source writes `logins/night=N/<source>.parquet`. A log source keeps its
-read position in `_state/logs/<source>.json` ({night, before, after}), committed after the
-file is written, so re-running a night re-reads the same lines and a killed run loses none.
+read position in the state database beside the mailboxes' cursors (`DataDir.commit_log`:
+{night, before, after}), committed after the file is written, so re-running a night
+re-reads the same lines and a killed run loses none.
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import closing
-from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -29,59 +27,11 @@ from connectors.logins import (
 )
 from connectors.zimbra import read_audit_log
 from contract.datasets import LOGINS
-from contract.files import atomic_write
 from pipelines.config import LoginSourceConfig
 from pipelines.sources import OpenSource, build_source
-from pipelines.storage import LOG_STATES, DataDir, NightConflict
+from pipelines.storage import DataDir, LogState
 
 LOG_KINDS = ("dovecot-log", "zimbra-audit")  # read on from a cursor, night by night
-
-
-def _state_path(data: DataDir, name: str) -> Path:
-    return data.root / LOG_STATES / f"{name}.json"
-
-
-def _start_cursor(data: DataDir, name: str, night: str) -> LogCursor | None:
-    path = _state_path(data, name)
-    if not path.exists():
-        return None
-    state = json.loads(path.read_text())
-    if night < state["night"]:
-        raise NightConflict(
-            f"night {state['night']} is already read from {name}"
-            f" (if night {state['night']} was a mistake: mailusage forget-night {state['night']})"
-        )
-    if night == state["night"] and state.get("before_unknown"):  # restored by forget-night
-        raise NightConflict(
-            f"night {night} cannot be read again from {name}: forget-night kept the position "
-            "it ended at, not the one it started from; collect a later night"
-        )
-    raw = state["before"] if night == state["night"] else state["after"]
-    return LogCursor(**raw) if raw else None
-
-
-def _commit(
-    data: DataDir, name: str, night: str, before: LogCursor | None, after: LogCursor
-) -> None:
-    path = _state_path(data, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The night this one replaces, as forget-night would restore it (one night back).
-    previous = None
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old["night"] < night:
-            previous = {k: old.get(k) for k in ("night", "before", "before_unknown") if k in old}
-        else:
-            previous = old.get("previous")
-    text = json.dumps(
-        {
-            "night": night,
-            "before": asdict(before) if before else None,
-            "after": asdict(after),
-            "previous": previous,
-        }
-    )
-    atomic_write(path, text.encode("utf-8"))
 
 
 def read_source(
@@ -134,7 +84,9 @@ def collect_logins(
 ) -> int:
     """Read one login source for one night and write its rows; returns how many
     (``graph``: the night's open Graph source, for graph-signin)."""
-    before = _start_cursor(data, src.name, night) if src.kind in LOG_KINDS else None
+    before = None
+    if src.kind in LOG_KINDS and (state := data.log_state(src.name)) is not None:
+        before = state.start(src.name, night)  # NightConflict: a later night is read
     logins, after = read_source(src, before, graph)
     rows = sorted(
         {(x.mailbox, x.login_at, x.protocol, x.remote_addr, x.source) for x in logins},
@@ -145,5 +97,5 @@ def collect_logins(
     )
     data.write_table("logins", night, src.name, table)
     if after is not None:
-        _commit(data, src.name, night, before, after)
+        data.commit_log(src.name, LogState(night, before, after))
     return int(table.num_rows)

@@ -6,7 +6,8 @@
       forwarding/…/part-0.parquet, contacts/…/part-0.parquet
       runs/night=…/<run_id>.parquet, run_mailboxes/night=…/<run_id>.parquet
       logins/night=…/<source>.parquet                 (pipelines/signals.py)
-      _state/store.sqlite                             cursors, folder index, files to publish
+      _state/store.sqlite                             cursors (mailboxes' and login logs'),
+                                                      folder index, files to publish
       _state/staging/<run_id>/                        a running night's staged rows
 
 A night is written in four steps, so that a kill at any point loses and duplicates nothing:
@@ -42,13 +43,14 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors.base import FolderCursor, Message
+from connectors.logins import LogCursor
 from contract.datasets import (
     CONTACTS,
     FORWARDING,
@@ -66,7 +68,9 @@ NIGHT_DATASETS: dict[str, tuple[pa.Schema, str]] = {
     "contacts": (CONTACTS, "all"),
 }
 ROW_GROUP = 65_536  # rows per row group: small enough for sent_date statistics to skip
-LOG_STATES = "_state/logs"  # a log source's read position: <source>.json (pipelines/signals)
+# Where releases before the one cursor store kept a log source's read position
+# (<source>.json); migrated into the state database on first use, then removed.
+OLD_LOG_STATES = "_state/logs"
 LAYOUT = "2"  # one file per dataset per night (1: one file per mailbox per night)
 
 
@@ -178,6 +182,60 @@ class MailboxState:
 
 
 @dataclass
+class LogState:
+    """The commit record of one login log source (pipelines/signals): which night, and
+    where reading started and stopped.
+
+    ``before`` is None for the night that read the log from its start; ``before_unknown``
+    marks a record that `forget-night` restored without that night's own start (kept no
+    longer): that night is then not read again, later nights are.
+    """
+
+    night: str
+    before: LogCursor | None
+    after: LogCursor | None
+    before_unknown: bool = False
+
+    def to_json(self) -> str:
+        def cursor(c: LogCursor | None) -> dict[str, Any] | None:
+            return None if c is None else {"inode": c.inode, "offset": c.offset, "head": c.head}
+
+        raw: dict[str, Any] = {
+            "night": self.night, "before": cursor(self.before), "after": cursor(self.after),
+        }  # fmt: skip
+        if self.before_unknown:
+            raw["before_unknown"] = True
+        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> LogState:
+        raw = json.loads(text)
+        return cls(
+            raw["night"],
+            LogCursor(**raw["before"]) if raw.get("before") else None,
+            LogCursor(**raw["after"]) if raw.get("after") else None,
+            bool(raw.get("before_unknown")),
+        )
+
+    def start(self, source: str, night: str) -> LogCursor | None:
+        """Where reading ``night`` starts: re-reading the night last committed starts where
+        that night started (the same lines again), a later night where it stopped."""
+        if night < self.night:
+            raise NightConflict(
+                f"night {self.night} is already read from {source}"
+                f" (if night {self.night} was a mistake: mailusage forget-night {self.night})"
+            )
+        if night > self.night:
+            return self.after
+        if self.before_unknown:
+            raise NightConflict(
+                f"night {night} cannot be read again from {source}: forget-night kept the "
+                "position it ended at, not the one it started from; collect a later night"
+            )
+        return self.before
+
+
+@dataclass
 class MailboxRows:
     """One mailbox's rows of tonight, staged only once the whole mailbox was read."""
 
@@ -207,8 +265,8 @@ class ForgetPlan:
     night: str
     # mailbox -> the commit record it goes back to (None: it had no night before)
     restore: dict[str, MailboxState | None] = field(default_factory=dict)
-    # log source -> its read position's state file as it goes back (None: removed)
-    logs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # log source -> the commit record it goes back to (None: it had no night before)
+    logs: dict[str, LogState | None] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     # mailbox or logins:<source> -> the later night committed after this one
     later: dict[str, str] = field(default_factory=dict)
@@ -252,8 +310,14 @@ create table if not exists publish (
 create table if not exists cursor_history (
     mailbox text not null, night text not null, state text not null,
     primary key (mailbox, night));
+create table if not exists log_cursors (
+    source text primary key, night text not null, state text not null);
+create table if not exists log_cursor_history (
+    source text not null, night text not null, state text not null,
+    primary key (source, night));
 """
-# Nights of commit records kept in cursor_history: what `forget-night` restores from.
+# Nights of commit records kept in cursor_history and log_cursor_history: what
+# `forget-night` restores from.
 HISTORY_NIGHTS = 14
 
 
@@ -346,6 +410,62 @@ class DataDir:
             row = con.execute("select state from cursors where mailbox = ?", (mailbox,)).fetchone()
         return MailboxState.from_json(row[0]) if row else None
 
+    # -- login log sources' read positions ---------------------------------------------------
+
+    def log_states(self) -> dict[str, LogState]:
+        """Every login log source's commit record."""
+        self._migrate_log_files()
+        with self.db() as con:
+            rows = con.execute("select source, state from log_cursors").fetchall()
+        return {name: LogState.from_json(s) for name, s in rows}
+
+    def log_state(self, source: str) -> LogState | None:
+        self._migrate_log_files()
+        with self.db() as con:
+            row = con.execute(
+                "select state from log_cursors where source = ?", (source,)
+            ).fetchone()
+        return LogState.from_json(row[0]) if row else None
+
+    def commit_log(self, source: str, state: LogState) -> None:
+        """Commit a log source's night (after its file is written): its record and the
+        history forget-night restores from, in one transaction."""
+        self._migrate_log_files()
+        record = (source, state.night, state.to_json())
+        with self.db() as con, con:
+            con.execute("insert or replace into log_cursors values (?, ?, ?)", record)
+            _keep_history(con, [record], "log_cursor_history")
+
+    def _migrate_log_files(self) -> None:
+        """Move the JSON read positions of releases before the one store into it.
+
+        Each ``_state/logs/<source>.json`` ({night, before, after, previous}) becomes its
+        commit record, and ``previous`` (the night it replaced, as forget-night restores
+        it) a history record ending where the current night started. One transaction,
+        then the files go; killed between, the next use imports the same records again.
+        """
+        old = self.root / OLD_LOG_STATES
+        paths = sorted(old.glob("*.json")) if old.is_dir() else []
+        if not paths:
+            return
+        records, history = [], []
+        for path in paths:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            state = LogState.from_json(json.dumps(raw))
+            records.append((path.stem, state.night, state.to_json()))
+            history.append(records[-1])
+            previous = raw.get("previous")
+            if previous:
+                earlier = LogState.from_json(json.dumps({**previous, "after": raw["before"]}))
+                history.append((path.stem, earlier.night, earlier.to_json()))
+        with self.db() as con, con:
+            con.executemany("insert or replace into log_cursors values (?, ?, ?)", records)
+            con.executemany("insert or replace into log_cursor_history values (?, ?, ?)", history)
+        for path in paths:
+            path.unlink()
+        with suppress(OSError):
+            old.rmdir()
+
     # -- recovery --------------------------------------------------------------------------
 
     def recover(self, night: str | None = None) -> None:
@@ -412,24 +532,26 @@ class DataDir:
                 assert before is not None
                 plan.restore[mailbox] = MailboxState(found.get(mailbox, ""), None, before)
             plan.unknown_start = unknown
-        for path in sorted((self.root / LOG_STATES).glob("*.json")):
-            state = json.loads(path.read_text(encoding="utf-8"))
-            name = path.stem
-            if state["night"] > night and self.night_file("logins", night, name).exists():
-                plan.later[f"logins:{name}"] = state["night"]
-            if state["night"] != night:
-                continue
-            earlier = state.get("previous")
-            if earlier is not None:
-                plan.logs[name] = {**earlier, "after": state["before"]}
-            elif state["before"] is None:
-                plan.logs[name] = None
-            else:
-                last = self._last_log_night(name, night)
-                plan.logs[name] = {
-                    "night": last, "before": None, "before_unknown": True,
-                    "after": state["before"],
-                }  # fmt: skip
+        logs = self.log_states()
+        with self.db() as con:
+            for name, log in sorted(logs.items()):
+                if log.night > night and self.night_file("logins", night, name).exists():
+                    plan.later[f"logins:{name}"] = log.night
+                if log.night != night:
+                    continue
+                row = con.execute(
+                    "select state from log_cursor_history where source = ? and night < ? "
+                    "order by night desc limit 1",
+                    (name, night),
+                ).fetchone()
+                earlier_log = LogState.from_json(row[0]) if row else None
+                if earlier_log is not None and earlier_log.after == log.before:
+                    plan.logs[name] = earlier_log
+                elif log.before is None:  # the night read the log from its start
+                    plan.logs[name] = None
+                else:
+                    last = self._last_log_night(name, night)
+                    plan.logs[name] = LogState(last, None, log.before, before_unknown=True)
         return plan
 
     def _last_nights(self, dataset: str, night: str, mailboxes: set[str]) -> dict[str, str]:
@@ -455,19 +577,12 @@ class DataDir:
         return max((n for n in nights if n < night), default="")
 
     def forget(self, plan: ForgetPlan) -> None:
-        """Apply a plan (under the collect lock): log cursors first, then one SQLite
-        transaction restores the commit records, drops the night's folder index and lists
-        its files for deletion, which are then removed. Killed half-way, running it again
-        finishes it (a restored mailbox is no longer on the forgotten night)."""
+        """Apply a plan (under the collect lock): one SQLite transaction restores the
+        commit records of mailboxes and login logs, drops the night's folder index and
+        history and lists its files for deletion, which are then removed. Killed half-way,
+        running it again finishes it (nothing restored is on the forgotten night)."""
         if plan.refusal():
             raise NightConflict(plan.refusal())
-        for name, log in plan.logs.items():
-            path = self.root / LOG_STATES / f"{name}.json"
-            if log is None:
-                path.unlink(missing_ok=True)
-                continue
-            with atomic_path(path) as tmp:
-                tmp.write_text(json.dumps(log), encoding="utf-8")
         pending = [(None, str(p.relative_to(self.root))) for p in plan.files]
         with self.db() as con:
             with con:
@@ -481,6 +596,15 @@ class DataDir:
                         )
                 con.execute("delete from folder_nights where night = ?", (plan.night,))
                 con.execute("delete from cursor_history where night = ?", (plan.night,))
+                for name, log in plan.logs.items():
+                    if log is None:
+                        con.execute("delete from log_cursors where source = ?", (name,))
+                    else:
+                        con.execute(
+                            "insert or replace into log_cursors values (?, ?, ?)",
+                            (name, log.night, log.to_json()),
+                        )
+                con.execute("delete from log_cursor_history where night = ?", (plan.night,))
                 con.executemany("insert into publish (staged, target) values (?, ?)", pending)
             _publish(self.root, pending)
             with con:
@@ -649,7 +773,7 @@ class NightWriter:
                 _commit_index(db, collected, self.night)
                 records = [(c.mailbox, c.state.night, c.state.to_json()) for c in collected]
                 db.executemany("insert or replace into cursors values (?, ?, ?)", records)
-                _keep_history(db, records)
+                _keep_history(db, records, "cursor_history")
                 db.execute("insert or replace into meta values ('layout', ?)", (LAYOUT,))
                 db.executemany("insert into publish (staged, target) values (?, ?)", built)
             self.committed = True
@@ -756,12 +880,16 @@ def _rewrites(
     return out
 
 
-def _keep_history(db: sqlite3.Connection, records: list[tuple[str, str, str]]) -> None:
+def _keep_history(
+    db: sqlite3.Connection,
+    records: list[tuple[str, str, str]],
+    table: Literal["cursor_history", "log_cursor_history"],
+) -> None:
     """Keep tonight's commit records, and those of the last HISTORY_NIGHTS nights only."""
-    db.executemany("insert or replace into cursor_history values (?, ?, ?)", records)
+    db.executemany(f"insert or replace into {table} values (?, ?, ?)", records)
     db.execute(
-        "delete from cursor_history where night < (select night from (select distinct night "
-        "from cursor_history order by night desc limit 1 offset ?))",
+        f"delete from {table} where night < (select night from (select distinct night "
+        f"from {table} order by night desc limit 1 offset ?))",
         (HISTORY_NIGHTS - 1,),
     )
 

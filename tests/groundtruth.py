@@ -1,7 +1,10 @@
-"""Seeding helpers and a ground truth computed from the seeded files themselves.
+"""Seeding helpers and the one ground truth of the tests: what the seeded Maildir holds.
 
-The truth reads the Maildir files with the standard library's `email` parser and the
-filesystem — nothing of connectors/ — so a bug in our parser cannot hide in both.
+The truth reads the Maildir files with the standard library's `email` parser, the
+filesystem and Dovecot's own ``dovecot-uidlist`` (each folder's UIDVALIDITY and every
+file's UID) — nothing of connectors/ — so a bug in our parser cannot hide in both.
+:func:`maildir_messages` is that reader; :func:`truth` (the integration tests) and
+tests/faults/world.py (the fault suite) and test_corpus.py each take their columns of it.
 """
 
 from __future__ import annotations
@@ -11,14 +14,105 @@ import email.policy
 import os
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
+
+from imapclient.imap_utf7 import decode as decode_utf7
 
 from mailusage.devserver import LocalDovecot
 from mailusage.synth import make_message
 
 BASE = 1_793_500_000  # 2026-11-01 ~ ICT
+
+
+@dataclass(frozen=True)
+class MaildirMessage:
+    """One message file as the standard library reads it."""
+
+    folder: str  # the IMAP name: "INBOX", "Sent", "Dự án"
+    uidvalidity: int | None  # None until Dovecot has listed the folder (dovecot-uidlist)
+    uid: int | None  # None until Dovecot has given the file a UID
+    size: int  # RFC822.SIZE: the bytes with CRLF line ends (as Dovecot's W= and IMAP count)
+    internal_date: int  # the file's mtime: INTERNALDATE (epoch seconds)
+    sent_date: int | None  # the Date header; None when absent or unreadable
+    seen: bool  # the Maildir S flag
+    message_id: str | None  # the Message-ID header, stripped; None when absent or empty
+    from_addr: str | None  # the first From address, lower-cased
+    to_addrs: tuple[str, ...]  # every address of every To: field (real mail repeats it)
+    cc_addrs: tuple[str, ...]
+
+
+def maildir_messages(
+    server: LocalDovecot, mailbox: str, folders: Iterable[str] | None = None
+) -> list[MaildirMessage]:
+    """Every message file of ``folders`` (default: every folder of the Maildir), in folder
+    order, then file name order."""
+    maildir = server.home(mailbox) / "Maildir"
+    if folders is None:
+        where = _folder_dirs(maildir)
+    else:
+        where = [(f, server.folder_dir(mailbox, f)) for f in folders]
+    rows = []
+    for folder, path in where:
+        uidvalidity, uids = _uidlist(path)
+        for file in sorted((path / "cur").iterdir()):
+            base, _, flags = file.name.partition(":2,")
+            raw = file.read_bytes()
+            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+            try:
+                date = msg["Date"]
+                sent = int(parsedate_to_datetime(str(date)).timestamp()) if date else None
+            except (TypeError, ValueError, IndexError, OverflowError):  # damaged real mail
+                sent = None
+            froms = _addrs([msg["From"] or ""])
+            rows.append(
+                MaildirMessage(
+                    folder,
+                    uidvalidity,
+                    uids.get(base),
+                    len(raw) + raw.count(b"\n") - raw.count(b"\r\n"),
+                    int(os.stat(file).st_mtime),
+                    sent,
+                    "S" in flags,
+                    str(msg["Message-ID"] or "").strip() or None,
+                    froms[0] if froms else None,
+                    _addrs(msg.get_all("To", [])),
+                    _addrs(msg.get_all("Cc", [])),
+                )
+            )
+    return rows
+
+
+def _uidlist(folder_dir: Path) -> tuple[int | None, dict[str, int]]:
+    """A folder's UIDVALIDITY and the UID of each file (by its base name), from Dovecot's
+    ``dovecot-uidlist`` (format 3: a header ``3 V<uidvalidity> N<next>``, then
+    ``<uid> [extensions] :<base name>`` per file)."""
+    path = folder_dir / "dovecot-uidlist"
+    if not path.exists():
+        return None, {}
+    lines = path.read_text().splitlines()
+    uidvalidity = next(int(f[1:]) for f in lines[0].split() if f.startswith("V"))
+    uids = {}
+    for line in lines[1:]:
+        head, _, base = line.partition(":")
+        uids[base] = int(head.split()[0])
+    return uidvalidity, uids
+
+
+def _folder_dirs(maildir: Path) -> list[tuple[str, Path]]:
+    """(IMAP name, directory) of every Maildir++ folder: INBOX, then `.<mUTF-7 name>`."""
+    out = [("INBOX", maildir)]
+    for d in sorted(maildir.iterdir()):
+        if d.name.startswith(".") and (d / "cur").is_dir():
+            out.append((decode_utf7(d.name[1:].encode()).replace(".", "/"), d))
+    return out
+
+
+def _addrs(values: list[object]) -> tuple[str, ...]:
+    """Every address of every occurrence of a field, lower-cased."""
+    return tuple(a.lower() for _, a in getaddresses([str(v) for v in values]) if a)
 
 
 @dataclass(frozen=True)
@@ -34,33 +128,21 @@ class TruthRow:
 
 
 def truth(server: LocalDovecot, mailbox: str, folders: list[str]) -> list[TruthRow]:
-    rows = []
-    for folder in folders:
-        cur = server.folder_dir(mailbox, folder) / "cur"
-        for path in sorted(cur.iterdir()):
-            raw = path.read_bytes()
-            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-            mtime = int(os.stat(path).st_mtime)
-            try:
-                sent = int(parsedate_to_datetime(msg["Date"]).timestamp()) if msg["Date"] else None
-            except (TypeError, ValueError):
-                sent = None
-            froms = [a.lower() for _, a in getaddresses([str(msg["From"] or "")]) if a]
-            # every To: field, as the collector reads them (real mail repeats the field)
-            tos = tuple(a.lower() for _, a in getaddresses(msg.get_all("To", [])) if a)
-            rows.append(
-                TruthRow(
-                    folder,
-                    len(raw),
-                    mtime,
-                    sent if sent is not None else mtime,
-                    path.name.endswith("S"),
-                    (msg["Message-ID"] or "").strip() or None,
-                    froms[0] if froms else None,
-                    tos,
-                )
-            )
-    return rows
+    """The columns the integration tests compare, of :func:`maildir_messages`: a message
+    without a readable Date is dated by its INTERNALDATE, as the collector dates it."""
+    return [
+        TruthRow(
+            m.folder,
+            m.size,
+            m.internal_date,
+            m.sent_date if m.sent_date is not None else m.internal_date,
+            m.seen,
+            m.message_id,
+            m.from_addr,
+            m.to_addrs,
+        )
+        for m in maildir_messages(server, mailbox, folders)
+    ]
 
 
 def per_folder(rows: list[TruthRow]) -> dict[str, tuple[int, int, int, int]]:

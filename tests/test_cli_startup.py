@@ -79,11 +79,18 @@ def test_an_evaluation_without_a_prefect_api_never_imports_prefect(tmp_path, age
     code = (
         "import sys\nfrom mailusage.cli import main\n"
         f"rc = main(['evaluate', '--config', {str(agency)!r}, '--month', '2026-11'])\n"
-        f"{PREFECT_LOADED}\nsys.exit(rc)"
+        f"{PREFECT_LOADED}\n"
+        "print('WEASYPRINT', 'weasyprint' in sys.modules)\n"
+        "import os\nprint('EPOCH', os.environ.get('SOURCE_DATE_EPOCH'))\n"
+        "sys.exit(rc)"
     )
     run = _python(code, _env(tmp_path, MU_STARTUP_SECRET="unused"), tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "PREFECT False" in run.stdout
+    # report.pdf is laid out in a child process (analytics/pdf.py): WeasyPrint's import
+    # and SOURCE_DATE_EPOCH stay out of the evaluating process
+    assert "WEASYPRINT False" in run.stdout
+    assert "EPOCH None" in run.stdout
     for name in OUTPUT_FILES:  # and it did the whole evaluation
         assert (agency.parent / "reports" / "2026-11" / name).exists(), name
 

@@ -3,27 +3,24 @@ it directly or through a FaultProxy, and the truth about what a night must store
 
 The truth is read from the seeded Maildir files and Dovecot's own ``dovecot-uidlist``
 (which holds each folder's UIDVALIDITY and every file's UID) with the standard library's
-``email`` parser — nothing of connectors/ or pipelines/.
+``email`` parser — nothing of connectors/ or pipelines/ — by the tests' one truth reader,
+tests/groundtruth.py's ``maildir_messages``.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
-import os
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
-from imapclient.imap_utf7 import decode as decode_utf7
 
 from mailusage.devserver import MASTER_USER, LocalDovecot
 from mailusage.synth import make_message
 from pipelines.collect import RunSummary, run_collection
+from tests.groundtruth import maildir_messages
 
 DOMAIN = "faults.gov.vn"
 FOLDERS = ("INBOX", "Sent", "Dự án")
@@ -98,60 +95,32 @@ def add_mailboxes(server: LocalDovecot, names: Iterable[str]) -> list[str]:
 # -- the truth ------------------------------------------------------------------------------
 
 
-def _uidlist(folder_dir: Path) -> tuple[int, dict[str, int]]:
-    lines = (folder_dir / "dovecot-uidlist").read_text().splitlines()
-    uidvalidity = next(int(f[1:]) for f in lines[0].split() if f.startswith("V"))
-    uids = {}
-    for line in lines[1:]:
-        head, _, base = line.partition(":")
-        uids[base] = int(head.split()[0])
-    return uidvalidity, uids
-
-
-def _folder_dirs(maildir: Path) -> list[tuple[str, Path]]:
-    """(IMAP name, directory) of every Maildir++ folder: INBOX, then `.<mUTF-7 name>`."""
-    out = [("INBOX", maildir)]
-    for d in sorted(maildir.iterdir()):
-        if d.name.startswith(".") and (d / "cur").is_dir():
-            out.append((decode_utf7(d.name[1:].encode()).replace(".", "/"), d))
-    return out
-
-
 def truth(server: LocalDovecot, mailboxes: Iterable[str]) -> set[tuple[Any, ...]]:
-    """TRUTH_COLUMNS of every message now on the server (after Dovecot has seen it)."""
+    """TRUTH_COLUMNS of every message now on the server (after Dovecot has seen it), read
+    by the tests' one truth reader (tests/groundtruth.py)."""
     rows = set()
     for mbx in mailboxes:
-        for folder, path in _folder_dirs(server.home(mbx) / "Maildir"):
-            uidvalidity, uids = _uidlist(path)
-            for file in sorted((path / "cur").iterdir()):
-                base, _, flags = file.name.partition(":2,")
-                raw = file.read_bytes()
-                msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-                internal = int(os.stat(file).st_mtime)
-                sent = int(parsedate_to_datetime(msg["Date"]).timestamp())
-                froms = [a.lower() for _, a in getaddresses([str(msg["From"])]) if a]
-                rows.add(
-                    (
-                        mbx,
-                        folder,
-                        uidvalidity,
-                        uids[base],
-                        internal,
-                        sent,
-                        len(raw),
-                        "S" in flags,
-                        froms[0],
-                        _addrs(msg.get_all("To", [])),
-                        _addrs(msg.get_all("Cc", [])),
-                        msg["Message-ID"].strip(),
-                    )
+        for m in maildir_messages(server, mbx):
+            # every seeded message has a UID by now, and a Date, From and Message-ID
+            assert m.uid is not None and m.sent_date is not None, (mbx, m)
+            assert m.from_addr is not None and m.message_id is not None, (mbx, m)
+            rows.add(
+                (
+                    mbx,
+                    m.folder,
+                    m.uidvalidity,
+                    m.uid,
+                    m.internal_date,
+                    m.sent_date,
+                    m.size,
+                    m.seen,
+                    m.from_addr,
+                    m.to_addrs,
+                    m.cc_addrs,
+                    m.message_id,
                 )
+            )
     return rows
-
-
-def _addrs(values: list[Any]) -> tuple[str, ...]:
-    """Every address of every occurrence of a field (real mail repeats To: and Cc:)."""
-    return tuple(a.lower() for _, a in getaddresses([str(v) for v in values]) if a)
 
 
 # -- configs and runs -----------------------------------------------------------------------

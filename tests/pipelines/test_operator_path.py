@@ -11,8 +11,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
+from connectors.logins import LogCursor
 from mailusage.cli import main
 from mailusage.devserver import LocalDovecot
 from mailusage.doctor import run_doctor
@@ -54,9 +56,30 @@ def snapshot(root: Path) -> dict[str, object]:
             ).fetchall()
             out[str(path.relative_to(root))] = rows
     with sqlite3.connect(root / "_state" / "store.sqlite") as con:
-        for table in ("cursors", "folder_nights", "cursor_history"):
+        for table in (
+            "cursors", "folder_nights", "cursor_history", "log_cursors", "log_cursor_history",
+        ):  # fmt: skip
             out[table] = con.execute(f"select * from {table} order by 1, 2").fetchall()
     return out
+
+
+def log_logins(log: Path, day: int, users: list[str]) -> None:
+    """Append a Dovecot log line per login (one [[logins]] log source both stores read)."""
+    with log.open("a") as fh:
+        for i, user in enumerate(users):
+            fh.write(
+                f"Nov {day} 08:{i:02d}:00 imap-login: Info: Login: user=<{user}>, "
+                f"method=PLAIN, rip=10.0.0.{i + 7}, lip=10.0.0.1, TLS\n"
+            )
+
+
+LOG_SOURCE = """
+[[logins]]
+name = "log"
+kind = "dovecot-log"
+path = "{path}"
+timezone = "UTC"
+"""
 
 
 def roster(people: list[str]) -> str:
@@ -92,7 +115,8 @@ def test_forget_night_then_recollect_is_the_store_that_never_made_the_mistake(
 ):
     """Two stores over the same mailboxes, collected at the same moments: one night by
     night, the other with a mistaken later night in between, skipped behind it, then
-    forgotten and the skipped night collected again. The data must be the same."""
+    forgotten and the skipped night collected again. The data must be the same — the
+    login log's files and read positions included."""
     monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     a, b, c = (f"forget.{x}@danang.gov.vn" for x in "abc")
@@ -101,8 +125,11 @@ def test_forget_night_then_recollect_is_the_store_that_never_made_the_mistake(
     seed_regular(dovecot, c, 5, seed=313)
     (tmp_path / "ref").mkdir()
     (tmp_path / "bad").mkdir()
-    ref = write_setup(tmp_path / "ref", dovecot, roster([a, b]))
-    bad = write_setup(tmp_path / "bad", dovecot, roster([a, b]))
+    log = tmp_path / "dovecot.log"
+    log_logins(log, 1, [a, b])
+    extra = LOG_SOURCE.format(path=log)
+    ref = write_setup(tmp_path / "ref", dovecot, roster([a, b]), extra=extra)
+    bad = write_setup(tmp_path / "bad", dovecot, roster([a, b]), extra=extra)
 
     def both(night: str) -> None:
         for cfg in (ref, bad):
@@ -110,8 +137,10 @@ def test_forget_night_then_recollect_is_the_store_that_never_made_the_mistake(
 
     both("2026-11-01")
     add_messages(dovecot, a, "INBOX", 3, "f-n2")
+    log_logins(log, 2, [a])
     both("2026-11-02")
     add_messages(dovecot, b, "INBOX", 2, "f-n3")
+    log_logins(log, 3, [b, a])
     # c joins the roster; the mistaken store collects 30 Nov instead of 3 Nov: c's first
     # night is the mistaken one
     for cfg in (ref, bad):
@@ -124,15 +153,19 @@ def test_forget_night_then_recollect_is_the_store_that_never_made_the_mistake(
     assert main(["collect", "--config", bad, "--date", "2026-11-03", "--quiet"]) == 1
     out, err = capsys.readouterr()
     assert "ok 0, failed 0, skipped 3" in out
+    assert "login sources: ok 0, skipped 1 of 1" in out
     assert "night 2026-11-30 is already committed" in err
     assert "mailusage forget-night 2026-11-30" in err
+    assert "4 skipped" in err  # the login log is held back by the same night
 
     bad_root = tmp_path / "bad" / "data"
     # Not the latest night of its mailboxes: refused, nothing changed.
     before = files(bad_root)
     assert main(["forget-night", "--config", bad, "2026-11-02"]) == 2
-    err = capsys.readouterr().err
-    assert "night 2026-11-02 is not the latest committed night of 2 mailbox(es)" in err
+    err = " ".join(capsys.readouterr().err.split())  # as one line, however the console wraps
+    # 2 mailboxes and the login log (whose later night counts among them)
+    assert "night 2026-11-02 is not the latest committed night of 3 mailbox(es)" in err
+    assert "logins:log (2026-11-30)" in err
     assert "forget the later night(s) first" in err and "2026-11-30" in err
     assert files(bad_root) == before
     # --dry-run lists what it would do and changes nothing.
@@ -141,6 +174,7 @@ def test_forget_night_then_recollect_is_the_store_that_never_made_the_mistake(
     assert "messages/night=2026-11-30/part-0.parquet" in out
     assert "restore the cursors of 3 mailbox(es)" in out
     assert "2 mailbox(es) to 2026-11-02" in out and "1 mailbox(es) to no night" in out
+    assert "logins:log: read position back to night 2026-11-02" in out
     assert "dry run: nothing was changed" in out
     assert files(bad_root) == before
     assert main(["forget-night", "--config", bad, "2026-11-30"]) == 0
@@ -151,9 +185,15 @@ def test_forget_night_then_recollect_is_the_store_that_never_made_the_mistake(
 
     both("2026-11-03")
     add_messages(dovecot, c, "INBOX", 2, "f-n4")
+    log_logins(log, 4, [c])
     both("2026-11-04")
     got, want = snapshot(bad_root), snapshot(tmp_path / "ref" / "data")
     assert got.keys() == want.keys()
+    # the login log was read once over, its read positions and their history the same
+    assert [len(want[f"logins/night=2026-11-0{d}/log.parquet"]) for d in (1, 2, 3, 4)] == [
+        2, 1, 2, 1,
+    ]  # fmt: skip
+    assert len(want["log_cursors"]) == 1 and len(want["log_cursor_history"]) == 4
     for key in want:
         assert got[key] == want[key], key
     # and the messages are those the server holds, each once
@@ -198,27 +238,113 @@ def test_forget_night_on_a_store_without_cursor_history(dovecot, tmp_path, monke
 
 def test_forget_night_restores_a_log_sources_read_position(tmp_path):
     """A [[logins]] log's read position goes back to where the forgotten night started,
-    and the night before keeps its own start (the state signals.py commits)."""
-    from connectors.logins import LogCursor
-    from pipelines.signals import _commit, _start_cursor
+    and the night before keeps its own start (the record signals.py commits)."""
+    from pipelines.storage import LogState
 
     data = DataDir(tmp_path)
-    _commit(data, "log", "2026-11-01", None, LogCursor(7, 100))
-    _commit(data, "log", "2026-11-02", LogCursor(7, 100), LogCursor(7, 250))
-    path = tmp_path / "_state" / "logs" / "log.json"
-    night2 = json.loads(path.read_text())
-    _commit(data, "log", "2026-11-30", LogCursor(7, 250), LogCursor(7, 900))
+    data.commit_log("log", LogState("2026-11-01", None, LogCursor(7, 100)))
+    data.commit_log("log", LogState("2026-11-02", LogCursor(7, 100), LogCursor(7, 250)))
+    night2 = data.log_state("log")
+    data.commit_log("log", LogState("2026-11-30", LogCursor(7, 250), LogCursor(7, 900)))
     data.write_table("logins", "2026-11-30", "log", _empty_logins())
     plan = data.plan_forget("2026-11-30")
     assert plan.refusal() == ""
     data.forget(plan)
-    restored = json.loads(path.read_text())
-    assert {k: restored[k] for k in ("night", "before", "after")} == {
-        k: night2[k] for k in ("night", "before", "after")
-    }
-    assert _start_cursor(data, "log", "2026-11-03") == LogCursor(7, 250)
-    assert _start_cursor(data, "log", "2026-11-02") == LogCursor(7, 100)
+    restored = data.log_state("log")
+    assert restored is not None and night2 is not None
+    assert (restored.night, restored.before, restored.after) == (
+        night2.night, night2.before, night2.after,
+    )  # fmt: skip
+    assert restored.start("log", "2026-11-03") == LogCursor(7, 250)
+    assert restored.start("log", "2026-11-02") == LogCursor(7, 100)
     assert not (tmp_path / "logins" / "night=2026-11-30").exists()
+    # and the night before it can be forgotten in turn, back to the first night
+    data.forget(data.plan_forget("2026-11-02"))
+    first = data.log_state("log")
+    assert first is not None and (first.night, first.before, first.after) == (
+        "2026-11-01", None, LogCursor(7, 100),
+    )  # fmt: skip
+
+
+def test_json_log_positions_of_an_old_store_move_into_the_state_database(tmp_path):
+    """A data directory of a release that kept log positions as `_state/logs/<source>.json`
+    reads on exactly where it stopped — no line read twice, none lost — and forget-night
+    still finds the night before; the JSON files are gone after the first use."""
+    from pipelines.config import LoginSourceConfig
+    from pipelines.signals import collect_logins
+
+    log = tmp_path / "dovecot.log"
+    log_logins(log, 1, ["a@x.vn", "b@x.vn"])
+    first = log.stat().st_size
+    log_logins(log, 2, ["c@x.vn"])
+    second = log.stat().st_size
+    inode = log.stat().st_ino
+    old = tmp_path / "data" / "_state" / "logs"
+    old.mkdir(parents=True)
+    # exactly what signals.py wrote before the one store (nights 1 and 2 read)
+    (old / "mail1.json").write_text(
+        json.dumps(
+            {
+                "night": "2026-11-02",
+                "before": {"inode": inode, "offset": first, "head": None},
+                "after": {"inode": inode, "offset": second, "head": None},
+                "previous": {"night": "2026-11-01", "before": None},
+            }
+        )
+    )
+    log_logins(log, 3, ["d@x.vn", "a@x.vn"])
+    src = LoginSourceConfig("mail1", "dovecot-log", path=log, timezone="UTC")
+    data = DataDir(tmp_path / "data")
+    assert collect_logins(src, "2026-11-03", data) == 2  # the two new lines, only those
+    got = pq.read_table(data.night_file("logins", "2026-11-03", "mail1"))
+    assert sorted(got.column("mailbox").to_pylist()) == ["a@x.vn", "d@x.vn"]
+    assert not old.exists()
+    state = data.log_state("mail1")
+    assert state is not None and state.night == "2026-11-03"
+    assert state.before == LogCursor(inode, second) and state.after == LogCursor(
+        inode, log.stat().st_size
+    )
+    # the migrated history: forgetting night 3 then night 2 goes back to night 1's record
+    data.forget(data.plan_forget("2026-11-03"))
+    data.forget(data.plan_forget("2026-11-02"))
+    back = data.log_state("mail1")
+    assert back is not None
+    assert (back.night, back.before, back.after) == ("2026-11-01", None, LogCursor(inode, first))
+    # and night 2 read again starts where night 1 stopped: its line and the two after it
+    assert collect_logins(src, "2026-11-02", data) == 3
+    got = pq.read_table(data.night_file("logins", "2026-11-02", "mail1"))
+    assert sorted(got.column("mailbox").to_pylist()) == ["a@x.vn", "c@x.vn", "d@x.vn"]
+
+
+def test_a_migration_killed_before_the_json_files_went_is_finished_the_same(tmp_path):
+    """Killed between the transaction and removing the files, the next use imports the
+    same records again: the store ends as if the migration had run once."""
+    from pipelines.storage import LogState
+
+    old = tmp_path / "_state" / "logs"
+    old.mkdir(parents=True)
+    text = json.dumps(
+        {
+            "night": "2026-11-02",
+            "before": {"inode": 7, "offset": 100, "head": None},
+            "after": {"inode": 7, "offset": 250, "head": "ab12"},
+            "previous": {"night": "2026-11-01", "before": None},
+        }
+    )
+    (old / "log.json").write_text(text)
+    data = DataDir(tmp_path)
+    once = data.log_state("log")
+    assert once == LogState("2026-11-02", LogCursor(7, 100), LogCursor(7, 250, "ab12"))
+    assert not old.exists()
+    with data.db() as con:
+        history = con.execute("select * from log_cursor_history order by night").fetchall()
+    assert [row[1] for row in history] == ["2026-11-01", "2026-11-02"]
+    old.mkdir()
+    (old / "log.json").write_text(text)  # as a kill before the unlink leaves it
+    assert data.log_state("log") == once and not old.exists()
+    with data.db() as con:
+        again = con.execute("select * from log_cursor_history order by night").fetchall()
+    assert again == history
 
 
 def _empty_logins():  # type: ignore[no-untyped-def]

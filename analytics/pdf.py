@@ -1,0 +1,151 @@
+"""report.pdf laid out in a process of its own, started when an evaluation starts.
+
+WeasyPrint is the slowest part of evaluating a small agency's month: its import alone
+takes ~0.36 s here and the layout as long again. A child process imports it on the
+second core while DuckDB computes the month in this one, then lays out the HTML while
+this process writes the CSVs and the workbook (benchmarks/README.md, "Start-up"). The
+child also keeps SOURCE_DATE_EPOCH, which makes the PDF's bytes reproducible, out of the
+evaluating process's environment.
+
+    with PdfRenderer() as pdf:        # the child starts importing WeasyPrint now
+        ...                           # the month's SQL, then the report's HTML
+        pdf.submit(html)              # laid out in the child ...
+        ...                           # ... while the CSVs and the workbook are written
+        data = pdf.result()           # b'%PDF-1.7\\n...'
+
+This module imports nothing but the standard library at its top: the child runs it
+(``python -m analytics.pdf``) and should spend its time on WeasyPrint alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+PDF_DATE = "2000-01-01T00:00:00Z"
+# fontTools stamps each embedded font subset with the time unless SOURCE_DATE_EPOCH (the
+# reproducible-builds convention) says otherwise: the same month gives the same bytes
+SOURCE_DATE_EPOCH = "946684800"  # 2000-01-01
+PDF_IDENTIFIER = b"mailusage-report"
+ERROR_TAIL = 2000  # characters of the child's stderr quoted in an error
+
+
+class PdfError(RuntimeError):
+    """report.pdf could not be laid out (the child's own error is in the message)."""
+
+
+def layout(html: str) -> bytes:
+    """The report as an A4 PDF, laid out by WeasyPrint from the same HTML (its print
+    styles, after Decree 30/2020 Appendix I: A4, margins 20/15/20/30 mm, Times New Roman
+    or its metric twin Liberation Serif at 13 pt, page numbers centred in the top margin
+    from page 2 on, table headers repeated on every page, no chart split across pages).
+    Fixed dates and identifier; run where SOURCE_DATE_EPOCH is set (the child), the same
+    HTML gives the same bytes."""
+    from weasyprint import HTML
+
+    document = HTML(string=html).render()
+    document.metadata.created = PDF_DATE
+    document.metadata.modified = PDF_DATE
+    return bytes(document.write_pdf(pdf_identifier=PDF_IDENTIFIER))
+
+
+class PdfRenderer:
+    """One child process that lays out one report; see the module's docstring."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="mailusage-pdf-")
+        self._html = Path(self._dir.name) / "report.html"
+        self._pdf = Path(self._dir.name) / "report.pdf"
+        env = dict(os.environ)
+        env["SOURCE_DATE_EPOCH"] = env.get("SOURCE_DATE_EPOCH") or SOURCE_DATE_EPOCH
+        # this checkout's packages, also when the parent found them through its cwd
+        here = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        self._child: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-P", "-m", "analytics.pdf"],  # -P: not the cwd first
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self._submitted = False
+
+    def submit(self, html: str) -> None:
+        """Hand the HTML to the child, which lays it out while the caller goes on."""
+        if self._child is None or self._submitted:
+            raise PdfError("a PdfRenderer lays out one report")
+        self._html.write_text(html, encoding="utf-8")
+        assert self._child.stdin is not None
+        self._child.stdin.write(f"{self._html}\t{self._pdf}\n".encode())
+        self._child.stdin.close()
+        self._submitted = True
+
+    def result(self) -> bytes:
+        """The PDF's bytes, once the child has written them."""
+        if self._child is None or not self._submitted:
+            raise PdfError("submit the report's HTML first")
+        child, self._child = self._child, None
+        assert child.stderr is not None
+        err = child.stderr.read()  # to its end: the child has exited or closed it
+        code = child.wait()
+        child.stderr.close()
+        if code != 0:
+            tail = err.decode("utf-8", "replace")[-ERROR_TAIL:]
+            raise PdfError(f"report.pdf could not be laid out (exit {code}):\n{tail}")
+        return self._pdf.read_bytes()
+
+    def render(self, html: str) -> bytes:
+        """submit and result in one: the PDF of ``html``."""
+        self.submit(html)
+        return self.result()
+
+    def close(self) -> None:
+        """End the child if it is still running (an evaluation that failed before its
+        report) and remove the temporary files."""
+        if self._child is not None:
+            child, self._child = self._child, None
+            child.kill()
+            child.wait()
+            for pipe in (child.stdin, child.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> PdfRenderer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def report_pdf(html: str) -> bytes:
+    """The PDF of one report's HTML, laid out in a child process (a caller that has
+    nothing to do meanwhile, e.g. a benchmark)."""
+    with PdfRenderer() as renderer:
+        return renderer.render(html)
+
+
+def _child() -> None:
+    """The child's side: import WeasyPrint at once, then lay out the file named on the
+    one line the parent writes (nothing written: the parent gave up)."""
+    import weasyprint  # noqa: F401  (the point: imported while the parent computes)
+
+    line = sys.stdin.readline().rstrip("\n")
+    if not line:
+        return
+    html_path, pdf_path = line.split("\t")
+    data = layout(Path(html_path).read_text(encoding="utf-8"))
+    Path(pdf_path).write_bytes(data)
+
+
+if __name__ == "__main__":
+    _child()
