@@ -26,12 +26,14 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from analytics.pdf import PdfRenderer
-from analytics.policy import Policy, Waiver, check_month, code_name, public_domains
-from analytics.queries import Workspace, days_in, month_nights, month_params, previous_month
+from analytics.policy import Policy, Waiver, check_month, code_name
+from analytics.queries import Workspace, month_nights, month_params
 from analytics.report import month_label, render_report
 from analytics.workbook import hr_workbook
+from contract.domains import public_domains
 from contract.files import atomic_write
 from contract.letterhead import Letterhead
+from contract.months import days_in, previous_month
 from contract.people import Person
 from contract.signals import Signals
 from contract.usage import RATED_CLASSES, regular_share
@@ -294,36 +296,23 @@ class EvaluationResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "y", "x", "có", "co"}
-
-
 def roster_table(
     people: Sequence[Person], signals: Callable[[Person], Signals | None] | None = None
 ) -> pa.Table:
     """The roster as the SQL sees it (bound as data, never as SQL text), with what each
     person's source measures: logins and forwarding are unknown without ``signals``."""
-    extra = [p.extra for p in people]
     measures = [signals(p) if signals else None for p in people]
-    starts = [x.get("start_date") or None for x in extra]
     columns = {
         "employee_id": [p.employee_id for p in people],
         "full_name": [p.full_name for p in people],
         "email": [p.email for p in people],
         "unit_code": [p.unit_code for p in people],
         "unit_name": [p.unit_name for p in people],
-        "is_unit_mailbox": [_truthy(x.get("is_unit_mailbox", "")) for x in extra],
-        "personal_emails": [
-            [a.strip().lower() for a in x.get("personal_email", "").split(";") if a.strip()]
-            for x in extra
-        ],
-        "on_leave": [_truthy(x.get("on_leave", "")) for x in extra],
-        "start_date": [date.fromisoformat(s) if s else None for s in starts],
-        "mailbox_issued": [
-            x.get("mailbox_issued", "yes").strip().lower()
-            not in {"no", "n", "0", "false", "không", "khong"}
-            for x in extra
-        ],
+        "is_unit_mailbox": [p.is_unit_mailbox for p in people],
+        "personal_emails": [list(p.personal_emails) for p in people],
+        "on_leave": [p.on_leave for p in people],
+        "start_date": [p.start_date for p in people],
+        "mailbox_issued": [p.mailbox_issued for p in people],
         "logins_measured": [bool(m and m.logins) for m in measures],
         "forwarding_measured": [bool(m and m.forwarding) for m in measures],
     }

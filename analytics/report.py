@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from analytics import charts
 from analytics.policy import code_name
-from analytics.queries import days_in, months_back, next_month
+from contract.months import days_in, months_back, next_month
 from contract.signals import SIGNAL_NAMES
 from contract.usage import is_rated, regular_share
 

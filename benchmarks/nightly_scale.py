@@ -280,9 +280,11 @@ def evaluate_floor(data: str, roster: str, month: str) -> dict[str, Any]:
     import pyarrow as pa
 
     from analytics.evaluate import roster_table
-    from analytics.policy import load_policy, public_domains
-    from analytics.queries import month_params, previous_month, sql
-    from pipelines.config import load_roster
+    from analytics.policy import load_policy
+    from analytics.queries import month_params, register_domain_lists, sql
+    from contract.domains import public_domains
+    from contract.months import previous_month
+    from contract.roster import load_roster
 
     policy = load_policy("lien-chieu-2014")
     con = duckdb.connect()
@@ -299,9 +301,12 @@ def evaluate_floor(data: str, roster: str, month: str) -> dict[str, Any]:
                 name, DATASETS[name].empty_table().append_column("night", pa.array([], pa.date32()))
             )
     con.register("roster", roster_table(load_roster(Path(roster))))
-    con.register("official_domains", pa.table({"domain": [DOMAIN]}))
-    con.register("public_domains", pa.table({"domain": sorted(set(public_domains([])))}))
-    con.register("registration_domains", pa.table({"domain": list(policy.registration_domains)}))
+    register_domain_lists(
+        con,
+        official=[DOMAIN],
+        public=public_domains(),
+        registration=policy.registration_domains,
+    )
     usage = {
         "regular_days": policy.regular_min_active_days,
         "occasional_days": policy.occasional_min_active_days,

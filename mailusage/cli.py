@@ -93,8 +93,9 @@ def _read_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    from contract.roster import RosterError, load_roster
     from pipelines.collect import collect, run_collection
-    from pipelines.config import ConfigError, RosterError, load_config, load_roster
+    from pipelines.config import ConfigError, load_config
     from pipelines.mailbox import MailboxOutcome
     from pipelines.night import (
         NightFailed,
@@ -284,7 +285,8 @@ def _month(value: str) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from analytics.evaluate import MonthNotCollected
     from analytics.policy import PolicyError
-    from pipelines.config import ConfigError, RosterError
+    from contract.roster import RosterError
+    from pipelines.config import ConfigError
 
     cfg = _read_config(args)
     if cfg is None:

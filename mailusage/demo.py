@@ -41,6 +41,7 @@ from imapclient import IMAPClient
 from rich.console import Console
 from rich.table import Table
 
+from contract.months import days_of, first_day, last_ended_month, month_of, months_back
 from mailusage.devgraph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 from mailusage.devserver import DOVEADM, MASTER_USER, LocalDovecot
 from mailusage.synth import make_docx, make_message, person_name
@@ -535,10 +536,9 @@ def demo_months(today: date, months: int) -> list[date]:
     >>> demo_months(date(2026, 12, 5), 3)
     [datetime.date(2026, 9, 1), datetime.date(2026, 10, 1), datetime.date(2026, 11, 1)]
     """
-    firsts = [today.replace(day=1)]
-    for _ in range(months):
-        firsts.insert(0, (firsts[0] - timedelta(days=1)).replace(day=1))
-    return firsts[:-1]
+    if months < 1:
+        return []
+    return [first_day(m) for m in months_back(last_ended_month(today), months)]
 
 
 def mailusage_command() -> str:
@@ -632,11 +632,10 @@ def run_demo(
     (root / DEMO_MARK).write_text("written by `mailusage demo`; replaced by the next one\n")
     firsts = demo_months(datetime.now(ICT).date(), months)
     month_days: list[list[date]] = []
-    for first in firsts:
-        end = (first + timedelta(days=31)).replace(day=1)
-        days = [first + timedelta(days=i) for i in range((end - first).days)]
+    month_names = [month_of(first) for first in firsts]
+    for month in month_names:
+        days = days_of(month)
         month_days.append(days[:nights] if nights is not None else days)
-    month_names = [first.strftime("%Y-%m") for first in firsts]
     rng = random.Random(2018)
     console.print(
         f"[bold]mailusage demo[/bold]: {staff} staff, "

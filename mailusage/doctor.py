@@ -19,13 +19,11 @@ from connectors.base import Check as Check  # one line of the report; re-exporte
 from connectors.base import Probe
 from connectors.logins import LogCursor, LoginSourceError
 from contract.people import Person
+from contract.roster import RosterError, RosterNotes, load_roster
 from pipelines.config import (
     Config,
     ConfigError,
-    RosterError,
-    RosterNotes,
     SourceConfig,
-    load_roster,
 )
 from pipelines.secrets import secret_problems
 from pipelines.signals import LOG_KINDS, read_source

@@ -303,7 +303,7 @@ def probe(cfg: Config, mailbox: str) -> ProbeResult:
     mailbox = mailbox.strip().lower()
     person = None
     try:
-        from pipelines.config import load_roster
+        from contract.roster import load_roster
 
         person = next(
             (p for p in load_roster(cfg.roster_path) if p.email == mailbox),

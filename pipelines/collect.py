@@ -27,7 +27,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from connectors.logins import LoginSourceError
-from pipelines.config import Config, LoginSourceConfig, load_config, load_roster
+from contract.roster import load_roster
+from pipelines.config import Config, LoginSourceConfig, load_config
 from pipelines.mailbox import Collection, MailboxOutcome
 from pipelines.migrate import migrate_if_old
 from pipelines.night import (

@@ -9,22 +9,22 @@ Prefect's import (~1 s here, ~2 s with the `analyst` extra: benchmarks/README.md
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
 
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
-from analytics.policy import load_policy, load_waivers
-from analytics.queries import month_params, previous_month
+from analytics.policy import check_month, load_policy, load_waivers
+from contract.months import days_in, has_begun, has_ended, last_ended_month, today_in
+from contract.roster import load_roster
 from contract.usage import regular_share
-from pipelines.config import Config, load_config, load_roster
+from pipelines.config import Config, load_config
 
 
 def last_month(tz: Any) -> str:
     """The month before the current one in the agency's zone: ``"2026-10"`` in November."""
-    return previous_month(datetime.now(tz).strftime("%Y-%m"))
+    return last_ended_month(today_in(tz))
 
 
 class MonthNotEnded(Exception):
@@ -42,15 +42,15 @@ def check_ended(cfg: Config, month: str | None, partial: bool = False) -> None:
     """
     if month is None:
         return  # last month: ended
-    today = datetime.now(cfg.tz).date()
-    current = today.strftime("%Y-%m")
-    if month > current:
+    check_month(month)  # a PolicyError, as the evaluation would raise
+    today = today_in(cfg.tz)
+    if not has_begun(month, today):
         raise MonthNotEnded(
             f"month {month} has not begun (today is {today} in {cfg.timezone}): nothing of "
             "it can have been collected; a night stored under it is a mistaken --date "
             "(mailusage forget-night, docs/operator-guide.md §5c)"
         )
-    if month == current and not partial:
+    if not has_ended(month, today) and not partial:
         raise MonthNotEnded(
             f"month {month} has not ended (today is {today} in {cfg.timezone}): its figures "
             "would be partial; add --partial to evaluate the days collected so far"
@@ -86,13 +86,12 @@ def run_evaluation(
     pm = result.person_month
     share = regular_share(rated(pm)["usage_class"].to_pylist())
     confidence = result.violations["confidence"]
-    bounds = month_params(month, cfg.timezone)
     return {
         "month": month,
         # days of the month with a collected night, against the days it has: a partial
         # month is said so wherever its figures are shown
         "days_collected": pc.max(pm["nights_collected"]).as_py() or 0,
-        "days": (bounds["next_day"] - bounds["first_day"]).days,
+        "days": days_in(month),
         "policy": inputs.policy.name,
         "people": len(result.hr_rows),
         "regular_share": None if share is None else round(share, 4),

@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from analytics.policy import load_policy, public_matcher
+from analytics.policy import load_policy
 from connectors.base import FolderCursor, ForwardingSource, MailboxSource, SourceError
 from contract.datasets import RUN_MAILBOXES, RUNS
+from contract.domains import public_matcher
 from contract.people import Person
 from pipelines.config import Config, ConfigError, LoginSourceConfig
 from pipelines.mailbox import Collection, ContactScan, MailboxOutcome, read_mailbox

@@ -223,3 +223,29 @@ def test_the_config_is_found_from_the_notebooks_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("MAILUSAGE_CONFIG", str(tmp_path / "nowhere.toml"))
     with pytest.raises(FileNotFoundError, match="MAILUSAGE_CONFIG names"):
         find_config(tmp_path / "notebooks")
+
+
+def test_the_notebook_loads_no_mail_library_and_no_prefect(config):
+    """The analyst's notebook opens the config and evaluates a month without importing a
+    mail protocol library or Prefect (each costs seconds and may be missing on an
+    analyst's machine)."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from analytics.notebook import Notebook\n"
+        f"nb = Notebook.open({str(config)!r})\n"
+        "nb.month(nb.latest_month())\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+    assert "analytics" in loaded  # the listing is real
+    assert not loaded & {"exchangelib", "prefect", "msal"}

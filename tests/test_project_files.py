@@ -41,6 +41,6 @@ def test_monthly_deployment_is_the_1st_at_0600_for_last_month():
 
 
 def test_previous_month_wraps_the_year():
-    from analytics.queries import previous_month
+    from contract.months import previous_month
 
     assert (previous_month("2026-01"), previous_month("2026-11")) == ("2025-12", "2026-10")

@@ -1,10 +1,11 @@
 -- One row per (message, counterpart address) in one month, with the address's domain class.
 -- The counterpart of a sent message is each To/Cc address; of a received one, its From.
--- Domains are classed by suffix: "hn.vnn.vn" is public through "vnn.vn",
--- "tc.danang.gov.vn" official through "danang.gov.vn"; official wins over public, and a
--- registration sender's domain (social networks, banks) is "other", never "public".
--- Inputs: messages, official_domains(domain), public_domains(domain),
--- registration_domains(domain). Parameters: $month_start, $month_end.
+-- Domains are classed by contract.domains' suffix rule, through the functions the loader
+-- registers (is_official_domain, is_public_domain, is_registration_domain): "hn.vnn.vn"
+-- is public through "vnn.vn", "tc.danang.gov.vn" official through "danang.gov.vn";
+-- official wins over public, and a registration sender's domain (social networks, banks)
+-- is "other", never "public". Each distinct domain is classed once.
+-- Inputs: messages. Parameters: $month_start, $month_end.
 with
 
 window_messages as (
@@ -32,31 +33,28 @@ domains as (
     where address like '%_@_%'
 ),
 
-suffixes as (
+listed as (
     select
         domain,
-        array_to_string(list_slice(string_split(domain, '.'), i, 64), '.') as suffix
-    from domains, range(1, 16) as t(i)
-    where i <= len(string_split(domain, '.'))
+        is_official_domain(domain) as official,
+        is_public_domain(domain) as public,
+        is_registration_domain(domain) as registration_sender
+    from domains
 ),
 
 classes as (
     select
-        s.domain,
+        domain,
         case
-            when bool_or(o.domain is not null) then 'official'
+            when official then 'official'
             -- services that send registration mail (facebookmail.com is on the free-mail
             -- list) are not anyone's mailbox: never "public" counterparts
-            when bool_or(g.domain is not null) then 'other'
-            when bool_or(p.domain is not null) then 'public'
+            when registration_sender then 'other'
+            when public then 'public'
             else 'other'
         end as domain_class,
-        bool_or(g.domain is not null) as registration_sender
-    from suffixes s
-    left join official_domains o on o.domain = s.suffix
-    left join public_domains p on p.domain = s.suffix
-    left join registration_domains g on g.domain = s.suffix
-    group by s.domain
+        registration_sender
+    from listed
 ),
 
 final as (

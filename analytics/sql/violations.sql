@@ -15,7 +15,7 @@
 -- seen_night: for a forwarding rule, the first collection night of the month it was seen on
 -- (null for message evidence, whose date is evidence_date).
 -- Inputs: roster, person_month, counterpart_addresses, forwarding, contacts (the last two
--- may be empty). Parameters: $month_start, $month_end, $first_day, $next_day, $mandatory_use,
+-- may be empty); the function is_public_domain(domain). Parameters: $month_start, $month_end, $first_day, $next_day, $mandatory_use,
 -- $suspected_min_mailboxes, $suspected_min_units.
 with
 
@@ -44,7 +44,6 @@ forwarding_targets as (
     select
         lower(f.mailbox) as mailbox,
         lower(f.target) as target,
-        string_split(lower(split_part(f.target, '@', 2)), '.') as labels,
         min(cast(f.night as date)) as seen_night
     from forwarding f
     -- a rule seen on a night covering the month (the night N run sees day N-1)
@@ -58,13 +57,8 @@ forwards as (
         null, null, null, null, f.target
     from forwarding_targets f
     join people p on p.mailbox = f.mailbox
-    where exists (
-        select 1 from public_domains d
-        where d.domain in (
-            select array_to_string(list_slice(f.labels, i, 64), '.')
-            from range(1, len(f.labels) + 1) as t(i)
-        )
-    )
+    -- contract.domains' rule, as the function the loader registers
+    where is_public_domain(split_part(f.target, '@', 2))
 ),
 
 public_pairs as (

@@ -31,7 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from contract.datasets import MAILBOX_STATUS, MESSAGES, RUN_MAILBOXES
-from pipelines.config import load_roster
+from contract.roster import load_roster
 from pipelines.storage import DataDir
 
 ICT = timezone(timedelta(hours=7))

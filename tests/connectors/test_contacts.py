@@ -6,8 +6,8 @@ from email.message import EmailMessage
 
 import pyarrow.parquet as pq
 
-from analytics.policy import public_matcher
 from connectors.contacts import find_contacts
+from contract.domains import public_matcher
 from mailusage.synth import make_docx
 from pipelines.mailbox import ContactScan
 from pipelines.storage import DataDir

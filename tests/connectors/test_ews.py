@@ -19,9 +19,10 @@ import pytest
 
 from connectors.base import AuthError, MailboxMissing
 from connectors.ews import EwsSettings, EwsSource, folder_uidvalidity, item_uid
+from contract.roster import load_roster
 from mailusage.cli import main
 from pipelines.collect import run_collection
-from pipelines.config import ConfigError, load_config, load_roster
+from pipelines.config import ConfigError, load_config
 from pipelines.storage import DataDir
 from tests.collect_one import collect_one
 from tests.ews_endpoint import MAX_SYNC_CHANGES, EwsEndpoint, Item, Mailbox, Rule

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.roster import RosterError, load_roster
 from pipelines.collect import run_collection
-from pipelines.config import ConfigError, RosterError, load_config, load_roster
+from pipelines.config import ConfigError, load_config
 from pipelines.evaluate import run_evaluation
 from tests.faults.conftest import NIGHT, World
 from tests.faults.world import DOMAIN, Setup, add_mailboxes, seed_mail

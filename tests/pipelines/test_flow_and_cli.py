@@ -16,11 +16,12 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 
+from contract.roster import RosterError, load_roster
 from mailusage.cli import main
 from mailusage.devserver import MASTER_USER, LocalDovecot
 from mailusage.doctor import settings
 from pipelines.collect import NightFailed, collect
-from pipelines.config import ConfigError, RosterError, load_config, load_roster
+from pipelines.config import ConfigError, load_config
 from pipelines.sources import build_source
 from tests.conftest import MASTER_PASSWORD
 from tests.groundtruth import seed_regular

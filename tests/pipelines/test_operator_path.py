@@ -15,11 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.logins import LogCursor
+from contract.roster import RosterError, RosterNotes, load_roster
 from mailusage.cli import main
 from mailusage.devserver import LocalDovecot
 from mailusage.doctor import run_doctor
 from pipelines.collect import collect, run_collection
-from pipelines.config import RosterError, RosterNotes, load_config, load_roster
+from pipelines.config import load_config
 from pipelines.night import NightRefused
 from pipelines.secrets import SecretRef
 from pipelines.storage import DataDir
