@@ -7,7 +7,8 @@
    parsing nothing — what the server and the wire allow.
 3. The collector: connectors.imap messages() over the same transport, every field parsed.
 4. For reference: imapclient's own fetch() of the same items.
-5. Peak RSS of a child process running a full collect_mailbox() (Parquet included) at N
+5. Peak RSS of a child process running a full one-mailbox night (tests/collect_one.py: the
+   collector's one path, Parquet and commit included) at N
    and at the big size: flat memory means the second is not much above the first.
 Prints a Markdown table to paste into benchmarks/README.md.
 """
@@ -127,19 +128,19 @@ import resource, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from connectors.imap import ImapSettings, ImapSource
-from pipelines.collect import collect_single as collect_mailbox
+from tests.collect_one import collect_one
 from pipelines.storage import DataDir
 src = ImapSource(ImapSettings(host="127.0.0.1", port={port}, security="plain",
                  master_user={master!r}), password_for=lambda _m: {pw!r})
 t = time.perf_counter()
-out = collect_mailbox(src, {mailbox!r}, "2026-11-23", DataDir(Path({data!r})))
+out = collect_one(src, {mailbox!r}, "2026-11-23", DataDir(Path({data!r})))
 dt = time.perf_counter() - t
 print(out.messages_new, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
 def full_collection(server: LocalDovecot, mailbox: str, data: Path) -> tuple[int, float, int]:
-    """(messages, seconds, peak RSS KiB) of collect_mailbox in a fresh process."""
+    """(messages, seconds, peak RSS KiB) of a one-mailbox night in a fresh process."""
     code = CHILD.format(
         root=str(ROOT),
         port=server.imap_port,
@@ -192,7 +193,7 @@ def main() -> None:
     print(f"| mailusage collector (all fields parsed) | {col:,.0f} | {col / raw:.2f} |")
     print(f"| imapclient fetch() (reference) | {theirs:,.0f} | {theirs / raw:.2f} |")
     print()
-    print("| full collect_mailbox (IMAP + Parquet) | messages | seconds | messages/s | peak RSS |")
+    print("| one-mailbox night (IMAP + Parquet) | messages | seconds | messages/s | peak RSS |")
     print("|---|---|---|---|---|")
     for label, (n, secs, rss) in (("small", small), ("big", big)):
         print(f"| {label} | {n:,} | {secs:.1f} | {n / secs:,.0f} | {rss / 1024:.0f} MiB |")

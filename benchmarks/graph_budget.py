@@ -5,8 +5,9 @@
 Against the local Graph tenant (devkit/graph.py): ``--mailboxes`` mailboxes of
 ``--messages`` messages each (Inbox, Sent Items and one child folder of the Inbox), and
 three nights: the first, a quiet one, and one with 3 new messages and 2 read-state changes
-per mailbox. Measured for the collector (``collect_single`` per mailbox, the same code a
-night runs): HTTP requests, batch parts (what Graph throttles on) and seconds per mailbox.
+per mailbox. Measured for the collector (a night of every mailbox through the collector's
+one path, tests/collect_one.py): HTTP requests, batch parts (what Graph throttles on) and
+seconds per mailbox.
 
 Baseline, in the same run: the obvious client without delta or $batch — list the folders,
 then GET every folder's messages (``$select`` of the same fields, pages of 500) every night,
@@ -31,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.graph import GraphSettings, GraphSource
 from devkit.graph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
-from pipelines.collect import collect_single
+from pipelines.collect import run_night
 from pipelines.storage import DataDir
+from tests.collect_one import one_night
 
 T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
 SELECT = "receivedDateTime,sentDateTime,from,toRecipients,ccRecipients,isRead,internetMessageId"
@@ -107,8 +109,8 @@ def main() -> None:
 
         def night(n: str) -> Callable[[], None]:
             def go() -> None:
-                for m in boxes:
-                    assert collect_single(src, m, n, data, src).status == "ok"
+                summary = run_night(one_night(src, n, data, src), [(m, src.name) for m in boxes])
+                assert all(o.status == "ok" for o in summary.outcomes)
 
             return go
 

@@ -231,7 +231,8 @@ def login_floor(port: int, mailboxes: list[str], connections: int) -> dict[str, 
 
 
 def collect_night(config: str, night: str, prefect: bool = False) -> dict[str, Any]:
-    from pipelines.collect import collect, run_collection, summary_dict
+    from pipelines.collect import collect, run_collection
+    from pipelines.night import summary_dict
 
     if prefect:
         result = collect(config_path=config, night=night)

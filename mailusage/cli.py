@@ -94,17 +94,16 @@ def _read_config(args: argparse.Namespace) -> Any:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from contract.roster import RosterError, load_roster
-    from pipelines.collect import (
-        MailboxOutcome,
+    from pipelines.collect import collect, run_collection
+    from pipelines.config import ConfigError, load_config
+    from pipelines.mailbox import MailboxOutcome
+    from pipelines.night import (
         NightFailed,
-        collect,
         preflight,
-        run_collection,
         skipped_behind,
         summary_dict,
         summary_line,
     )
-    from pipelines.config import ConfigError, load_config
     from pipelines.storage import CollectionBusy
 
     try:
@@ -134,7 +133,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             if args.prefect or _prefect_api():  # the run shows in a Prefect UI
                 result = collect(config_path=str(cfg.path), night=args.date)
             else:  # the same code, without a temporary Prefect server
-                result = summary_dict(run_collection(str(cfg.path), args.date, progress=tick))
+                result = summary_dict(run_collection(cfg, args.date, progress=tick))
         except NightFailed as exc:  # the flow run is Failed; the night is still committed
             result = exc.result
         except CollectionBusy as exc:

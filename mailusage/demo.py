@@ -660,8 +660,9 @@ def run_demo(
     if not given:
         _write_secret(root / MASTER_FILE, master)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # one line a night is enough
-    from pipelines.collect import run_collection, summary_dict, summary_line
+    from pipelines.collect import run_collection
     from pipelines.evaluate import run_evaluation
+    from pipelines.night import summary_dict, summary_line
 
     totals = [0, 0, 0]  # found, missed, false-confirmed over every month
     code = 0

@@ -3,7 +3,7 @@ shown, nothing stored.
 
 A local endpoint can only be as right as what we read about the real service; the first
 night at an agency is where a tenant or server says otherwise. The probe runs exactly what
-a night runs for one mailbox — ``pipelines.collect.collect_mailbox`` from the mailbox's
+a night runs for one mailbox — ``pipelines.mailbox.read_mailbox`` from the mailbox's
 stored cursors (read-only; none: a first night), its forwarding and quota — while every
 IMAP command and HTTP request (EWS, Graph, Zimbra's admin API) is recorded with its status
 and what the server refused. The rows are thrown away: no Parquet, no cursor, no run is
@@ -30,8 +30,8 @@ import requests.adapters
 
 from connectors.base import FolderCursor, SourceError
 from connectors.imap_wire import Reply, Wire
-from pipelines.collect import collect_mailbox
 from pipelines.config import Config
+from pipelines.mailbox import read_mailbox
 from pipelines.sources import build_source
 from pipelines.storage import MailboxState
 
@@ -322,7 +322,7 @@ def probe(cfg: Config, mailbox: str) -> ProbeResult:
     recorder = Recorder()
     with recorder.tracing(), closing(build_source(src)) as source:
         try:
-            collection = collect_mailbox(source, mailbox, night, dict(start))
+            collection = read_mailbox(source, mailbox, night, dict(start))
         except SourceError as exc:
             result.findings.append(("fail", f"transient: {exc.reason} (a night would retry)"))
             collection = None

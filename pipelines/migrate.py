@@ -1,7 +1,8 @@
 """Converting a data directory of layout 1 (one file per mailbox per night, a JSON cursor
 per mailbox) to layout 2 (one file per dataset per night, cursors in SQLite).
 
-Runs at the start of the first collection on an old directory, or as `mailusage compact`.
+Runs at the start of a collection when the store says it is old (:func:`migrate_if_old`),
+or as `mailusage compact`.
 It is one night's commit in the storage's own terms: the new night files are built in
 staging, then cursors, folder index and the list of renames and deletions are committed in
 one transaction, then published — a kill at any point leaves layout 1 whole or layout 2
@@ -51,11 +52,24 @@ def _layout1_files(night_dir: Path) -> list[Path]:
     )
 
 
+def is_old(data: DataDir) -> bool:
+    """The store says it is not in this layout: no layout mark in its state database
+    (0.1 had none), or 0.1's cursor files still there (a conversion killed before its
+    last step). One stat and one read of the ``meta`` table.
+    """
+    return (data.root / "_state" / "cursors").exists() or data.layout() != LAYOUT
+
+
+def migrate_if_old(data: DataDir) -> Conversion | None:
+    """What a night does first: convert ``data`` only when :func:`is_old` says so."""
+    return convert_layout(data) if is_old(data) else None
+
+
 def convert_layout(data: DataDir) -> Conversion | None:
     """Convert ``data`` from layout 1 if it is still in it; None when nothing was to do."""
-    cursors = data.root / "_state" / "cursors"
-    if data.layout() == LAYOUT and not cursors.exists():
+    if not is_old(data):
         return None
+    cursors = data.root / "_state" / "cursors"
     states: dict[str, MailboxState] = {}
     if cursors.exists():
         for path in sorted(cursors.glob("*.json")):

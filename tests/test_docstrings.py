@@ -31,7 +31,7 @@ SKETCHES = {
     "connectors.contacts": "a message's raw bytes",
     "pipelines.config": "a mailusage.toml",
     "pipelines.secrets.secret_problems": "a loaded config",
-    "pipelines.collect.skipped_behind": "a night's result",
+    "pipelines.night.skipped_behind": "a night's result",
     "pipelines.storage.DataDir.stored_rows": "a data directory",
     "pipelines.storage.DataDir.plan_forget": "a data directory",
     "analytics.evaluate": "a month's inputs",
@@ -44,7 +44,7 @@ SKETCHES = {
     "analytics.notebook.Notebook.storage": "a collected data directory",
     "mailusage.doctor": "a mailusage.toml",
     # the clock, the environment, the install
-    "pipelines.collect.preflight": "today's date (a night after today)",
+    "pipelines.night.preflight": "today's date (a night after today)",
     "pipelines.evaluate.check_ended": "today's date (a month not ended)",
     "mailusage.cli._prefect_api": "PREFECT_API_URL set",
     "mailusage.demo.notebook_hint": "where the virtualenv and checkout are",

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 from connectors.contacts import find_contacts
 from contract.domains import public_matcher
 from devkit.synth import make_docx
-from pipelines.collect import ContactScan
-from pipelines.collect import collect_single as collect_mailbox
+from pipelines.mailbox import ContactScan
 from pipelines.storage import DataDir
+from tests.collect_one import collect_one
 from tests.conftest import imap_source
 from tests.groundtruth import BASE, flag_names
 
@@ -93,7 +93,7 @@ def test_scan_of_sent_mail_on_the_real_server(dovecot, tmp_path):
     before = flag_names(dovecot, mailbox)
     src = imap_source(dovecot)
     scan = ContactScan(IS_PUBLIC, max_bytes=len(big) - 1)
-    collect_mailbox(src, mailbox, "2026-11-20", DataDir(tmp_path), scan=scan)
+    collect_one(src, mailbox, "2026-11-20", DataDir(tmp_path), scan=scan)
     rows = pq.read_table(tmp_path / "contacts" / "night=2026-11-20" / "part-0.parquet")
     got = {
         (r["message_id"], r["address"], r["where_found"], r["skipped"] is not None)

@@ -17,15 +17,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.base import AuthError, MailboxMissing, TransientError
+from connectors.base import AuthError, MailboxMissing
 from connectors.ews import EwsSettings, EwsSource, folder_uidvalidity, item_uid
 from contract.roster import load_roster
 from devkit.ews import MAX_SYNC_CHANGES, EwsEndpoint, Item, Mailbox, Rule
 from mailusage.cli import main
-from pipelines.collect import collect_single as collect_mailbox
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.storage import DataDir
+from tests.collect_one import collect_one
 from tests.fixtures import ews_release_2026_12_01 as release
 from tests.groundtruth import night_status
 
@@ -144,7 +144,7 @@ def test_records_equal_the_endpoint_data_and_status_counts(ep, tmp_path):
     mbx = ep.mailbox("an.nv@danang.gov.vn")
     populate(mbx, 230, 61, seed=1)
     data = DataDir(tmp_path / "data")
-    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    outcome = collect_one(source(ep), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok", outcome.reason
     assert outcome.messages_new == 291
     assert stored(data, mbx.address) == truth(mbx)
@@ -168,11 +168,11 @@ def test_unchanged_mailbox_costs_a_call_per_folder_and_new_mail_is_read_once(ep,
     populate(mbx, 120, 30, seed=2)
     data = DataDir(tmp_path / "data")
     src1 = source(ep)
-    assert collect_mailbox(src1, mbx.address, "2026-11-23", data, forwarding=src1).status == "ok"
+    assert collect_one(src1, mbx.address, "2026-11-23", data, forwarding=src1).status == "ok"
     first = len(ep.calls)
     later = NOW + timedelta(days=1)
     src2 = source(ep, now=later)
-    outcome = collect_mailbox(src2, mbx.address, "2026-11-24", data, forwarding=src2)
+    outcome = collect_one(src2, mbx.address, "2026-11-24", data, forwarding=src2)
     assert outcome.status == "ok" and outcome.messages_new == 0
     night2 = ep.calls[first:]
     assert [c.service for c in night2] == [
@@ -190,7 +190,7 @@ def test_unchanged_mailbox_costs_a_call_per_folder_and_new_mail_is_read_once(ep,
             "inbox",
             Item(later + timedelta(hours=k), later, 5000 + k, False, "a@gmail.com", [mbx.address]),
         )
-    outcome = collect_mailbox(src3, mbx.address, "2026-11-25", data, forwarding=src3)
+    outcome = collect_one(src3, mbx.address, "2026-11-25", data, forwarding=src3)
     assert outcome.messages_new == 7
     assert stored(data, mbx.address) == truth(mbx)
 
@@ -207,9 +207,9 @@ def test_mail_delivered_in_the_sub_second_gap_after_a_window_is_collected(ep, tm
         Item(end + timedelta(milliseconds=400), end, 321, False, "a@gmail.com", [mbx.address]),
     )
     data = DataDir(tmp_path / "data")
-    collect_mailbox(source(ep, settle_seconds=settle), mbx.address, "2026-11-23", data)
+    collect_one(source(ep, settle_seconds=settle), mbx.address, "2026-11-23", data)
     later = source(ep, now=NOW + timedelta(days=1), settle_seconds=settle)
-    collect_mailbox(later, mbx.address, "2026-11-24", data)
+    collect_one(later, mbx.address, "2026-11-24", data)
     assert item_uid(gap.item_id) in {row[1] for row in stored(data, mbx.address)}
     assert stored(data, mbx.address) == truth(mbx)
 
@@ -231,7 +231,7 @@ def test_subfolders_are_collected_and_non_mail_folders_are_not(ep, tmp_path):
     for key in ("calendar", "contacts", "tasks"):  # items there are never mail
         mbx.add(key, Item(NOW - timedelta(days=1), None, 50, False, None, []))
     data = DataDir(tmp_path / "data")
-    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    outcome = collect_one(source(ep), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok" and outcome.messages_new == 25 + 6 + 3 + 2
     assert stored(data, mbx.address) == truth(mbx)
     st = status(data, mbx.address, "2026-11-23")
@@ -248,11 +248,11 @@ def test_a_moved_message_is_collected_in_its_new_folder(ep, tmp_path):
     populate(mbx, 15, 3, seed=23)
     mbx.subfolder("inbox", "Lưu")
     data = DataDir(tmp_path / "data")
-    collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    collect_one(source(ep), mbx.address, "2026-11-23", data)
     before = stored(data, mbx.address)
     moved = mbx.move(mbx.folders["inbox"].items[4], "inbox/Lưu")  # new ItemId, old date
     later = source(ep, now=NOW + timedelta(days=1))
-    assert collect_mailbox(later, mbx.address, "2026-11-24", data).messages_new == 1
+    assert collect_one(later, mbx.address, "2026-11-24", data).messages_new == 1
     rows = stored(data, mbx.address)
     assert [r for r in rows if r[0] == "Inbox/Lưu"] == [
         r for r in truth(mbx) if r[0] == "Inbox/Lưu"
@@ -270,7 +270,7 @@ def test_many_messages_are_collected_exactly_with_the_find_count_limit_active(ep
     expected = {(k, i.item_id) for k in ("inbox", "sentitems") for i in mbx.folders[k].items}
     assert len(expected) == 1200
     data = DataDir(tmp_path / "data")
-    outcome = collect_mailbox(source(ep, page_size=1000), mbx.address, "2026-11-23", data)
+    outcome = collect_one(source(ep, page_size=1000), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok" and outcome.messages_new == len(expected)
     rows = stored(data, mbx.address)
     assert len(rows) == len({(r[0], r[1]) for r in rows}) == len(expected)  # no duplicates
@@ -281,7 +281,7 @@ def test_many_messages_are_collected_exactly_with_the_find_count_limit_active(ep
         clock=lambda: NOW.timestamp(),
     )
     old_data = DataDir(tmp_path / "old")
-    collect_mailbox(old, mbx.address, "2026-11-23", old_data)
+    collect_one(old, mbx.address, "2026-11-23", old_data)
     assert len(stored(old_data, mbx.address)) < len(expected)  # the release lost mail here
     assert any(c.service == "FindItem" and c.items == 250 for c in ep.calls)
 
@@ -290,13 +290,13 @@ def test_read_state_changes_are_read_activity_and_never_stored_twice(ep, tmp_pat
     mbx = ep.mailbox("an.nv@danang.gov.vn")
     populate(mbx, 40, 6, seed=25)
     data = DataDir(tmp_path / "data")
-    collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    collect_one(source(ep), mbx.address, "2026-11-23", data)
     unread = [i for i in mbx.folders["inbox"].items if not i.is_read]
     for item in unread[:5]:
         mbx.mark_read(item)
     mbx.touch(mbx.folders["inbox"].items[0])  # an Update: not counted (IsRead unknown)
     later = source(ep, now=NOW + timedelta(days=1))
-    assert collect_mailbox(later, mbx.address, "2026-11-24", data).messages_new == 0
+    assert collect_one(later, mbx.address, "2026-11-24", data).messages_new == 0
     st = status(data, mbx.address, "2026-11-24")
     assert st["Inbox"]["read_activity"] == 5
     assert st["Sent Items"]["read_activity"] == 0
@@ -308,12 +308,12 @@ def test_an_expired_sync_state_rereads_the_folder_with_its_rows_replaced(ep, tmp
     mbx = ep.mailbox("an.nv@danang.gov.vn")
     populate(mbx, 30, 6, seed=26)
     data = DataDir(tmp_path / "data")
-    collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    collect_one(source(ep), mbx.address, "2026-11-23", data)
     night1 = status(data, mbx.address, "2026-11-23")
     assert ep.expire_sync(mbx.address, "inbox") > 0
     mbx.add("inbox", Item(NOW, NOW, 1234, False, "new@gmail.com", [mbx.address]))
     later = source(ep, now=NOW + timedelta(days=1))
-    outcome = collect_mailbox(later, mbx.address, "2026-11-24", data)
+    outcome = collect_one(later, mbx.address, "2026-11-24", data)
     assert outcome.status == "ok" and outcome.messages_new == 31  # the Inbox, read whole
     st = status(data, mbx.address, "2026-11-24")
     assert st["Inbox"]["full_reread"] is True and st["Sent Items"]["full_reread"] is False
@@ -328,7 +328,7 @@ def test_sync_pages_hold_at_most_512_changes(ep, tmp_path):
     populate(mbx, 1100, 20, seed=27)
     data = DataDir(tmp_path / "data")
     src = source(ep, get_item_batch=23)
-    assert collect_mailbox(src, mbx.address, "2026-11-23", data).messages_new == 1120
+    assert collect_one(src, mbx.address, "2026-11-23", data).messages_new == 1120
     inbox = mbx.folders["inbox"].folder_id
     syncs = [c for c in ep.calls if c.service == "SyncFolderItems" and c.folders == (inbox,)]
     assert [c.items for c in syncs] == [MAX_SYNC_CHANGES, MAX_SYNC_CHANGES, 1100 - 1024]
@@ -347,7 +347,7 @@ def test_an_alias_is_collected_through_its_primary_mailbox(ep, tmp_path):
     populate(mbx, 12, 3, seed=28)
     data = DataDir(tmp_path / "data")
     src = source(ep)
-    outcome = collect_mailbox(src, "an.nguyen@danang.gov.vn", "2026-11-23", data, forwarding=src)
+    outcome = collect_one(src, "an.nguyen@danang.gov.vn", "2026-11-23", data, forwarding=src)
     assert outcome.status == "ok", outcome.reason
     assert stored(data, "an.nguyen@danang.gov.vn") == truth(mbx)
     services = [(c.service, c.impersonated, c.fault) for c in ep.calls]
@@ -400,7 +400,7 @@ def test_a_store_of_the_released_connector_moves_to_sync_states_without_loss(ep,
         password_for=lambda _m: PASSWORD,
         clock=lambda: NOW.timestamp(),
     )
-    assert collect_mailbox(old, mbx.address, "2026-11-23", data).status == "ok"
+    assert collect_one(old, mbx.address, "2026-11-23", data).status == "ok"
     cursors = data.state(mbx.address).after
     assert set(cursors) == {"Inbox", "Sent Items"}
     assert cursors["Inbox"].token is None
@@ -415,9 +415,7 @@ def test_a_store_of_the_released_connector_moves_to_sync_states_without_loss(ep,
             "sentitems",
             Item(t, t, 500 + k, True, mbx.address, ["x@gmail.com"], message_id=f"<d{k}@x>"),
         )
-    outcome = collect_mailbox(
-        source(ep, now=NOW + timedelta(days=1)), mbx.address, "2026-11-24", data
-    )
+    outcome = collect_one(source(ep, now=NOW + timedelta(days=1)), mbx.address, "2026-11-24", data)
     assert outcome.status == "ok", outcome.reason
     rows = stored(data, mbx.address)
     ids = Counter((r[0], r[9]) for r in rows)
@@ -437,7 +435,7 @@ def test_every_call_impersonates_the_mailbox_and_nothing_else_is_asked(ep, tmp_p
     data = DataDir(tmp_path / "data")
     src = source(ep)
     for m in mailboxes:
-        assert collect_mailbox(src, m.address, "2026-11-23", data, forwarding=src).status == "ok"
+        assert collect_one(src, m.address, "2026-11-23", data, forwarding=src).status == "ok"
     assert ep.calls, "no SOAP call reached the endpoint"
     assert all(c.path == "/EWS/Exchange.asmx" for c in ep.calls), "autodiscover or other URL"
     assert {c.service for c in ep.calls} <= {
@@ -463,7 +461,7 @@ def test_page_sizes_are_the_configured_ones(ep, tmp_path):
     populate(mbx, 95, 20, seed=3)
     data = DataDir(tmp_path / "data")
     src = source(ep, page_size=4, get_item_batch=23, max_changes=17)
-    assert collect_mailbox(src, mbx.address, "2026-11-23", data).messages_new == 115
+    assert collect_one(src, mbx.address, "2026-11-23", data).messages_new == 115
     finds = [c for c in ep.calls if c.service == "FindFolder"]
     folders = len(mbx.folders) - 1  # every folder below msgfolderroot
     assert [c.offset for c in finds] == list(range(0, folders, 4))
@@ -479,7 +477,7 @@ def test_server_busy_back_off_is_honoured_and_the_run_completes(ep, tmp_path):
     populate(mbx, 80, 10, seed=4)
     ep.inject("busy", times=2, service="SyncFolderItems", back_off_ms=700)
     data = DataDir(tmp_path / "data")
-    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    outcome = collect_one(source(ep), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
     busy = [i for i, c in enumerate(ep.calls) if c.fault == "busy"]
     assert len(busy) == 2
@@ -492,16 +490,18 @@ def test_503_is_retried_and_exceeded_connection_count_is_transient(ep, tmp_path)
     populate(mbx, 30, 5, seed=5)
     ep.inject("503", service="GetItem")
     data = DataDir(tmp_path / "data")
-    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    outcome = collect_one(source(ep), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
     assert [c.fault for c in ep.calls if c.fault] == ["503"]
     # Too many connections with our pool already at one: the task's retry, not a failure.
     more = ep.mailbox("binh.tt@danang.gov.vn")
     populate(more, 12, 3, seed=55)
-    ep.inject("connections", service="SyncFolderItems")
-    with pytest.raises(TransientError, match="ErrorExceededConnectionCount"):
-        collect_mailbox(source(ep), more.address, "2026-11-23", data)
-    assert collect_mailbox(source(ep), more.address, "2026-11-23", data).status == "ok"
+    # Twice: the night's own second try (the lead's, then its shard's) meets it too.
+    ep.inject("connections", service="SyncFolderItems", times=2)
+    failed = collect_one(source(ep), more.address, "2026-11-23", data)
+    assert failed.status == "failed" and failed.transient
+    assert "ErrorExceededConnectionCount" in failed.reason
+    assert collect_one(source(ep), more.address, "2026-11-23", data).status == "ok"
     assert stored(data, more.address) == truth(more)
 
 
@@ -509,7 +509,7 @@ def test_401_fails_the_mailbox_at_once_as_an_auth_error(ep, tmp_path):
     mbx = ep.mailbox("an.nv@danang.gov.vn")
     populate(mbx, 5, 1, seed=6)
     ep.inject("401", times=100)
-    outcome = collect_mailbox(source(ep), mbx.address, "2026-11-23", DataDir(tmp_path / "d"))
+    outcome = collect_one(source(ep), mbx.address, "2026-11-23", DataDir(tmp_path / "d"))
     assert outcome.status == "failed" and "401" in outcome.reason
     assert len(ep.calls) == 1  # not retried as throttling
 
@@ -518,12 +518,12 @@ def test_slow_reply_past_the_timeout_is_transient_and_loses_nothing(ep, tmp_path
     mbx = ep.mailbox("an.nv@danang.gov.vn")
     populate(mbx, 60, 12, seed=7)
     data = DataDir(tmp_path / "data")
-    ep.inject("slow", service="GetItem", delay=2.0)
-    with pytest.raises(TransientError):
-        collect_mailbox(source(ep, timeout=0.5), mbx.address, "2026-11-23", data)
+    ep.inject("slow", service="GetItem", delay=2.0, times=2)  # the lead's try, the shard's
+    failed = collect_one(source(ep, timeout=0.5), mbx.address, "2026-11-23", data)
+    assert failed.status == "failed" and failed.transient
     assert data.state(mbx.address) is None
     ep.inject("slow", service="SyncFolderItems", delay=0.3)  # slow but within the timeout
-    outcome = collect_mailbox(source(ep, timeout=5), mbx.address, "2026-11-23", data)
+    outcome = collect_one(source(ep, timeout=5), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
 
 
@@ -573,12 +573,12 @@ def test_recreated_folder_is_read_again_without_duplicates(ep, tmp_path):
     mbx = ep.mailbox("an.nv@danang.gov.vn")
     populate(mbx, 40, 8, seed=8)
     data = DataDir(tmp_path / "data")
-    collect_mailbox(source(ep), mbx.address, "2026-11-23", data)
+    collect_one(source(ep), mbx.address, "2026-11-23", data)
     mbx.recreate("inbox")
     populate(mbx, 0, 0, seed=9)
     mbx.add("inbox", Item(NOW - timedelta(days=3), None, 777, True, "z@gmail.com", [mbx.address]))
     later = source(ep, now=NOW + timedelta(days=1))
-    outcome = collect_mailbox(later, mbx.address, "2026-11-24", data)
+    outcome = collect_one(later, mbx.address, "2026-11-24", data)
     assert outcome.messages_new == 1  # an old date, found because the folder is new
     assert stored(data, mbx.address) == truth(mbx)
     assert status(data, mbx.address, "2026-11-24")["Inbox"]["full_reread"] is True
@@ -593,7 +593,7 @@ def test_ntlm_login_and_a_wrong_password(tmp_path):
     populate(mbx, 25, 4, seed=11)
     with ep.running():
         data = DataDir(tmp_path / "data")
-        outcome = collect_mailbox(source(ep, username=user), mbx.address, "2026-11-23", data)
+        outcome = collect_one(source(ep, username=user), mbx.address, "2026-11-23", data)
         assert outcome.status == "ok" and stored(data, mbx.address) == truth(mbx)
         assert all(c.user == user for c in ep.calls)
         bad = EwsSource(
@@ -752,7 +752,7 @@ def test_exceeded_find_count_limit_on_the_folder_list_does_not_fail_the_mailbox(
     populate(mbx, 8, 2, seed=30)
     ep.inject("findcount", service="FindFolder")
     data = DataDir(tmp_path / "data")
-    outcome = collect_mailbox(source(ep, page_size=1000), mbx.address, "2026-11-23", data)
+    outcome = collect_one(source(ep, page_size=1000), mbx.address, "2026-11-23", data)
     assert outcome.status == "ok", outcome.reason
     assert stored(data, mbx.address) == truth(mbx)
     finds = [(c.fault, c.page_size) for c in ep.calls if c.service == "FindFolder"]
@@ -777,7 +777,7 @@ def _read_daily_unit_mailbox(ep: EwsEndpoint, tmp_path: Path, make_source) -> li
         night = (now + timedelta(hours=7)).date().isoformat()
         if day:  # the day before this night: one message of earlier nights read
             mbx.mark_read(mbx.folders["inbox"].items[day])
-        outcome = collect_mailbox(make_source(now), mbx.address, night, data)
+        outcome = collect_one(make_source(now), mbx.address, night, data)
         assert outcome.status == "ok", outcome.reason
     roster = tmp_path / "roster.csv"
     write_roster(roster, [("U1", "Văn thư", "A", "UBND phường", mbx.address, "yes", "", "no")])

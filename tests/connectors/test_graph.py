@@ -16,11 +16,12 @@ import pytest
 from connectors.base import CredentialsRejected
 from connectors.graph import GraphSettings, GraphSource, message_uid, parse_usage_csv
 from devkit.graph import ALL_ROLES, CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
-from pipelines.collect import collect_single, run_collection
+from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.signals import read_source
 from pipelines.sources import build_source
 from pipelines.storage import DataDir
+from tests.collect_one import collect_one
 from tests.groundtruth import night_status
 
 AN = "an.nv@danang.gov.vn"
@@ -117,7 +118,7 @@ def test_records_equal_the_tenant_and_status_counts(tenant, tmp_path):
     world.deliver(AN, "Dự án", GMessage("", T0, T0, T0, "x@gmail.com", [AN]), parent=f"{AN}:inbox")
     world.users[AN].storage_used = 123_456
     data = DataDir(tmp_path / "data")
-    outcome = collect_single(source(tenant), AN, "2026-11-20", data, source(tenant))
+    outcome = collect_one(source(tenant), AN, "2026-11-20", data, source(tenant))
     assert outcome.status == "ok", outcome.reason
     assert outcome.messages_new == 53
     assert stored(data, AN) == truth(world, AN)
@@ -148,9 +149,9 @@ def test_quiet_night_costs_two_requests_and_new_mail_is_stored_once(tenant, tmp_
     populate(world, AN, 25, 6, seed=2)
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-20", data, src).status == "ok"
     world.calls.clear()
-    quiet = collect_single(src, AN, "2026-11-21", data, src)
+    quiet = collect_one(src, AN, "2026-11-21", data, src)
     assert quiet.status == "ok" and quiet.messages_new == 0
     graph_calls = [c for c in world.calls if "/v1.0/" in c[1]]
     assert len(graph_calls) == 2, graph_calls  # the folder batch and the delta batch
@@ -161,7 +162,7 @@ def test_quiet_night_costs_two_requests_and_new_mail_is_stored_once(tenant, tmp_
     world.mark_read(AN, "Inbox", 3)
     world.delete(AN, "Inbox", 5)
     populate(world, AN, 9, 2, seed=3, start=T0 + timedelta(days=2))
-    night3 = collect_single(src, AN, "2026-11-22", data, src)
+    night3 = collect_one(src, AN, "2026-11-22", data, src)
     assert night3.messages_new == 11
     st = status(data, AN, "2026-11-22")
     assert st["Inbox"]["read_activity"] == 2 and st["Sent Items"]["read_activity"] == 0
@@ -179,11 +180,11 @@ def test_page_boundaries_and_a_same_second_arrival_are_exact(tenant, tmp_path):
         world.deliver(AN, "Inbox", GMessage("", when, when, when, PEERS[0], [AN]))
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    collect_single(src, AN, "2026-11-20", data, src)
+    collect_one(src, AN, "2026-11-20", data, src)
     last = T0 + timedelta(seconds=14 // 4)  # a new message in the mark's own second
     world.deliver(AN, "Inbox", GMessage("", last, last, last, PEERS[1], [AN]))
     world.mark_read(AN, "Inbox", 14)  # and an old one of that second changes
-    assert collect_single(src, AN, "2026-11-21", data, src).messages_new == 1
+    assert collect_one(src, AN, "2026-11-21", data, src).messages_new == 1
     assert stored(data, AN) == truth(world, AN)
 
 
@@ -192,13 +193,13 @@ def test_expired_delta_state_rereads_the_folder_and_replaces_its_rows(tenant, tm
     populate(world, AN, 20, 4, seed=4)
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    collect_single(src, AN, "2026-11-20", data, src)
+    collect_one(src, AN, "2026-11-20", data, src)
     populate(world, AN, 3, 0, seed=5, start=T0 + timedelta(days=1))
-    collect_single(src, AN, "2026-11-21", data, src)
+    collect_one(src, AN, "2026-11-21", data, src)
     world.folder(AN, "Inbox").generation += 1  # Graph forgot the delta state: 410
     world.delete(AN, "Inbox", 0)
     populate(world, AN, 2, 0, seed=6, start=T0 + timedelta(days=2))
-    outcome = collect_single(src, AN, "2026-11-22", data, src)
+    outcome = collect_one(src, AN, "2026-11-22", data, src)
     assert outcome.status == "ok", outcome.reason
     assert stored(data, AN) == truth(world, AN)  # the re-read replaced, nothing twice
     st = status(data, AN, "2026-11-22")
@@ -213,9 +214,9 @@ def test_renamed_and_recreated_folders_keep_no_stale_rows(tenant, tmp_path):
         world.deliver(AN, "Dự án", GMessage("", T0, T0 + timedelta(minutes=i), T0, PEERS[2], [AN]))
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    collect_single(src, AN, "2026-11-20", data, src)
+    collect_one(src, AN, "2026-11-20", data, src)
     world.folder(AN, "Dự án").name = "Lưu trữ"  # same id, new name
-    collect_single(src, AN, "2026-11-21", data, src)
+    collect_one(src, AN, "2026-11-21", data, src)
     assert stored(data, AN) == truth(world, AN)
     st = status(data, AN, "2026-11-21")
     assert st["Dự án"]["folder_status"] == "renamed" and st["Lưu trữ"]["fetched"] == 4
@@ -230,7 +231,7 @@ def test_throttling_waits_retry_after_for_requests_and_batch_parts(tenant, tmp_p
     data = DataDir(tmp_path / "data")
     src = source(tenant)
     started = datetime.now(UTC)
-    outcome = collect_single(src, AN, "2026-11-20", data, src)
+    outcome = collect_one(src, AN, "2026-11-20", data, src)
     assert outcome.status == "ok", outcome.reason
     assert stored(data, AN) == truth(world, AN)
     # two whole requests and one round of parts throttled, each waited out: >= 3 s
@@ -244,9 +245,8 @@ def test_throttled_past_max_wait_is_transient_and_commits_nothing(tenant, tmp_pa
     world.throttle_requests, world.retry_after = 100, 1
     data = DataDir(tmp_path / "data")
     src = source(tenant, max_wait=2)
-    with pytest.raises(Exception) as exc:
-        collect_single(src, AN, "2026-11-20", data, src)
-    assert getattr(exc.value, "transient", False)
+    out = collect_one(src, AN, "2026-11-20", data, src)  # the lead's try, then the shard's
+    assert out.status == "failed" and out.transient, out
     assert not (tmp_path / "data" / "messages").exists()
 
 
@@ -255,14 +255,13 @@ def test_connection_dropped_mid_folder_commits_nothing_and_the_retry_is_exact(te
     populate(world, AN, 30, 5, seed=19)  # pages of 7: the Inbox has later pages
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    collect_single(src, AN, "2026-11-20", data, src)
+    collect_one(src, AN, "2026-11-20", data, src)
     populate(world, AN, 20, 0, seed=20, start=T0 + timedelta(days=1))
-    world.drop_pages = 1
-    with pytest.raises(Exception) as exc:
-        collect_single(src, AN, "2026-11-21", data, src)
-    assert getattr(exc.value, "transient", False), exc.value
+    world.drop_pages = 2  # the lead's try, then the shard's
+    out = collect_one(src, AN, "2026-11-21", data, src)
+    assert out.status == "failed" and out.transient, out
     assert data.state(AN).night == "2026-11-20"  # the cursor did not move
-    assert collect_single(src, AN, "2026-11-21", data, src).messages_new == 20
+    assert collect_one(src, AN, "2026-11-21", data, src).messages_new == 20
     assert stored(data, AN) == truth(world, AN)
 
 
@@ -275,13 +274,13 @@ def test_a_folder_without_delta_is_a_recorded_skip_not_a_failed_mailbox(tenant, 
     data = DataDir(tmp_path / "data")
     src = source(tenant)
     for night in ("2026-11-20", "2026-11-21"):
-        out = collect_single(src, AN, night, data, src)
+        out = collect_one(src, AN, night, data, src)
         assert out.status == "ok" and "unreadable" in out.reason
         st = status(data, AN, night)
         assert st["Sync Issues"]["fetched"] == 0 and st["Sync Issues"]["unreadable"] == 1
     assert stored(data, AN) == [r for r in truth(world, AN) if r[0] != "Sync Issues"]
     odd.no_delta = False  # it reads again once Graph answers: nothing lost, nothing twice
-    collect_single(src, AN, "2026-11-22", data, src)
+    collect_one(src, AN, "2026-11-22", data, src)
     assert stored(data, AN) == truth(world, AN)
 
 
@@ -317,7 +316,7 @@ def test_inbox_rules_become_forwarding_rows_without_another_call(tenant, tmp_pat
     data = DataDir(tmp_path / "data")
     src = source(tenant)
     world.calls.clear()
-    collect_single(src, AN, "2026-11-20", data, src)
+    collect_one(src, AN, "2026-11-20", data, src)
     rows = sorted(
         pq.read_table(tmp_path / "data" / "forwarding").to_pylist(), key=lambda r: r["target"]
     )
@@ -334,25 +333,25 @@ def test_missing_denied_and_refused(tenant, tmp_path):
     populate(world, BINH, 2, 0, seed=12)
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    out = collect_single(src, "nobody@danang.gov.vn", "2026-11-20", data, src)
+    out = collect_one(src, "nobody@danang.gov.vn", "2026-11-20", data, src)
     assert out.status == "failed" and "no such mailbox" in out.reason
     # RBAC for Applications, as the operator guide sets it up: no tenant-wide mail role in
     # the token, the mail roles granted for AN's scope only
     world.roles = [r for r in ALL_ROLES if not r.startswith("Mail")]
     world.scope = {AN}
     src = source(tenant)
-    out = collect_single(src, BINH, "2026-11-20", data, src)
+    out = collect_one(src, BINH, "2026-11-20", data, src)
     assert out.status == "failed" and "ErrorAccessDenied" in out.reason
-    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-20", data, src).status == "ok"
     # a tenant-wide mail role adds to the scoped grants: every mailbox is readable again
     world.roles = list(ALL_ROLES)
     wide = source(tenant)
-    assert collect_single(wide, BINH, "2026-11-20", data, wide).status == "ok"
+    assert collect_one(wide, BINH, "2026-11-20", data, wide).status == "ok"
     bad = source(tenant)
     bad._secret = lambda: "a-secret-entra-id-does-not-know-at-all"
     with pytest.raises(CredentialsRejected, match="AADSTS7000215"):
         bad.tenant.token()
-    out = collect_single(bad, AN, "2026-11-21", data, None)
+    out = collect_one(bad, AN, "2026-11-21", data, None)
     assert out.status == "failed" and out.account_refused  # the night stops using it
 
 
@@ -390,7 +389,7 @@ def test_server_paging_of_folders_child_folders_and_users(tenant, tmp_path):
         }
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-20", data, src).status == "ok"
     assert stored(data, AN) == truth(world, AN)
     assert set(status(data, AN, "2026-11-20")) == {
         "Inbox",
@@ -535,7 +534,7 @@ def test_token_cursor_survives_the_state_file(tenant, tmp_path):
     populate(world, AN, 3, 1, seed=15)
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    collect_single(src, AN, "2026-11-20", data, src)
+    collect_one(src, AN, "2026-11-20", data, src)
     state = data.state(AN)
     assert state is not None
     token = json.loads(state.after["Inbox"].token or "{}")
@@ -583,10 +582,10 @@ def test_a_revoked_token_gets_one_fresh_token_and_the_night_goes_on(tenant, tmp_
     populate(world, AN, 4, 1, seed=21)
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-20", data, src).status == "ok"
     world.revoked_upto = world.tokens_issued  # MSAL's cached token now answers 401
     populate(world, AN, 2, 0, seed=22, start=T0 + timedelta(days=1))
-    again = collect_single(src, AN, "2026-11-21", data, src)
+    again = collect_one(src, AN, "2026-11-21", data, src)
     assert again.status == "ok" and again.messages_new == 2, again.reason
     assert world.tokens_issued == 2
     assert stored(data, AN) == truth(world, AN)
@@ -599,12 +598,12 @@ def test_usage_report_by_upn_reaches_a_roster_address_that_differs(tenant, tmp_p
     world.users[AN].storage_used = 777_000
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-20", data, src).status == "ok"
     assert status(data, AN, "2026-11-20")["Inbox"]["quota_used_bytes"] == 777_000
     # without User.Read.All the UPN cannot be mapped: the quota is unknown, the night ok
     world.roles = [r for r in ALL_ROLES if r != "User.Read.All"]
     src = source(tenant)
-    assert collect_single(src, AN, "2026-11-21", data, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-21", data, src).status == "ok"
     assert status(data, AN, "2026-11-21")["Inbox"]["quota_used_bytes"] is None
 
 
@@ -615,7 +614,7 @@ def test_message_sizes_match_the_size_property_however_graph_spells_it(tenant, t
         m.size = 1000 + i
     data = DataDir(tmp_path / "data")
     src = source(tenant, read_size=True)
-    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-20", data, src).status == "ok"
     sizes = duckdb.execute(
         "select size from read_parquet($p, hive_partitioning = true) where folder = 'Inbox' order by size",
         parameters={"p": str(data.root / "messages" / "*" / "*.parquet")},
@@ -624,7 +623,7 @@ def test_message_sizes_match_the_size_property_however_graph_spells_it(tenant, t
     # without Mail.Read (read_size off) the size is unknown: null, never 0
     other = DataDir(tmp_path / "basic")
     src = source(tenant)
-    assert collect_single(src, AN, "2026-11-20", other, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-20", other, src).status == "ok"
     sizes = duckdb.execute(
         "select distinct size from read_parquet($p, hive_partitioning = true)",
         parameters={"p": str(other.root / "messages" / "*" / "*.parquet")},
@@ -667,7 +666,7 @@ def test_a_token_of_the_release_before_reads_on_without_duplicates(tenant, tmp_p
     populate(world, AN, 6, 2, seed=25)
     data = DataDir(tmp_path / "data")
     src = source(tenant)
-    assert collect_single(src, AN, "2026-11-20", data, src).status == "ok"
+    assert collect_one(src, AN, "2026-11-20", data, src).status == "ok"
     with data.db() as con, con:
         (text,) = con.execute("select state from cursors where mailbox = ?", (AN,)).fetchone()
         raw = json.loads(text)
@@ -686,11 +685,11 @@ def test_a_token_of_the_release_before_reads_on_without_duplicates(tenant, tmp_p
         con.execute("update cursors set state = ? where mailbox = ?", (json.dumps(raw), AN))
     world.mark_read(AN, "Inbox", 1)
     populate(world, AN, 3, 0, seed=26, start=T0 + timedelta(days=1))
-    night2 = collect_single(src, AN, "2026-11-21", data, src)
+    night2 = collect_one(src, AN, "2026-11-21", data, src)
     assert night2.status == "ok" and night2.messages_new == 3, night2.reason
     assert status(data, AN, "2026-11-21")["Inbox"]["read_activity"] is None
     world.mark_read(AN, "Inbox", 2)
-    collect_single(src, AN, "2026-11-22", data, src)
+    collect_one(src, AN, "2026-11-22", data, src)
     assert status(data, AN, "2026-11-22")["Inbox"]["read_activity"] == 1
     rows = stored(data, AN)
     assert len(rows) == len(set(rows)) and rows == truth(world, AN)

@@ -11,13 +11,12 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.base import TransientError
 from connectors.imap import ImapSettings, ImapSource
 from devkit.dovecot import MASTER_USER, LocalDovecot
 from devkit.synth import make_message
 from pipelines import storage
-from pipelines.collect import collect_single as collect_mailbox
 from pipelines.storage import DataDir, ShardWriter
+from tests.collect_one import collect_one
 from tests.conftest import MASTER_PASSWORD
 from tests.groundtruth import BASE, per_folder, seed_regular, truth
 
@@ -72,14 +71,14 @@ def test_first_night_equals_ground_truth_and_second_fetches_only_new(dovecot, sr
     mailbox = "night@danang.gov.vn"
     seed_regular(dovecot, mailbox, 50, sent_folder="Sent Items", seed=3)
     data = DataDir(tmp_path)
-    first = collect_mailbox(src, mailbox, "2026-11-20", data)
+    first = collect_one(src, mailbox, "2026-11-20", data)
     assert first.status == "ok" and first.messages_new == 50
     assert stored_per_folder(data, mailbox) == per_folder(
         truth(dovecot, mailbox, ["INBOX", "Sent Items"])
     )
 
     add_messages(dovecot, mailbox, "INBOX", 4, "new")
-    second = collect_mailbox(src, mailbox, "2026-11-21", data)
+    second = collect_one(src, mailbox, "2026-11-21", data)
     assert second.messages_new == 4
     new_file = pq.read_table(tmp_path / "messages" / "night=2026-11-21" / "part-0.parquet")
     assert sorted(new_file["message_id"].to_pylist()) == [f"<new{i}@test>" for i in range(4)]
@@ -102,16 +101,39 @@ def test_same_night_twice_leaves_identical_data(dovecot, src, tmp_path):
     mailbox = "twice@danang.gov.vn"
     seed_regular(dovecot, mailbox, 30, seed=4)
     data = DataDir(tmp_path)
-    collect_mailbox(src, mailbox, "2026-11-20", data)
+    collect_one(src, mailbox, "2026-11-20", data)
     add_messages(dovecot, mailbox, "INBOX", 3, "n2")
-    collect_mailbox(src, mailbox, "2026-11-21", data)
-    snapshot = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.parquet")}
-    again = collect_mailbox(src, mailbox, "2026-11-21", data)
-    assert again.messages_new == 3  # the night is redone from the cursor it started from
+    collect_one(src, mailbox, "2026-11-21", data)
+    runs = ("runs", "run_mailboxes")  # one file per run: a re-run adds its own
+    snapshot = {
+        p.relative_to(tmp_path): p.read_bytes()
+        for p in tmp_path.rglob("*.parquet")
+        if p.relative_to(tmp_path).parts[0] not in runs
+    }
+    run_files = {d: sorted((tmp_path / d).rglob("*.parquet")) for d in runs}
+    again = collect_one(src, mailbox, "2026-11-21", data)
+    # The night is redone from the cursor it started from: its 3 messages read again ...
+    fetched = duckdb.execute(
+        "select sum(fetched) from read_parquet($p) where mailbox = $m",
+        parameters={"p": str(data.night_file("mailbox_status", "2026-11-21")), "m": mailbox},
+    ).fetchone()
+    assert again.status == "ok" and fetched == (3,)
+    # ... and not new again: summed over the night's runs, each message counts once.
+    assert again.messages_new == 0
+    new_runs = duckdb.execute(
+        "select sum(messages_new), count(*) from read_parquet($p)",
+        parameters={"p": str(tmp_path / "runs" / "night=2026-11-21" / "*.parquet")},
+    ).fetchone()
+    assert new_runs == (3, 2)
     assert {
-        p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.parquet")
+        p.relative_to(tmp_path): p.read_bytes()
+        for p in tmp_path.rglob("*.parquet")
+        if p.relative_to(tmp_path).parts[0] not in runs
     } == snapshot
-    earlier = collect_mailbox(src, mailbox, "2026-11-19", data)
+    for d in runs:  # the earlier runs' records untouched, one record of the re-run added
+        now = sorted((tmp_path / d).rglob("*.parquet"))
+        assert set(run_files[d]) < set(now) and len(now) == len(run_files[d]) + 1
+    earlier = collect_one(src, mailbox, "2026-11-19", data)
     assert earlier.status == "skipped" and "already collected" in earlier.reason
 
 
@@ -119,10 +141,10 @@ def test_uidvalidity_reset_rereads_the_folder_without_duplicates(dovecot, src, t
     mailbox = "reset@danang.gov.vn"
     seed_regular(dovecot, mailbox, 24, seed=5)
     data = DataDir(tmp_path)
-    collect_mailbox(src, mailbox, "2026-11-20", data)
+    collect_one(src, mailbox, "2026-11-20", data)
     old = {r[1] for r in rows(data, mailbox) if r[0] == "INBOX"}
     new = dovecot.reset_uidvalidity(mailbox, "INBOX")
-    outcome = collect_mailbox(src, mailbox, "2026-11-21", data)
+    outcome = collect_one(src, mailbox, "2026-11-21", data)
     stored = rows(data, mailbox)
     inbox = [r for r in stored if r[0] == "INBOX"]
     assert new not in old and {r[1] for r in inbox} == {new}  # only the new UIDVALIDITY left
@@ -137,9 +159,9 @@ def test_vanished_folder_is_recorded_not_fatal(dovecot, src, tmp_path):
     mailbox = "vanish@danang.gov.vn"
     seed_regular(dovecot, mailbox, 12, seed=6)
     data = DataDir(tmp_path)
-    collect_mailbox(src, mailbox, "2026-11-20", data)
+    collect_one(src, mailbox, "2026-11-20", data)
     shutil.rmtree(dovecot.folder_dir(mailbox, "Sent"))
-    outcome = collect_mailbox(src, mailbox, "2026-11-21", data)
+    outcome = collect_one(src, mailbox, "2026-11-21", data)
     assert outcome.status == "ok"
     status = dict(
         duckdb.execute(
@@ -156,7 +178,7 @@ def test_killed_run_keeps_earlier_data_and_next_run_completes(dovecot, src, tmp_
     mailbox = "killed@danang.gov.vn"
     seed_regular(dovecot, mailbox, 40, seed=7)
     data = DataDir(tmp_path)
-    collect_mailbox(src, mailbox, "2026-11-20", data)
+    collect_one(src, mailbox, "2026-11-20", data)
     before = rows(data, mailbox)
     add_messages(dovecot, mailbox, "INBOX", 40, "k")
 
@@ -171,13 +193,13 @@ def test_killed_run_keeps_earlier_data_and_next_run_completes(dovecot, src, tmp_
 
     monkeypatch.setattr(ShardWriter, "write", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        collect_mailbox(src, mailbox, "2026-11-21", data)
+        collect_one(src, mailbox, "2026-11-21", data)
     monkeypatch.setattr(ShardWriter, "write", real_write)
     assert rows(data, mailbox) == before  # earlier data readable, nothing half-written
     assert not list(tmp_path.rglob("*.tmp"))
     assert not list(data.staging.glob("*"))
 
-    outcome = collect_mailbox(src, mailbox, "2026-11-22", data)
+    outcome = collect_one(src, mailbox, "2026-11-22", data)
     assert outcome.messages_new == 40
     stored = rows(data, mailbox)
     assert len(stored) == len(set(stored)) == 80
@@ -187,7 +209,7 @@ def test_a_night_killed_before_its_commit_leaves_nothing(dovecot, src, tmp_path,
     mailbox = "orphan@danang.gov.vn"
     seed_regular(dovecot, mailbox, 10, seed=8)
     data = DataDir(tmp_path)
-    collect_mailbox(src, mailbox, "2026-11-20", data)
+    collect_one(src, mailbox, "2026-11-20", data)
     add_messages(dovecot, mailbox, "INBOX", 5, "o")
 
     def killed(*_args):
@@ -195,10 +217,10 @@ def test_a_night_killed_before_its_commit_leaves_nothing(dovecot, src, tmp_path,
 
     monkeypatch.setattr(storage, "_commit_index", killed)
     with pytest.raises(KeyboardInterrupt):
-        collect_mailbox(src, mailbox, "2026-11-21", data)
+        collect_one(src, mailbox, "2026-11-21", data)
     monkeypatch.undo()
     assert data.state(mailbox).night == "2026-11-20"  # the transaction rolled back
-    outcome = collect_mailbox(src, mailbox, "2026-11-22", data)
+    outcome = collect_one(src, mailbox, "2026-11-22", data)
     assert outcome.messages_new == 5
     assert not (tmp_path / "messages" / "night=2026-11-21").exists()
     stored = rows(data, mailbox)
@@ -211,7 +233,7 @@ def test_a_night_killed_after_its_commit_is_published_by_the_next_start(
     mailbox = "rollforward@danang.gov.vn"
     seed_regular(dovecot, mailbox, 10, seed=9)
     data = DataDir(tmp_path)
-    collect_mailbox(src, mailbox, "2026-11-20", data)
+    collect_one(src, mailbox, "2026-11-20", data)
     add_messages(dovecot, mailbox, "INBOX", 5, "r")
     real_publish = storage._publish
 
@@ -222,13 +244,13 @@ def test_a_night_killed_after_its_commit_is_published_by_the_next_start(
 
     monkeypatch.setattr(storage, "_publish", killed)
     with pytest.raises(KeyboardInterrupt):
-        collect_mailbox(src, mailbox, "2026-11-21", data)
+        collect_one(src, mailbox, "2026-11-21", data)
     monkeypatch.undo()
     assert data.state(mailbox).night == "2026-11-21"  # committed
     data.recover()  # what every run does first
     stored = rows(data, mailbox)
     assert len(stored) == len(set(stored)) == 15
-    assert collect_mailbox(src, mailbox, "2026-11-22", data).messages_new == 0
+    assert collect_one(src, mailbox, "2026-11-22", data).messages_new == 0
     assert len(rows(data, mailbox)) == 15
 
 
@@ -257,10 +279,15 @@ def test_dropped_connection_is_transient_and_loses_or_duplicates_nothing(dovecot
     mailbox = "dropped@danang.gov.vn"
     seed_regular(dovecot, mailbox, 60, seed=11)
     data = DataDir(tmp_path)
-    with pytest.raises(TransientError):
-        collect_mailbox(DroppingSource(src), mailbox, "2026-11-20", data)
-    assert not list(tmp_path.rglob("*.parquet")) and data.state(mailbox) is None
-    outcome = collect_mailbox(src, mailbox, "2026-11-20", data)  # the retry
+    # Cut on every try (the lead's, then its shard's): failed as transient, not stored.
+    failed = collect_one(DroppingSource(src), mailbox, "2026-11-20", data)
+    assert failed.status == "failed" and failed.transient, failed
+    runs = ("runs", "run_mailboxes")  # the run's own records of the failure
+    assert not [
+        p for p in tmp_path.rglob("*.parquet") if p.relative_to(tmp_path).parts[0] not in runs
+    ]
+    assert data.state(mailbox) is None
+    outcome = collect_one(src, mailbox, "2026-11-20", data)  # the retry
     assert outcome.messages_new == 60
     stored = rows(data, mailbox)
     assert len(stored) == len(set(stored)) == 60
@@ -282,7 +309,7 @@ def test_forwarding_rules_are_written_with_the_night(dovecot, src, tmp_path):
         password_for=lambda _m: MASTER_PASSWORD,
     )
     data = DataDir(tmp_path)
-    outcome = collect_mailbox(src, mailbox, "2026-11-20", data, forwarding=sieve)
+    outcome = collect_one(src, mailbox, "2026-11-20", data, forwarding=sieve)
     assert outcome.status == "ok" and outcome.reason == ""
     table = pq.read_table(tmp_path / "forwarding" / "night=2026-11-20" / "part-0.parquet")
     assert table.to_pylist() == [
@@ -295,7 +322,7 @@ def test_forwarding_rules_are_written_with_the_night(dovecot, src, tmp_path):
         }
     ]
     broken = SieveSource(sieve.settings, password_for=lambda _m: "wrong")
-    outcome = collect_mailbox(src, mailbox, "2026-11-21", data, forwarding=broken)
+    outcome = collect_one(src, mailbox, "2026-11-21", data, forwarding=broken)
     assert outcome.status == "ok" and "forwarding rules not read" in outcome.reason
 
 
@@ -307,7 +334,7 @@ def test_a_quiet_mailbox_costs_one_connection_and_three_round_trips(
     mailbox = "quiet@danang.gov.vn"
     seed_regular(dovecot, mailbox, 9, seed=13)
     data = DataDir(tmp_path)
-    collect_mailbox(src, mailbox, "2026-11-20", data)
+    collect_one(src, mailbox, "2026-11-20", data)
     writes: list[list[bytes]] = []
     opened = {"n": 0}
     real_send, real_open = Wire.send, Wire.open.__func__
@@ -322,7 +349,7 @@ def test_a_quiet_mailbox_costs_one_connection_and_three_round_trips(
 
     monkeypatch.setattr(Wire, "send", send)
     monkeypatch.setattr(Wire, "open", classmethod(open_))
-    assert collect_mailbox(src, mailbox, "2026-11-21", data).messages_new == 0
+    assert collect_one(src, mailbox, "2026-11-21", data).messages_new == 0
     # Every write of the client waits for one answer: these are the round trips.
     assert opened["n"] == 1
     assert writes == [
@@ -332,7 +359,7 @@ def test_a_quiet_mailbox_costs_one_connection_and_three_round_trips(
     ]
     writes.clear()
     add_messages(dovecot, mailbox, "INBOX", 2, "q")
-    assert collect_mailbox(src, mailbox, "2026-11-22", data).messages_new == 2
+    assert collect_one(src, mailbox, "2026-11-22", data).messages_new == 2
     # Only the folder that changed is opened: INBOX, never Sent.
     examined = [w for w in writes if w[0] in (b"EXAMINE", b"UID")]
     # EXAMINE with SEARCH MODSEQ in one write, then the FETCH of the new UIDs.

@@ -408,8 +408,8 @@ def test_recollecting_a_night_counts_each_message_once_in_runs(dovecot, tmp_path
 def test_probe_runs_one_mailbox_night_on_imap_and_stores_nothing(
     dovecot, staff, tmp_path, monkeypatch, capsys
 ):
-    from pipelines.collect import collect_single
     from pipelines.storage import DataDir
+    from tests.collect_one import collect_one
 
     monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
     cfg = write_setup(tmp_path, dovecot, roster_rows(staff))
@@ -423,7 +423,7 @@ def test_probe_runs_one_mailbox_night_on_imap_and_stores_nothing(
     config = load_config(cfg)
     data = DataDir(config.data_dir)
     with closing(build_source(config.sources[0])) as source:
-        assert collect_single(source, staff[0], "2026-11-22", data).status == "ok"
+        assert collect_one(source, staff[0], "2026-11-22", data).status == "ok"
 
     def files() -> tuple[dict[str, int], list]:
         # Every data file untouched, and the state database's rows the same (its -wal and

@@ -19,8 +19,9 @@ from contract.roster import RosterError, RosterNotes, load_roster
 from devkit.dovecot import LocalDovecot
 from mailusage.cli import main
 from mailusage.doctor import run_doctor
-from pipelines.collect import NightRefused, collect, run_collection
+from pipelines.collect import collect, run_collection
 from pipelines.config import load_config
+from pipelines.night import NightRefused
 from pipelines.secrets import SecretRef
 from pipelines.storage import DataDir
 from tests.conftest import MASTER_PASSWORD
