@@ -17,7 +17,7 @@ setup: $(STAMP) dovecot postfix
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,devkit]'
 	@touch $(STAMP)
 
 # Dovecot serves the demo and the integration tests; installed once, never started as a service.
@@ -40,7 +40,7 @@ dovecot:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_PKGS) >/dev/null; \
 	fi
 
-# Postfix serves the mail-log tests (issue 25; mailusage/devpostfix.py runs a private one as
+# Postfix serves the mail-log tests (issue 25; devkit/postfix.py runs a private one as
 # root). Installed with debconf's "No configuration": no /etc/postfix/main.cf, so the package
 # sets up no system MTA and its service, if started at all, listens nowhere.
 MTA_PKGS := postfix dovecot-lmtpd

@@ -86,6 +86,7 @@ def register_domain_lists(
     vector DuckDB hands it (Arrow kernels, no Python loop; a null domain is null: unknown).
     The queries call them on distinct domains only: ~1 s per 400,000 here.
 
+    >>> con = duckdb.connect()
     >>> register_domain_lists(con, official=["danang.gov.vn"], public=[], registration=[])
     >>> con.sql("select is_official_domain('HN.DaNang.gov.vn.')").fetchall()
     [(True,)]

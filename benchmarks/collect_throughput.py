@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.imap import ImapSettings, ImapSource  # noqa: E402
 from connectors.imap_helpers import FETCH_ITEMS  # noqa: E402
-from mailusage.devserver import MASTER_USER, LocalDovecot  # noqa: E402
-from mailusage.synth import make_message  # noqa: E402
+from devkit.dovecot import MASTER_USER, LocalDovecot  # noqa: E402
+from devkit.synth import make_message  # noqa: E402
 
 PASSWORD = "bench-master"
 PEERS = [f"peer{i}@danang.gov.vn" for i in range(40)] + [f"p{i}@gmail.com" for i in range(10)]

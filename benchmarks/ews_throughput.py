@@ -7,7 +7,7 @@ the baseline pages with FindItem, unrestricted, the collector with SyncFolderIte
 written by hand, posted with one requests.Session and parsed with lxml only as far as the
 item ids — what any EWS client must pay on this endpoint. Measured: the connector
 (exchangelib, unmodified) producing finished Message records. The endpoint is the Python
-test endpoint (tests/ews_endpoint.py), so absolute numbers say little about a real Exchange
+test endpoint (devkit/ews.py), so absolute numbers say little about a real Exchange
 server; the ratio says what exchangelib and our record building cost on top of the protocol.
 """
 
@@ -27,7 +27,7 @@ from lxml import etree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.ews import EwsSettings, EwsSource
-from tests.ews_endpoint import SOAP, EwsEndpoint, Item, M, T
+from devkit.ews import SOAP, EwsEndpoint, Item, M, T
 
 SVC, PASSWORD, MAILBOX = "svc@bench.gov.vn", "bench", "an.nv@bench.gov.vn"
 NOW = datetime(2026, 11, 23, tzinfo=UTC)

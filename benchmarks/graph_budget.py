@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/graph_budget.py [--mailboxes 300] [--messages 60]
 
-Against the local Graph tenant (mailusage/devgraph.py): ``--mailboxes`` mailboxes of
+Against the local Graph tenant (devkit/graph.py): ``--mailboxes`` mailboxes of
 ``--messages`` messages each (Inbox, Sent Items and one child folder of the Inbox), and
 three nights: the first, a quiet one, and one with 3 new messages and 2 read-state changes
 per mailbox. Measured for the collector (a night of every mailbox through the collector's
@@ -31,7 +31,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.graph import GraphSettings, GraphSource
-from mailusage.devgraph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
+from devkit.graph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 from pipelines.collect import run_night
 from pipelines.storage import DataDir
 from tests.collect_one import one_night

@@ -173,7 +173,7 @@ def naive_full_read(port: int, mailboxes: list[str], connections: int) -> dict[s
     from imapclient import IMAPClient
 
     from connectors.imap_helpers import FETCH_ITEMS
-    from mailusage.devserver import MASTER_USER
+    from devkit.dovecot import MASTER_USER
 
     items = ["INTERNALDATE", "RFC822.SIZE", "FLAGS", FETCH_ITEMS.split(" ", 4)[4][:-1]]
 
@@ -196,7 +196,7 @@ def naive_full_read(port: int, mailboxes: list[str], connections: int) -> dict[s
 
 
 def _auth(tag: bytes, mbx: str) -> bytes:
-    from mailusage.devserver import MASTER_USER
+    from devkit.dovecot import MASTER_USER
 
     msg = base64.b64encode(f"{mbx}\0{MASTER_USER}\0{PASSWORD}".encode())
     return tag + b" AUTHENTICATE PLAIN " + msg + b"\r\n"
@@ -472,7 +472,7 @@ def write_config(root: Path, port: int, people: list[str], concurrency: int) -> 
         ),
         encoding="utf-8",
     )
-    from mailusage.devserver import MASTER_USER
+    from devkit.dovecot import MASTER_USER
 
     config = root / "mailusage.toml"
     config.write_text(
@@ -589,7 +589,7 @@ def main() -> int:
 
 
 def collect_part(args: argparse.Namespace, work: Path, lines: list[str], row: Any) -> None:
-    from mailusage.devserver import LocalDovecot
+    from devkit.dovecot import LocalDovecot
 
     n, m = args.mailboxes, args.messages
     people = [f"cb{i:05d}@{DOMAIN}" for i in range(n)]

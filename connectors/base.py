@@ -20,8 +20,10 @@ __all__ = ["SIGNAL_NAMES", "Signals"]  # what a source measures: declared with t
 class Message(NamedTuple):
     """One message's metadata. Times are epoch seconds (UTC).
 
-    >>> Message("INBOX", 42, 1_763_860_000, 1_763_859_990, "header", 5120, True,
-    ...         "an.nv@danang.gov.vn", ("b@gmail.com",), (), "<x@y>", False)
+    >>> m = Message("INBOX", 42, 1_763_860_000, 1_763_859_990, "header", 5120, True,
+    ...             "an.nv@danang.gov.vn", ("b@gmail.com",), (), "<x@y>", False)
+    >>> m.internal_date - m.sent_date, m.size, m.to_addrs
+    (10, 5120, ('b@gmail.com',))
     """
 
     folder: str
@@ -87,6 +89,7 @@ class FolderCursor:
     """What the server guarantees about a folder at the end of the last collection.
 
     >>> FolderCursor(uidvalidity=1795445645, last_uid=1200, highestmodseq=3411)
+    FolderCursor(uidvalidity=1795445645, last_uid=1200, highestmodseq=3411, token=None)
     """
 
     uidvalidity: int

@@ -90,7 +90,7 @@ WELL_KNOWN = {
     "junkemail": "junk",
     "archive": "archive",
 }
-# mailFolder in the v1.0 metadata (tests/graph_metadata/): no size property — a $select
+# mailFolder in the v1.0 metadata (devkit/graph_metadata/): no size property — a $select
 # naming one is Graph's 400 "Could not find a property named 'sizeInBytes' …".
 _FOLDER_SELECT = "id,displayName,parentFolderId,childFolderCount,totalItemCount,unreadItemCount"
 _MESSAGE_SELECT = (

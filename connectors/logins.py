@@ -31,8 +31,10 @@ from zoneinfo import ZoneInfo
 class Login:
     """One observed login. ``login_at`` is aware (UTC).
 
-    >>> Login("an.nv@danang.gov.vn", datetime(2026, 11, 23, 1, 15, tzinfo=UTC), "imap",
-    ...       "10.1.2.3", "dovecot-log")
+    >>> login = Login("an.nv@danang.gov.vn", datetime(2026, 11, 23, 1, 15, tzinfo=UTC), "imap",
+    ...               "10.1.2.3", "dovecot-log")
+    >>> login.mailbox, login.login_at.isoformat()
+    ('an.nv@danang.gov.vn', '2026-11-23T01:15:00+00:00')
     """
 
     mailbox: str
@@ -103,9 +105,10 @@ def parse_log_line(line: str, *, year: int, tz: ZoneInfo, source: str) -> Login 
 
     Syslog-style stamps have no year: ``year`` is the year the line was written in.
 
-    >>> parse_log_line("Nov 23 08:15:02 imap-login: Info: Login: user=<a@x.vn>, method=PLAIN, "
-    ...                "rip=10.0.0.7, lip=10.0.0.1", year=2026, tz=ZoneInfo("UTC"), source="log")
-    Login(mailbox='a@x.vn', login_at=datetime(2026, 11, 23, 8, 15, 2, tzinfo=UTC), ...)
+    >>> login = parse_log_line("Nov 23 08:15:02 imap-login: Info: Login: user=<a@x.vn>, "
+    ...     "method=PLAIN, rip=10.0.0.7, lip=10.0.0.1", year=2026, tz=ZoneInfo("UTC"), source="log")
+    >>> login.mailbox, login.login_at.isoformat(), login.remote_addr
+    ('a@x.vn', '2026-11-23T08:15:02+00:00', '10.0.0.7')
     """
     m = _LOGIN_LINE.match(line)
     if m is None or not m.group("user"):

@@ -26,7 +26,7 @@ AuthMode = Literal["master-sasl", "master-separator", "user"]
 IMAP_SIGNALS = Signals(read_activity=True, quota=True, forwarding=False, folder_sizes=False)
 # Graph: delta updates are read activity; quota from the mailbox usage report (only with
 # `usage_report = true`, which the config checks); inbox rules are the forwarding.
-# mailFolder has no size property in v1.0 (tests/graph_metadata): no folder sizes.
+# mailFolder has no size property in v1.0 (devkit/graph_metadata): no folder sizes.
 GRAPH_SIGNALS = Signals(read_activity=True, quota=True, forwarding=True, folder_sizes=False)
 
 

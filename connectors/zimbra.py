@@ -88,7 +88,7 @@ def parse_audit_line(
     >>> parse_audit_line("2026-11-23 08:15:02,123 INFO  [ImapSSLServer-4] [ip=10.0.0.7;] "
     ...     "security - cmd=Auth; account=an.nv@x.vn; protocol=imap;", tz=ZoneInfo("UTC"),
     ...     source="zimbra", ignore_accounts=set(), ignore_remote=set())
-    Login(mailbox='an.nv@x.vn', login_at=datetime(2026, 11, 23, 8, 15, 2, tzinfo=UTC), ...)
+    Login(mailbox='an.nv@x.vn', login_at=datetime.datetime(2026, 11, 23, 8, 15, 2, ...), ...)
     """
     m = _AUDIT.match(line.rstrip("\r\n"))
     if m is None:

@@ -380,6 +380,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(
         args.workdir,
+        cli=main,
         staff=args.staff,
         nights=args.nights,
         graph=args.graph,

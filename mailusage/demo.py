@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -42,9 +43,9 @@ from rich.console import Console
 from rich.table import Table
 
 from contract.months import days_of, first_day, last_ended_month, month_of, months_back
-from mailusage.devgraph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
-from mailusage.devserver import DOVEADM, MASTER_USER, LocalDovecot
-from mailusage.synth import make_docx, make_message, person_name
+from devkit.dovecot import DOVEADM, MASTER_USER, LocalDovecot
+from devkit.graph import CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
+from devkit.synth import make_docx, make_message, person_name
 
 ICT = ZoneInfo("Asia/Ho_Chi_Minh")
 DOMAIN = "demo.gov.vn"
@@ -612,12 +613,20 @@ def wait_for_stop() -> None:
 
 def run_demo(
     workdir: str,
+    *,
+    cli: Callable[[list[str]], int],
     staff: int = 40,
     nights: int | None = None,
     graph: bool = False,
     months: int = 1,
     serve: bool = False,
 ) -> int:
+    """The demo in ``workdir``; 0 when every planted violation is found and nothing else.
+
+    ``cli`` runs one ``mailusage`` command line (the CLI's ``main``, handed in by
+    ``mailusage demo``): the last night's collect and the last month's evaluate go through
+    it as an operator's would, without the demo importing the CLI back.
+    """
     started = time.monotonic()
     root = Path(workdir).resolve()
     if root.exists() and any(root.iterdir()):
@@ -651,7 +660,6 @@ def run_demo(
     if not given:
         _write_secret(root / MASTER_FILE, master)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # one line a night is enough
-    from mailusage.cli import main
     from pipelines.collect import run_collection
     from pipelines.evaluate import run_evaluation
     from pipelines.night import summary_dict, summary_line
@@ -707,14 +715,14 @@ def run_demo(
                     code = code or (1 if summary.count("failed") else 0)
                 else:  # the last night goes through the Prefect flow, as the deployment does
                     last = ["collect", "--config", str(config), "--date", night, "--quiet"]
-                    code = main([*last, "--prefect"]) or code
+                    code = cli([*last, "--prefect"]) or code
             console.print(
                 f"collected {len(days)} nights of {month}, {counter[0]} messages so far "
                 f"({time.monotonic() - started:.0f} s); evaluating {month}…"
             )
             if final:  # the flow the monthly deployment runs
                 evaluate = ["evaluate", "--config", str(config), "--month", month, "--prefect"]
-                code = main(evaluate) or code
+                code = cli(evaluate) or code
             else:  # an earlier month: evaluated so that the next report has its trend
                 result = run_evaluation(str(config), month)
                 share = result["regular_share"]

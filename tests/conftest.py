@@ -15,7 +15,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 from connectors.imap import ImapSettings, ImapSource
-from mailusage.devserver import MASTER_USER, LocalDovecot
+from devkit.dovecot import MASTER_USER, LocalDovecot
 
 MASTER_PASSWORD = "test-master-secret"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from imapclient.imap_utf7 import decode as decode_utf7
 
-from mailusage.devserver import LocalDovecot
-from mailusage.synth import make_message
+from devkit.dovecot import LocalDovecot
+from devkit.synth import make_message
 
 BASE = 1_793_500_000  # 2026-11-01 ~ ICT
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 
 from analytics.evaluate import OUTPUT_FILES
+from mailusage.cli import main
 from mailusage.demo import run_demo
 
 
 def test_demo_finds_what_it_planted(tmp_path, monkeypatch, prefect_harness):
     monkeypatch.chdir(tmp_path)
-    assert run_demo(str(tmp_path / "demo"), staff=16) == 0  # non-zero on missed / false
+    assert run_demo(str(tmp_path / "demo"), staff=16, cli=main) == 0  # non-zero on missed / false
     reports = next((tmp_path / "demo" / "reports").iterdir())
     for name in OUTPUT_FILES:
         assert (reports / name).exists(), name
@@ -24,7 +25,7 @@ def test_demo_finds_what_it_planted(tmp_path, monkeypatch, prefect_harness):
 def test_demo_never_deletes_a_directory_it_did_not_write(tmp_path):
     mine = tmp_path / "notes.txt"
     mine.write_text("an operator's file")
-    assert run_demo(str(tmp_path), staff=4) == 2
+    assert run_demo(str(tmp_path), staff=4, cli=main) == 2
     assert mine.read_text() == "an operator's file"
 
 
@@ -33,7 +34,7 @@ def test_demo_with_one_unit_on_a_graph_tenant(tmp_path, monkeypatch, prefect_har
 
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "demo"
-    assert run_demo(str(root), staff=16, nights=4, graph=True) == 0
+    assert run_demo(str(root), staff=16, nights=4, graph=True, cli=main) == 0
     with (root / "roster.csv").open(encoding="utf-8-sig") as fh:
         online = {r["email"] for r in csv.DictReader(fh) if r["source"] == "demo-m365"}
     assert online
@@ -71,7 +72,7 @@ def test_demo_months_builds_consecutive_evaluated_months(tmp_path, monkeypatch, 
 
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "demo"
-    assert run_demo(str(root), staff=6, nights=2, months=2) == 0
+    assert run_demo(str(root), staff=6, nights=2, months=2, cli=main) == 0
     today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     last = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
     first = (last - timedelta(days=1)).replace(day=1)

@@ -13,7 +13,7 @@ from exchangelib import BASIC, Configuration, Credentials
 from exchangelib.protocol import BaseProtocol, CachingProtocol, Protocol
 
 from connectors.compat.exchangelib_session import CaAdapter, release, verify_with
-from mailusage.devgraph import graph_endpoint
+from devkit.graph import graph_endpoint
 
 
 @pytest.fixture

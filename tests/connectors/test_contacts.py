@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from connectors.contacts import find_contacts
 from contract.domains import public_matcher
-from mailusage.synth import make_docx
+from devkit.synth import make_docx
 from pipelines.mailbox import ContactScan
 from pipelines.storage import DataDir
 from tests.collect_one import collect_one

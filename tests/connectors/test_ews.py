@@ -1,4 +1,4 @@
-"""EWS contract tests: exchangelib, unmodified, against the local endpoint (tests/ews_endpoint.py).
+"""EWS contract tests: exchangelib, unmodified, against the local endpoint (devkit/ews.py).
 
 Ground truth is the endpoint's own in-memory items, never read back through exchangelib.
 The endpoint validates every request and response against Microsoft's schema.
@@ -20,12 +20,12 @@ import pytest
 from connectors.base import AuthError, MailboxMissing
 from connectors.ews import EwsSettings, EwsSource, folder_uidvalidity, item_uid
 from contract.roster import load_roster
+from devkit.ews import MAX_SYNC_CHANGES, EwsEndpoint, Item, Mailbox, Rule
 from mailusage.cli import main
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.storage import DataDir
 from tests.collect_one import collect_one
-from tests.ews_endpoint import MAX_SYNC_CHANGES, EwsEndpoint, Item, Mailbox, Rule
 from tests.fixtures import ews_release_2026_12_01 as release
 from tests.groundtruth import night_status
 

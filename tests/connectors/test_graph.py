@@ -1,5 +1,5 @@
 """Graph contract tests: requests + MSAL, unmodified, against the local endpoint
-(tests/graph_endpoint.py). Ground truth is the endpoint's in-memory tenant."""
+(devkit/graph.py). Ground truth is the endpoint's in-memory tenant."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from connectors.base import CredentialsRejected
 from connectors.graph import GraphSettings, GraphSource, message_uid, parse_usage_csv
-from mailusage.devgraph import ALL_ROLES, CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
+from devkit.graph import ALL_ROLES, CLIENT_ID, TENANT, GMessage, GraphWorld, graph_endpoint
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
 from pipelines.signals import read_source
@@ -632,7 +632,7 @@ def test_message_sizes_match_the_size_property_however_graph_spells_it(tenant, t
 
 
 def test_unknown_select_names_get_graphs_400():
-    from mailusage.devgraph import unknown_property
+    from devkit.graph import unknown_property
 
     assert unknown_property("mailFolder", {"$select": "id,sizeInBytes"}) == "sizeInBytes"
     assert unknown_property("message", {"$select": "isRead,createdDateTime"}) is None
@@ -642,7 +642,7 @@ def test_unknown_select_names_get_graphs_400():
 def test_filter_names_are_checked_against_their_own_type():
     """$filter too, and an $expand's own $filter against the expanded type (the message
     size property the collector expands is a singleValueLegacyExtendedProperty's id)."""
-    from mailusage.devgraph import unknown_name
+    from devkit.graph import unknown_name
 
     size = "singleValueExtendedProperties($filter=id eq 'Integer 0xe08')"
     assert unknown_name("message", {"$expand": size}) is None

@@ -11,7 +11,7 @@ from imapclient import IMAPClient
 
 from connectors.base import AuthError, MailboxMissing, SourceError, TransientError
 from connectors.imap import ImapSettings, ImapSource
-from mailusage.devserver import MASTER_USER, LocalDovecot, free_port
+from devkit.dovecot import MASTER_USER, LocalDovecot, free_port
 from tests.conftest import imap_source
 from tests.groundtruth import ODD_MESSAGES, flag_names, per_folder, seed_odd, seed_regular, truth
 

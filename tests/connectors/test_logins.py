@@ -20,7 +20,7 @@ from connectors.logins import (
     read_log,
     read_zimbra_export,
 )
-from mailusage.devserver import DOVEADM, LocalDovecot
+from devkit.dovecot import DOVEADM, LocalDovecot
 from tests.conftest import imap_source
 from tests.groundtruth import seed_regular
 

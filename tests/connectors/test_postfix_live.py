@@ -1,4 +1,4 @@
-"""Real mail through a real Postfix (mailusage.devpostfix), its log read by
+"""Real mail through a real Postfix (devkit.postfix), its log read by
 connectors.postfix_log, compared with what was sent — recipient for recipient.
 
 Postfix on loopback: authenticated submission (SASL through the test Dovecot), LMTP into
@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connectors.postfix_log import LogState, MailRecord, read_chunk
-from mailusage.devpostfix import POSTFIX, LocalPostfix
-from mailusage.devserver import LocalDovecot
+from devkit.dovecot import LocalDovecot
+from devkit.postfix import POSTFIX, LocalPostfix
 
 pytestmark = pytest.mark.skipif(
     not Path(POSTFIX).exists() or os.geteuid() != 0,

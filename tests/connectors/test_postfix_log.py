@@ -1,5 +1,5 @@
 """connectors.postfix_log on literal log lines, annotated (imapclient's parser tests are the
-model). Lines are as Postfix 3.7 writes them (mailusage.devpostfix logged most of these);
+model). Lines are as Postfix 3.7 writes them (devkit.postfix logged most of these);
 the real-Postfix round trip is tests/connectors/test_postfix_live.py."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import pytest
 
 from connectors.base import AuthError, SourceError
 from connectors.sieve import Forward, SieveSettings, SieveSource, redirects
-from mailusage.devserver import MASTER_USER, LocalDovecot
+from devkit.dovecot import MASTER_USER, LocalDovecot
 from tests.conftest import MASTER_PASSWORD
 
 SCRIPT = """require ["copy", "vacation", "fileinto"];

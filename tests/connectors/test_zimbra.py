@@ -23,7 +23,8 @@ from connectors.zimbra import (
     ZimbraExport,
     read_audit_log,
 )
-from mailusage.devserver import MASTER_USER
+from devkit.dovecot import MASTER_USER
+from devkit.zimbra import ZimbraWorld, zimbra_admin_endpoint
 from mailusage.doctor import run_doctor
 from pipelines.collect import run_collection
 from pipelines.config import ConfigError, load_config
@@ -31,7 +32,6 @@ from pipelines.signals import collect_logins
 from pipelines.storage import DataDir
 from tests.conftest import MASTER_PASSWORD
 from tests.faults.proxy import Fault, FaultProxy
-from tests.zimbra_endpoint import ZimbraWorld, zimbra_admin_endpoint
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 ADMIN = "admin@tiengiang.gov.vn"
@@ -372,7 +372,7 @@ def test_quota_listing_does_not_skip_or_repeat_when_usage_changes_between_reques
 
 def test_local_endpoint_follows_get_quota_usage(admin_api):
     """The fake itself, against GetQuotaUsage.java, so the tests above test the client."""
-    from tests.zimbra_endpoint import quota_usage
+    from devkit.zimbra import quota_usage
 
     _, world = admin_api
     world.servers = (MAIL1, MAIL2)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mailusage.devserver import LocalDovecot
+from devkit.dovecot import LocalDovecot
 from pipelines.collect import RunSummary
 from tests.faults.invariant import LEDGER, Entry, check_night, report_path, write_table
 from tests.faults.world import PASSWORD_ENV, Setup, add_mailboxes, seed_mail, truth

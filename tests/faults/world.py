@@ -17,8 +17,8 @@ from typing import Any
 
 import duckdb
 
-from mailusage.devserver import MASTER_USER, LocalDovecot
-from mailusage.synth import make_message
+from devkit.dovecot import MASTER_USER, LocalDovecot
+from devkit.synth import make_message
 from pipelines.collect import RunSummary, run_collection
 from tests.groundtruth import maildir_messages
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.imap import ImapSettings, ImapSource
-from mailusage.devserver import MASTER_USER, LocalDovecot
-from mailusage.synth import make_message
+from devkit.dovecot import MASTER_USER, LocalDovecot
+from devkit.synth import make_message
 from pipelines import storage
 from pipelines.storage import DataDir, ShardWriter
 from tests.collect_one import collect_one

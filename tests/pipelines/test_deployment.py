@@ -27,7 +27,7 @@ import duckdb
 import httpx
 import pytest
 
-from mailusage.devserver import LocalDovecot
+from devkit.dovecot import LocalDovecot
 from tests.conftest import MASTER_PASSWORD
 from tests.groundtruth import seed_regular, truth
 from tests.pipelines.test_flow_and_cli import write_setup

@@ -17,8 +17,8 @@ from prefect.client.schemas.filters import (
 )
 
 from contract.roster import RosterError, load_roster
+from devkit.dovecot import MASTER_USER, LocalDovecot
 from mailusage.cli import main
-from mailusage.devserver import MASTER_USER, LocalDovecot
 from mailusage.doctor import settings
 from pipelines.collect import NightFailed, collect
 from pipelines.config import ConfigError, load_config

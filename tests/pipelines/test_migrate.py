@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from devkit.synth import make_message
 from mailusage.cli import main
-from mailusage.synth import make_message
 from pipelines.collect import run_collection
 from pipelines.storage import DataDir
 from tests.conftest import MASTER_PASSWORD

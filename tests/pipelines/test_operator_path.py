@@ -16,8 +16,8 @@ import pytest
 
 from connectors.logins import LogCursor
 from contract.roster import RosterError, RosterNotes, load_roster
+from devkit.dovecot import LocalDovecot
 from mailusage.cli import main
-from mailusage.devserver import LocalDovecot
 from mailusage.doctor import run_doctor
 from pipelines.collect import collect, run_collection
 from pipelines.config import load_config

@@ -14,15 +14,15 @@ from exchangelib.protocol import CachingProtocol
 from connectors.base import AuthError
 from connectors.ews_settings import EwsSettings
 from connectors.settings import GraphSettings, ImapSettings, SieveSettings, ZimbraAdminSettings
-from mailusage.devgraph import CLIENT_ID, TENANT, graph_endpoint
-from mailusage.devserver import MASTER_USER
+from devkit.dovecot import MASTER_USER
+from devkit.ews import EwsEndpoint
+from devkit.graph import CLIENT_ID, TENANT, graph_endpoint
+from devkit.zimbra import ZimbraWorld, zimbra_admin_endpoint
 from pipelines.config import Config, SourceConfig, ZimbraConfig
 from pipelines.secrets import SecretRef
 from pipelines.sources import open_sources
 from tests.conftest import MASTER_PASSWORD
-from tests.ews_endpoint import EwsEndpoint
 from tests.groundtruth import seed_regular
-from tests.zimbra_endpoint import ZimbraWorld, zimbra_admin_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 AN = "an.nv@danang.gov.vn"

@@ -214,7 +214,7 @@ NEGATIVE = {
 
 def check(name: str, xml: str | etree._Element, expect_ok: bool = True) -> bool:
     elem = etree.fromstring(xml) if isinstance(xml, str) else xml
-    ok = SCHEMA.validate(elem)
+    ok = bool(SCHEMA.validate(elem))
     status = "valid" if ok else "INVALID"
     good = ok == expect_ok
     print(f"[{'PASS' if good else 'FAIL'}] {name}: {status}")

@@ -64,7 +64,7 @@ ALL_ROLES = (
 
 # The entity types this endpoint serves, as Microsoft's v1.0 metadata defines them
 # (microsoftgraph/msgraph-metadata schemas/v1.0-Prod.csdl, vendored with its commit).
-METADATA = Path(__file__).resolve().parents[1] / "tests" / "graph_metadata" / "v1.0-entities.xml"
+METADATA = Path(__file__).resolve().parent / "graph_metadata" / "v1.0-entities.xml"
 _EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 
 

@@ -2,7 +2,7 @@
 
 No open-source EWS server installs here, so this answers the SOAP shapes Exchange 2016
 answers, over an in-memory set of mailboxes, on 127.0.0.1. Each behaviour names its source
-(a Microsoft documentation page, or the EWS schema vendored in ``tests/ews_schema/``):
+(a Microsoft documentation page, or the EWS schema vendored in ``devkit/ews_schema/``):
 
 - ``GetFolder`` (distinguished or real folder ids, the requested properties only, the
   message-size extended property 0x0E08 as a Long);
@@ -256,7 +256,7 @@ _SCHEMA_LOCK = threading.Lock()
 
 
 def schema() -> Any:
-    """Microsoft's messages.xsd + types.xsd (tests/ews_schema/SOURCE.md), compiled once."""
+    """Microsoft's messages.xsd + types.xsd (devkit/ews_schema/SOURCE.md), compiled once."""
     global _SCHEMA
     with _SCHEMA_LOCK:
         if _SCHEMA is None:
