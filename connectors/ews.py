@@ -141,6 +141,9 @@ class MessageSize(ExtendedProperty):  # type: ignore[misc]
     property_type = "Long"
 
 
+# exchangelib's documented way to read an extended property is to register it on the item
+# or folder class ("Extended properties" in its docs): a field added to its Folder class once
+# per process, on import. Only the folder calls here name it (`.only(*_FOLDER_FIELDS)`).
 _SIZE_FIELD = "mailusage_size"
 if _SIZE_FIELD not in {f.name for f in Folder.FIELDS}:
     Folder.register(_SIZE_FIELD, MessageSize)
