@@ -36,6 +36,7 @@ from pipelines.night import (
     NightFailed,
     RunSummary,
     Work,
+    carry,
     failed_beyond,
     in_passes,
     plan,
@@ -89,17 +90,21 @@ def run_night(nt: Night, mailboxes: Iterable[tuple[str, str | None]]) -> RunSumm
 
 
 def fetch(nt: Night, work: list[Work]) -> list[Collection]:
-    """Read every mailbox: the first of each source alone, then the rest in shards.
+    """Read every mailbox: those with no log event carried from their last night, the
+    first of each source alone, then the rest in shards.
 
     The first mailbox of a source goes alone: a service account that is refused is then
     refused once, not once per connection in flight (Active Directory commonly locks an
     account after five failures), and the source's other mailboxes are not tried. A
     lead that failed transiently goes back to the shards.
     """
+    results = carry(nt, [w for w in work if w.carried is not None])
+    work = [w for w in work if w.carried is None]
     first = {w.source: w for w in reversed(work)}
     leads = [w for w in work if first.get(w.source) is w]
     with nt.staged("lead") as writer:
-        results, again = in_passes(leads, lambda w, last: write(nt, w, writer, last), [], False)
+        done, again = in_passes(leads, lambda w, last: write(nt, w, writer, last), [], False)
+        results += done
     rest = [w for w in work if first.get(w.source) is not w] + again
     parts = shards(rest, nt.concurrency * 4)
     shard = nt.step(collect_shard_task)

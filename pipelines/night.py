@@ -21,13 +21,22 @@ import pyarrow as pa
 
 from analytics.policy import load_policy
 from connectors.base import FolderCursor, ForwardingSource, MailboxSource, SourceError
-from contract.datasets import RUN_MAILBOXES, RUNS
+from contract.datasets import FORWARDING, RUN_MAILBOXES, RUNS
 from contract.domains import public_matcher
 from contract.people import Person
 from pipelines.config import Config, ConfigError, LoginSourceConfig
 from pipelines.mailbox import Collection, ContactScan, MailboxOutcome, read_mailbox
+from pipelines.quiet import Changes, carried_rows, read_reason
 from pipelines.secrets import secret_problems
-from pipelines.storage import DataDir, NightConflict, NightWriter, ShardWriter
+from pipelines.storage import (
+    Collected,
+    DataDir,
+    MailboxRows,
+    MailboxState,
+    NightConflict,
+    NightWriter,
+    ShardWriter,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,10 @@ class Work:
     # Messages of tonight already stored, which a re-collection of tonight replaces: they
     # are not new again (runs.messages_new summed over runs counts each message once).
     replaces: int = 0
+    # A mailbox with no log event since its last night (pipelines/quiet.py): its rows of
+    # tonight, carried from that night; it is not logged in to.
+    carried: MailboxRows | None = None
+    carried_from: str | None = None
 
 
 @dataclass
@@ -125,6 +138,10 @@ class Night:
     # source -> why its own account was refused tonight (its other mailboxes are not tried)
     refused: dict[str, str] = field(default_factory=dict)
     writer: NightWriter | None = None
+    # What the logs say changed since the last night (None: every mailbox is read) and
+    # every how many nights each mailbox is read anyway (pipelines/quiet.py).
+    changes: Changes | None = None
+    sweep_every: int = 7
 
     @classmethod
     def begin(
@@ -218,7 +235,8 @@ def plan(
 ) -> tuple[list[Work], list[MailboxOutcome]]:
     """The mailboxes to read tonight, (address, source or None for the default), with
     their start cursors (one state query), and those skipped because a later night is
-    already committed for them."""
+    already committed for them. With ``nt.changes``, a mailbox the logs saw no event in
+    since its last night is carried from that night instead (:func:`carry_plan`)."""
     states = nt.data.states()
     again = [m for m, state in states.items() if state.night == nt.night]  # a re-collection
     stored = nt.data.stored_rows(again, nt.night) if again else {}
@@ -235,7 +253,51 @@ def plan(
             nt.report(outcome)
             continue
         work.append(Work(src, mailbox, start, stored.get(mailbox, 0)))
+    if nt.changes is not None and nt.changes.changed is not None:
+        work = carry_plan(nt, work, {m: s.night for m, s in states.items()})
     return work, skipped
+
+
+def carry_plan(nt: Night, work: list[Work], last: dict[str, str]) -> list[Work]:
+    """``work`` with each mailbox that need not be read given the rows it carries: its
+    last night's ``mailbox_status`` and ``forwarding`` rows (one read of each night file)."""
+    quiet = {
+        w.mailbox for w in work
+        if read_reason(w.mailbox, nt.night, last.get(w.mailbox), nt.changes, nt.sweep_every) is None
+    }  # fmt: skip
+    by_night: dict[str, list[str]] = {}
+    for mailbox in quiet:
+        by_night.setdefault(last[mailbox], []).append(mailbox)
+    status: dict[str, list[dict[str, Any]]] = {}
+    forwards: dict[str, list[dict[str, Any]]] = {}
+    for night, names in by_night.items():
+        status.update(nt.data.rows_of("mailbox_status", night, names))
+        forwards.update(nt.data.rows_of("forwarding", night, names))
+    planned = []
+    for w in work:
+        rows = carried_rows(status.get(w.mailbox, []), w.start) if w.mailbox in quiet else None
+        if rows is not None:
+            fwd = forwards.get(w.mailbox)
+            table = pa.Table.from_pylist(fwd, schema=FORWARDING) if fwd else None
+            w = replace(w, carried=MailboxRows([], rows, table), carried_from=last[w.mailbox])
+        planned.append(w)
+    return planned
+
+
+def carry(nt: Night, work: list[Work]) -> list[Collection]:
+    """Stage the carried mailboxes' rows: no login, the cursors committed as they were."""
+    done = []
+    with nt.staged("carried") as writer:
+        for w in work:
+            assert w.carried is not None
+            writer.add(w.carried)
+            folders = sum(1 for r in w.carried.mailbox_status if r["folder_status"] == "ok")
+            reason = f"carried from {w.carried_from}: no log event since"
+            outcome = MailboxOutcome(w.source, w.mailbox, "ok", reason, 0, folders, 0.0)
+            state = MailboxState(nt.night, dict(w.start), dict(w.start))
+            done.append(Collection(outcome, None, Collected(w.mailbox, state, {}, [])))
+            nt.report(outcome)
+    return done
 
 
 def read_one(nt: Night, w: Work, last: bool) -> Collection | None:

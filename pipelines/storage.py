@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.base import FolderCursor, Message
@@ -387,6 +388,22 @@ class DataDir:
         with self.db() as con:
             rows = con.execute("select mailbox, state from cursors").fetchall()
         return {m: MailboxState.from_json(s) for m, s in rows}
+
+    def rows_of(
+        self, dataset: str, night: str, mailboxes: Iterable[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The rows ``mailboxes`` have in ``dataset``'s file of ``night``, by mailbox, in
+        the file's order (none when the file does not exist)."""
+        path = self.night_file(dataset, night)
+        if not path.exists():
+            return {}
+        wanted = pa.array(sorted(set(mailboxes)), pa.string())
+        table = pq.read_table(path)
+        table = table.filter(pc.is_in(table["mailbox"], value_set=wanted))
+        out: dict[str, list[dict[str, Any]]] = {}
+        for row in table.to_pylist():
+            out.setdefault(row["mailbox"], []).append(row)
+        return out
 
     def stored_rows(self, mailboxes: Iterable[str], night: str) -> dict[str, int]:
         """Messages each mailbox has stored under ``night`` (from the folder index, by its

@@ -1,0 +1,192 @@
+"""The log-driven quiet night (issue 25.3): a mailbox with no log event is not logged in
+to, and the rows carried for it are exactly what reading it would have given."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pytest
+
+from connectors.base import FolderCursor
+from connectors.imap import ImapSettings, ImapSource
+from devkit.dovecot import MASTER_USER, LocalDovecot
+from devkit.synth import make_message
+from pipelines.collect import run_night
+from pipelines.quiet import (
+    Changes,
+    LogEvidence,
+    carried_rows,
+    changes_from,
+    read_reason,
+    sweep_night,
+)
+from pipelines.storage import DataDir
+from tests.collect_one import one_night
+from tests.conftest import MASTER_PASSWORD
+from tests.groundtruth import BASE, seed_regular
+
+NOW = datetime(2026, 11, 21, 18, 30, tzinfo=UTC)
+
+
+def test_any_doubt_is_a_full_night():
+    ev = LogEvidence("postfix", frozenset({"a@x.vn"}), True, last_line=NOW - timedelta(hours=1))
+    hours = timedelta(hours=12)
+    assert changes_from([ev], now=NOW, silence=hours) == Changes(
+        frozenset({"a@x.vn"}), "1 mailboxes with an event in postfix"
+    )
+    assert changes_from([], now=NOW, silence=hours).changed is None
+    lost = LogEvidence("postfix", frozenset(), False, "rotation mail.log.1 not found", NOW)
+    assert changes_from([ev, lost], now=NOW, silence=hours).why == (
+        "postfix: rotation mail.log.1 not found"
+    )
+    stale = LogEvidence("dovecot", frozenset(), True, last_line=NOW - timedelta(hours=13))
+    assert changes_from([ev, stale], now=NOW, silence=hours).changed is None
+    assert (
+        changes_from([LogEvidence("d", frozenset(), True)], now=NOW, silence=hours).changed is None
+    )
+
+
+def test_read_reason():
+    quiet = Changes(frozenset({"a@x.vn"}), "")
+    night = "2026-11-21"
+    assert read_reason("b@x.vn", night, "2026-11-20", None, 7) == "full night"
+    assert read_reason("b@x.vn", night, "2026-11-20", Changes(None, "why"), 7) == "full night"
+    assert read_reason("b@x.vn", night, None, quiet, 7) == "never collected"
+    assert read_reason("b@x.vn", night, night, quiet, 7) == "re-collection"
+    assert read_reason("b@x.vn", night, "2026-11-19", quiet, 7) == "last collected 2026-11-19"
+    assert read_reason("A@X.VN", night, "2026-11-20", quiet, 7) == "log event"
+    # every mailbox has exactly one sweep night in any seven in a row
+    nights = [(datetime(2026, 11, 1) + timedelta(days=d)).date().isoformat() for d in range(70)]
+    for mailbox in (f"cb{i}@x.vn" for i in range(50)):
+        swept = [n for n in nights if sweep_night(mailbox, n, 7)]
+        assert len(swept) == 10
+        gaps = {
+            (datetime.fromisoformat(b) - datetime.fromisoformat(a)).days
+            for a, b in itertools.pairwise(swept)
+        }
+        assert gaps == {7}
+        carried = [n for n in nights[1:] if read_reason(mailbox, n, "x", quiet, 7) is None]
+        assert not carried  # "x" is never the night before
+
+
+def test_rows_that_disagree_with_the_cursor_are_read_not_carried():
+    row = {"folder": "INBOX", "folder_status": "ok", "uidvalidity": 7, "last_uid": 8,
+           "highestmodseq": 40, "fetched": 3, "full_reread": True, "unreadable": 0,
+           "read_activity": 2}  # fmt: skip
+    start = {"INBOX": FolderCursor(7, 8, 40)}
+    (carried,) = carried_rows([row], start)  # type: ignore[misc]
+    assert (carried["fetched"], carried["full_reread"], carried["read_activity"]) == (0, False, 0)
+    assert (
+        carried_rows([{**row, "highestmodseq": None}], {"INBOX": FolderCursor(7, 8, None)})[0][
+            "read_activity"
+        ]
+        is None
+    )  # type: ignore[index]  # the server cannot count reading
+    assert carried_rows([row], {"INBOX": FolderCursor(7, 9, 40)}) is None
+    assert carried_rows([row], {"INBOX": FolderCursor(7, 8, 41)}) is None
+    assert (
+        carried_rows([row], {"INBOX": FolderCursor(7, 8, 40), "Sent": FolderCursor(3, 1, None)})
+        is None
+    )
+    assert carried_rows([{**row, "folder_status": "renamed"}], start) is None
+    assert carried_rows([], {}) is None
+
+
+@pytest.fixture
+def src(dovecot: LocalDovecot) -> ImapSource:
+    return ImapSource(
+        ImapSettings(
+            host="127.0.0.1", port=dovecot.imaps_port, ca_file=str(dovecot.ca_file),
+            master_user=MASTER_USER,
+        ),
+        password_for=lambda _m: MASTER_PASSWORD,
+        name="test",
+    )  # fmt: skip
+
+
+class Counting:
+    """The source, counting the mailboxes it opens (logins)."""
+
+    def __init__(self, source: ImapSource, dovecot: LocalDovecot) -> None:
+        self.source, self.name, self.opened = source, source.name, []
+        self.dovecot = dovecot
+
+    def open(self, mailbox: str):
+        self.opened.append(mailbox)
+        return self.source.open(mailbox)
+
+    def __getattr__(self, name: str):
+        return getattr(self.source, name)
+
+
+def night_of(source: Counting, night: str, data: DataDir, changes: Changes | None, every: int = 7):
+    from connectors.sieve import SieveSettings, SieveSource
+
+    dovecot = source.dovecot
+    sieve = SieveSource(
+        SieveSettings(
+            host="127.0.0.1", port=dovecot.sieve_port, ca_file=str(dovecot.ca_file),
+            master_user=MASTER_USER,
+        ),
+        password_for=lambda _m: MASTER_PASSWORD,
+    )  # fmt: skip
+    nt = one_night(source, night, data, forwarding=sieve)  # type: ignore[arg-type]
+    nt.changes, nt.sweep_every = changes, every
+    return nt
+
+
+def table(data: DataDir, dataset: str, night: str) -> list[tuple]:
+    return duckdb.execute(
+        "select * exclude (night) from read_parquet($p, hive_partitioning = true) order by all",
+        parameters={"p": str(data.night_file(dataset, night))},
+    ).fetchall()
+
+
+def test_a_carried_night_equals_a_full_night(dovecot, src, tmp_path):
+    boxes = [f"quiet{i}@danang.gov.vn" for i in range(4)]
+    for i, mailbox in enumerate(boxes):
+        seed_regular(dovecot, mailbox, 12, seed=40 + i)
+    dovecot.set_sieve(boxes[2], "roundcube", 'require "copy"; redirect :copy "ban.tn@gmail.com";')
+    counting = Counting(src, dovecot)
+    data = DataDir(tmp_path / "logs")
+    first = run_night(night_of(counting, "2026-11-20", data, None), [(m, "test") for m in boxes])
+    assert first.count("ok") == 4
+    full = tmp_path / "full"
+    shutil.copytree(data.root, full)
+
+    # Tonight one mailbox got mail; the logs say so. Another's sweep night is tonight.
+    raw = make_message("x@gmail.com", [boxes[0]], date=BASE + 86400 * 9, message_id="<n@t>")
+    dovecot.deliver(boxes[0], "INBOX", raw, when=BASE + 86400 * 9)
+    dovecot.finish_seeding(boxes[0])
+    night = "2026-11-21"
+    swept = [m for m in boxes if sweep_night(m, night, 2)]
+    assert swept == [boxes[0], boxes[3]]  # the hash's spread (a fixed function of the address)
+    counting.opened.clear()
+    changes = Changes(frozenset({boxes[0]}), "test")
+    quiet = run_night(
+        night_of(counting, night, data, changes, every=2), [(m, "test") for m in boxes]
+    )
+    expected = [boxes[0], boxes[3]]
+    assert sorted(counting.opened) == expected  # logins only where the logs or the sweep say
+    assert quiet.count("ok") == 4 and quiet.messages_new == 1
+    carried = [o for o in quiet.outcomes if o.reason.startswith("carried")]
+    assert sorted(o.mailbox for o in carried) == [boxes[1], boxes[2]]  # boxes[2]: a Sieve rule
+
+    counting.opened.clear()
+    reference = DataDir(full)
+    run_night(night_of(counting, night, reference, None), [(m, "test") for m in boxes])
+    assert sorted(counting.opened) == sorted(boxes)
+    # The carried rows are what reading the unchanged mailboxes gave, row for row.
+    for dataset in ("mailbox_status", "forwarding", "messages"):
+        assert table(data, dataset, night) == table(reference, dataset, night), dataset
+    assert data.states() == reference.states()
+    assert any(r for r in table(data, "forwarding", night))  # the carried rule is there
+
+    # A re-collection of tonight reads every mailbox (its last rows are tonight's own).
+    counting.opened.clear()
+    run_night(night_of(counting, night, data, changes, every=2), [(m, "test") for m in boxes])
+    assert sorted(counting.opened) == sorted(boxes)
+    assert table(data, "mailbox_status", night) == table(reference, "mailbox_status", night)
