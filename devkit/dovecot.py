@@ -56,6 +56,15 @@ service auth {{
   }}
 }}
 """
+# With ``mail_log=True``: every change made in a session is logged (the mail_log plugin,
+# doc.dovecot.org "Mail logger plugin"; the events of src/plugins/mail-log/mail-log-plugin.c).
+_MAIL_LOG = """\
+plugin {
+  mail_log_events = delete undelete expunge save copy flag_change \\
+    mailbox_create mailbox_delete mailbox_rename
+  mail_log_fields = uid box msgid
+}
+"""
 MASTER_USER = "mailusage-admin"
 COLLECTOR_LOGIN_KEY = "collector-login/mailusage"
 
@@ -76,7 +85,7 @@ first_valid_uid = {uid}
 last_valid_uid = {uid}
 mail_fsync = never
 mail_location = maildir:~/Maildir
-mail_plugins = quota
+mail_plugins = quota{mail_log_plugins}
 auth_mechanisms = plain login
 auth_master_user_separator = *
 auth_failure_delay = {auth_failure_delay}
@@ -152,7 +161,7 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
-{sieve_config}{mta_config}
+{sieve_config}{mta_config}{mail_log_config}
 service dict {{
   unix_listener dict {{
     user = {user}
@@ -251,6 +260,7 @@ class LocalDovecot:
         master_password: str = "master-secret",
         auth_failure_delay: str = "0",
         mta: bool = False,
+        mail_log: bool = False,
     ) -> LocalDovecot:
         if not Path(DOVECOT).exists():
             raise RuntimeError(
@@ -293,6 +303,8 @@ class LocalDovecot:
                 )
                 if mta
                 else "",
+                mail_log_plugins=" notify mail_log" if mail_log else "",
+                mail_log_config=_MAIL_LOG if mail_log else "",
             )
         )
         server._chown(root)
