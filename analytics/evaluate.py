@@ -27,9 +27,17 @@ import pyarrow.parquet as pq
 
 from analytics.pdf import PdfRenderer
 from analytics.policy import Policy, Waiver, check_month, code_name
-from analytics.queries import Workspace, month_nights, month_params
+from analytics.queries import (
+    MAIL_LOGS,
+    Workspace,
+    covering_nights,
+    mail_log_nights,
+    month_nights,
+    month_params,
+)
 from analytics.report import month_label, render_report
 from analytics.workbook import hr_workbook
+from contract.datasets import dataset_files
 from contract.domains import public_domains
 from contract.files import atomic_write
 from contract.letterhead import Letterhead
@@ -259,6 +267,13 @@ OUTPUT_FILES = (
 )
 
 
+# person_month's columns that exist only for a month the mail log covers (the data
+# dictionary's "Mail log" columns); without it the table is the one it always was
+MAIL_LOG_COLUMNS = ("sent_folder", "sent_submitted", "sent_folder_logged", "submission_days")
+# violations.csv / review.csv: where each piece of evidence came from, and its queue id
+MAIL_LOG_EVIDENCE = ("evidence_source", "queue_id")
+
+
 class MonthNotCollected(Exception):
     """No night of the month was collected for any roster mailbox: rating everyone
     "inactive" from no data would be wrong, so there is nothing to evaluate."""
@@ -294,6 +309,8 @@ class EvaluationResult:
     coverage: pa.Table
     regular_share_prev: float | None
     paths: dict[str, Path] = field(default_factory=dict)
+    # the mail log covered this month for some roster source (MAIL_LOG_COLUMNS are there)
+    mail_logs: bool = False
 
 
 def roster_table(
@@ -315,6 +332,7 @@ def roster_table(
         "mailbox_issued": [p.mailbox_issued for p in people],
         "logins_measured": [bool(m and m.logins) for m in measures],
         "forwarding_measured": [bool(m and m.forwarding) for m in measures],
+        "submissions_measured": [bool(m and m.submissions) for m in measures],
     }
     schema = pa.schema(
         [
@@ -330,6 +348,7 @@ def roster_table(
             ("mailbox_issued", pa.bool_()),
             ("logins_measured", pa.bool_()),
             ("forwarding_measured", pa.bool_()),
+            ("submissions_measured", pa.bool_()),
         ]
     )
     return pa.Table.from_pydict(columns, schema=schema)
@@ -354,13 +373,16 @@ def evaluate_month(
 def _evaluate(inputs: EvaluationInputs, month: str, lang: str) -> EvaluationResult:
     """The month's tables: usage per person, ranking, violations, HR rows, coverage."""
     policy = inputs.policy
+    roster = roster_table(inputs.people, inputs.signals_of)
+    logs = mail_log_files(inputs, month, roster)
     ws = Workspace.open(
         inputs.data_dir,
-        roster_table(inputs.people, inputs.signals_of),
+        roster,
         official=list(inputs.official_domains),
         public=public_domains(inputs.public_domains_extra),
         registration=list(policy.registration_domains),
         nights=month_nights(month),
+        mail_logs=logs,
     )
     usage = {
         "regular_days": policy.regular_min_active_days,
@@ -389,10 +411,31 @@ def _evaluate(inputs: EvaluationInputs, month: str, lang: str) -> EvaluationResu
     violations = _apply_confidence(violations, policy)
     coverage = ws.run("coverage", **params)
     person_month = _with_counterparts(person_month, counterparts)
+    if not logs:  # exactly the tables of an evaluation without mail logs
+        person_month = person_month.drop_columns(list(MAIL_LOG_COLUMNS))
+        violations = violations.drop_columns(list(MAIL_LOG_EVIDENCE))
     hr_rows = _hr_rows(inputs, month, person_month, violations, lang)
     return EvaluationResult(
-        month, person_month, ranking, violations, hr_rows, coverage, _regular_share(prev)
+        month,
+        person_month,
+        ranking,
+        violations,
+        hr_rows,
+        coverage,
+        _regular_share(prev),
+        mail_logs=bool(logs),
     )
+
+
+def mail_log_files(inputs: EvaluationInputs, month: str, roster: pa.Table) -> list[Path]:
+    """The ``mail_log_deliveries`` files the month reads, or none: the mail log is used
+    only when a roster person's source submits through it (``Signals.submissions``, from
+    the config's ``[[mail_logs]]``) and the store holds a file of a night covering the
+    month. Otherwise the month is evaluated exactly as without mail logs."""
+    if not pc.any(roster["submissions_measured"]).as_py():
+        return []
+    files = dataset_files(inputs.data_dir, MAIL_LOGS, *mail_log_nights(month))
+    return files if covering_nights(files, month) else []
 
 
 def rated(pm: pa.Table) -> pa.Table:

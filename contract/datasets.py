@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from contract.mail_logs import MAIL_LOG_DATASETS
+
 NIGHT_FILE = "part-0.parquet"
 
 MESSAGES = pa.schema(
@@ -156,7 +158,7 @@ def dataset_files(
     One directory listing per night, whatever the number of mailboxes: a month's reader
     lists the dataset's night directories and opens only the nights it needs.
     """
-    if dataset not in DATASETS:
+    if dataset not in DATASETS and dataset not in MAIL_LOG_DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}")
     base = root / dataset
     if not base.is_dir():
