@@ -104,6 +104,14 @@ RULE_LABELS = {
         ),
     }
 }
+# evidence_source: where a piece of evidence was found (with mail logs only)
+SOURCE_LABELS = {
+    "vi": {
+        "mailbox": "hộp thư",
+        "mail_log": "nhật ký máy chủ thư",
+        "mailbox+mail_log": "hộp thư và nhật ký máy chủ thư",
+    }
+}
 # where_found of the contact scan (rule contact_in_<where>)
 FOUND_IN_LABELS = {
     "vi": {
@@ -156,6 +164,8 @@ HEADERS: dict[str, dict[str, str]] = {
     "date": {"vi": "Thời điểm", "en": "Date"},
     "counterpart": {"vi": "Địa chỉ liên quan", "en": "Counterpart address"},
     "seen_night": {"vi": "Đêm thu thập phát hiện", "en": "Night first seen"},
+    "evidence_source": {"vi": "Nguồn bằng chứng", "en": "Evidence source"},
+    "queue_id": {"vi": "Mã hàng đợi (nhật ký máy chủ thư)", "en": "Queue ID (mail log)"},
     "rank": {"vi": "Hạng", "en": "Rank"},
     "unit_code": {"vi": "Mã đơn vị", "en": "Unit code"},
     "unit_name": {"vi": "Tên đơn vị", "en": "Unit name"},
@@ -220,6 +230,14 @@ EVIDENCE_COLUMNS = (
     "date",
     "counterpart",
     "seen_night",
+)
+# with mail logs: where each piece came from, and the log's queue id beside the UID
+EVIDENCE_COLUMNS_MAIL_LOGS = (
+    *EVIDENCE_COLUMNS[: EVIDENCE_COLUMNS.index("rule") + 1],
+    "evidence_source",
+    *EVIDENCE_COLUMNS[EVIDENCE_COLUMNS.index("folder") : EVIDENCE_COLUMNS.index("uid") + 1],
+    "queue_id",
+    *EVIDENCE_COLUMNS[EVIDENCE_COLUMNS.index("message_id") :],
 )
 HR_COLUMNS = (
     "employee_id",
@@ -742,9 +760,12 @@ def _evidence_table(
         "counts": lambda v: COUNTS_LABELS[lang][v],
         "rule": lambda v: rule_label(v, lang),
         "seen_night": lambda v: v.isoformat(),
+        "evidence_source": lambda v: SOURCE_LABELS.get(lang, {}).get(v, v),
     }
     for name, word in words.items():
         index = table.schema.get_field_index(name)
+        if index < 0:  # evidence_source: only with mail logs
+            continue
         table = table.set_column(index, name, _mapped(table[name], word))
     return table
 
@@ -760,9 +781,10 @@ def _write(
     pq.write_table(result.person_month, sink, compression="zstd")
     atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
     atomic_write(paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking, lang))
+    columns = EVIDENCE_COLUMNS_MAIL_LOGS if result.mail_logs else EVIDENCE_COLUMNS
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
         evidence = _evidence_table(inputs, result.violations, confidence, lang)
-        atomic_write(paths[name], _csv_bytes(EVIDENCE_COLUMNS, evidence, lang))
+        atomic_write(paths[name], _csv_bytes(columns, evidence, lang))
     hr = pa.Table.from_pylist(result.hr_rows, schema=_HR_SCHEMA)
     atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
     title = f"{HEADERS['month'][lang]} {month_label(result.month, lang)}"

@@ -72,6 +72,13 @@ submitted as (
     group by all
 ),
 
+-- the people the log speaks for, and on how many days of the month
+log_people as (
+    select email as mailbox, (select count(*) from logged_days) as days
+    from roster
+    where submissions_measured and email <> ''
+),
+
 submission_counts as (
     select s.mailbox, count(*) filter (where s.reached) as sent_submitted
     from submitted s
@@ -161,17 +168,17 @@ joined as (
         r.is_unit_mailbox,
         r.email <> '' and r.mailbox_issued as has_mailbox,
         case
-            when r.submissions_measured and g.days > 0 then
+            when g.days > 0 then
                 coalesce(c.sent_submitted, 0) + coalesce(s.sent, 0)
                     - coalesce(f.sent_folder_logged, 0)
             else coalesce(s.sent, 0)
         end as sent,
         coalesce(s.sent, 0) as sent_folder,
-        case when r.submissions_measured and g.days > 0 then coalesce(c.sent_submitted, 0)
+        case when g.days > 0 then coalesce(c.sent_submitted, 0)
         end as sent_submitted,
-        case when r.submissions_measured and g.days > 0 then coalesce(f.sent_folder_logged, 0)
+        case when g.days > 0 then coalesce(f.sent_folder_logged, 0)
         end as sent_folder_logged,
-        case when r.submissions_measured then g.days else 0 end as submission_days,
+        coalesce(g.days, 0) as submission_days,
         coalesce(v.received, 0) as received,
         n.read_activity,
         coalesce(n.read_nights, 0) as read_nights,
@@ -188,7 +195,7 @@ joined as (
         r.start_date is not null and r.start_date > $first_day
             and r.start_date < $next_day as joined_mid_month
     from roster r
-    cross join (select count(*) as days from logged_days) g
+    left join log_people g on g.mailbox = r.email
     left join sent s on s.mailbox = r.email
     left join submission_counts c on c.mailbox = r.email
     left join folder_logged f on f.mailbox = r.email
