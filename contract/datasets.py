@@ -3,6 +3,7 @@
     data/<dataset>/night=YYYY-MM-DD/part-0.parquet   one file per dataset per night
     data/runs/night=…/<run_id>.parquet                one file per run (also run_mailboxes)
     data/logins/night=…/<source>.parquet              one file per login source per night
+    data/mail_log_deliveries/night=…/<source>.parquet one file per mail log source per night
 
 Every file under ``<dataset>/night=*/`` ending in ``.parquet`` is committed data in the
 dataset's current schema: plain DuckDB, pandas or Spark read a dataset with a glob
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from contract.mail_logs import MAIL_LOG_DATASETS
+from contract.mail_logs import MAIL_LOG_DELIVERIES
 
 NIGHT_FILE = "part-0.parquet"
 
@@ -133,11 +134,12 @@ DATASETS: dict[str, pa.Schema] = {
     "contacts": CONTACTS,
     "runs": RUNS,
     "run_mailboxes": RUN_MAILBOXES,
+    "mail_log_deliveries": MAIL_LOG_DELIVERIES,
 }
 
 
 # Written as one file per night by the collector, always in the current schema (a layout-1
-# directory is converted); the others keep one file per run or per login source.
+# directory is converted); the others keep one file per run or per login or mail log source.
 NIGHTLY = ("messages", "mailbox_status", "forwarding", "contacts")
 # Keyed by the night that collected them, not by when things happened: a month reads only
 # its own nights of these. (messages, contacts and logins carry their own dates, and a
@@ -158,7 +160,7 @@ def dataset_files(
     One directory listing per night, whatever the number of mailboxes: a month's reader
     lists the dataset's night directories and opens only the nights it needs.
     """
-    if dataset not in DATASETS and dataset not in MAIL_LOG_DATASETS:
+    if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}")
     base = root / dataset
     if not base.is_dir():
