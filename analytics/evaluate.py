@@ -450,7 +450,7 @@ def mail_log_files(inputs: EvaluationInputs, month: str, roster: pa.Table) -> li
     only when a roster person's source submits through it (``Signals.submissions``, from
     the config's ``[[mail_logs]]``) and the store holds a file of a night covering the
     month. Otherwise the month is evaluated exactly as without mail logs."""
-    if not pc.any(roster["submissions_measured"]).as_py():
+    if not any(roster["submissions_measured"].to_pylist()):
         return []
     files = dataset_files(inputs.data_dir, MAIL_LOGS, *mail_log_nights(month))
     return files if covering_nights(files, month) else []

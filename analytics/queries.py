@@ -187,9 +187,12 @@ class Workspace:
                 [str(f) for f in files], hive_partitioning=True, union_by_name=True
             )
             rel.create_view(MAIL_LOGS)
-        else:
-            empty = MAIL_LOG_DELIVERIES.empty_table()
-            self.register(MAIL_LOGS, empty.append_column("night", pa.array([], pa.date32())))
+        else:  # nothing read: an empty table of the same shape
+            self.register("mail_log_empty", MAIL_LOG_DELIVERIES.empty_table())
+            self.con.execute(
+                "create view mail_log_deliveries as "
+                "select *, cast(null as date) as night from mail_log_empty"
+            )
         self.con.execute(
             "create table mail_log_nights as "
             "select unnest($nights::date[]) as night, unnest($sources::varchar[]) as source",

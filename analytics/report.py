@@ -581,10 +581,8 @@ def mail_log_agreement(result: Any, t: dict[str, Any]) -> dict[str, Any] | None:
         (r for r in both if r["sent_submitted"] != r["sent_folder_logged"]),
         key=lambda r: (-abs(r["sent_submitted"] - r["sent_folder_logged"]), r["mailbox"]),
     )
-    v = result.violations
-    sources = Counter(
-        v.filter(pc.equal(v["confidence"], "confirmed"))["evidence_source"].to_pylist()
-    )
+    found = result.violations.select(["confidence", "evidence_source"]).to_pylist()
+    sources = Counter(r["evidence_source"] for r in found if r["confidence"] == "confirmed")
     logged = max((r["submission_days"] for r in rows), default=0)
     days = days_in(result.month)
     return {

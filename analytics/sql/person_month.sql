@@ -7,8 +7,8 @@
 -- the mail log), read activity (flags changed: the night N collection covers day N-1) or a
 -- login.
 -- The mail log (issue 25): for a person whose source submits through the logged MTA
--- (roster.submissions_measured), a day is "logged" when every log source's file of the
--- night covering it exists; on logged days `sent` counts the messages they submitted that
+-- (roster.submissions_measured), a day is "logged" when the night covering it has the file
+-- of every log source read that month; on logged days `sent` counts the messages they submitted that
 -- reached at least one recipient, on the other days the Sent folder (unknown is not zero:
 -- a day the log was not read is never counted as none sent). sent_folder keeps the Sent
 -- folder's count, sent_submitted and sent_folder_logged the two counts on the logged days
@@ -42,8 +42,11 @@ received as (
     group by mailbox
 ),
 
+-- the log sources read on some night covering the month: each must be read for a day
 log_sources as (
-    select distinct source from mail_log_nights
+    select distinct source
+    from mail_log_nights
+    where cast(night as date) - 1 >= $first_day and cast(night as date) - 1 < $next_day
 ),
 
 -- every log source was read on the night covering the day (night N covers day N-1)

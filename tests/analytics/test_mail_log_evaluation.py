@@ -148,7 +148,7 @@ def test_a_day_the_log_was_not_read_is_unknown_not_zero(tmp_path):
     assert pm["UA"]["sent_submitted"] == 1  # day 5: logged
 
 
-def test_a_day_is_logged_only_when_every_log_source_was_read(tmp_path):
+def test_a_day_is_logged_only_when_every_log_source_of_the_month_was_read(tmp_path):
     root = _store(tmp_path)
     submissions = fixture_sent(root / "data") + EXTRA
     write_mail_log(root / "data", rows_of(submissions, []))
@@ -156,6 +156,9 @@ def test_a_day_is_logged_only_when_every_log_source_was_read(tmp_path):
     write_mail_log(
         root / "data", [], source="mta2", nights=[n for n in NIGHTS if n != date(2026, 11, 4)]
     )
+    # a third, set up in December: read with November (a week past it), no day of it
+    december = [date(2026, 12, 3) + timedelta(days=i) for i in range(6)]
+    write_mail_log(root / "data", [], source="mta3", nights=december)
     result = evaluate_month(inputs(root, signals={"fixture": LOGGED}), MONTH)
     pm = {r["employee_id"]: r for r in result.person_month.to_pylist()}
     assert pm["P01"]["submission_days"] == 27
