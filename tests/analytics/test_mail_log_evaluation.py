@@ -27,6 +27,7 @@ from tests.analytics.mail_log_fixture import (
     write_mail_log,
 )
 from tests.analytics.test_evaluate import MEASURES_ALL, MONTH, inputs
+from tests.analytics.test_report import _text
 
 LOGGED = replace(MEASURES_ALL, submissions=True)
 
@@ -261,6 +262,9 @@ def test_the_report_in_vietnamese(logged, tmp_path):
     assert "Nhật ký máy chủ thư được đọc đủ 28 trên 30 ngày của tháng" in html
     assert "với 10 người có cả hai: 4 người khớp số thư" in html
     assert "chênh lệch tổng cộng +8 thư" in html
+    # the PDF is the same report: its text has the sentence and the table's people
+    pdf = " ".join(_text(vi.paths["report_pdf"]).split())
+    assert "4 người khớp số thư" in pdf and addr("P06") in pdf
     with vi.paths["violations"].open(encoding="utf-8-sig") as fh:
         sources = {r["Nguồn bằng chứng"] for r in csv.DictReader(fh)}
     assert sources == {"hộp thư", "nhật ký máy chủ thư", "hộp thư và nhật ký máy chủ thư"}
