@@ -154,9 +154,11 @@ TEXT = {
         "trong những ngày đó, số thư gửi đi được đếm từ nhật ký, những ngày còn lại từ thư "
         "mục Thư đã gửi.",
         "p_mail_log_agree": "Đối chiếu hai nguồn trong những ngày có nhật ký, với {compared} "
-        "người có cả hai: {agree} người khớp số thư; nhật ký ghi {more} thư không có bản lưu "
-        "trong Thư đã gửi (gửi từ điện thoại, máy quét, phần mềm), Thư đã gửi có {fewer} thư "
-        "không thấy trong nhật ký; chênh lệch tổng cộng {diff} thư.",
+        "người có cả hai: {agree} người khớp số thư; ở những người nhật ký ghi nhiều hơn, "
+        "nhật ký ghi thêm tổng cộng {more} thư (gửi mà không lưu bản trong Thư đã gửi: điện "
+        "thoại, máy quét, phần mềm); ở những người Thư đã gửi có nhiều hơn, Thư đã gửi nhiều "
+        "hơn tổng cộng {fewer} thư (lưu vào Thư đã gửi mà không gửi, hoặc gửi qua máy chủ "
+        "khác); chênh lệch tổng cộng {diff} thư.",
         "p_mail_log_evidence": "Bằng chứng vi phạm được xác nhận: {both} từ cả hộp thư và "
         "nhật ký, {log} chỉ từ nhật ký, {box} chỉ từ hộp thư.",
         "mail_log_table": "Người có số thư gửi đi khác nhau giữa hai nguồn",
@@ -276,9 +278,10 @@ TEXT = {
         "month; on those days sent mail is counted from the log, on the others from the Sent "
         "folder.",
         "p_mail_log_agree": "On the days with the log, of the {compared_n} with both sources: "
-        "{agree} agree; the log shows {more} messages with no copy in a Sent folder (phones, "
-        "scanners, scripts), the Sent folders {fewer} the log does not show; the total "
-        "difference is {diff} messages.",
+        "{agree} agree; where the log counts more, it counts {more} more messages in all "
+        "(sent without a copy in the Sent folder: phones, scanners, scripts); where the Sent "
+        "folder counts more, {fewer} more (saved to Sent without being sent, or sent through "
+        "another server); the total difference is {diff} messages.",
         "p_mail_log_evidence": "Confirmed evidence: {both} found in both the mailbox and the "
         "log, {log} in the log only, {box} in the mailbox only.",
         "mail_log_table": "People whose sent counts differ between the two sources",
