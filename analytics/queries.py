@@ -130,6 +130,31 @@ def register_domain_lists(
         )
 
 
+def register_mail_logs(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
+    """The view ``mail_log_deliveries`` over ``files`` and the table ``mail_log_nights``
+    (night, source) listing them — which log source was read on which night: a night
+    without its file is a night the log is unknown, even when another night's file holds
+    some of its mail. No files: both empty (the evaluation is then as without mail logs).
+    The listing is bound as values and built by DuckDB."""
+    if files:
+        rel = con.read_parquet([str(f) for f in files], hive_partitioning=True, union_by_name=True)
+        rel.create_view(MAIL_LOGS)
+    else:  # nothing read: an empty table of the same shape
+        con.register("mail_log_empty", MAIL_LOG_DELIVERIES.empty_table())
+        con.execute(
+            "create view mail_log_deliveries as "
+            "select *, cast(null as date) as night from mail_log_empty"
+        )
+    con.execute(
+        "create table mail_log_nights as "
+        "select unnest($nights::date[]) as night, unnest($sources::varchar[]) as source",
+        {
+            "nights": [date.fromisoformat(night_of(f)) for f in files],
+            "sources": [f.stem for f in files],
+        },
+    )
+
+
 class Workspace:
     """One DuckDB connection over the data directory and the evaluation's lookup tables."""
 
@@ -151,14 +176,11 @@ class Workspace:
         """Views over the datasets; with ``nights`` (first, last), the datasets keyed by
         collection night read only those nights' files (a month reads what it needs).
 
-        ``mail_logs``: the ``mail_log_deliveries`` files to read (a view of that name), also
-        listed as the table ``mail_log_nights`` (night, source): which log source was read
-        on which night — a night without its file is a night the log is unknown, even when
-        another night's file holds some of its mail. None or empty: both are empty."""
+        ``mail_logs``: the ``mail_log_deliveries`` files to read (:func:`register_mail_logs`)."""
         con = duckdb.connect()
         con.execute("set TimeZone = 'UTC'")
         ws = cls(con)
-        ws._mail_logs(mail_logs or [])
+        register_mail_logs(con, mail_logs or [])
         for name in VIEWS:
             first, last = nights if nights is not None and name in BY_NIGHT else (None, None)
             files = dataset_files(data_dir, name, first, last)
@@ -178,29 +200,6 @@ class Workspace:
         ws.register("roster", roster)
         register_domain_lists(con, official=official, public=public, registration=registration)
         return ws
-
-    def _mail_logs(self, files: list[Path]) -> None:
-        """The view ``mail_log_deliveries`` and the table ``mail_log_nights`` (bound as
-        values, built by DuckDB)."""
-        if files:
-            rel = self.con.read_parquet(
-                [str(f) for f in files], hive_partitioning=True, union_by_name=True
-            )
-            rel.create_view(MAIL_LOGS)
-        else:  # nothing read: an empty table of the same shape
-            self.register("mail_log_empty", MAIL_LOG_DELIVERIES.empty_table())
-            self.con.execute(
-                "create view mail_log_deliveries as "
-                "select *, cast(null as date) as night from mail_log_empty"
-            )
-        self.con.execute(
-            "create table mail_log_nights as "
-            "select unnest($nights::date[]) as night, unnest($sources::varchar[]) as source",
-            {
-                "nights": [date.fromisoformat(night_of(f)) for f in files],
-                "sources": [f.stem for f in files],
-            },
-        )
 
     def register(self, name: str, table: pa.Table) -> None:
         self.con.register(name, table)
