@@ -171,6 +171,24 @@ def test_a_day_is_logged_only_when_every_log_source_of_the_month_was_read(tmp_pa
     )
 
 
+def test_a_source_that_does_not_submit_through_the_logged_mta_keeps_its_sent_folder(logged):
+    """P01 and P04 on an Exchange server beside it: the log speaks for neither (their mail
+    there would be someone else's), so their counts and evidence are the Sent folder's."""
+    root, _ = logged
+    base = inputs(root, signals={"fixture": LOGGED, "exchange": MEASURES_ALL})
+    moved = [
+        replace(p, source="exchange") if p.employee_id in ("P01", "P04") else p for p in base.people
+    ]
+    result = evaluate_month(replace(base, people=moved), MONTH)
+    pm = {r["employee_id"]: r for r in result.person_month.to_pylist()}
+    cols = ("sent", "sent_folder", "sent_submitted", "submission_days", "active_days")
+    assert tuple(pm["P01"][c] for c in cols) == (8, 8, None, 0, 8)
+    assert tuple(pm["P04"][c] for c in cols) == (1, 1, None, 0, 1)
+    assert pm["P06"]["sent_submitted"] == 2  # the others still from the log
+    p04 = [r for r in result.violations.to_pylist() if r["employee_id"] == "P04"]
+    assert [(r["evidence_source"], r["queue_id"]) for r in p04] == [("mailbox", None)]
+
+
 def test_evidence_from_the_log_carries_its_queue_id_and_source(result):
     rows = result.violations.to_pylist()
     confirmed = Counter(
