@@ -314,3 +314,23 @@ def test_without_the_mail_log_every_output_is_byte_identical(plain, tmp_path, ca
     assert not r.mail_logs
     assert {k: p.read_bytes() for k, p in r.paths.items()} == plain
     shutil.rmtree(root)
+
+
+def test_the_mail_log_block_adds_nothing_to_a_report_without_it(tmp_path, monkeypatch):
+    """Not a byte, not a line break: the report without the log is the template without
+    the block (tests above compare whole outputs; this one pins the template's part)."""
+    import analytics.report as report
+
+    root = _store(tmp_path)
+    ins = inputs(root)
+    plain = evaluate_month(ins, MONTH)
+    text = (report.TEMPLATES / "report.html.j2").read_text(encoding="utf-8")
+    # the template before the log: the lower-bound line, then a blank line and section 5
+    lower_bound = '<p id="lower-bound">{{ lower_bound }}</p>{% endif %}'
+    start = text.index(lower_bound) + len(lower_bound)
+    end = text.index("\n\n<h3>5.", start)
+    assert "{% if mail_log %}" in text[start:end]
+    (tmp_path / "report.html.j2").write_text(text[:start] + text[end:], encoding="utf-8")
+    before = report.render_report(plain, ins, "vi")
+    monkeypatch.setattr(report, "TEMPLATES", tmp_path)
+    assert report.render_report(plain, ins, "vi") == before
