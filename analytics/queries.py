@@ -130,6 +130,15 @@ def register_domain_lists(
         )
 
 
+_DUCKDB_TYPES = {
+    "string": "varchar",
+    "int64": "bigint",
+    "bool": "boolean",
+    "date32[day]": "date",
+    "timestamp[us, tz=UTC]": "timestamptz",
+}
+
+
 def register_mail_logs(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
     """The view ``mail_log_deliveries`` over ``files`` and the table ``mail_log_nights``
     (night, source) listing them — which log source was read on which night: a night
@@ -139,12 +148,11 @@ def register_mail_logs(con: duckdb.DuckDBPyConnection, files: list[Path]) -> Non
     if files:
         rel = con.read_parquet([str(f) for f in files], hive_partitioning=True, union_by_name=True)
         rel.create_view(MAIL_LOGS)
-    else:  # nothing read: an empty table of the same shape
-        con.register("mail_log_empty", MAIL_LOG_DELIVERIES.empty_table())
-        con.execute(
-            "create view mail_log_deliveries as "
-            "select *, cast(null as date) as night from mail_log_empty"
-        )
+    else:  # nothing read: an empty table of the same shape, declared to DuckDB
+        # (pyarrow's empty_table would import pandas); names from the contract's schema,
+        # types from this fixed table: no value reaches the statement
+        columns = ", ".join(f"{f.name} {_DUCKDB_TYPES[str(f.type)]}" for f in MAIL_LOG_DELIVERIES)
+        con.execute(f"create table {MAIL_LOGS} ({columns}, night date)")
     con.execute(
         "create table mail_log_nights as "
         "select unnest($nights::date[]) as night, unnest($sources::varchar[]) as source",

@@ -12,9 +12,13 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pytest
 
 from analytics.evaluate import evaluate_month
+from analytics.queries import register_mail_logs
+from contract.mail_logs import MAIL_LOG_DELIVERIES
 from tests.analytics.fixture import ROSTER, addr, build, local
 from tests.analytics.mail_log_fixture import (
     EXTRA,
@@ -334,3 +338,16 @@ def test_the_mail_log_block_adds_nothing_to_a_report_without_it(tmp_path, monkey
     before = report.render_report(plain, ins, "vi")
     monkeypatch.setattr(report, "TEMPLATES", tmp_path)
     assert report.render_report(plain, ins, "vi") == before
+
+
+def test_without_a_log_file_the_sql_sees_an_empty_log_of_the_contracts_shape():
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    register_mail_logs(con, [])
+    table = con.sql("select * from mail_log_deliveries").to_arrow_table()
+    assert [(f.name, f.type) for f in table.schema] == [
+        *((f.name, f.type) for f in MAIL_LOG_DELIVERIES),
+        ("night", pa.date32()),
+    ]
+    assert table.num_rows == 0
+    assert con.sql("select count(*) from mail_log_nights").fetchall() == [(0,)]
