@@ -27,9 +27,17 @@ import pyarrow.parquet as pq
 
 from analytics.pdf import PdfRenderer
 from analytics.policy import Policy, Waiver, check_month, code_name
-from analytics.queries import Workspace, month_nights, month_params
+from analytics.queries import (
+    MAIL_LOGS,
+    Workspace,
+    covering_nights,
+    mail_log_nights,
+    month_nights,
+    month_params,
+)
 from analytics.report import month_label, render_report
 from analytics.workbook import hr_workbook
+from contract.datasets import dataset_files
 from contract.domains import public_domains
 from contract.files import atomic_write
 from contract.letterhead import Letterhead
@@ -96,6 +104,14 @@ RULE_LABELS = {
         ),
     }
 }
+# evidence_source: where a piece of evidence was found (with mail logs only)
+SOURCE_LABELS = {
+    "vi": {
+        "mailbox": "hộp thư",
+        "mail_log": "nhật ký máy chủ thư",
+        "mailbox+mail_log": "hộp thư và nhật ký máy chủ thư",
+    }
+}
 # where_found of the contact scan (rule contact_in_<where>)
 FOUND_IN_LABELS = {
     "vi": {
@@ -148,6 +164,8 @@ HEADERS: dict[str, dict[str, str]] = {
     "date": {"vi": "Thời điểm", "en": "Date"},
     "counterpart": {"vi": "Địa chỉ liên quan", "en": "Counterpart address"},
     "seen_night": {"vi": "Đêm thu thập phát hiện", "en": "Night first seen"},
+    "evidence_source": {"vi": "Nguồn bằng chứng", "en": "Evidence source"},
+    "queue_id": {"vi": "Mã hàng đợi (nhật ký máy chủ thư)", "en": "Queue ID (mail log)"},
     "rank": {"vi": "Hạng", "en": "Rank"},
     "unit_code": {"vi": "Mã đơn vị", "en": "Unit code"},
     "unit_name": {"vi": "Tên đơn vị", "en": "Unit name"},
@@ -213,6 +231,14 @@ EVIDENCE_COLUMNS = (
     "counterpart",
     "seen_night",
 )
+# with mail logs: where each piece came from, and the log's queue id beside the UID
+EVIDENCE_COLUMNS_MAIL_LOGS = (
+    *EVIDENCE_COLUMNS[: EVIDENCE_COLUMNS.index("rule") + 1],
+    "evidence_source",
+    *EVIDENCE_COLUMNS[EVIDENCE_COLUMNS.index("folder") : EVIDENCE_COLUMNS.index("uid") + 1],
+    "queue_id",
+    *EVIDENCE_COLUMNS[EVIDENCE_COLUMNS.index("message_id") :],
+)
 HR_COLUMNS = (
     "employee_id",
     "full_name",
@@ -259,6 +285,13 @@ OUTPUT_FILES = (
 )
 
 
+# person_month's columns that exist only for a month the mail log covers (the data
+# dictionary's "Mail log" columns); without it the table is the one it always was
+MAIL_LOG_COLUMNS = ("sent_folder", "sent_submitted", "sent_folder_logged", "submission_days")
+# violations.csv / review.csv: where each piece of evidence came from, and its queue id
+MAIL_LOG_EVIDENCE = ("evidence_source", "queue_id")
+
+
 class MonthNotCollected(Exception):
     """No night of the month was collected for any roster mailbox: rating everyone
     "inactive" from no data would be wrong, so there is nothing to evaluate."""
@@ -294,6 +327,8 @@ class EvaluationResult:
     coverage: pa.Table
     regular_share_prev: float | None
     paths: dict[str, Path] = field(default_factory=dict)
+    # the mail log covered this month for some roster source (MAIL_LOG_COLUMNS are there)
+    mail_logs: bool = False
 
 
 def roster_table(
@@ -315,6 +350,7 @@ def roster_table(
         "mailbox_issued": [p.mailbox_issued for p in people],
         "logins_measured": [bool(m and m.logins) for m in measures],
         "forwarding_measured": [bool(m and m.forwarding) for m in measures],
+        "submissions_measured": [bool(m and m.submissions) for m in measures],
     }
     schema = pa.schema(
         [
@@ -330,6 +366,7 @@ def roster_table(
             ("mailbox_issued", pa.bool_()),
             ("logins_measured", pa.bool_()),
             ("forwarding_measured", pa.bool_()),
+            ("submissions_measured", pa.bool_()),
         ]
     )
     return pa.Table.from_pydict(columns, schema=schema)
@@ -354,13 +391,16 @@ def evaluate_month(
 def _evaluate(inputs: EvaluationInputs, month: str, lang: str) -> EvaluationResult:
     """The month's tables: usage per person, ranking, violations, HR rows, coverage."""
     policy = inputs.policy
+    roster = roster_table(inputs.people, inputs.signals_of)
+    logs = mail_log_files(inputs, month, roster)
     ws = Workspace.open(
         inputs.data_dir,
-        roster_table(inputs.people, inputs.signals_of),
+        roster,
         official=list(inputs.official_domains),
         public=public_domains(inputs.public_domains_extra),
         registration=list(policy.registration_domains),
         nights=month_nights(month),
+        mail_logs=logs,
     )
     usage = {
         "regular_days": policy.regular_min_active_days,
@@ -389,10 +429,31 @@ def _evaluate(inputs: EvaluationInputs, month: str, lang: str) -> EvaluationResu
     violations = _apply_confidence(violations, policy)
     coverage = ws.run("coverage", **params)
     person_month = _with_counterparts(person_month, counterparts)
+    if not logs:  # exactly the tables of an evaluation without mail logs
+        person_month = person_month.drop_columns(list(MAIL_LOG_COLUMNS))
+        violations = violations.drop_columns(list(MAIL_LOG_EVIDENCE))
     hr_rows = _hr_rows(inputs, month, person_month, violations, lang)
     return EvaluationResult(
-        month, person_month, ranking, violations, hr_rows, coverage, _regular_share(prev)
+        month,
+        person_month,
+        ranking,
+        violations,
+        hr_rows,
+        coverage,
+        _regular_share(prev),
+        mail_logs=bool(logs),
     )
+
+
+def mail_log_files(inputs: EvaluationInputs, month: str, roster: pa.Table) -> list[Path]:
+    """The ``mail_log_deliveries`` files the month reads, or none: the mail log is used
+    only when a roster person's source submits through it (``Signals.submissions``, from
+    the config's ``[[mail_logs]]``) and the store holds a file of a night covering the
+    month. Otherwise the month is evaluated exactly as without mail logs."""
+    if not any(roster["submissions_measured"].to_pylist()):
+        return []
+    files = dataset_files(inputs.data_dir, MAIL_LOGS, *mail_log_nights(month))
+    return files if covering_nights(files, month) else []
 
 
 def rated(pm: pa.Table) -> pa.Table:
@@ -699,9 +760,12 @@ def _evidence_table(
         "counts": lambda v: COUNTS_LABELS[lang][v],
         "rule": lambda v: rule_label(v, lang),
         "seen_night": lambda v: v.isoformat(),
+        "evidence_source": lambda v: SOURCE_LABELS.get(lang, {}).get(v, v),
     }
     for name, word in words.items():
         index = table.schema.get_field_index(name)
+        if index < 0:  # evidence_source: only with mail logs
+            continue
         table = table.set_column(index, name, _mapped(table[name], word))
     return table
 
@@ -717,9 +781,10 @@ def _write(
     pq.write_table(result.person_month, sink, compression="zstd")
     atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
     atomic_write(paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking, lang))
+    columns = EVIDENCE_COLUMNS_MAIL_LOGS if result.mail_logs else EVIDENCE_COLUMNS
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
         evidence = _evidence_table(inputs, result.violations, confidence, lang)
-        atomic_write(paths[name], _csv_bytes(EVIDENCE_COLUMNS, evidence, lang))
+        atomic_write(paths[name], _csv_bytes(columns, evidence, lang))
     hr = pa.Table.from_pylist(result.hr_rows, schema=_HR_SCHEMA)
     atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
     title = f"{HEADERS['month'][lang]} {month_label(result.month, lang)}"

@@ -8,7 +8,7 @@ with bound parameters. Query names come from an allow-list; values are never pas
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ from duckdb.func import PythonUDFType
 from duckdb.sqltypes import BOOLEAN, VARCHAR
 
 from analytics.policy import check_month
-from contract.datasets import BY_NIGHT, DATASETS, NIGHTLY, dataset_files
+from contract.datasets import BY_NIGHT, DATASETS, NIGHTLY, dataset_files, night_of
 from contract.domains import DomainList
+from contract.mail_logs import MAIL_LOG_DELIVERIES
 from contract.months import closing_night, first_day, month_bounds, next_day, previous_month
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -35,6 +36,10 @@ QUERIES = frozenset(
 )
 
 VIEWS = ("messages", "mailbox_status", "logins", "run_mailboxes", "forwarding", "contacts")
+MAIL_LOGS = "mail_log_deliveries"
+# Postfix's default maximal_queue_lifetime is 5 days: a message of the month's last day is
+# in the file of the night Postfix was done with it, up to that long after the month.
+QUEUE_LIFETIME_NIGHTS = 7
 
 
 def sql(name: str) -> str:
@@ -71,6 +76,28 @@ def month_nights(month: str) -> tuple[date, date]:
     return first_day(previous_month(month)), closing_night(month)
 
 
+def mail_log_nights(month: str) -> tuple[date, date]:
+    """The nights of ``mail_log_deliveries`` a month's evaluation reads: as
+    :func:`month_nights`, and a week after, where mail still queued at the month's end lands.
+
+    >>> mail_log_nights("2026-11")
+    (datetime.date(2026, 10, 1), datetime.date(2026, 12, 8))
+    """
+    first, last = month_nights(month)
+    return first, last + timedelta(days=QUEUE_LIFETIME_NIGHTS)
+
+
+def covering_nights(files: Iterable[Path], month: str) -> list[Path]:
+    """The files of ``files`` whose night covers a day of ``month`` (night N covers day N-1).
+
+    >>> [p.parent.name for p in covering_nights([Path("d/night=2026-11-01/mta.parquet"),
+    ...     Path("d/night=2026-11-02/mta.parquet")], "2026-11")]
+    ['night=2026-11-02']
+    """
+    first, last = first_day(month) + timedelta(days=1), closing_night(month)
+    return [f for f in files if first <= date.fromisoformat(night_of(f)) <= last]
+
+
 DOMAIN_FUNCTIONS = ("is_official_domain", "is_public_domain", "is_registration_domain")
 
 
@@ -103,6 +130,39 @@ def register_domain_lists(
         )
 
 
+_DUCKDB_TYPES = {
+    "string": "varchar",
+    "int64": "bigint",
+    "bool": "boolean",
+    "date32[day]": "date",
+    "timestamp[us, tz=UTC]": "timestamptz",
+}
+
+
+def register_mail_logs(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
+    """The view ``mail_log_deliveries`` over ``files`` and the table ``mail_log_nights``
+    (night, source) listing them — which log source was read on which night: a night
+    without its file is a night the log is unknown, even when another night's file holds
+    some of its mail. No files: both empty (the evaluation is then as without mail logs).
+    The listing is bound as values and built by DuckDB."""
+    if files:
+        rel = con.read_parquet([str(f) for f in files], hive_partitioning=True, union_by_name=True)
+        rel.create_view(MAIL_LOGS)
+    else:  # nothing read: an empty table of the same shape, declared to DuckDB
+        # (pyarrow's empty_table would import pandas); names from the contract's schema,
+        # types from this fixed table: no value reaches the statement
+        columns = ", ".join(f"{f.name} {_DUCKDB_TYPES[str(f.type)]}" for f in MAIL_LOG_DELIVERIES)
+        con.execute(f"create table {MAIL_LOGS} ({columns}, night date)")
+    con.execute(
+        "create table mail_log_nights as "
+        "select unnest($nights::date[]) as night, unnest($sources::varchar[]) as source",
+        {
+            "nights": [date.fromisoformat(night_of(f)) for f in files],
+            "sources": [f.stem for f in files],
+        },
+    )
+
+
 class Workspace:
     """One DuckDB connection over the data directory and the evaluation's lookup tables."""
 
@@ -119,12 +179,16 @@ class Workspace:
         public: list[str],
         registration: list[str],
         nights: tuple[date, date] | None = None,
+        mail_logs: list[Path] | None = None,
     ) -> Workspace:
         """Views over the datasets; with ``nights`` (first, last), the datasets keyed by
-        collection night read only those nights' files (a month reads what it needs)."""
+        collection night read only those nights' files (a month reads what it needs).
+
+        ``mail_logs``: the ``mail_log_deliveries`` files to read (:func:`register_mail_logs`)."""
         con = duckdb.connect()
         con.execute("set TimeZone = 'UTC'")
         ws = cls(con)
+        register_mail_logs(con, mail_logs or [])
         for name in VIEWS:
             first, last = nights if nights is not None and name in BY_NIGHT else (None, None)
             files = dataset_files(data_dir, name, first, last)

@@ -32,6 +32,7 @@ TREND_MONTHS = 12
 TREND_COLUMNS = 6  # months per trend table: 12 side by side do not fit an A4 portrait page
 RANKING_CHART_UNITS = 25  # units per ranking chart (one chart fits a page)
 NAMES_LISTED = 10  # units named in a sentence before "and N other units"
+DIFFERENCES_LISTED = 10  # people listed whose Sent folder and mail log counts differ
 BASELINE = 0.30  # the Bình Dương check: 30% regular, 70% rarely or never
 TEMPLATES = Path(__file__).parent / "templates"
 TEXT = {
@@ -149,6 +150,21 @@ TEXT = {
         "r_unmeasured": "Đề nghị bộ phận kỹ thuật bổ sung nguồn dữ liệu ({signals}) cho máy "
         "chủ {source}; đến khi đó, mức xếp loại dưới thường xuyên của người dùng máy chủ này "
         "chỉ là cận dưới.",
+        "p_mail_log": "Nhật ký máy chủ thư được đọc đủ {logged} trên {days} ngày của tháng; "
+        "trong những ngày đó, số thư gửi đi được đếm từ nhật ký, những ngày còn lại từ thư "
+        "mục Thư đã gửi.",
+        "p_mail_log_agree": "Đối chiếu hai nguồn trong những ngày có nhật ký, với {compared} "
+        "người có cả hai: {agree} người khớp số thư; ở những người nhật ký ghi nhiều hơn, "
+        "nhật ký ghi thêm tổng cộng {more} thư (gửi mà không lưu bản trong Thư đã gửi: điện "
+        "thoại, máy quét, phần mềm); ở những người Thư đã gửi có nhiều hơn, Thư đã gửi nhiều "
+        "hơn tổng cộng {fewer} thư (lưu vào Thư đã gửi mà không gửi, hoặc gửi qua máy chủ "
+        "khác); chênh lệch tổng cộng {diff} thư.",
+        "p_mail_log_evidence": "Bằng chứng vi phạm được xác nhận: {both} từ cả hộp thư và "
+        "nhật ký, {log} chỉ từ nhật ký, {box} chỉ từ hộp thư.",
+        "mail_log_table": "Người có số thư gửi đi khác nhau giữa hai nguồn",
+        "sent_folder": "Thư đã gửi",
+        "sent_submitted": "Nhật ký",
+        "difference": "Chênh lệch",
     },
     "en": {
         "title": "Official mailbox usage report",
@@ -258,6 +274,20 @@ TEXT = {
         "that next month is complete.",
         "r_unmeasured": "IT should add a data source for {signals} to server {source}; until "
         "then, a rating below regular of its users is a lower bound.",
+        "p_mail_log": "The mail server's log was read for {logged} of {days} days of the "
+        "month; on those days sent mail is counted from the log, on the others from the Sent "
+        "folder.",
+        "p_mail_log_agree": "On the days with the log, of the {compared_n} with both sources: "
+        "{agree} agree; where the log counts more, it counts {more} more messages in all "
+        "(sent without a copy in the Sent folder: phones, scanners, scripts); where the Sent "
+        "folder counts more, {fewer} more (saved to Sent without being sent, or sent through "
+        "another server); the total difference is {diff} messages.",
+        "p_mail_log_evidence": "Confirmed evidence: {both} found in both the mailbox and the "
+        "log, {log} in the log only, {box} in the mailbox only.",
+        "mail_log_table": "People whose sent counts differ between the two sources",
+        "sent_folder": "Sent folder",
+        "sent_submitted": "Mail log",
+        "difference": "Difference",
     },
 }
 
@@ -533,6 +563,47 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
             (name, [(n, getattr(s, n)) for n in SIGNAL_NAMES]) for name, s in inputs.signals.items()
         ],
         "lower_bound": str(t["lower_bound"]).format(n=lower_bound) if lower_bound else "",
+        "mail_log": mail_log_agreement(result, t),
+    }
+
+
+def mail_log_agreement(result: Any, t: dict[str, Any]) -> dict[str, Any] | None:
+    """How far the Sent folders and the mail log agree on the days the log covered, from
+    person_month (``sent_submitted`` against ``sent_folder_logged``) and the evidence's
+    sources; None without mail logs.
+
+    People compared: with a mailbox collected this month and a source the log covers.
+    """
+    if not result.mail_logs:
+        return None
+    wanted = ["unit_name", "mailbox", "nights_collected", "submission_days"]
+    rows = result.person_month.select([*wanted, "sent_submitted", "sent_folder_logged"]).to_pylist()
+    both = [r for r in rows if r["sent_submitted"] is not None and r["nights_collected"]]
+    diffs = [r["sent_submitted"] - r["sent_folder_logged"] for r in both]
+    differ = sorted(
+        (r for r in both if r["sent_submitted"] != r["sent_folder_logged"]),
+        key=lambda r: (-abs(r["sent_submitted"] - r["sent_folder_logged"]), r["mailbox"]),
+    )
+    found = result.violations.select(["confidence", "evidence_source"]).to_pylist()
+    sources = Counter(r["evidence_source"] for r in found if r["confidence"] == "confirmed")
+    logged = max((r["submission_days"] for r in rows), default=0)
+    days = days_in(result.month)
+    return {
+        "text": str(t["p_mail_log"]).format(logged=logged, days=days),
+        "agreement": str(t["p_mail_log_agree"]).format(
+            compared=len(both),
+            compared_n=_count(t, "n_people", len(both)),
+            agree=len(both) - len(differ),
+            more=sum(d for d in diffs if d > 0),
+            fewer=-sum(d for d in diffs if d < 0),
+            diff=f"{sum(diffs):+d}",
+        )
+        if both
+        else "",
+        "evidence": str(t["p_mail_log_evidence"]).format(
+            both=sources["mailbox+mail_log"], log=sources["mail_log"], box=sources["mailbox"]
+        ),
+        "differ": differ[:DIFFERENCES_LISTED],
     }
 
 

@@ -281,7 +281,7 @@ def evaluate_floor(data: str, roster: str, month: str) -> dict[str, Any]:
 
     from analytics.evaluate import roster_table
     from analytics.policy import load_policy
-    from analytics.queries import month_params, register_domain_lists, sql
+    from analytics.queries import month_params, register_domain_lists, register_mail_logs, sql
     from contract.domains import public_domains
     from contract.months import previous_month
     from contract.roster import load_roster
@@ -300,6 +300,7 @@ def evaluate_floor(data: str, roster: str, month: str) -> dict[str, Any]:
             con.register(
                 name, DATASETS[name].empty_table().append_column("night", pa.array([], pa.date32()))
             )
+    register_mail_logs(con, [])  # no mail log: the SQL's mail log inputs are empty
     con.register("roster", roster_table(load_roster(Path(roster))))
     register_domain_lists(
         con,

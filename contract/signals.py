@@ -24,6 +24,9 @@ class Signals:
     forwarding: bool  # forwarding rules to outside addresses
     folder_sizes: bool  # bytes per folder
     logins: bool = False  # only ever from a login source ([[logins]]), never the protocol
+    # the users' submissions, from a mail log source ([[mail_logs]]) whose MTA they send
+    # through; not in SIGNAL_NAMES: what the log adds is reported beside the Sent folder
+    submissions: bool = False
 
     def unmeasured(self) -> list[str]:
         """The names of the signals this source cannot give, in a fixed order."""
