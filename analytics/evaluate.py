@@ -36,6 +36,7 @@ from contract.letterhead import Letterhead
 from contract.months import days_in, previous_month
 from contract.people import Person
 from contract.signals import Signals
+from contract.units import UnitTree
 from contract.usage import RATED_CLASSES, regular_share
 
 LANGS = ("vi", "en")
@@ -277,6 +278,12 @@ class EvaluationInputs:
     # What each source measures (Config.signals()); the first is the source of roster rows
     # that name none. A source missing here measures no login and no forwarding: unknown.
     signals: Mapping[str, Signals] = field(default_factory=dict)
+    # the unit tree (contract/units.py); None: the roster's units, one flat level
+    units: UnitTree | None = None
+
+    def tree(self) -> UnitTree:
+        """The unit tree the figures are summed over."""
+        return self.units if self.units is not None else UnitTree.flat(self.people)
 
     def signals_of(self, person: Person) -> Signals | None:
         """What the person's source measures (None: a source this run does not know)."""

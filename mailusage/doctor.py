@@ -20,6 +20,7 @@ from connectors.base import Probe
 from connectors.logins import LogCursor, LoginSourceError
 from contract.people import Person
 from contract.roster import RosterError, RosterNotes, load_roster
+from contract.units import UnitsError, load_tree
 from pipelines.config import (
     Config,
     ConfigError,
@@ -86,6 +87,14 @@ def run_doctor(cfg: Config) -> list[Check]:
     except RosterError as exc:
         checks.append(Check("roster", "rows", "fail", str(exc)))
         roster_read = False
+    if roster_read and cfg.units_path is not None:
+        try:
+            tree = load_tree(cfg.units_path, people, cfg.roster_path, roster_notes.lines)
+            checks.append(
+                Check("roster", "units", "ok", f"{len(tree.units)} units on {tree.levels} levels")
+            )
+        except UnitsError as exc:
+            checks.append(Check("roster", "units", "fail", str(exc)))
     checks.extend(_roster_checks(cfg, roster_notes, people))
     # Secrets first, whether or not a server answers: an unset one is a failure, and the
     # source's checks stop before the login that would need it.

@@ -41,7 +41,7 @@ from pipelines.secrets import SecretRef
 SECTIONS: dict[str, dict[str, Kind]] = {
     "agency": {"name": str, "timezone": str, "official_domains": list},
     "storage": {"data_dir": str},
-    "roster": {"path": str},
+    "roster": {"path": str, "units": str},  # units: the unit tree (contract/units.py)
     "collect": {
         "concurrency": int,
         "retries": int,
@@ -267,6 +267,7 @@ class Config:
     public_domains_extra: tuple[str, ...] = ()
     logins: tuple[LoginSourceConfig, ...] = ()
     letterhead: Letterhead = field(default_factory=Letterhead)
+    units_path: Path | None = None  # [roster] units: the unit tree; None: the roster's units, flat
 
     @property
     def tz(self) -> ZoneInfo:
@@ -532,6 +533,7 @@ def load_config(path: str | Path) -> Config:
     roster = raw.get("roster", {}).get("path")
     if not roster:
         raise ConfigError("roster.path is required")
+    units = raw.get("roster", {}).get("units")
     evaluation = raw.get("evaluation", {})
     language = evaluation.get("language", "vi")
     if language not in ("vi", "en"):
@@ -565,6 +567,7 @@ def load_config(path: str | Path) -> Config:
         timezone=tz,
         data_dir=(base / raw.get("storage", {}).get("data_dir", "data")).resolve(),
         roster_path=(base / roster).resolve(),
+        units_path=(base / units).resolve() if units else None,
         official_domains=tuple(d.lower() for d in agency.get("official_domains", [])),
         sources=sources,
         concurrency=concurrency,

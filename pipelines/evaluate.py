@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
 from analytics.policy import check_month, load_policy, load_waivers
 from contract.months import days_in, has_begun, has_ended, last_ended_month, today_in
-from contract.roster import load_roster
+from contract.roster import RosterNotes, load_roster
+from contract.units import load_tree
 from contract.usage import regular_share
 from pipelines.config import Config, load_config
 
@@ -59,9 +60,12 @@ def check_ended(cfg: Config, month: str | None, partial: bool = False) -> None:
 
 def evaluation_inputs(cfg: Config) -> EvaluationInputs:
     """Everything an evaluation reads, from the config (also what notebooks start from)."""
+    notes = RosterNotes()
+    people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources], notes)
     return EvaluationInputs(
         data_dir=cfg.data_dir,
-        people=load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources]),
+        people=people,
+        units=load_tree(cfg.units_path, people, cfg.roster_path, notes.lines),
         timezone=cfg.timezone,
         official_domains=cfg.official_domains,
         policy=load_policy(cfg.policy),
