@@ -250,6 +250,7 @@ NO_CAP = {"vi": "Không giới hạn", "en": "No cap"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 OUTPUT_FILES = (
     "person_month.parquet",
+    "unit_month.parquet",
     "unit_ranking.csv",
     "violations.csv",
     "review.csv",
@@ -300,6 +301,8 @@ class EvaluationResult:
     hr_rows: list[dict[str, Any]]
     coverage: pa.Table
     regular_share_prev: float | None
+    # every unit of the tree: own and subtree figures, rank among siblings, head (unit_month.sql)
+    unit_month: pa.Table
     paths: dict[str, Path] = field(default_factory=dict)
 
 
@@ -397,8 +400,17 @@ def _evaluate(inputs: EvaluationInputs, month: str, lang: str) -> EvaluationResu
     coverage = ws.run("coverage", **params)
     person_month = _with_counterparts(person_month, counterparts)
     hr_rows = _hr_rows(inputs, month, person_month, violations, lang)
+    ws.load_units(inputs.tree())
+    unit_month = ws.run("unit_month", rated_classes=sorted(RATED_CLASSES))
     return EvaluationResult(
-        month, person_month, ranking, violations, hr_rows, coverage, _regular_share(prev)
+        month,
+        person_month,
+        ranking,
+        violations,
+        hr_rows,
+        coverage,
+        _regular_share(prev),
+        unit_month,
     )
 
 
@@ -723,6 +735,9 @@ def _write(
     sink = pa.BufferOutputStream()
     pq.write_table(result.person_month, sink, compression="zstd")
     atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
+    sink = pa.BufferOutputStream()
+    pq.write_table(result.unit_month, sink, compression="zstd")
+    atomic_write(paths["unit_month.parquet"], sink.getvalue().to_pybytes())
     atomic_write(paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking, lang))
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
         evidence = _evidence_table(inputs, result.violations, confidence, lang)

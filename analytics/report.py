@@ -34,6 +34,36 @@ RANKING_CHART_UNITS = 25  # units per ranking chart (one chart fits a page)
 NAMES_LISTED = 10  # units named in a sentence before "and N other units"
 BASELINE = 0.30  # the Bình Dương check: 30% regular, 70% rarely or never
 TEMPLATES = Path(__file__).parent / "templates"
+# The unit tree's part of the report (issue 24): each level's ranking among siblings, the
+# heads of units apart. Shown only when the tree has them (a flat roster's report is as before).
+_TREE_TEXT = {
+    "vi": {
+        "levels": "Xếp hạng theo cấp (số liệu mỗi đơn vị gồm cả các đơn vị trực thuộc)",
+        "within": "Các đơn vị trực thuộc {unit}",
+        "top_level": "Các đơn vị cấp cao nhất",
+        "kind": "Loại đơn vị",
+        "subtree_share": "Tỷ lệ thường xuyên",
+        "heads": "Người đứng đầu đơn vị (nêu gương theo Chỉ thị 01/CT-UBND, mục 1a)",
+        "head": "Người đứng đầu",
+        "head_class": "Mức độ sử dụng",
+        "active_days": "Số ngày hoạt động",
+        "head_unknown": "{email} (không có trong danh sách cán bộ)",
+        "p_heads": "{regular} trên {n} người đứng đầu đơn vị sử dụng hộp thư công vụ thường xuyên.",
+    },
+    "en": {
+        "levels": "Ranking at each level (each unit's figures include the units under it)",
+        "within": "The units under {unit}",
+        "top_level": "The top-level units",
+        "kind": "Kind",
+        "subtree_share": "Share regular",
+        "heads": "Heads of units (to set the example: Directive 01/CT-UBND, 1a)",
+        "head": "Head",
+        "head_class": "Usage class",
+        "active_days": "Active days",
+        "head_unknown": "{email} (not in the roster)",
+        "p_heads": "Heads of units using official mail regularly: {regular} of {n}.",
+    },
+}
 TEXT = {
     "vi": {
         "title": "Báo cáo tình hình sử dụng hộp thư điện tử công vụ",
@@ -149,6 +179,7 @@ TEXT = {
         "r_unmeasured": "Đề nghị bộ phận kỹ thuật bổ sung nguồn dữ liệu ({signals}) cho máy "
         "chủ {source}; đến khi đó, mức xếp loại dưới thường xuyên của người dùng máy chủ này "
         "chỉ là cận dưới.",
+        **_TREE_TEXT["vi"],
     },
     "en": {
         "title": "Official mailbox usage report",
@@ -258,6 +289,7 @@ TEXT = {
         "that next month is complete.",
         "r_unmeasured": "IT should add a data source for {signals} to server {source}; until "
         "then, a rating below regular of its users is a lower bound.",
+        **_TREE_TEXT["en"],
     },
 }
 
@@ -533,6 +565,45 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
             (name, [(n, getattr(s, n)) for n in SIGNAL_NAMES]) for name, s in inputs.signals.items()
         ],
         "lower_bound": str(t["lower_bound"]).format(n=lower_bound) if lower_bound else "",
+        **tree_context(result.unit_month, t),
+    }
+
+
+def tree_context(unit_month: pa.Table, t: dict[str, Any]) -> dict[str, Any]:
+    """The tree's figures for the report, from ``unit_month`` (analytics/sql/unit_month.sql):
+    ``levels``, each parent's children ranked among themselves (only for a tree of more
+    than one level), and the heads of units with their month."""
+    units = unit_month.to_pylist()
+    names = {u["unit_code"]: u["unit_name"] for u in units}
+    groups: list[tuple[str, list[dict[str, Any]]]] = []
+    if any(u["depth"] for u in units):
+        children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+        for u in units:
+            children[u["parent_code"]].append(u)
+        parents = [None, *(u["unit_code"] for u in units)]  # the tree's order
+        for code in parents:
+            if code in children and (code is not None or len(children[None]) > 1):
+                title = t["within"].format(unit=names[code]) if code else t["top_level"]
+                ranked = sorted(
+                    children[code], key=lambda u: (u["rank_among_siblings"], u["position"])
+                )
+                groups.append((title, ranked))
+    heads = [
+        {
+            "unit": u["unit_name"],
+            "head": u["head_name"] or str(t["head_unknown"]).format(email=u["head_email"]),
+            "usage_class": u["head_usage_class"],
+            "active_days": u["head_active_days"],
+        }
+        for u in units
+        if u["head_email"]
+    ]
+    known = [h for h in heads if h["usage_class"] is not None]
+    regular = sum(h["usage_class"] == "regular" for h in known)
+    return {
+        "tree_groups": groups,
+        "heads": heads,
+        "heads_text": str(t["p_heads"]).format(regular=regular, n=len(known)) if known else "",
     }
 
 
