@@ -725,6 +725,11 @@ def _evidence_table(
     return table
 
 
+def hr_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """HR rows (:func:`_hr_rows`) as the table the CSV and the workbook are written from."""
+    return pa.Table.from_pylist(list(rows), schema=_HR_SCHEMA)
+
+
 def _write(
     result: EvaluationResult, folder: Path, inputs: EvaluationInputs, lang: str, pdf: PdfRenderer
 ) -> dict[str, Path]:
@@ -742,7 +747,7 @@ def _write(
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
         evidence = _evidence_table(inputs, result.violations, confidence, lang)
         atomic_write(paths[name], _csv_bytes(EVIDENCE_COLUMNS, evidence, lang))
-    hr = pa.Table.from_pylist(result.hr_rows, schema=_HR_SCHEMA)
+    hr = hr_table(result.hr_rows)
     atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
     title = f"{HEADERS['month'][lang]} {month_label(result.month, lang)}"
     headers = {c: HEADERS[c][lang] for c in HR_COLUMNS}

@@ -617,11 +617,14 @@ def month_label(month: str, lang: str, short: bool = False) -> str:
     return f"{names[number]} {year}"
 
 
-def _shares(pm: pa.Table) -> tuple[float | None, dict[str, float]]:
-    """The share of regular users among the rated people: overall and per unit code."""
+def _shares(pm: pa.Table, units: set[str] | None = None) -> tuple[float | None, dict[str, float]]:
+    """The share of regular users among the rated people: overall and per unit code; with
+    ``units``, of those units' people only (a scope's report)."""
     rows = pm.select(["unit_code", "is_unit_mailbox", "usage_class"]).to_pylist()
     rated: dict[str, list[str]] = defaultdict(list)
     for r in rows:
+        if units is not None and r["unit_code"] not in units:
+            continue
         if is_rated(r["is_unit_mailbox"], r["usage_class"]):
             rated[r["unit_code"]].append(r["usage_class"])
     overall = regular_share(c for cs in rated.values() for c in cs)
@@ -630,10 +633,12 @@ def _shares(pm: pa.Table) -> tuple[float | None, dict[str, float]]:
     }
 
 
-def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, Any]:
+def trend(
+    reports_dir: Path | None, month: str, current: pa.Table, only: set[str] | None = None
+) -> dict[str, Any]:
     """The last 12 months' shares of regular users, overall and per unit, from the months
     evaluated before (their ``person_month.parquet``) and this one; a month never
-    evaluated is None ("—"), never 0%."""
+    evaluated is None ("—"), never 0%. With ``only``, of those units' people only."""
     months = months_back(month, TREND_MONTHS)
     tables: dict[str, pa.Table] = {month: current}
     for m in months[:-1]:
@@ -645,7 +650,7 @@ def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, 
         if m not in tables:
             overall.append(None)
             continue
-        share, by_unit = _shares(tables[m])
+        share, by_unit = _shares(tables[m], only)
         overall.append(share)
         for unit, value in by_unit.items():
             units[unit][i] = value
@@ -653,8 +658,13 @@ def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, 
 
 
 def render_report(
-    result: Any, inputs: Any, lang: str = "vi", reports_dir: Path | None = None
+    result: Any,
+    inputs: Any,
+    lang: str = "vi",
+    reports_dir: Path | None = None,
+    units: set[str] | None = None,
 ) -> str:
+    """The report's HTML; ``units``: a scope's units, which its trend is of."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
     env.filters["code_name"] = lambda code: code_name(code, lang)
     env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
@@ -663,7 +673,7 @@ def render_report(
     )
     context = report_context(result, inputs, lang)
     context["prose"] = _prose(context, context["t"], env.filters["code_name"])
-    history = trend(reports_dir, result.month, result.person_month)
+    history = trend(reports_dir, result.month, result.person_month, units)
     labels = [month_label(m, lang, short=True) for m in history["months"]]
     context["trend"] = history
     context["trend_labels"] = labels

@@ -15,12 +15,14 @@ from typing import Any
 import pyarrow.compute as pc
 
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
-from analytics.policy import check_month, load_policy, load_waivers
+from analytics.policy import Policy, check_month, load_policy, load_waivers
+from analytics.scopes import write_bundles
 from contract.months import days_in, has_begun, has_ended, last_ended_month, today_in
 from contract.roster import RosterNotes, load_roster
+from contract.scopes import Bundle, Scope
 from contract.units import load_tree
 from contract.usage import regular_share
-from pipelines.config import Config, load_config
+from pipelines.config import Config, ConfigError, load_config
 
 
 def last_month(tz: Any) -> str:
@@ -76,6 +78,31 @@ def evaluation_inputs(cfg: Config) -> EvaluationInputs:
     )
 
 
+def scope_policies(cfg: Config, inputs: EvaluationInputs) -> list[tuple[Scope, Policy]]:
+    """Each ``[[scopes]]`` entry with its policy (its own, or the evaluation's); a root that
+    is not a unit of the tree is a ConfigError naming the entry."""
+    tree = inputs.tree()
+    out = []
+    for i, scope in enumerate(cfg.scopes):
+        if scope.root is not None and scope.root not in tree.units:
+            where = cfg.units_path.name if cfg.units_path else "the roster's units"
+            raise ConfigError(f"scopes[{i}].root {scope.root!r} is not a unit of {where}")
+        out.append((scope, load_policy(scope.policy) if scope.policy else inputs.policy))
+    return out
+
+
+def month_bundles(cfg: Config, month: str) -> list[Bundle]:
+    """The month's bundles written so far, in the config's order: (scope name, directory,
+    recipients) — what a deliverer mails, and to whom.
+
+    >>> month_bundles(cfg, "2026-11")[0]
+    Bundle(scope='province', directory=PosixPath('/srv/reports/2026-11/province'), ...)
+    """
+    check_month(month)
+    found = [(s, cfg.reports_dir / s.folder(month)) for s in cfg.scopes]
+    return [Bundle(s.name, d, s.recipients) for s, d in found if (d / "report.pdf").exists()]
+
+
 def run_evaluation(
     config_path: str,
     month: str | None = None,
@@ -86,7 +113,10 @@ def run_evaluation(
     check_ended(cfg, month, partial)
     month = month or last_month(cfg.tz)
     inputs = evaluation_inputs(cfg)
-    result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=language or cfg.language)
+    lang = language or cfg.language
+    scopes = scope_policies(cfg, inputs)  # a wrong root stops the run before any file
+    result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=lang)
+    bundles = write_bundles(inputs, month, scopes, cfg.reports_dir, result, lang) if scopes else {}
     pm = result.person_month
     share = regular_share(rated(pm)["usage_class"].to_pylist())
     confidence = result.violations["confidence"]
@@ -104,6 +134,7 @@ def run_evaluation(
         "suspected_evidence": pc.sum(pc.equal(confidence, "suspected")).as_py() or 0,
         "paths": {k: str(v) for k, v in result.paths.items()},
         "unit_ranking": result.unit_ranking.to_pylist(),
+        **({"bundles": {k: str(v) for k, v in bundles.items()}} if scopes else {}),
     }
 
 
