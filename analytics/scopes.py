@@ -44,7 +44,15 @@ from contract.people import Person
 from contract.scopes import Scope
 from contract.units import UnitTree
 
-__all__ = ["BUNDLE_FILES", "agencies", "members", "scoped", "write_bundle", "write_bundles"]
+__all__ = [
+    "BUNDLE_FILES",
+    "agencies",
+    "members",
+    "scope_units",
+    "scoped",
+    "write_bundle",
+    "write_bundles",
+]
 
 BUNDLE_FILES = ("report.html", "report.pdf", "violations.csv", "review.csv")  # + workbooks
 # the columns a table is cut by: identifiers from this list only, never from input

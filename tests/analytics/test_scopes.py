@@ -12,6 +12,7 @@ from openpyxl import load_workbook
 from pypdf import PdfReader
 
 from analytics.evaluate import OUTPUT_FILES
+from analytics.scopes import BUNDLE_FILES
 from contract.scopes import Bundle
 from pipelines.config import ConfigError, load_config
 from pipelines.evaluate import month_bundles, run_evaluation
@@ -128,9 +129,7 @@ def test_no_bundle_holds_a_person_outside_its_scope(evaluated):
         folder = reports / scope
         files = sorted(p.name for p in folder.iterdir())
         workbooks = [f"hr_ratings_{a}.xlsx" for a in AGENCIES[scope]]
-        assert files == sorted(
-            ["report.html", "report.pdf", "violations.csv", "review.csv", *workbooks]
-        )
+        assert files == sorted([*BUNDLE_FILES, *workbooks])
         inside = {r[0] for r in ROWS if UNIT_OF[r[0]] in units}
         outside = [r for r in ROWS if UNIT_OF[r[0]] not in units]
         for name in files:
@@ -216,3 +215,38 @@ def test_a_wrong_scope_is_refused_by_its_entry(tmp_path, entry, message):
         run_evaluation(str(cfg), MONTH)
     assert message in str(caught.value)
     assert not (tmp_path / "reports").exists()  # refused before any file
+
+
+def test_doctor_shows_the_tree_and_each_scope(tmp_path, monkeypatch):
+    from mailusage.doctor import run_doctor
+
+    monkeypatch.delenv("UNUSED_HERE", raising=False)  # the source stops at its secret
+    (tmp_path / "data").mkdir()
+    cfg = _config(tmp_path, scopes=SCOPES + '[[scopes]]\nname = "lost"\nroot = "NOPE"\n')
+    checks = {(c.subject, c.check): c for c in run_doctor(load_config(cfg))}
+    units = checks[("roster", "units")]
+    assert (units.status, units.detail) == ("ok", "4 units on 3 levels")
+    assert checks[("scopes", "quan")].detail == "4 unit(s)"
+    assert checks[("scopes", "hoa-minh")].detail == "2 unit(s)"
+    lost = checks[("scopes", "lost")]
+    assert (
+        lost.status == "fail" and lost.detail == "scopes[3].root 'NOPE' is not a unit of units.csv"
+    )
+    (tmp_path / "units.csv").write_text(UNITS + "X;X;Y;phòng;\nY;Y;X;phòng;\n", encoding="utf-8")
+    units = next(c for c in run_doctor(load_config(cfg)) if c.check == "units")
+    assert units.status == "fail" and "line 6: the parents go round: X (line 6)" in units.detail
+
+
+def test_the_example_configs_scopes_read_as_documented(tmp_path):
+    """mailusage.example.toml's [[scopes]] block, uncommented, is a valid config."""
+    text = (Path(__file__).resolve().parents[2] / "mailusage.example.toml").read_text("utf-8")
+    head, block = text.split("\n# [[scopes]]", 1)
+    lines = ("# [[scopes]]" + block).splitlines()
+    uncommented = [line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines]
+    path = tmp_path / "mailusage.toml"
+    path.write_text(head + "\n" + "\n".join(uncommented) + "\n", encoding="utf-8")
+    tinh, phu_giao = load_config(path).scopes
+    assert (tinh.name, tinh.root, tinh.recipients) == ("tinh", None, ("chutich@binhduong.gov.vn",))
+    assert tinh.letterhead.issuing_body == "SỞ THÔNG TIN VÀ TRUYỀN THÔNG"
+    assert (phu_giao.root, phu_giao.language, phu_giao.policy) == ("PG", "vi", "phu-giao-2018")
+    assert phu_giao.letterhead.signer_title == "CHỦ TỊCH"
