@@ -193,7 +193,7 @@ def write_bundles(
     out: dict[str, Path] = {}
     for scope, policy in scopes:
         scope_lang = scope.language or lang
-        key = (scope.policy, scope_lang)  # None: the evaluation's own policy
+        key = (None if policy == inputs.policy else scope.policy, scope_lang)
         if key not in results:
             results[key] = evaluate_month(replace(inputs, policy=policy), month, lang=scope_lang)
         folder = reports_dir / scope.folder(month)

@@ -27,6 +27,7 @@ nearest agency at or above it.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,13 @@ class Unit:
 
     @property
     def is_agency(self) -> bool:
-        """Whether the unit's kind is an agency's (:data:`AGENCY_KINDS`, any letter case)."""
-        return self.kind.strip().lower() in AGENCY_KINDS
+        """Whether the unit's kind is an agency's (:data:`AGENCY_KINDS`, any letter case,
+        composed or not: a sheet may hold "ở" as o + U+031B + U+0309).
+
+        >>> Unit("S", "Sở Nội vụ", kind="SỞ").is_agency, Unit("P", "Phòng", kind="phòng").is_agency
+        (True, False)
+        """
+        return unicodedata.normalize("NFC", " ".join(self.kind.split())).lower() in AGENCY_KINDS
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,11 @@ def test_a_flat_roster_is_a_one_level_tree(tmp_path):
     assert [tree.units[c].name for c in tree.roots()] == ["UBND phường", "Phòng Tài chính"]
     assert all(tree.depth(c) == 0 and tree.agency_of(c) == c for c in tree.units)
     assert tree.descendants("A") == ()
+
+
+def test_an_agency_by_its_kind_in_any_case_or_unicode_form():
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "UBND  Xã")  # Excel may keep what was pasted
+    assert Unit("X", "UBND xã An Bình", "PG", decomposed).is_agency
+    assert not Unit("T", "Tổ dân phố", "X", "tổ").is_agency
