@@ -35,7 +35,7 @@ from analytics.evaluate import (
     evaluate_month,
     hr_table,
 )
-from analytics.pdf import report_pdf
+from analytics.pdf import PdfRenderer
 from analytics.policy import Policy
 from analytics.report import month_label, render_report
 from analytics.workbook import hr_workbook
@@ -147,7 +147,22 @@ def write_bundle(
     lang: str,
     reports_dir: Path | None = None,
 ) -> dict[str, Path]:
-    """One scope's bundle from the whole evaluation ``result`` (its policy and language)."""
+    """One scope's bundle from the whole evaluation ``result`` (its policy and language).
+    Its PDF is laid out in a child process (analytics/pdf.py) that imports WeasyPrint while
+    the tables are cut, and lays the report out while the evidence and workbooks are written."""
+    with PdfRenderer() as pdf:
+        return _write_bundle(result, inputs, scope, folder, lang, reports_dir, pdf)
+
+
+def _write_bundle(
+    result: EvaluationResult,
+    inputs: EvaluationInputs,
+    scope: Scope,
+    folder: Path,
+    lang: str,
+    reports_dir: Path | None,
+    pdf: PdfRenderer,
+) -> dict[str, Path]:
     tree = inputs.tree()
     units = scope_units(tree, scope)
     people = members(inputs.people, units)
@@ -159,8 +174,7 @@ def write_bundle(
     view = replace(inputs, people=people, letterhead=letterhead)
     html = render_report(mine, view, lang, reports_dir=reports_dir, units=set(units))
     paths = {"report.html": folder / "report.html", "report.pdf": folder / "report.pdf"}
-    atomic_write(paths["report.html"], html.encode("utf-8"))
-    atomic_write(paths["report.pdf"], report_pdf(html))
+    pdf.submit(html)
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
         evidence = _evidence_table(view, mine.violations, confidence, lang)
         paths[name] = folder / name
@@ -175,6 +189,8 @@ def write_bundle(
         heading = f"{tree.units[agency].name} — {title}"
         paths[name] = folder / name
         atomic_write(paths[name], hr_workbook(hr_table(rows), headers, sheets, title=heading))
+    atomic_write(paths["report.html"], html.encode("utf-8"))
+    atomic_write(paths["report.pdf"], pdf.result())
     return paths
 
 
