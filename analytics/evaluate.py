@@ -44,6 +44,7 @@ from contract.letterhead import Letterhead
 from contract.months import days_in, previous_month
 from contract.people import Person
 from contract.signals import Signals
+from contract.units import UnitTree
 from contract.usage import RATED_CLASSES, regular_share
 
 LANGS = ("vi", "en")
@@ -275,6 +276,7 @@ NO_CAP = {"vi": "Không giới hạn", "en": "No cap"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 OUTPUT_FILES = (
     "person_month.parquet",
+    "unit_month.parquet",
     "unit_ranking.csv",
     "violations.csv",
     "review.csv",
@@ -310,6 +312,12 @@ class EvaluationInputs:
     # What each source measures (Config.signals()); the first is the source of roster rows
     # that name none. A source missing here measures no login and no forwarding: unknown.
     signals: Mapping[str, Signals] = field(default_factory=dict)
+    # the unit tree (contract/units.py); None: the roster's units, one flat level
+    units: UnitTree | None = None
+
+    def tree(self) -> UnitTree:
+        """The unit tree the figures are summed over."""
+        return self.units if self.units is not None else UnitTree.flat(self.people)
 
     def signals_of(self, person: Person) -> Signals | None:
         """What the person's source measures (None: a source this run does not know)."""
@@ -326,6 +334,8 @@ class EvaluationResult:
     hr_rows: list[dict[str, Any]]
     coverage: pa.Table
     regular_share_prev: float | None
+    # every unit of the tree: own and subtree figures, rank among siblings, head (unit_month.sql)
+    unit_month: pa.Table
     paths: dict[str, Path] = field(default_factory=dict)
     # the mail log covered this month for some roster source (MAIL_LOG_COLUMNS are there)
     mail_logs: bool = False
@@ -433,6 +443,8 @@ def _evaluate(inputs: EvaluationInputs, month: str, lang: str) -> EvaluationResu
         person_month = person_month.drop_columns(list(MAIL_LOG_COLUMNS))
         violations = violations.drop_columns(list(MAIL_LOG_EVIDENCE))
     hr_rows = _hr_rows(inputs, month, person_month, violations, lang)
+    ws.load_units(inputs.tree())
+    unit_month = ws.run("unit_month", rated_classes=sorted(RATED_CLASSES))
     return EvaluationResult(
         month,
         person_month,
@@ -441,6 +453,7 @@ def _evaluate(inputs: EvaluationInputs, month: str, lang: str) -> EvaluationResu
         hr_rows,
         coverage,
         _regular_share(prev),
+        unit_month,
         mail_logs=bool(logs),
     )
 
@@ -770,6 +783,11 @@ def _evidence_table(
     return table
 
 
+def hr_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """HR rows (:func:`_hr_rows`) as the table the CSV and the workbook are written from."""
+    return pa.Table.from_pylist(list(rows), schema=_HR_SCHEMA)
+
+
 def _write(
     result: EvaluationResult, folder: Path, inputs: EvaluationInputs, lang: str, pdf: PdfRenderer
 ) -> dict[str, Path]:
@@ -780,12 +798,15 @@ def _write(
     sink = pa.BufferOutputStream()
     pq.write_table(result.person_month, sink, compression="zstd")
     atomic_write(paths["person_month.parquet"], sink.getvalue().to_pybytes())
+    sink = pa.BufferOutputStream()
+    pq.write_table(result.unit_month, sink, compression="zstd")
+    atomic_write(paths["unit_month.parquet"], sink.getvalue().to_pybytes())
     atomic_write(paths["unit_ranking.csv"], _csv_bytes(UNIT_COLUMNS, result.unit_ranking, lang))
     columns = EVIDENCE_COLUMNS_MAIL_LOGS if result.mail_logs else EVIDENCE_COLUMNS
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
         evidence = _evidence_table(inputs, result.violations, confidence, lang)
         atomic_write(paths[name], _csv_bytes(columns, evidence, lang))
-    hr = pa.Table.from_pylist(result.hr_rows, schema=_HR_SCHEMA)
+    hr = hr_table(result.hr_rows)
     atomic_write(paths["hr_ratings.csv"], _csv_bytes(HR_COLUMNS, hr, lang))
     title = f"{HEADERS['month'][lang]} {month_label(result.month, lang)}"
     headers = {c: HEADERS[c][lang] for c in HR_COLUMNS}

@@ -22,6 +22,7 @@ from contract.datasets import BY_NIGHT, DATASETS, NIGHTLY, dataset_files, night_
 from contract.domains import DomainList
 from contract.mail_logs import MAIL_LOG_DELIVERIES
 from contract.months import closing_night, first_day, month_bounds, next_day, previous_month
+from contract.units import UnitTree
 
 SQL_DIR = Path(__file__).parent / "sql"
 QUERIES = frozenset(
@@ -30,9 +31,17 @@ QUERIES = frozenset(
         "counterparts",
         "coverage",
         "person_month",
+        "unit_month",
         "unit_ranking",
         "violations",
     }
+)
+
+# The unit tree as unit_month.sql reads it (contract/units.py: position is the tree's order,
+# each unit before its children; head_email "" when not given).
+UNITS_TABLE = (
+    "create or replace table units (unit_code varchar primary key, unit_name varchar, "
+    "parent_code varchar, kind varchar, head_email varchar, position integer)"
 )
 
 VIEWS = ("messages", "mailbox_status", "logins", "run_mailboxes", "forwarding", "contacts")
@@ -217,6 +226,18 @@ class Workspace:
         text = sql(name)
         used = {k: v for k, v in params.items() if f"${k}" in text}
         return self.con.sql(text, params=used).to_arrow_table()
+
+    def load_units(self, tree: UnitTree) -> None:
+        """The unit tree as the table ``units``, each unit before its children (built in
+        DuckDB from bound values: a tree has a few hundred rows)."""
+        order = [c for root in tree.roots() for c in tree.subtree(root)]
+        self.con.execute(UNITS_TABLE)
+        rows = [
+            (c, u.name, u.parent, u.kind, u.head_email, i)
+            for i, (c, u) in enumerate((c, tree.units[c]) for c in order)
+        ]
+        if rows:
+            self.con.executemany("insert into units values (?, ?, ?, ?, ?, ?)", rows)
 
     def materialise(self, name: str, **params: Any) -> pa.Table:
         """Run a query and register its result under its own name for the next queries."""

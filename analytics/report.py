@@ -35,6 +35,36 @@ NAMES_LISTED = 10  # units named in a sentence before "and N other units"
 DIFFERENCES_LISTED = 10  # people listed whose Sent folder and mail log counts differ
 BASELINE = 0.30  # the Bình Dương check: 30% regular, 70% rarely or never
 TEMPLATES = Path(__file__).parent / "templates"
+# The unit tree's part of the report (issue 24): each level's ranking among siblings, the
+# heads of units apart. Shown only when the tree has them (a flat roster's report is as before).
+_TREE_TEXT = {
+    "vi": {
+        "levels": "Xếp hạng theo cấp (số liệu mỗi đơn vị gồm cả các đơn vị trực thuộc)",
+        "within": "Các đơn vị trực thuộc {unit}",
+        "top_level": "Các đơn vị cấp cao nhất",
+        "kind": "Loại đơn vị",
+        "subtree_share": "Tỷ lệ thường xuyên",
+        "heads": "Người đứng đầu đơn vị (nêu gương theo Chỉ thị 01/CT-UBND, mục 1a)",
+        "head": "Người đứng đầu",
+        "head_class": "Mức độ sử dụng",
+        "active_days": "Số ngày hoạt động",
+        "head_unknown": "{email} (không có trong danh sách cán bộ)",
+        "p_heads": "{regular} trên {n} người đứng đầu đơn vị sử dụng hộp thư công vụ thường xuyên.",
+    },
+    "en": {
+        "levels": "Ranking at each level (each unit's figures include the units under it)",
+        "within": "The units under {unit}",
+        "top_level": "The top-level units",
+        "kind": "Kind",
+        "subtree_share": "Share regular",
+        "heads": "Heads of units (to set the example: Directive 01/CT-UBND, 1a)",
+        "head": "Head",
+        "head_class": "Usage class",
+        "active_days": "Active days",
+        "head_unknown": "{email} (not in the roster)",
+        "p_heads": "Heads of units using official mail regularly: {regular} of {n}.",
+    },
+}
 TEXT = {
     "vi": {
         "title": "Báo cáo tình hình sử dụng hộp thư điện tử công vụ",
@@ -165,6 +195,7 @@ TEXT = {
         "sent_folder": "Thư đã gửi",
         "sent_submitted": "Nhật ký",
         "difference": "Chênh lệch",
+        **_TREE_TEXT["vi"],
     },
     "en": {
         "title": "Official mailbox usage report",
@@ -288,6 +319,7 @@ TEXT = {
         "sent_folder": "Sent folder",
         "sent_submitted": "Mail log",
         "difference": "Difference",
+        **_TREE_TEXT["en"],
     },
 }
 
@@ -564,6 +596,7 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
         ],
         "lower_bound": str(t["lower_bound"]).format(n=lower_bound) if lower_bound else "",
         "mail_log": mail_log_agreement(result, t),
+        **tree_context(result.unit_month, t),
     }
 
 
@@ -607,6 +640,44 @@ def mail_log_agreement(result: Any, t: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def tree_context(unit_month: pa.Table, t: dict[str, Any]) -> dict[str, Any]:
+    """The tree's figures for the report, from ``unit_month`` (analytics/sql/unit_month.sql):
+    ``levels``, each parent's children ranked among themselves (only for a tree of more
+    than one level), and the heads of units with their month."""
+    units = unit_month.to_pylist()
+    names = {u["unit_code"]: u["unit_name"] for u in units}
+    groups: list[tuple[str, list[dict[str, Any]]]] = []
+    if any(u["depth"] for u in units):
+        children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+        for u in units:
+            children[u["parent_code"]].append(u)
+        parents = [None, *(u["unit_code"] for u in units)]  # the tree's order
+        for code in parents:
+            if code in children and (code is not None or len(children[None]) > 1):
+                title = t["within"].format(unit=names[code]) if code else t["top_level"]
+                ranked = sorted(
+                    children[code], key=lambda u: (u["rank_among_siblings"], u["position"])
+                )
+                groups.append((title, ranked))
+    heads = [
+        {
+            "unit": u["unit_name"],
+            "head": u["head_name"] or str(t["head_unknown"]).format(email=u["head_email"]),
+            "usage_class": u["head_usage_class"],
+            "active_days": u["head_active_days"],
+        }
+        for u in units
+        if u["head_email"]
+    ]
+    known = [h for h in heads if h["usage_class"] is not None]
+    regular = sum(h["usage_class"] == "regular" for h in known)
+    return {
+        "tree_groups": groups,
+        "heads": heads,
+        "heads_text": str(t["p_heads"]).format(regular=regular, n=len(known)) if known else "",
+    }
+
+
 def month_label(month: str, lang: str, short: bool = False) -> str:
     """``month_label("2026-10", "vi")`` -> ``'10/2026'``; in English ``'October 2026'``,
     or ``'Oct 2026'`` when ``short`` (a table's column, a chart's axis)."""
@@ -617,11 +688,14 @@ def month_label(month: str, lang: str, short: bool = False) -> str:
     return f"{names[number]} {year}"
 
 
-def _shares(pm: pa.Table) -> tuple[float | None, dict[str, float]]:
-    """The share of regular users among the rated people: overall and per unit code."""
+def _shares(pm: pa.Table, units: set[str] | None = None) -> tuple[float | None, dict[str, float]]:
+    """The share of regular users among the rated people: overall and per unit code; with
+    ``units``, of those units' people only (a scope's report)."""
     rows = pm.select(["unit_code", "is_unit_mailbox", "usage_class"]).to_pylist()
     rated: dict[str, list[str]] = defaultdict(list)
     for r in rows:
+        if units is not None and r["unit_code"] not in units:
+            continue
         if is_rated(r["is_unit_mailbox"], r["usage_class"]):
             rated[r["unit_code"]].append(r["usage_class"])
     overall = regular_share(c for cs in rated.values() for c in cs)
@@ -630,10 +704,12 @@ def _shares(pm: pa.Table) -> tuple[float | None, dict[str, float]]:
     }
 
 
-def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, Any]:
+def trend(
+    reports_dir: Path | None, month: str, current: pa.Table, only: set[str] | None = None
+) -> dict[str, Any]:
     """The last 12 months' shares of regular users, overall and per unit, from the months
     evaluated before (their ``person_month.parquet``) and this one; a month never
-    evaluated is None ("—"), never 0%."""
+    evaluated is None ("—"), never 0%. With ``only``, of those units' people only."""
     months = months_back(month, TREND_MONTHS)
     tables: dict[str, pa.Table] = {month: current}
     for m in months[:-1]:
@@ -645,7 +721,7 @@ def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, 
         if m not in tables:
             overall.append(None)
             continue
-        share, by_unit = _shares(tables[m])
+        share, by_unit = _shares(tables[m], only)
         overall.append(share)
         for unit, value in by_unit.items():
             units[unit][i] = value
@@ -653,8 +729,13 @@ def trend(reports_dir: Path | None, month: str, current: pa.Table) -> dict[str, 
 
 
 def render_report(
-    result: Any, inputs: Any, lang: str = "vi", reports_dir: Path | None = None
+    result: Any,
+    inputs: Any,
+    lang: str = "vi",
+    reports_dir: Path | None = None,
+    units: set[str] | None = None,
 ) -> str:
+    """The report's HTML; ``units``: a scope's units, which its trend is of."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]))
     env.filters["code_name"] = lambda code: code_name(code, lang)
     env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
@@ -663,7 +744,7 @@ def render_report(
     )
     context = report_context(result, inputs, lang)
     context["prose"] = _prose(context, context["t"], env.filters["code_name"])
-    history = trend(reports_dir, result.month, result.person_month)
+    history = trend(reports_dir, result.month, result.person_month, units)
     labels = [month_label(m, lang, short=True) for m in history["months"]]
     context["trend"] = history
     context["trend_labels"] = labels

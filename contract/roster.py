@@ -19,16 +19,15 @@ when present (docs/operator-guide.md says what each holds); other columns are ig
 
 from __future__ import annotations
 
-import csv
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from contract.domains import DomainList
 from contract.people import Person
+from contract.sheets import CODE, CONTROL, MAX_CELL, MAX_SHEET_BYTES, blank, open_sheet
 
 __all__ = [
     "OPTIONAL_COLUMNS",
@@ -53,12 +52,8 @@ OPTIONAL_COLUMNS = (
     "source",
 )
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-# A unit code or employee id: letters (Vietnamese too), digits, '.', '_', '-' — nothing that
-# could climb out of a directory if a report or a script ever names a file after it.
-_CODE = re.compile(r"^\w[\w.-]{0,63}$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-MAX_CELL = 500  # characters; a roster cell longer than this is a pasted document
-MAX_ROSTER_BYTES = 64 * 1024 * 1024
+_CODE, _CONTROL = CODE, CONTROL  # the sheet's rules (contract/sheets.py), the tree's too
+MAX_ROSTER_BYTES = MAX_SHEET_BYTES
 _TRUE = {"1", "true", "yes", "y", "x", "có", "co"}
 _FALSE = {"", "0", "false", "no", "n", "không", "khong"}
 
@@ -89,16 +84,6 @@ def _start_date(value: str, problems: list[str], line: int) -> date | None:
         return None
 
 
-def _rows(reader: csv.DictReader[str], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, row) pairs; a row csv cannot read (a cell over its 128 KiB field limit) is a
-    RosterError naming the line."""
-    try:
-        for row in reader:
-            yield reader.line_num, row  # the file's line (blank lines counted, as an editor)
-    except csv.Error as exc:
-        raise RosterError(f"{path}: line {reader.line_num}: {exc}") from exc
-
-
 @dataclass
 class RosterNotes:
     """What :func:`load_roster` notices that is not an error, filled in when given (for
@@ -109,25 +94,6 @@ class RosterNotes:
     lines: dict[str, int] = field(default_factory=dict)  # employee_id -> line
     blank_rows: int = 0  # rows of empty cells (";;;;" that Excel leaves), skipped
     delimiter: str = ","
-
-
-def _delimiter(header: str) -> str:
-    """The roster's separator, from its header line: ``,``, ``;`` (Excel with a
-    Vietnamese or European list separator) or a tab; ``,`` when it cannot be told.
-
-    >>> _delimiter("employee_id;full_name;email;unit_code;unit_name")
-    ';'
-    """
-    try:
-        return csv.Sniffer().sniff(header, delimiters=",;\t").delimiter
-    except csv.Error:
-        return ","
-
-
-def _blank(row: dict[Any, Any]) -> bool:
-    """A row whose every cell is empty, extra cells too (``;;;;`` or ``,,,,,,``)."""
-    cells = [v for k, v in row.items() if k is not None] + list(row.get(None) or [])
-    return not any((v or "").strip() for v in cells)
 
 
 def load_roster(
@@ -142,31 +108,9 @@ def load_roster(
     >>> load_roster(Path("roster.csv"))[0]  # doctest: +SKIP
     Person(employee_id='NV001', full_name='Nguyễn Văn An', email='an.nv@danang.gov.vn', ...)
     """
-    try:
-        if path.stat().st_size > MAX_ROSTER_BYTES:
-            raise RosterError(
-                f"{path} is {path.stat().st_size:,} bytes: not a roster "
-                f"(at most {MAX_ROSTER_BYTES:,})"
-            )
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise RosterError(f"roster file {path} not found") from exc
-    except UnicodeDecodeError as exc:
-        raise RosterError(f"{path}: not UTF-8 ({exc}); save the sheet as 'CSV UTF-8'") from exc
-    lines = text.splitlines()
-    delimiter = _delimiter(lines[0] if lines else "")
+    sheet = open_sheet(path, REQUIRED_COLUMNS, "roster", RosterError)
     notes = notes if notes is not None else RosterNotes()
-    notes.delimiter = delimiter
-    reader = csv.DictReader(lines, delimiter=delimiter)
-    header = [h.strip() for h in reader.fieldnames or []]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        shown = {",": "commas", ";": "semicolons", "\t": "tabs"}[delimiter]
-        raise RosterError(
-            f"{path}: missing required column(s) {', '.join(missing)} (header read as "
-            f"separated by {shown}: {', '.join(repr(h) for h in header[:8])})"
-        )
-    reader.fieldnames = header
+    notes.delimiter = sheet.delimiter
     known_sources = set(source_names()) if source_names else None
     people: list[Person] = []
     addresses: list[tuple[int, str, str]] = []  # line, employee, email: checked at the end
@@ -174,8 +118,8 @@ def load_roster(
     seen_ids: dict[str, int] = {}
     seen_emails: dict[str, int] = {}
     unit_names: dict[str, tuple[str, int]] = {}  # unit_code -> (its name, first line)
-    for line, row in _rows(reader, path):
-        if _blank(row):
+    for line, row in sheet.rows():
+        if blank(row):
             notes.blank_rows += 1  # a row Excel leaves at the end: not a person, not an error
             continue
         if None in row:

@@ -346,6 +346,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     for name, path in result["paths"].items():
         out.print(f"  {name}: {path}")
+    for name, path in result.get("bundles", {}).items():  # [[scopes]]: one bundle each
+        out.print(f"  scope {name}: {path}/")
     return 0
 
 
@@ -510,9 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         "the monthly evaluation: ranking, violations, HR CSV",
         "Turns a collected month into reports/YYYY-MM/: person_month.parquet (usage per "
-        "person), unit_ranking.csv, violations.csv (evidence), review.csv (suspected, never "
-        "capped), hr_ratings.csv and hr_ratings.xlsx (HR's rating input), report.html and "
-        "report.pdf (the chairman's report). "
+        "person), unit_month.parquet (every unit of the tree, its units below included, "
+        "ranked among its siblings), unit_ranking.csv, violations.csv (evidence), review.csv "
+        "(suspected, never capped), hr_ratings.csv and hr_ratings.xlsx (HR's rating input), "
+        "report.html and report.pdf (the chairman's report); with [[scopes]], each scope's "
+        "bundle in reports/YYYY-MM/<scope>/. "
         "A partial month says how many of its days were collected.",
         {
             0: "evaluated",

@@ -20,6 +20,7 @@ from connectors.base import Probe
 from connectors.logins import LogCursor, LoginSourceError
 from contract.people import Person
 from contract.roster import RosterError, RosterNotes, load_roster
+from contract.units import UnitsError, load_tree
 from pipelines.config import (
     Config,
     ConfigError,
@@ -62,6 +63,28 @@ def settings(cfg: Config) -> list[Check]:
     return out
 
 
+def _tree_checks(cfg: Config, people: list[Person], notes: RosterNotes) -> list[Check]:
+    """The unit tree (`[roster] units`) against the roster, and each scope's root in it."""
+    out: list[Check] = []
+    try:
+        tree = load_tree(cfg.units_path, people, cfg.roster_path, notes.lines)
+    except UnitsError as exc:
+        return [Check("roster", "units", "fail", str(exc))]
+    if cfg.units_path is not None:
+        out.append(
+            Check("roster", "units", "ok", f"{len(tree.units)} units on {tree.levels} levels")
+        )
+    for i, scope in enumerate(cfg.scopes):
+        if scope.root is not None and scope.root not in tree.units:
+            where = cfg.units_path.name if cfg.units_path else "the roster's units"
+            detail = f"scopes[{i}].root {scope.root!r} is not a unit of {where}"
+            out.append(Check("scopes", scope.name, "fail", detail))
+        else:
+            size = len(tree.subtree(scope.root)) if scope.root else len(tree.units)
+            out.append(Check("scopes", scope.name, "ok", f"{size} unit(s)"))
+    return out
+
+
 def run_doctor(cfg: Config) -> list[Check]:
     checks: list[Check] = settings(cfg)
     people: list[Person] = []
@@ -86,6 +109,8 @@ def run_doctor(cfg: Config) -> list[Check]:
     except RosterError as exc:
         checks.append(Check("roster", "rows", "fail", str(exc)))
         roster_read = False
+    if roster_read:
+        checks.extend(_tree_checks(cfg, people, roster_notes))
     checks.extend(_roster_checks(cfg, roster_notes, people))
     # Secrets first, whether or not a server answers: an unset one is a failure, and the
     # source's checks stop before the login that would need it.

@@ -28,6 +28,7 @@ from connectors.settings import (
     imapd_audit_log,
 )
 from contract.letterhead import Letterhead
+from contract.scopes import Scope
 from contract.signals import Signals
 from pipelines.errors import ConfigError as ConfigError  # the schema's error, named here too
 from pipelines.schema import Kind, check_keys, from_table, keys_of
@@ -41,7 +42,7 @@ from pipelines.secrets import SecretRef
 SECTIONS: dict[str, dict[str, Kind]] = {
     "agency": {"name": str, "timezone": str, "official_domains": list},
     "storage": {"data_dir": str},
-    "roster": {"path": str},
+    "roster": {"path": str, "units": str},  # units: the unit tree (contract/units.py)
     "collect": {
         "concurrency": int,
         "retries": int,
@@ -58,7 +59,22 @@ SECTIONS: dict[str, dict[str, Kind]] = {
     # the report's letterhead and signature block (Nghị định 30/2020/NĐ-CP layout)
     "report": keys_of(Letterhead),
 }
-TOP_LEVEL: dict[str, Kind] = {**{name: dict for name in SECTIONS}, "sources": list, "logins": list}
+TOP_LEVEL: dict[str, Kind] = {
+    **{name: dict for name in SECTIONS},
+    "sources": list,
+    "logins": list,
+    "scopes": list,
+}
+# a [[scopes]] entry: a subtree's bundle (contract/scopes.py); `report` as the [report] section
+_SCOPE_KEYS: dict[str, Kind] = {
+    "name": str,
+    "root": str,
+    "recipients": list,
+    "language": str,
+    "policy": str,
+    "report": dict,
+}
+_ADDRESS = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
 @dataclass(frozen=True)
@@ -267,6 +283,8 @@ class Config:
     public_domains_extra: tuple[str, ...] = ()
     logins: tuple[LoginSourceConfig, ...] = ()
     letterhead: Letterhead = field(default_factory=Letterhead)
+    units_path: Path | None = None  # [roster] units: the unit tree; None: the roster's units, flat
+    scopes: tuple[Scope, ...] = ()  # [[scopes]]: a bundle each under reports/YYYY-MM/<name>/
 
     @property
     def tz(self) -> ZoneInfo:
@@ -493,6 +511,52 @@ def _source(raw: dict[str, Any], index: int, base: Path) -> SourceConfig:
     )
 
 
+def _letterhead(report: dict[str, Any], issuing_body: str, where: str = "") -> Letterhead:
+    """A `[report]` table (or a scope's `report = { … }`) as the letterhead."""
+    return from_table(
+        Letterhead,
+        report,
+        given={
+            "issuing_body": report.get("issuing_body", issuing_body),
+            "recipients": tuple(str(r) for r in report.get("recipients", [])),
+        },
+        where=where,
+    )
+
+
+def _policy(value: str, base: Path) -> str:
+    """A policy preset's name as it is; a policy file resolved against the config's folder."""
+    return str((base / value).resolve()) if value.endswith(".toml") else value
+
+
+def _scope(raw: dict[str, Any], index: int, base: Path) -> Scope:
+    """One `[[scopes]]` entry: its root is checked against the unit tree when the tree is
+    read (pipelines/evaluate.py), the rest here."""
+    where = f"scopes[{index}]"
+    check_keys(raw, _SCOPE_KEYS, where)
+    if "name" not in raw:
+        raise ConfigError(f"{where}.name is required: it names the bundle's directory")
+    name = _name(raw, where, "")
+    root = raw.get("root") or None
+    recipients = raw.get("recipients", [])
+    bad = [r for r in recipients if not isinstance(r, str) or not _ADDRESS.match(r)]
+    if bad:
+        raise ConfigError(f"{where}.recipients: not an address: {', '.join(map(repr, bad))}")
+    language = raw.get("language")
+    if language not in (None, "vi", "en"):
+        raise ConfigError(f"{where}.language must be vi or en")
+    report = raw.get("report", {})
+    check_keys(report, SECTIONS["report"], f"{where}.report")
+    return Scope(
+        name=name,
+        root=root,
+        letterhead=_letterhead(report, "", f"{where}.report"),
+        recipients=tuple(r.lower() for r in recipients),
+        language=language,
+        policy=_policy(raw["policy"], base) if "policy" in raw else None,
+    )
+
+
 def load_config(path: str | Path) -> Config:
     """Read and check the TOML config; relative paths are relative to the file."""
     path = Path(path).resolve()
@@ -506,7 +570,7 @@ def load_config(path: str | Path) -> Config:
     check_keys(raw, TOP_LEVEL, "")
     for section, keys in SECTIONS.items():
         check_keys(raw.get(section, {}), keys, section)
-    for array in ("sources", "logins"):
+    for array in ("sources", "logins", "scopes"):
         if not all(isinstance(entry, dict) for entry in raw.get(array, [])):
             raise ConfigError(f"{array}: each entry must be a [[{array}]] table")
     agency = raw.get("agency", {})
@@ -532,27 +596,26 @@ def load_config(path: str | Path) -> Config:
     roster = raw.get("roster", {}).get("path")
     if not roster:
         raise ConfigError("roster.path is required")
+    units = raw.get("roster", {}).get("units")
     evaluation = raw.get("evaluation", {})
     language = evaluation.get("language", "vi")
     if language not in ("vi", "en"):
         raise ConfigError("evaluation.language must be vi or en")
-    policy = evaluation.get("policy", "lien-chieu-2014")
-    if policy.endswith(".toml"):
-        policy = str((base / policy).resolve())
+    policy = _policy(evaluation.get("policy", "lien-chieu-2014"), base)
     waivers = evaluation.get("waivers")
     logins = _with_imapd_audit(
         tuple(_login_source(r, i, base, tz, sources) for i, r in enumerate(raw.get("logins", [])))
     )
     report = raw.get("report", {})
-    letterhead = from_table(
-        Letterhead,
-        report,
-        given={
-            "issuing_body": report.get("issuing_body", agency.get("name", "")),
-            "recipients": tuple(str(r) for r in report.get("recipients", [])),
-        },
-    )
+    letterhead = _letterhead(report, agency.get("name", ""))
+    scopes = tuple(_scope(r, i, base) for i, r in enumerate(raw.get("scopes", [])))
+    scope_names = [s.name for s in scopes]
+    if len(set(scope_names)) != len(scope_names):
+        raise ConfigError(
+            f"scopes: each name must be unique (they name directories): {scope_names}"
+        )
     return Config(
+        scopes=scopes,
         letterhead=letterhead,
         logins=logins,
         policy=policy,
@@ -565,6 +628,7 @@ def load_config(path: str | Path) -> Config:
         timezone=tz,
         data_dir=(base / raw.get("storage", {}).get("data_dir", "data")).resolve(),
         roster_path=(base / roster).resolve(),
+        units_path=(base / units).resolve() if units else None,
         official_domains=tuple(d.lower() for d in agency.get("official_domains", [])),
         sources=sources,
         concurrency=concurrency,

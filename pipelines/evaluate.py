@@ -15,11 +15,14 @@ from typing import Any
 import pyarrow.compute as pc
 
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
-from analytics.policy import check_month, load_policy, load_waivers
+from analytics.policy import Policy, check_month, load_policy, load_waivers
+from analytics.scopes import write_bundles
 from contract.months import days_in, has_begun, has_ended, last_ended_month, today_in
-from contract.roster import load_roster
+from contract.roster import RosterNotes, load_roster
+from contract.scopes import Bundle, Scope
+from contract.units import load_tree
 from contract.usage import regular_share
-from pipelines.config import Config, load_config
+from pipelines.config import Config, ConfigError, load_config
 
 
 def last_month(tz: Any) -> str:
@@ -59,9 +62,12 @@ def check_ended(cfg: Config, month: str | None, partial: bool = False) -> None:
 
 def evaluation_inputs(cfg: Config) -> EvaluationInputs:
     """Everything an evaluation reads, from the config (also what notebooks start from)."""
+    notes = RosterNotes()
+    people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources], notes)
     return EvaluationInputs(
         data_dir=cfg.data_dir,
-        people=load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources]),
+        people=people,
+        units=load_tree(cfg.units_path, people, cfg.roster_path, notes.lines),
         timezone=cfg.timezone,
         official_domains=cfg.official_domains,
         policy=load_policy(cfg.policy),
@@ -70,6 +76,31 @@ def evaluation_inputs(cfg: Config) -> EvaluationInputs:
         letterhead=cfg.letterhead,
         signals=cfg.signals(),
     )
+
+
+def scope_policies(cfg: Config, inputs: EvaluationInputs) -> list[tuple[Scope, Policy]]:
+    """Each ``[[scopes]]`` entry with its policy (its own, or the evaluation's); a root that
+    is not a unit of the tree is a ConfigError naming the entry."""
+    tree = inputs.tree()
+    out = []
+    for i, scope in enumerate(cfg.scopes):
+        if scope.root is not None and scope.root not in tree.units:
+            where = cfg.units_path.name if cfg.units_path else "the roster's units"
+            raise ConfigError(f"scopes[{i}].root {scope.root!r} is not a unit of {where}")
+        out.append((scope, load_policy(scope.policy) if scope.policy else inputs.policy))
+    return out
+
+
+def month_bundles(cfg: Config, month: str) -> list[Bundle]:
+    """The month's bundles written so far, in the config's order: (scope name, directory,
+    recipients) — what a deliverer mails, and to whom.
+
+    >>> month_bundles(cfg, "2026-11")[0]
+    Bundle(scope='province', directory=PosixPath('/srv/reports/2026-11/province'), ...)
+    """
+    check_month(month)
+    found = [(s, cfg.reports_dir / s.folder(month)) for s in cfg.scopes]
+    return [Bundle(s.name, d, s.recipients) for s, d in found if (d / "report.pdf").exists()]
 
 
 def run_evaluation(
@@ -82,7 +113,10 @@ def run_evaluation(
     check_ended(cfg, month, partial)
     month = month or last_month(cfg.tz)
     inputs = evaluation_inputs(cfg)
-    result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=language or cfg.language)
+    lang = language or cfg.language
+    scopes = scope_policies(cfg, inputs)  # a wrong root stops the run before any file
+    result = evaluate_month(inputs, month, out_dir=cfg.reports_dir, lang=lang)
+    bundles = write_bundles(inputs, month, scopes, cfg.reports_dir, result, lang) if scopes else {}
     pm = result.person_month
     share = regular_share(rated(pm)["usage_class"].to_pylist())
     confidence = result.violations["confidence"]
@@ -100,6 +134,7 @@ def run_evaluation(
         "suspected_evidence": pc.sum(pc.equal(confidence, "suspected")).as_py() or 0,
         "paths": {k: str(v) for k, v in result.paths.items()},
         "unit_ranking": result.unit_ranking.to_pylist(),
+        **({"bundles": {k: str(v) for k, v in bundles.items()}} if scopes else {}),
     }
 
 

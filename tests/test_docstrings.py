@@ -35,6 +35,8 @@ SKETCHES = {
     "pipelines.storage.DataDir.stored_rows": "a data directory",
     "pipelines.storage.DataDir.plan_forget": "a data directory",
     "analytics.evaluate": "a month's inputs",
+    "analytics.scopes": "a month's inputs and its evaluation",
+    "pipelines.evaluate.month_bundles": "a mailusage.toml with [[scopes]]",
     "analytics.queries": "a data directory and a roster table",
     "analytics.workbook": "a rated table",
     "analytics.notebook": "a collected data directory",

@@ -22,6 +22,7 @@ name = "UBND quận Liên Chiểu"
 official_domains = ["danang.gov.vn"]
 [roster]
 path = "roster.csv"
+units = "units.csv"
 [report]
 parent_body = "UBND QUẬN LIÊN CHIỂU"
 issuing_body = "PHÒNG VĂN HÓA VÀ THÔNG TIN"
@@ -171,6 +172,7 @@ def test_every_key_reaches_its_field(cfg_path: Path):
 
     assert _changed(cfg.letterhead) == []
     assert cfg.letterhead.recipients == ("Chủ tịch UBND quận", "Lưu: VT")
+    assert cfg.units_path == cfg_path.parent / "units.csv"  # the unit tree, beside the file
 
 
 def test_absent_keys_take_the_dataclasses_defaults(tmp_path: Path):
@@ -201,6 +203,7 @@ password = { env = "MU_X" }
     )
     # the letterhead's issuing body defaults to the agency's name
     assert cfg.letterhead == Letterhead(issuing_body="Phường Hòa Minh")
+    assert cfg.units_path is None  # no tree: the roster's units, one flat level
 
 
 @pytest.mark.parametrize(
