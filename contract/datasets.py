@@ -3,6 +3,7 @@
     data/<dataset>/night=YYYY-MM-DD/part-0.parquet   one file per dataset per night
     data/runs/night=…/<run_id>.parquet                one file per run (also run_mailboxes)
     data/logins/night=…/<source>.parquet              one file per login source per night
+    data/mail_log_deliveries/night=…/<source>.parquet one file per mail log source per night
 
 Every file under ``<dataset>/night=*/`` ending in ``.parquet`` is committed data in the
 dataset's current schema: plain DuckDB, pandas or Spark read a dataset with a glob
@@ -16,6 +17,8 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
+
+from contract.mail_logs import MAIL_LOG_DELIVERIES
 
 NIGHT_FILE = "part-0.parquet"
 
@@ -131,11 +134,12 @@ DATASETS: dict[str, pa.Schema] = {
     "contacts": CONTACTS,
     "runs": RUNS,
     "run_mailboxes": RUN_MAILBOXES,
+    "mail_log_deliveries": MAIL_LOG_DELIVERIES,
 }
 
 
 # Written as one file per night by the collector, always in the current schema (a layout-1
-# directory is converted); the others keep one file per run or per login source.
+# directory is converted); the others keep one file per run or per login or mail log source.
 NIGHTLY = ("messages", "mailbox_status", "forwarding", "contacts")
 # Keyed by the night that collected them, not by when things happened: a month reads only
 # its own nights of these. (messages, contacts and logins carry their own dates, and a

@@ -213,3 +213,35 @@ def test_mail_logs_config_keys_and_errors_name_the_key(tmp_path):
         cfg.write_text(head + "[[mail_logs]]\n" + bad + "\n")
         with pytest.raises(ConfigError, match=error):
             load_config(cfg)
+
+
+def test_doctor_reads_the_logs_tail_and_says_whose_lines_it_holds(setup):
+    from mailusage.doctor import mail_log_check
+
+    log, src, _ = setup
+    append(log, "x" * 100 + "\n")  # a line cut in half by the 1 MiB tail when longer
+    append(log, message("A0000000001", "an.nv@demo.gov.vn", ["x@gmail.com"]) * 2000)
+    check = mail_log_check(src, TZ)
+    assert check.status == "ok" and "readable" in check.detail, check
+    other = log.with_name("auth.log")
+    other.write_text("Dec  6 20:00:00 host sshd[1]: Accepted publickey for root\n")
+    check = mail_log_check(MailLogConfig("other", "postfix", other), TZ)
+    assert check.status == "warn" and "is it the mail log" in check.detail
+    check = mail_log_check(MailLogConfig("gone", "postfix", log.with_name("gone.log")), TZ)
+    assert (check.subject, check.status) == ("mail_logs:gone", "fail")
+    assert "gone.log not found" in check.detail
+
+
+def test_the_nights_summary_counts_mail_log_sources_apart():
+    from pipelines.night import summary_line
+
+    outcomes = [
+        {"mailbox": "a@x.vn", "status": "ok"},
+        {"mailbox": "logins:dovecot", "status": "ok"},
+        {"mailbox": "mail_logs:postfix", "status": "failed"},
+    ]
+    line = summary_line({"night": "2026-12-06", "outcomes": outcomes, "messages_new": 4})
+    assert line == (
+        "night 2026-12-06: ok 1, failed 0, skipped 0 of 1 mailboxes; login sources: ok 1 of 1; "
+        "mail log sources: ok 0, failed 1 of 1; 4 new messages"
+    )
