@@ -245,3 +245,29 @@ def test_the_nights_summary_counts_mail_log_sources_apart():
         "night 2026-12-06: ok 1, failed 0, skipped 0 of 1 mailboxes; login sources: ok 1 of 1; "
         "mail log sources: ok 0, failed 1 of 1; 4 new messages"
     )
+
+
+def test_the_flow_reads_a_mail_log_as_a_prefect_task(
+    dovecot, tmp_path, monkeypatch, prefect_harness
+):
+    from pipelines.collect import collect
+    from tests.conftest import MASTER_PASSWORD
+    from tests.groundtruth import seed_regular
+    from tests.pipelines.test_flow_and_cli import write_setup
+
+    monkeypatch.setenv("MU_TEST_MASTER", MASTER_PASSWORD)
+    mailbox = "mail.log.flow@danang.gov.vn"
+    seed_regular(dovecot, mailbox, 2, seed=251)
+    log = tmp_path / "mail.log"
+    log.write_text(message("A0000000001", mailbox, ["x@gmail.com", "y@danang.gov.vn"]))
+    extra = f'[[mail_logs]]\nkind = "postfix"\npath = "{log}"\ntimezone = "{TZ}"\n'
+    cfg = write_setup(tmp_path, dovecot, f"NV1,An,{mailbox},VP,Văn phòng,no\n", extra=extra)
+    result = collect(config_path=cfg, night="2026-12-06")
+    outcome = next(o for o in result["outcomes"] if o["mailbox"] == "mail_logs:postfix")
+    assert (outcome["status"], outcome["messages_new"]) == ("ok", 2)  # two recipients' rows
+    assert result["messages_new"] == 2  # the mailbox's two messages; log rows are not messages
+    data = DataDir(tmp_path / "data")
+    assert sent(data, "2026-12-06") == [
+        ("A0000000001", "x@gmail.com"),
+        ("A0000000001", "y@danang.gov.vn"),
+    ]
