@@ -13,6 +13,8 @@ and parses the whole lines it hands out. What it guarantees:
   rotated after it, oldest first, then the current file from its start.
 * **Nothing twice.** A cursor in the current file (same inode, same first line, offset
   within it) reads on from its offset only.
+* **Between a rotation and the next line** (the new file not created yet), the rotated
+  files are read and the cursor stays in the last of them.
 * **A loss is said.** When the file read last is no longer there (deleted before it was
   read to its end, or truncated in place), the current file is read from its start and
   ``rotation_lost`` says that lines between may be missing.
@@ -149,13 +151,23 @@ class LogRead:
         self.rotation_lost = False
         self.dropped = 0  # bytes of unfinished last lines in rotated files (never completed)
         self.files: list[Path] = []  # the files read, in order
+        self._end: tuple[Path, int] | None = None  # the last rotated file read, and where
 
     def __iter__(self) -> Iterator[Piece]:
         current = current_file(self.path)
         try:
             fh = current.open("rb")
         except FileNotFoundError as exc:
-            raise LogFileError(f"log file {current} not found") from exc
+            if (self.start is None and not self.backlog) or not rotated_files(current):
+                raise LogFileError(f"log file {current} not found") from exc
+            # Just rotated, and the new file not begun (postlogd and rsyslog create it with
+            # their next line): the rotations are read, and the cursor stays in the last.
+            yield from self._older(current)
+            self.cursor = self.start
+            if self._end is not None:
+                p, end = self._end
+                self.cursor = LogCursor(p.stat().st_ino, end, _head(p))
+            return
         except PermissionError as exc:
             raise LogFileError(
                 f"log file {current}: permission denied (the collector's account needs read "
@@ -200,7 +212,8 @@ class LogRead:
             try:
                 with _open(p) as fh:
                     self.files.append(p)
-                    yield from self._pieces(p, fh, c.offset, p.stat().st_mtime, last=False)
+                    end = yield from self._pieces(p, fh, c.offset, p.stat().st_mtime, last=False)
+                    self._end = (p, end)
             except (OSError, EOFError) as exc:
                 raise LogFileError(f"rotated log {p}: {exc}") from exc
             yield from self._whole(older[at + 1 :])
@@ -212,7 +225,8 @@ class LogRead:
             try:
                 with _open(p) as fh:
                     self.files.append(p)
-                    yield from self._pieces(p, fh, 0, p.stat().st_mtime, last=False)
+                    end = yield from self._pieces(p, fh, 0, p.stat().st_mtime, last=False)
+                    self._end = (p, end)
             except (OSError, EOFError) as exc:
                 raise LogFileError(f"rotated log {p}: {exc}") from exc
 

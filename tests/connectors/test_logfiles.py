@@ -138,3 +138,25 @@ def test_chunks_split_only_between_lines(tmp_path):
 def test_a_missing_log_is_an_error_naming_it(tmp_path):
     with pytest.raises(LogFileError, match=r"log file .*absent.log not found"):
         lines(tmp_path / "absent.log", None)
+
+
+def test_just_rotated_before_the_new_file_begins(tmp_path):
+    # `postfix logrotate` renames and gzips the log; postlogd creates the new one with
+    # its next line (devkit.postfix.LocalPostfix.rotate): a read in between is not a failure
+    log = tmp_path / "maillog"
+    write(log, "a")
+    _, read = lines(log, None)
+    write(log, "b", partial="c")
+    os.rename(log, tmp_path / "maillog.20261206-230000")
+    gzip_to(tmp_path / "maillog.20261206-230000", tmp_path / "maillog.20261206-230000.gz")
+    got, read2 = lines(log, read.cursor)
+    assert got == ["b"] and not read2.rotation_lost
+    write(log, "d")  # the new file begins
+    got, read3 = lines(log, read2.cursor)
+    assert got == ["d"]  # b not twice (c was never finished: dropped with its file)
+    assert read3.files == [tmp_path / "maillog.20261206-230000.gz", log]
+    # a first read of a login log, with nothing current, is still "not found"
+    log.unlink()
+    with pytest.raises(LogFileError, match="not found"):
+        lines(log, None)
+    assert lines(log, None, backlog=True)[0] == ["a", "b"]
