@@ -271,3 +271,15 @@ def test_the_flow_reads_a_mail_log_as_a_prefect_task(
         ("A0000000001", "x@gmail.com"),
         ("A0000000001", "y@danang.gov.vn"),
     ]
+
+
+def test_a_rotation_not_found_is_said_in_the_nights_outcome(setup):
+    log, src, data = setup
+    append(log, message("A0000000001", "an.nv@demo.gov.vn", ["x@gmail.com"]))
+    night(src, "2026-12-06", data)
+    append(log, message("B0000000002", "an.nv@demo.gov.vn", ["y@gmail.com"]))  # never read
+    os.rename(log, log.with_name("archived-elsewhere"))  # rotated out of the reader's sight
+    append(log, message("C0000000003", "an.nv@demo.gov.vn", ["z@gmail.com"]))
+    read = night(src, "2026-12-07", data)
+    assert sent(data, "2026-12-07") == [("C0000000003", "z@gmail.com")]
+    assert read.rotation_lost and "lines between may be missing" in read.notes()
