@@ -1,6 +1,7 @@
 """How fast connectors.postfix_log reads a month of Postfix logs, and in how much memory.
 
     python benchmarks/postfix_parse.py [--users 10000] [--days 30] [--work DIR] [--chunk-mb 8]
+                                       [--reuse] [--nightly]
 
 A synthetic month for an agency of ``--users`` mailboxes, one file per day as logrotate
 leaves them (``mail.log-2026-11-01`` …), in the exact line forms the real Postfix of
@@ -13,7 +14,10 @@ Then, in a fresh process (so its peak RSS is the reader's alone), each day's fil
 as a night would: the state loaded from JSON, the file read in chunks with ``read_chunk``
 from the offset where the last chunk stopped, the records turned into dataset rows per file,
 the state saved as JSON. The parsed totals are checked against the generator's own count.
-Prints a Markdown table row for benchmarks/README.md.
+With ``--nightly``, another fresh process reads the month as the collector's nights do
+(pipelines.mail_logs: the log rotated each day, read on from the cursor in the store through
+the one log reader, each night's Parquet file written and committed), and the totals are
+read back from those files. Prints Markdown table rows for benchmarks/README.md.
 """
 
 # ruff: noqa: E501  (the log lines are written out whole, as Postfix writes them)
@@ -322,6 +326,81 @@ def parse(work: Path, chunk: int) -> dict[str, object]:
     }
 
 
+def nightly(work: Path, first_night: bool = False) -> dict[str, object]:
+    """Read the month as the collector's nights do (pipelines.mail_logs.collect_mail_log):
+    each night ``mail.log`` is rotated to ``mail.log-<day>`` and the day's file becomes the
+    new ``mail.log``; the night reads on from its cursor in the store through the one log
+    reader (the rest of the rotated file, then the new one), writes its Parquet file and
+    commits the cursor and the open queue ids. The totals are read back from the files."""
+    import os
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from pipelines.config import MailLogConfig
+    from pipelines.mail_logs import collect_mail_log
+    from pipelines.storage import DataDir
+
+    days = sorted(work.glob("mail.log-*"))
+    run = work / "nightly"
+    shutil.rmtree(run, ignore_errors=True)
+    log_dir = run / "log"
+    log_dir.mkdir(parents=True)
+    data = DataDir(run / "data")
+    src = MailLogConfig("postfix", "postfix", log_dir / "mail.log", timezone=str(TZ))
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    lines, rows, nights = 0, 0, []
+    previous = None
+    if first_night:  # the month's rotations and today's file, read by one first night
+        for i, path in enumerate(days):
+            target = log_dir / ("mail.log" if path == days[-1] else path.name)
+            os.link(path, target)
+            os.utime(target, (1_000_000 + i, 1_000_000 + i))  # oldest first
+        os.utime(log_dir / "mail.log")
+        days = days[-1:]
+    for path in days:
+        if previous is not None:  # logrotate: yesterday's file renamed, today's begun
+            os.rename(log_dir / "mail.log", log_dir / previous.name)
+        if not first_night:
+            os.link(path, log_dir / "mail.log")
+            os.utime(log_dir / "mail.log")  # written to now, as a live log is
+        night = path.name.removeprefix("mail.log-")
+        read = collect_mail_log(src, night, data, str(TZ), now=datetime.now(TZ))
+        lines += read.stats.lines
+        rows += read.rows
+        nights.append(night)
+        previous = path
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the nights', not the check's
+    got = dict.fromkeys(["out", "in", "notice", "sent", "bounced", "deferred_then_sent"], 0)
+    seen: set[tuple[str, str]] = set()
+    for night in nights:
+        for r in pq.read_table(
+            data.night_file("mail_log_deliveries", night, "postfix")
+        ).to_pylist():
+            key = (str(r["log_date"]), r["queue_id"])
+            if key not in seen:
+                seen.add(key)
+                if r["notice_of"]:
+                    got["notice"] += 1
+                elif r["direction"] in ("out", "in"):
+                    got[r["direction"]] += 1
+            got["sent"] += r["status"] == "sent"
+            got["bounced"] += r["status"] == "bounced"
+            got["deferred_then_sent"] += r["status"] == "sent" and (r["deferrals"] or 0) > 0
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "lines": lines,
+        "lines_per_cpu_s": lines / cpu,
+        "rows": rows,
+        "peak_rss_mb": peak,
+        "rss_after_imports_mb": base_rss,
+        "got": got,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--users", type=int, default=10_000)
@@ -329,11 +408,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/mailusage-postfix-bench"))
     ap.add_argument("--chunk-mb", type=float, default=8)
     ap.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--nightly-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--first-night-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--nightly",
+        action="store_true",
+        help="also read the month through the collector's nights (file reader, cursor, Parquet)",
+    )
     ap.add_argument("--reuse", action="store_true", help="read the month already in --work")
     args = ap.parse_args()
     chunk = int(args.chunk_mb * 1024 * 1024)
     if args.parse_only:
         print(json.dumps(parse(args.work, chunk)))
+        return
+    if args.nightly_only or args.first_night_only:
+        print(json.dumps(nightly(args.work, first_night=args.first_night_only)))
         return
     t0 = time.perf_counter()
     if args.reuse:
@@ -373,6 +462,32 @@ def main() -> None:
         f"| {res['lines_per_cpu_s']:,.0f} ({res['parse_lines_per_cpu_s']:,.0f}) "
         f"| {res['peak_rss_mb']:,.0f} ({res['rss_after_imports_mb']:,.0f}) | {res['rows']:,} | {ok} |"
     )
+    if args.nightly:
+        print(
+            "| read | lines | wall s | CPU s | lines per CPU s | peak RSS MB (after imports) "
+            "| rows | totals match |"
+        )
+        for mode, label in (
+            ("--nightly-only", "30 nights"),
+            ("--first-night-only", "1 first night"),
+        ):
+            out = subprocess.run(
+                [sys.executable, __file__, mode, "--work", str(args.work)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            night = json.loads(out.stdout)
+            same = night["lines"] == truth["lines"] and all(
+                night["got"][k] == truth[k] for k in night["got"]
+            )
+            print(
+                f"| {label} | {night['lines']:,} | {night['seconds']:.1f} "
+                f"| {night['cpu_seconds']:.1f} | {night['lines_per_cpu_s']:,.0f} "
+                f"| {night['peak_rss_mb']:,.0f} ({night['rss_after_imports_mb']:,.0f}) "
+                f"| {night['rows']:,} | {same} |"
+            )
+            ok = ok and same
     if not ok:
         sys.exit(1)
 

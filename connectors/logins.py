@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from connectors.logfiles import LogCursor as LogCursor  # where the cursor was defined before
+from connectors.logfiles import LogFileError, LogRead, iter_lines
+
 
 @dataclass(frozen=True, slots=True)
 class Login:
@@ -132,16 +135,6 @@ def parse_log_line(line: str, *, year: int, tz: ZoneInfo, source: str) -> Login 
     )
 
 
-@dataclass(frozen=True)
-class LogCursor:
-    """Where reading stopped: the file's inode and the byte offset after the last full line
-    (``head``: a hash of its first line, to find it again once rotated and compressed)."""
-
-    inode: int
-    offset: int
-    head: str | None = None
-
-
 def read_log(
     path: Path,
     cursor: LogCursor | None,
@@ -152,42 +145,26 @@ def read_log(
 ) -> tuple[list[Login], LogCursor]:
     """New logins since ``cursor``, and the cursor to save once they are written.
 
-    Rotation: when ``path`` has a new inode, the rest of the old file is read first from
-    ``path.1`` (if it is still there with the old inode), then the new file from the start.
-    A truncated file is read from the start. A partial last line waits for the next run.
+    Read through the one log reader (:class:`connectors.logfiles.LogRead`): a rotation
+    (``dovecot.log`` -> ``dovecot.log.1``, later ``dovecot.log.2.gz``) is followed — the
+    rest of the old file first, then the new file from its start; a truncated file is read
+    from the start; a partial last line waits for the next run.
     """
     ignore = set(ignore_remote)
-    try:
-        st = path.stat()
-    except FileNotFoundError as exc:
-        raise LoginSourceError(f"log file {path} not found") from exc
-    logins: list[Login] = []
-    start = 0
-    if cursor is not None and cursor.inode == st.st_ino and cursor.offset <= st.st_size:
-        start = cursor.offset
-    elif cursor is not None and cursor.inode != st.st_ino:
-        rotated = path.with_name(path.name + ".1")
-        if rotated.exists() and rotated.stat().st_ino == cursor.inode:
-            logins += _read_from(rotated, cursor.offset, tz, source, ignore)[0]
-    found, offset = _read_from(path, start, tz, source, ignore)
-    return logins + found, LogCursor(st.st_ino, offset)
-
-
-def _read_from(
-    path: Path, offset: int, tz: ZoneInfo, source: str, ignore: set[str]
-) -> tuple[list[Login], int]:
-    year = datetime.fromtimestamp(path.stat().st_mtime, tz).year
+    read = LogRead(path, cursor)
     out: list[Login] = []
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break  # being written: read it next time
-            offset += len(raw)
-            login = parse_log_line(raw.decode("utf-8", "replace"), year=year, tz=tz, source=source)
-            if login is not None and login.remote_addr not in ignore:
-                out.append(login)
-    return out, offset
+    try:
+        for piece in read:
+            year = piece.written.astimezone(tz).year  # syslog stamps carry no year
+            for raw in iter_lines(piece.data):
+                text = raw.decode("utf-8", "replace")
+                login = parse_log_line(text, year=year, tz=tz, source=source)
+                if login is not None and login.remote_addr not in ignore:
+                    out.append(login)
+    except LogFileError as exc:
+        raise LoginSourceError(str(exc)) from exc
+    assert read.cursor is not None
+    return out, read.cursor
 
 
 # -- exports from other servers -----------------------------------------------------------

@@ -216,6 +216,24 @@ class LogState:
     month: int | None = None
     open: dict[str, _Open] = field(default_factory=dict)
 
+    @classmethod
+    def seeded(cls, first_line: str, written: datetime) -> LogState:
+        """The state a log's first read starts with. Syslog stamps carry no year: it is
+        the year the file was last written in (``written``, in the log's zone), less one
+        when the first line's month comes after that month (begun in December, written
+        to in January). RFC 3339 stamps carry their own.
+
+        >>> LogState.seeded("Dec 30 23:59:01 mail postfix/qmgr[1]: 0A1B2C3D4E: removed",
+        ...                 datetime(2027, 1, 2, 8, 0))
+        LogState(year=2026, month=12, open={})
+        >>> LogState.seeded("Nov 30 23:59:01 mail postfix/qmgr[1]: …", datetime(2026, 12, 6))
+        LogState(year=2026, month=11, open={})
+        """
+        month = _MONTHS.get(first_line[:3]) if first_line[3:4] == " " else None
+        if month is None:
+            return cls(year=written.year)
+        return cls(year=written.year - (month > written.month), month=month)
+
     def to_json(self) -> str:
         def enc(o: _Open) -> dict[str, Any]:
             d = {f.name: getattr(o, f.name) for f in fields(o) if f.name != "rcpts"}

@@ -22,8 +22,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
 import io
 import re
 import threading
@@ -51,7 +49,8 @@ from connectors.base import (
     SourceError,
     TransientError,
 )
-from connectors.logins import LogCursor, Login, LoginSourceError
+from connectors.logfiles import LogCursor, LogFileError, LogRead, iter_lines
+from connectors.logins import Login, LoginSourceError
 from connectors.settings import IMAPD_AUDIT_LOG as IMAPD_AUDIT_LOG
 from connectors.settings import ZimbraAdminSettings as ZimbraAdminSettings
 from connectors.settings import imapd_audit_log as imapd_audit_log
@@ -113,26 +112,6 @@ def parse_audit_line(
     )
 
 
-def _open(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
-
-
-def _head(path: Path) -> str | None:
-    """A file's identity across renames and compression: a hash of its first line."""
-    try:
-        with _open(path) as fh:
-            first = fh.readline()
-    except (OSError, EOFError):
-        return None
-    return hashlib.sha256(first).hexdigest()[:16] if first.endswith(b"\n") else None
-
-
-def _rotated(path: Path) -> list[Path]:
-    """``audit.log.1``, ``audit.log.2.gz``, ``audit.log.2026-11-22.gz``: oldest first."""
-    found = [p for p in path.parent.glob(path.name + ".*") if p.is_file()]
-    return sorted(found, key=lambda p: p.stat().st_mtime)
-
-
 def read_audit_log(
     path: Path,
     cursor: LogCursor | None,
@@ -144,55 +123,28 @@ def read_audit_log(
 ) -> tuple[list[Login], LogCursor]:
     """Logins since ``cursor`` and the cursor to save once they are written.
 
-    The file read last is found again by its first line, wherever rotation moved it and
-    whether or not it was compressed; the rest of it is read, then every file rotated
-    after it, then the current one. A partial last line waits for the next run.
+    Read through the one log reader (:class:`connectors.logfiles.LogRead`): the file read
+    last is found again by its first line, wherever rotation moved it and whether or not it
+    was compressed; the rest of it is read, then every file rotated after it, then the
+    current one. A partial last line waits for the next run.
     """
     accounts = {a.lower() for a in ignore_accounts}
     remote = set(ignore_remote)
-    try:
-        st = path.stat()
-    except FileNotFoundError as exc:
-        raise LoginSourceError(f"audit log {path} not found") from exc
-    head = _head(path)
-
-    def read(p: Path, offset: int) -> tuple[list[Login], int]:
-        out: list[Login] = []
-        with _open(p) as fh:
-            if offset:
-                fh.seek(offset)
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break
-                offset += len(raw)
-                text = raw.decode("utf-8", "replace")
-                login = parse_audit_line(
-                    text, tz=tz, source=source, ignore_accounts=accounts, ignore_remote=remote
-                )
-                if login is not None:
-                    out.append(login)
-        return out, offset
-
+    read = LogRead(path, cursor)
     logins: list[Login] = []
-    start = 0
-    same = (
-        cursor is not None
-        and cursor.inode == st.st_ino
-        and cursor.offset <= st.st_size
-        and (cursor.head is None or cursor.head == head)
-    )
-    if cursor is not None and same:
-        start = cursor.offset
-    elif cursor is not None and cursor.head is not None:
-        older = _rotated(path)
-        heads = [_head(p) for p in older]
-        if cursor.head in heads:
-            at = heads.index(cursor.head)
-            logins += read(older[at], cursor.offset)[0]
-            for p in older[at + 1 :]:
-                logins += read(p, 0)[0]
-    found, offset = read(path, start)
-    return logins + found, LogCursor(st.st_ino, offset, head)
+    try:
+        for piece in read:
+            for raw in iter_lines(piece.data):
+                login = parse_audit_line(
+                    raw.decode("utf-8", "replace"),
+                    tz=tz, source=source, ignore_accounts=accounts, ignore_remote=remote,
+                )  # fmt: skip
+                if login is not None:
+                    logins.append(login)
+    except LogFileError as exc:
+        raise LoginSourceError(str(exc).replace("log file", "audit log", 1)) from exc
+    assert read.cursor is not None
+    return logins, read.cursor
 
 
 # -- zmprov exports -------------------------------------------------------------------------

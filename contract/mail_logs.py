@@ -3,8 +3,12 @@
 ``mail_log_deliveries`` has one row per recipient of each message Postfix was done with
 (``removed`` from its queue), built by ``connectors.postfix_log.delivery_rows``; message-level
 columns repeat on each recipient's row. A message with no recipient line has one row with a
-null ``recipient``: it was still submitted. Not yet collected by a night: the night's wiring
-(``[[mail_logs]] kind = "postfix"``) is to come; docs/data-dictionary.md describes each column.
+null ``recipient``: it was still submitted. Collected every night from each ``[[mail_logs]]``
+source (pipelines/mail_logs.py) into ``mail_log_deliveries/night=YYYY-MM-DD/<source>.parquet``:
+the messages Postfix was done with in the lines read that night. A night that read the log
+and found nothing has a file with no rows; a night whose read failed has no file (and a
+failed ``mail_logs:<source>`` outcome in ``run_mailboxes``). docs/data-dictionary.md
+describes each column.
 
 Domain classes (official / public / other) are not stored: the evaluation computes them from
 ``sender_domain`` and ``recipient_domain`` with the one domain rule every query uses.

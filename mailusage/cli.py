@@ -201,7 +201,8 @@ def cmd_forget_night(args: argparse.Namespace) -> int:
             )
             for name, log in sorted(plan.logs.items()):
                 where = f"night {log.night or '?'}" if log else "nothing read"
-                out.print(f"  logins:{escape(name)}: read position back to {where}")
+                label = name if name.startswith("mail_logs:") else f"logins:{name}"
+                out.print(f"  {escape(label)}: read position back to {where}")
             if plan.unknown_start:
                 out.print(
                     f"[yellow]note:[/yellow] {len(plan.unknown_start)} mailbox(es) go back to "

@@ -11,19 +11,23 @@ import re
 import sqlite3
 from contextlib import closing
 from dataclasses import MISSING, fields
+from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 
 from analytics.policy import PolicyError, load_policy
 from connectors.base import Check as Check  # one line of the report; re-exported
 from connectors.base import Probe
+from connectors.logfiles import LogFileError, LogRead, current_file
 from connectors.logins import LogCursor, LoginSourceError
+from connectors.postfix_log import LogState, LogStats, read_chunk
 from contract.people import Person
 from contract.roster import RosterError, RosterNotes, load_roster
 from contract.units import UnitsError, load_tree
 from pipelines.config import (
     Config,
     ConfigError,
+    MailLogConfig,
     SourceConfig,
 )
 from pipelines.secrets import secret_problems
@@ -136,7 +140,40 @@ def run_doctor(cfg: Config) -> list[Check]:
         except ConfigError as exc:  # a secret resolved late (never a traceback)
             checks.append(Check(src.name, "login", "fail", str(exc)))
     checks.extend(_signal_checks(cfg))
+    checks.extend(mail_log_check(m, cfg.timezone) for m in cfg.mail_logs)
     return checks
+
+
+def mail_log_check(src: MailLogConfig, timezone: str) -> Check:
+    """The mail log is there, readable by this account, and Postfix's: its last MiB is
+    parsed (nothing is written or committed)."""
+    subject = f"mail_logs:{src.name}"
+    try:
+        current = current_file(src.path)
+        if not current.exists():
+            raise LogFileError(f"log file {current} not found")
+        st = current.stat()
+        tail = max(0, st.st_size - 2**20)
+        stats, state = LogStats(), LogState(year=2000)
+        for piece in LogRead(current, LogCursor(st.st_ino, tail)):
+            data = piece.data
+            if tail:  # begun in the middle of a line: its end is a fragment
+                data, tail = data[data.index(b"\n") + 1 :], 0
+            r = read_chunk(data, state, tz=ZoneInfo(timezone), log_tz=ZoneInfo(src.timezone))
+            stats.add(r.stats)
+    except (LogFileError, OSError) as exc:
+        return Check(subject, "read", "fail", f"{src.kind}: {exc}")
+    if stats.lines and not stats.used:
+        return Check(
+            subject, "read", "warn",
+            f"{src.kind}: {current} is readable but its last {stats.lines} line(s) hold no "
+            "Postfix message line: is it the mail log?",
+        )  # fmt: skip
+    return Check(
+        subject, "read", "ok",
+        f"{src.kind}: {current} readable; {stats.used} of its last {stats.lines} line(s) are "
+        "Postfix's message lines",
+    )  # fmt: skip
 
 
 SHOWN = 10  # per-user secrets and roster warnings listed one by one, then counted

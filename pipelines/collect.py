@@ -28,7 +28,8 @@ from prefect.context import FlowRunContext
 
 from connectors.logins import LoginSourceError
 from contract.roster import load_roster
-from pipelines.config import Config, LoginSourceConfig, load_config
+from pipelines.config import Config, LoginSourceConfig, MailLogConfig, load_config
+from pipelines.mail_logs import MailLogError, collect_mail_log
 from pipelines.mailbox import Collection, MailboxOutcome
 from pipelines.migrate import migrate_if_old
 from pipelines.night import (
@@ -145,7 +146,8 @@ def write(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection | N
 
 
 def collect_signals(nt: Night) -> list[MailboxOutcome]:
-    """The night's login sources (each writes its own file and cursor)."""
+    """The night's login and mail log sources (each writes its own file and cursor); a
+    source that fails is that source's recorded failure, never the night's end."""
     outcomes = []
     for src in nt.logins:
         try:
@@ -155,6 +157,13 @@ def collect_signals(nt: Night) -> list[MailboxOutcome]:
         except Exception as exc:  # a signal source failing never stops the night
             label = f"logins:{src.name}"
             outcome = MailboxOutcome(src.name, label, "failed", f"{type(exc).__name__}: {exc}")
+        outcomes.append(outcome)
+    for mail_log in nt.mail_logs:
+        try:
+            outcome = nt.step(collect_mail_log_task)(mail_log, nt.night, nt.data, nt.timezone)
+        except Exception as exc:  # a bug, say: recorded against the source, the night goes on
+            label = f"mail_logs:{mail_log.name}"
+            outcome = MailboxOutcome(mail_log.name, label, "failed", f"{type(exc).__name__}: {exc}")
         outcomes.append(outcome)
     return outcomes
 
@@ -171,6 +180,23 @@ def collect_logins_task(
     except LoginSourceError as exc:
         return MailboxOutcome(name, f"logins:{name}", "failed", str(exc))
     return MailboxOutcome(name, f"logins:{name}", "ok", "", rows, 0, time.monotonic() - started)
+
+
+@task(name="collect-mail-log", cache_policy=NO_CACHE, task_run_name="mail-log-{src.name}")
+def collect_mail_log_task(
+    src: MailLogConfig, night: str, data: DataDir, timezone: str
+) -> MailboxOutcome:
+    """One mail log's night: its rows in ``messages_new`` (not counted as messages), what
+    an operator should know (a rotation not found, lines not understood) as the reason."""
+    name, label, started = src.name, f"mail_logs:{src.name}", time.monotonic()
+    try:
+        read = collect_mail_log(src, night, data, timezone)
+    except NightConflict as exc:
+        return MailboxOutcome(name, label, "skipped", str(exc))
+    except MailLogError as exc:
+        return MailboxOutcome(name, label, "failed", str(exc))
+    seconds = time.monotonic() - started
+    return MailboxOutcome(name, label, "ok", read.notes(), read.rows, 0, seconds)
 
 
 def commit(nt: Night, summary: RunSummary, collections: list[Collection]) -> None:

@@ -64,6 +64,7 @@ TOP_LEVEL: dict[str, Kind] = {
     "sources": list,
     "logins": list,
     "scopes": list,
+    "mail_logs": list,
 }
 # a [[scopes]] entry: a subtree's bundle (contract/scopes.py); `report` as the [report] section
 _SCOPE_KEYS: dict[str, Kind] = {
@@ -263,6 +264,53 @@ def _login_source(
     return from_table(LoginSourceConfig, raw, toml=_LOGIN_TOML, given=given, where=where)
 
 
+MAIL_LOG_KINDS = ("postfix",)
+
+
+@dataclass(frozen=True)
+class MailLogConfig:
+    """A mail system's own log, read on every night into ``mail_log_deliveries``
+    (connectors/postfix_log.py parses it; pipelines/mail_logs.py collects it)."""
+
+    name: str
+    kind: str  # postfix (Debian's, or Zimbra's MTA)
+    path: Path  # the log file, or a directory of it and its rotations
+    timezone: str = "Asia/Ho_Chi_Minh"  # the zone of stamps without one (default: the agency's)
+    # The collector's own test mail: never counted as anyone's.
+    ignore_senders: tuple[str, ...] = ()
+    ignore_accounts: tuple[str, ...] = ()
+    # A queue id with no line for this long is written as incomplete (its `removed` lost).
+    stale_after_days: int = 7
+
+
+_MAIL_LOG_KEYS: dict[str, Kind] = keys_of(MailLogConfig)
+
+
+def _mail_log(raw: dict[str, Any], index: int, base: Path, tz: str) -> MailLogConfig:
+    where = f"mail_logs[{index}]"
+    kind = raw.get("kind")
+    if kind not in MAIL_LOG_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(MAIL_LOG_KINDS)}")
+    check_keys(raw, _MAIL_LOG_KEYS, where)
+    if not raw.get("path"):
+        raise ConfigError(f"{where}.path is required (the mail log, or its directory)")
+    zone = raw.get("timezone", tz)
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{where}.timezone {zone!r} is not a known time zone") from exc
+    if raw.get("stale_after_days", 7) < 1:
+        raise ConfigError(f"{where}.stale_after_days must be 1 or more")
+    given = {
+        "name": _name(raw, where, kind if index == 0 else f"{kind}-{index}"),
+        "path": (base / raw["path"]).resolve(),
+        "timezone": zone,
+        "ignore_senders": tuple(a.lower() for a in raw.get("ignore_senders", [])),
+        "ignore_accounts": tuple(a.lower() for a in raw.get("ignore_accounts", [])),
+    }
+    return from_table(MailLogConfig, raw, given=given, where=where)
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -282,6 +330,7 @@ class Config:
     language: str = "vi"
     public_domains_extra: tuple[str, ...] = ()
     logins: tuple[LoginSourceConfig, ...] = ()
+    mail_logs: tuple[MailLogConfig, ...] = ()
     letterhead: Letterhead = field(default_factory=Letterhead)
     units_path: Path | None = None  # [roster] units: the unit tree; None: the roster's units, flat
     scopes: tuple[Scope, ...] = ()  # [[scopes]]: a bundle each under reports/YYYY-MM/<name>/
@@ -570,7 +619,7 @@ def load_config(path: str | Path) -> Config:
     check_keys(raw, TOP_LEVEL, "")
     for section, keys in SECTIONS.items():
         check_keys(raw.get(section, {}), keys, section)
-    for array in ("sources", "logins", "scopes"):
+    for array in ("sources", "logins", "scopes", "mail_logs"):
         if not all(isinstance(entry, dict) for entry in raw.get(array, [])):
             raise ConfigError(f"{array}: each entry must be a [[{array}]] table")
     agency = raw.get("agency", {})
@@ -606,6 +655,9 @@ def load_config(path: str | Path) -> Config:
     logins = _with_imapd_audit(
         tuple(_login_source(r, i, base, tz, sources) for i, r in enumerate(raw.get("logins", [])))
     )
+    mail_logs = tuple(_mail_log(r, i, base, tz) for i, r in enumerate(raw.get("mail_logs", [])))
+    if len({m.name for m in mail_logs}) != len(mail_logs):
+        raise ConfigError(f"mail_logs names must be unique: {[m.name for m in mail_logs]}")
     report = raw.get("report", {})
     letterhead = _letterhead(report, agency.get("name", ""))
     scopes = tuple(_scope(r, i, base) for i, r in enumerate(raw.get("scopes", [])))
@@ -618,6 +670,7 @@ def load_config(path: str | Path) -> Config:
         scopes=scopes,
         letterhead=letterhead,
         logins=logins,
+        mail_logs=mail_logs,
         policy=policy,
         waivers_path=(base / waivers).resolve() if waivers else None,
         reports_dir=(base / evaluation.get("reports_dir", "reports")).resolve(),

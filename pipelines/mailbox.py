@@ -62,8 +62,8 @@ class MailboxOutcome:
 
     @property
     def is_signal(self) -> bool:
-        """A server-signal source (``logins:<name>``), not a mailbox."""
-        return self.mailbox.startswith("logins:")
+        """A server-signal source (``logins:<name>``, ``mail_logs:<name>``), not a mailbox."""
+        return self.mailbox.startswith(("logins:", "mail_logs:"))
 
     def row(self, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, **{k: getattr(self, k) for k in RUN_MAILBOXES.names[1:]}}

@@ -24,7 +24,7 @@ from connectors.base import FolderCursor, ForwardingSource, MailboxSource, Sourc
 from contract.datasets import FORWARDING, RUN_MAILBOXES, RUNS
 from contract.domains import public_matcher
 from contract.people import Person
-from pipelines.config import Config, ConfigError, LoginSourceConfig
+from pipelines.config import Config, ConfigError, LoginSourceConfig, MailLogConfig
 from pipelines.mailbox import Collection, ContactScan, MailboxOutcome, read_mailbox
 from pipelines.quiet import Changes, carried_rows, read_reason
 from pipelines.secrets import secret_problems
@@ -133,6 +133,8 @@ class Night:
     retry_delays: tuple[float, ...] = (10, 60)
     logins: tuple[LoginSourceConfig, ...] = ()
     config_sha256: str | None = None
+    mail_logs: tuple[MailLogConfig, ...] = ()
+    timezone: str = "Asia/Ho_Chi_Minh"  # the agency's: the zone of mail log rows' dates
     tasks: bool = False  # shards and login sources run as Prefect tasks (in a flow run)
     progress: Callable[[MailboxOutcome], None] | None = None
     # source -> why its own account was refused tonight (its other mailboxes are not tried)
@@ -172,6 +174,8 @@ class Night:
             tuple(cfg.retry_delay_seconds) or (0,),
             cfg.logins,
             hashlib.sha256(cfg.path.read_bytes()).hexdigest(),
+            cfg.mail_logs,
+            cfg.timezone,
             tasks,
             progress,
         )
@@ -450,26 +454,32 @@ def skipped_behind(result: dict[str, Any]) -> str:
     )
 
 
+SIGNAL_KINDS = (("logins:", "login sources"), ("mail_logs:", "mail log sources"))
+
+
 def summary_line(result: dict[str, Any]) -> str:
-    """The night's counts, mailboxes and login sources apart (``result`` as from
+    """The night's counts, mailboxes and signal sources apart (``result`` as from
     :func:`summary_dict`):
 
     ``night 2026-11-20: ok 47, failed 1, skipped 0 of 48 mailboxes; login sources: ok 1
-    of 1; 105 new messages`` (without login sources configured, no such clause)
+    of 1; mail log sources: ok 0, failed 1 of 1; 105 new messages`` (a kind of source not
+    configured has no clause)
     """
+    prefixes = tuple(p for p, _ in SIGNAL_KINDS)
     mailboxes = Counter(
-        o["status"] for o in result["outcomes"] if not o["mailbox"].startswith("logins:")
+        o["status"] for o in result["outcomes"] if not o["mailbox"].startswith(prefixes)
     )
-    logins = Counter(o["status"] for o in result["outcomes"] if o["mailbox"].startswith("logins:"))
     line = (
         f"night {result['night']}: ok {mailboxes['ok']}, failed {mailboxes['failed']}, "
         f"skipped {mailboxes['skipped']} of {mailboxes.total()} mailboxes; "
     )
-    if logins:
-        line += f"login sources: ok {logins['ok']}" + "".join(
-            f", {status} {logins[status]}" for status in ("failed", "skipped") if logins[status]
-        )
-        line += f" of {logins.total()}; "
+    for prefix, label in SIGNAL_KINDS:
+        got = Counter(o["status"] for o in result["outcomes"] if o["mailbox"].startswith(prefix))
+        if got:
+            line += f"{label}: ok {got['ok']}" + "".join(
+                f", {status} {got[status]}" for status in ("failed", "skipped") if got[status]
+            )
+            line += f" of {got.total()}; "
     return line + f"{result['messages_new']} new messages"
 
 

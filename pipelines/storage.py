@@ -6,7 +6,8 @@
       forwarding/…/part-0.parquet, contacts/…/part-0.parquet
       runs/night=…/<run_id>.parquet, run_mailboxes/night=…/<run_id>.parquet
       logins/night=…/<source>.parquet                 (pipelines/signals.py)
-      _state/store.sqlite                             cursors (mailboxes' and login logs'),
+      mail_log_deliveries/night=…/<source>.parquet    (pipelines/mail_logs.py)
+      _state/store.sqlite                             cursors (mailboxes', login and mail logs'),
                                                       folder index, files to publish
       _state/staging/<run_id>/                        a running night's staged rows
 
@@ -51,7 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.base import FolderCursor, Message
-from connectors.logins import LogCursor
+from connectors.logfiles import LogCursor
 from contract.datasets import (
     CONTACTS,
     FORWARDING,
@@ -182,20 +183,41 @@ class MailboxState:
         return dict(self.before)
 
 
+# A mail log source's commit record is kept beside the login logs' under this prefix and
+# its name (names hold no ':', so the two never meet); its night file is in MAIL_LOG_DATASET.
+MAIL_LOG_KEY = "mail_logs:"
+MAIL_LOG_DATASET = "mail_log_deliveries"
+
+
+def log_file_of(key: str) -> tuple[str, str]:
+    """The dataset and file stem a log source's night is written to, from its key.
+
+    >>> log_file_of("mail_logs:postfix"), log_file_of("dovecot-log-0")
+    (('mail_log_deliveries', 'postfix'), ('logins', 'dovecot-log-0'))
+    """
+    if key.startswith(MAIL_LOG_KEY):
+        return MAIL_LOG_DATASET, key.removeprefix(MAIL_LOG_KEY)
+    return "logins", key
+
+
 @dataclass
 class LogState:
-    """The commit record of one login log source (pipelines/signals): which night, and
-    where reading started and stopped.
+    """The commit record of one log source (a login log: pipelines/signals; a mail log:
+    pipelines/mail_logs): which night, and where reading started and stopped.
 
     ``before`` is None for the night that read the log from its start; ``before_unknown``
     marks a record that `forget-night` restored without that night's own start (kept no
-    longer): that night is then not read again, later nights are.
+    longer): that night is then not read again, later nights are. ``carried_before`` and
+    ``carried_after``: what the log's parser carries from one night to the next at those
+    two points, as its own JSON (Postfix: the queue ids still open); None for login logs.
     """
 
     night: str
     before: LogCursor | None
     after: LogCursor | None
     before_unknown: bool = False
+    carried_before: str | None = None
+    carried_after: str | None = None
 
     def to_json(self) -> str:
         def cursor(c: LogCursor | None) -> dict[str, Any] | None:
@@ -206,6 +228,10 @@ class LogState:
         }  # fmt: skip
         if self.before_unknown:
             raw["before_unknown"] = True
+        if self.carried_before is not None:
+            raw["carried_before"] = self.carried_before
+        if self.carried_after is not None:
+            raw["carried_after"] = self.carried_after
         return json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -216,6 +242,8 @@ class LogState:
             LogCursor(**raw["before"]) if raw.get("before") else None,
             LogCursor(**raw["after"]) if raw.get("after") else None,
             bool(raw.get("before_unknown")),
+            raw.get("carried_before"),
+            raw.get("carried_after"),
         )
 
     def start(self, source: str, night: str) -> LogCursor | None:
@@ -234,6 +262,10 @@ class LogState:
                 "position it ended at, not the one it started from; collect a later night"
             )
         return self.before
+
+    def carried(self, source: str, night: str) -> str | None:
+        """What the parser carried at the point :meth:`start` gives for ``night``."""
+        return self.carried_after if night > self.night else self.carried_before
 
 
 @dataclass
@@ -502,8 +534,9 @@ class DataDir:
         if self.staging.exists():
             shutil.rmtree(self.staging)
         if night is not None:
-            for path in self.root.glob(f"logins/night={night}/.*.tmp"):
-                path.unlink(missing_ok=True)
+            for dataset in ("logins", MAIL_LOG_DATASET):
+                for path in self.root.glob(f"{dataset}/night={night}/.*.tmp"):
+                    path.unlink(missing_ok=True)
 
     # -- forgetting a night -----------------------------------------------------------------
 
@@ -552,8 +585,9 @@ class DataDir:
         logs = self.log_states()
         with self.db() as con:
             for name, log in sorted(logs.items()):
-                if log.night > night and self.night_file("logins", night, name).exists():
-                    plan.later[f"logins:{name}"] = log.night
+                dataset, stem = log_file_of(name)
+                if log.night > night and self.night_file(dataset, night, stem).exists():
+                    plan.later[name if dataset != "logins" else f"logins:{name}"] = log.night
                 if log.night != night:
                     continue
                 row = con.execute(
@@ -568,7 +602,10 @@ class DataDir:
                     plan.logs[name] = None
                 else:
                     last = self._last_log_night(name, night)
-                    plan.logs[name] = LogState(last, None, log.before, before_unknown=True)
+                    plan.logs[name] = LogState(
+                        last, None, log.before, before_unknown=True,
+                        carried_after=log.carried_before,
+                    )  # fmt: skip
         return plan
 
     def _last_nights(self, dataset: str, night: str, mailboxes: set[str]) -> dict[str, str]:
@@ -589,8 +626,9 @@ class DataDir:
         return found
 
     def _last_log_night(self, name: str, night: str) -> str:
+        dataset, stem = log_file_of(name)
         nights = [p.parent.name.removeprefix("night=") for p in self.root.glob(
-            f"logins/night=*/{name}.parquet")]  # fmt: skip
+            f"{dataset}/night=*/{stem}.parquet")]  # fmt: skip
         return max((n for n in nights if n < night), default="")
 
     def forget(self, plan: ForgetPlan) -> None:
@@ -637,6 +675,19 @@ class DataDir:
         with atomic_path(target) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         return target
+
+    def write_batches(
+        self, dataset: str, night: str, stem: str, schema: pa.Schema, tables: Iterable[pa.Table]
+    ) -> tuple[Path, int]:
+        """Stream ``tables`` into one night file, written atomically (a file with no rows
+        when there are none); returns it and its row count."""
+        target = self.night_file(dataset, night, stem)
+        rows = 0
+        with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+            for table in tables:
+                w.write_table(table)
+                rows += table.num_rows
+        return target, rows
 
     def begin(self, run_id: str, night: str) -> NightWriter:
         """The staging area of one run's night."""

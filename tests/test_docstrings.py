@@ -29,6 +29,7 @@ SKETCHES = {
     "connectors.zimbra.ZimbraAdmin.quota": "a Zimbra admin endpoint",
     # an operator's files
     "connectors.contacts": "a message's raw bytes",
+    "connectors.logfiles": "a log file and its rotations",
     "pipelines.config": "a mailusage.toml",
     "pipelines.secrets.secret_problems": "a loaded config",
     "pipelines.night.skipped_behind": "a night's result",
