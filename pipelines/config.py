@@ -93,7 +93,9 @@ class SourceConfig:
     graph: GraphSettings | None = None
     zimbra: ZimbraConfig | None = None
 
-    def signals(self, logins: tuple[LoginSourceConfig, ...] = ()) -> Signals:
+    def signals(
+        self, logins: tuple[LoginSourceConfig, ...] = (), mail_logs: tuple[MailLogConfig, ...] = ()
+    ) -> Signals:
         """What this source measures (see :meth:`Config.signals`)."""
         if self.graph is not None:
             declared = GRAPH_SIGNALS
@@ -117,6 +119,7 @@ class SourceConfig:
             quota=declared.quota and quota,
             forwarding=forwarding,
             logins=covered,
+            submissions=any(self.kind in MAIL_LOG_COVERS[m.kind] for m in mail_logs),
         )
 
 
@@ -265,6 +268,9 @@ def _login_source(
 
 
 MAIL_LOG_KINDS = ("postfix",)
+# Postfix is the MTA of the IMAP servers (Dovecot with Postfix, Zimbra); Exchange and
+# Microsoft 365 submit through their own transport, which this log does not see.
+MAIL_LOG_COVERS: dict[str, tuple[str, ...]] = {"postfix": ("imap",)}
 
 
 @dataclass(frozen=True)
@@ -351,7 +357,7 @@ class Config:
         """What each source measures, as set up here: its protocol's declaration, with
         forwarding and quota only where configured, logins only where a login source
         covers it (see :data:`LOGIN_COVERS`). The first entry is the roster's default."""
-        return {s.name: s.signals(self.logins) for s in self.sources}
+        return {s.name: s.signals(self.logins, self.mail_logs) for s in self.sources}
 
 
 def _secret(raw: Any, where: str) -> SecretRef:

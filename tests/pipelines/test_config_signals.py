@@ -68,3 +68,19 @@ source = "m365"
     export = '\n[[logins]]\nkind = "exchange-csv"\npath = "logons.csv"\n'
     got = {name: s[1] for name, s in signals(tmp_path, export).items()}
     assert got == {"dovecot": False, "dovecot-sieve": False, "exchange": True, "m365": True}
+
+
+def test_a_postfix_mail_log_covers_the_imap_sources_submissions(tmp_path):
+    def submissions(extra: str) -> dict[str, bool]:
+        path = tmp_path / "mailusage.toml"
+        path.write_text(CONFIG + extra, encoding="utf-8")
+        return {name: s.submissions for name, s in load_config(path).signals().items()}
+
+    assert submissions("") == dict.fromkeys(["dovecot", "dovecot-sieve", "exchange", "m365"], False)
+    log = '\n[[mail_logs]]\nname = "mta"\nkind = "postfix"\npath = "/var/log/mail.log"\n'
+    assert submissions(log) == {
+        "dovecot": True,
+        "dovecot-sieve": True,
+        "exchange": False,  # Exchange submits through its own transport
+        "m365": False,
+    }
