@@ -3,6 +3,7 @@
 $ mailusage doctor --config mailusage.toml
 $ mailusage collect --config mailusage.toml --date 2026-11-23
 $ mailusage evaluate --config mailusage.toml --month 2026-11
+$ mailusage deliver --config mailusage.toml --month 2026-11 --dry-run
 $ mailusage forget-night --config mailusage.toml 2027-01-15 --dry-run
 $ mailusage compact --config mailusage.toml
 $ mailusage demo
@@ -346,7 +347,58 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     for name, path in result["paths"].items():
         out.print(f"  {name}: {path}")
+    if "delivery" in result:  # the flow delivered (a task of its own, with retries)
+        out.print(f"delivery: {result['delivery']['outcomes']}")
+    elif cfg.delivery is not None and not args.partial:
+        return _deliver(cfg, result["month"], dry_run=False, resend=False)
     return 0
+
+
+def _deliver(cfg: Any, month: str, *, dry_run: bool, resend: bool) -> int:
+    """Mail the month's bundles (or list them): a table of what became of each message."""
+    from pipelines.delivery import DeliveryError, deliver_month
+
+    try:
+        report = deliver_month(cfg, month, dry_run=dry_run, resend=resend)
+    except DeliveryError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 2
+    table = Table(title=f"delivery {month}" + (" (dry run: nothing sent)" if dry_run else ""))
+    for col in ("bundle", "recipient", "outcome", "message-id", "detail"):
+        table.add_column(col)
+    colours = {"sent": "green", "failed": "red", "possibly sent": "yellow"}
+    for o in report.outcomes:
+        colour = colours.get(o.outcome, "default")
+        table.add_row(
+            escape(o.bundle),
+            escape(o.recipient),
+            f"[{colour}]{o.outcome}[/{colour}]",
+            escape(o.message_id),
+            escape(o.detail),
+        )
+    out.print(table)
+    for name, files in report.attachments.items():
+        for file, size, digest in files:
+            out.print(f"  {escape(name)}: {escape(file)} {size:,} bytes sha256 {digest}")
+    if not report.outcomes:
+        out.print("no recipients: set [delivery] recipients")
+    unsure = [o for o in report.outcomes if o.outcome in ("failed", "possibly sent")]
+    return 1 if unsure else 0
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from analytics.policy import check_month
+
+    cfg = _read_config(args)
+    if cfg is None:
+        return 2
+    if cfg.delivery is None:
+        err.print(f"[red]error:[/red] {escape(str(cfg.path))} has no [delivery] section")
+        return 2
+    from pipelines.evaluate import last_month
+
+    month = check_month(args.month) if args.month else last_month(cfg.tz)
+    return _deliver(cfg, month, dry_run=args.dry_run, resend=args.resend)
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -513,9 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
         "person), unit_ranking.csv, violations.csv (evidence), review.csv (suspected, never "
         "capped), hr_ratings.csv and hr_ratings.xlsx (HR's rating input), report.html and "
         "report.pdf (the chairman's report). "
-        "A partial month says how many of its days were collected.",
+        "A partial month says how many of its days were collected. With a [delivery] "
+        "section, a whole month's bundles are then mailed (see `deliver`).",
         {
-            0: "evaluated",
+            0: "evaluated (and, with [delivery], every bundle mailed)",
+            1: "evaluated, but some message of the delivery failed (see `deliver`)",
             2: _BAD + ", a malformed month, a month with no collected night, or a month "
             "that has not ended (without --partial)",
         },
@@ -535,6 +589,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _prefect_flag(p)
     p.set_defaults(func=cmd_evaluate)
+    p = _command(
+        sub,
+        "deliver",
+        "mail the month's evaluated bundles to their recipients",
+        "Mails each bundle of the month (reports/YYYY-MM/: report.pdf, hr_ratings*.xlsx, "
+        "violations.csv) to its recipients through [delivery]'s SMTP server, one message "
+        "each, and records what went to whom in the state store: a rerun sends only what "
+        "has not gone. `evaluate` does this itself when [delivery] is configured.",
+        {
+            0: "every message sent (or sent before), or listed with --dry-run",
+            1: "some message failed, or may have gone in a run that was stopped (the table "
+            "says which; the rest are recorded and not sent again)",
+            2: _BAD + ", no [delivery] section, a bundle file missing or too large",
+        },
+    )
+    _config(p)
+    p.add_argument(
+        "--month",
+        type=_month,
+        default=None,
+        help="YYYY-MM (default: last month in the agency's time zone)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    p.add_argument(
+        "--resend",
+        action="store_true",
+        help="send again to recipients the store says were already sent to",
+    )
+    p.set_defaults(func=cmd_deliver)
     p = _command(
         sub,
         "forget-night",

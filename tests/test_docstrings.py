@@ -27,9 +27,13 @@ SKETCHES = {
     "connectors.sieve": "a ManageSieve server",
     "connectors.zimbra": "a Zimbra admin endpoint",
     "connectors.zimbra.ZimbraAdmin.quota": "a Zimbra admin endpoint",
+    "pipelines.mailer": "an SMTP submission server",
     # an operator's files
     "connectors.contacts": "a message's raw bytes",
     "pipelines.config": "a mailusage.toml",
+    "pipelines.delivery": "a mailusage.toml with [delivery]",
+    "pipelines.delivery.bundles": "a loaded config",
+    "pipelines.outbox": "a data directory",
     "pipelines.secrets.secret_problems": "a loaded config",
     "pipelines.night.skipped_behind": "a night's result",
     "pipelines.storage.DataDir.stored_rows": "a data directory",
