@@ -4,6 +4,7 @@ $ mailusage doctor --config mailusage.toml
 $ mailusage collect --config mailusage.toml --date 2026-11-23
 $ mailusage evaluate --config mailusage.toml --month 2026-11
 $ mailusage deliver --config mailusage.toml --month 2026-11 --dry-run
+$ mailusage remind --config mailusage.toml --date 2026-11-15 --dry-run
 $ mailusage forget-night --config mailusage.toml 2027-01-15 --dry-run
 $ mailusage compact --config mailusage.toml
 $ mailusage demo
@@ -401,6 +402,62 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     return _deliver(cfg, month, dry_run=args.dry_run, resend=args.resend)
 
 
+def cmd_remind(args: argparse.Namespace) -> int:
+    from contract.roster import RosterError
+    from pipelines.config import ConfigError
+
+    cfg = _read_config(args)
+    if cfg is None:
+        return 2
+    if cfg.reminders is None:
+        err.print(f"[red]error:[/red] {escape(str(cfg.path))} has no [reminders] section")
+        return 2
+    from pipelines.remind import reminder_day, run_reminders
+
+    day = reminder_day(cfg, args.date)
+    today = reminder_day(cfg, None)
+    if day > today:
+        err.print(
+            f"[red]error:[/red] {day} is after today ({today} in {cfg.timezone}): its days "
+            "are not collected yet"
+        )
+        return 2
+    try:
+        report = run_reminders(cfg, day, dry_run=args.dry_run)
+    except (ConfigError, RosterError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 2
+    if not report.reminder_day:
+        days = ", ".join(str(d) for d in cfg.reminders.days)
+        out.print(f"{day} is not a reminder day (reminders.days = [{days}]): nothing to do")
+        return 0
+    title = f"reminders {day}" + (" (dry run: nothing sent)" if args.dry_run else "")
+    table = Table(title=title)
+    for col in ("to", "unit", "recipient", "people", "outcome", "detail"):
+        table.add_column(col)
+    colours = {"sent": "green", "failed": "red", "possibly sent": "yellow"}
+    for m in report.messages:
+        colour = colours.get(m.outcome, "default")
+        table.add_row(
+            m.kind,
+            escape(m.unit_code),
+            escape(m.recipient),
+            str(len(m.people)),
+            f"[{colour}]{m.outcome}[/{colour}]",
+            escape(m.detail),
+        )
+    out.print(table)
+    if not report.messages:
+        out.print("nobody to remind: every unit's staff is active so far this month")
+    if report.units_without_head:
+        out.print(
+            "[yellow]note:[/yellow] units with people to remind but no head in "
+            f"reminders.heads: {escape(', '.join(report.units_without_head))}"
+        )
+    unsure = [m for m in report.messages if m.outcome in ("failed", "possibly sent")]
+    return 1 if unsure else 0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from pipelines.migrate import convert_layout
     from pipelines.storage import CollectionBusy, DataDir
@@ -618,6 +675,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="send again to recipients the store says were already sent to",
     )
     p.set_defaults(func=cmd_deliver)
+    p = _command(
+        sub,
+        "remind",
+        "remind unit heads of their staff not yet active this month",
+        "On a day of reminders.days, sends each unit head (reminders.heads) the list of "
+        "their unit's staff not yet active this month so far (days active, last login; "
+        "'unknown' where a signal is missing), and with reminders.notify_staff each such "
+        "person a short note; through [delivery]'s server, rate-limited, recorded so that "
+        "a rerun the same day sends nothing new. A day not in reminders.days does nothing.",
+        {
+            0: "sent (or sent before), listed with --dry-run, or not a reminder day",
+            1: "some reminder failed or may have gone in a run that was stopped",
+            2: _BAD + ", no [reminders] section, a head's unit not in the roster, the "
+            "SMTP password not set, or --date after today",
+        },
+    )
+    _config(p)
+    p.add_argument(
+        "--date",
+        type=_night,
+        default=None,
+        help="the day, YYYY-MM-DD, not after today (default: today in the agency's zone)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    p.set_defaults(func=cmd_remind)
     p = _command(
         sub,
         "forget-night",

@@ -173,8 +173,11 @@ def deliver_bundle(
         [{"name": f.name, "bytes": len(f.data), "sha256": f.sha256} for f in files],
         ensure_ascii=False,
     )
-    size = len(compose(settings.sender, agency, Outgoing("x@x.x", subject, body, files), "<x@x>")
-               .as_bytes())  # fmt: skip
+    size = len(
+        compose(
+            settings.sender, agency, Outgoing("x@x.x", subject, body, files), "<x@x>"
+        ).as_bytes()
+    )
     box = Outbox(DataDir(cfg.data_dir), "deliveries")
     outcomes: list[Outcome] = []
     todo: list[str] = []
@@ -212,8 +215,11 @@ def deliver_bundle(
                 msgid = make_msgid(domain=domain)
                 seq = box.begin(_key(month, bundle, rcpt), msgid, payload)
                 try:
-                    session.send(compose(settings.sender, agency,
-                                         Outgoing(rcpt, subject, body, files), msgid))  # fmt: skip
+                    session.send(
+                        compose(
+                            settings.sender, agency, Outgoing(rcpt, subject, body, files), msgid
+                        )
+                    )
                 except SendFailed as exc:
                     box.finish(seq, "failed", str(exc))
                     outcomes.append(

@@ -298,26 +298,28 @@ def test_the_evaluate_flow_mails_the_bundle_it_wrote(mta, tmp_path, monkeypatch,
 
 
 def test_the_example_configs_delivery_block_loads_as_documented(tmp_path, monkeypatch):
-    """mailusage.example.toml's commented [delivery] block, uncommented, is a valid config."""
+    """mailusage.example.toml's commented [delivery] and [reminders] blocks, uncommented,
+    are a valid config."""
     root = Path(__file__).resolve().parents[2]
     lines = (root / "mailusage.example.toml").read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("# [delivery]"))
-    block = []
-    for line in lines[start:]:
-        if not line.startswith("# "):
-            break
-        block.append(line[2:])
-    text = "\n".join(lines[:start] + block + lines[start + len(block) :])
+    for section in ("# [delivery]", "# [reminders]"):
+        start = next(i for i, line in enumerate(lines) if line.startswith(section))
+        end = next(i for i in range(start, len(lines)) if not lines[i].startswith("# "))
+        lines[start:end] = [line[2:] for line in lines[start:end]]
+    text = "\n".join(lines)
     text = text.replace('ca_file = "/etc/ssl/certs/agency-ca.pem"', "")  # not on this machine
     (tmp_path / "mailusage.toml").write_text(text, encoding="utf-8")
     cfg = load_config(tmp_path / "mailusage.toml")
-    assert cfg.delivery is not None
+    assert cfg.delivery is not None and cfg.reminders is not None
     assert (cfg.delivery.port, cfg.delivery.max_bytes, cfg.delivery.password.env) == (
         587,
         20_000_000,
         "MAILUSAGE_SMTP_PASSWORD",
     )
     assert cfg.delivery.recipients == ("chutich@danang.gov.vn", "tccb@danang.gov.vn")
+    assert cfg.reminders.days == (15, 25)
+    assert cfg.reminders.heads["TCKH"] == ("truong.tckh@danang.gov.vn",)
+    assert (cfg.reminders.notify_staff, cfg.reminders.rate_per_minute) == (False, 30)
 
 
 @pytest.mark.parametrize(
@@ -342,3 +344,28 @@ def test_a_bad_delivery_section_is_named(tmp_path, extra, message):
     )
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Nhắc nhở sử dụng thư điện tử công vụ tháng 11/2026 — UBND phường Hòa Minh",
+        "Báo cáo sử dụng thư điện tử công vụ tháng 11/2026 — " + "Ủy ban nhân dân xã An Bình " * 5,
+    ],
+)
+def test_a_long_vietnamese_subject_and_sender_survive_folding_exactly(subject):
+    """CPython's folder once lost the space in "tử công" (pipelines/mailer.py, _encoded)."""
+    from pipelines.mailer import Outgoing, compose
+
+    name = "Phòng Văn hóa và Thông tin quận Liên Chiểu, thành phố Đà Nẵng"
+    raw = compose("bc@danang.gov.vn", name, Outgoing("a@x.vn", subject, "x"), "<1@x>").as_bytes(
+        policy=policy.SMTP
+    )
+    head = raw.split(b"\r\n\r\n")[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
+    back = email.message_from_bytes(raw, policy=policy.default)
+    assert back["Subject"] == subject
+    (sender,) = back["From"].addresses
+    # Python's address parser keeps the folding space between two encoded words of a
+    # display name, which RFC 2047 §6.2 says to ignore: compared with spaces normalised
+    assert (" ".join(sender.display_name.split()), sender.addr_spec) == (name, "bc@danang.gov.vn")
