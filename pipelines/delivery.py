@@ -23,13 +23,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
 from pipelines.config import Config, ConfigError, DeliveryConfig
-from pipelines.mailer import Attachment, Mailer, Outgoing, SendFailed, compose
-from pipelines.outbox import Outbox
+from pipelines.mailer import Attachment, Mailer, Outgoing, compose
+from pipelines.outbox import Outbox, send_recorded
 from pipelines.storage import DataDir
 
 # The files of a bundle that are mailed, in this order; a pattern may match several (the
@@ -208,35 +207,12 @@ def deliver_bundle(
         password = settings.password.resolve()
     except ConfigError as exc:
         raise DeliveryError(f"delivery.password: {exc}") from None
-    domain = settings.sender.rsplit("@", 1)[1]
-    try:
-        with mailer(settings, password) as session:
-            for rcpt in todo:
-                msgid = make_msgid(domain=domain)
-                seq = box.begin(_key(month, bundle, rcpt), msgid, payload)
-                try:
-                    session.send(
-                        compose(
-                            settings.sender, agency, Outgoing(rcpt, subject, body, files), msgid
-                        )
-                    )
-                except SendFailed as exc:
-                    box.finish(seq, "failed", str(exc))
-                    outcomes.append(
-                        Outcome(bundle.name, rcpt, "failed", msgid, str(exc), exc.transient)
-                    )
-                    if exc.transient:  # the session itself may be gone: the rest wait
-                        todo = todo[todo.index(rcpt) + 1 :]
-                        raise
-                    continue
-                box.finish(seq, "sent")
-                outcomes.append(Outcome(bundle.name, rcpt, "sent", msgid))
-            todo = []
-    except SendFailed as exc:  # the session failed (or broke): the rest are not tried
-        for rcpt in todo:
-            seq = box.begin(_key(month, bundle, rcpt), "", payload)
-            box.finish(seq, "failed", str(exc))
-            outcomes.append(Outcome(bundle.name, rcpt, "failed", "", str(exc), exc.transient))
+    items = [(_key(month, bundle, r), payload, Outgoing(r, subject, body, files)) for r in todo]
+    results = send_recorded(box, items, lambda: mailer(settings, password), settings.sender, agency)
+    outcomes += [
+        Outcome(bundle.name, rcpt, r.outcome, r.message_id, r.detail, r.transient)
+        for rcpt, r in zip(todo, results, strict=True)
+    ]
     return outcomes, files
 
 

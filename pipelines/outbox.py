@@ -14,11 +14,14 @@ worse than a question to the operator). A rerun, or a Prefect retry, skips what 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import make_msgid
 from typing import Literal
 
+from pipelines.mailer import Mailer, Outgoing, SendFailed, compose
 from pipelines.storage import DataDir
 
 Table = Literal["deliveries", "reminders"]
@@ -96,3 +99,53 @@ class Outbox:
             )
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one message handed to :func:`send_recorded`."""
+
+    outcome: Literal["sent", "failed"]
+    message_id: str  # "" when the session failed before the message was made
+    detail: str = ""
+    transient: bool = False  # failed, and a later try may pass
+
+
+def send_recorded(
+    box: Outbox,
+    items: Sequence[tuple[Mapping[str, str], str, Outgoing]],
+    session: Callable[[], AbstractContextManager[Mailer]],
+    sender: str,
+    sender_name: str,
+) -> list[Result]:
+    """Send each ``(key, payload, message)`` over one session, each attempt recorded:
+    ``sending`` before the server is given it, ``sent`` or ``failed`` after. A message the
+    server refuses (a 5xx) fails alone; a session that cannot open, or a dropped connection
+    or a 4xx, fails the rest too (each recorded, to be tried by the next run or retry).
+    The results are in the order of ``items``."""
+    domain = sender.rsplit("@", 1)[1]
+    results: list[Result] = []
+    pending = list(items)
+    try:
+        with session() as mailer:
+            while pending:
+                key, payload, message = pending[0]
+                msgid = make_msgid(domain=domain)
+                seq = box.begin(key, msgid, payload)
+                try:
+                    mailer.send(compose(sender, sender_name, message, msgid))
+                except SendFailed as exc:
+                    box.finish(seq, "failed", str(exc))
+                    results.append(Result("failed", msgid, str(exc), exc.transient))
+                    pending.pop(0)
+                    if exc.transient:  # the session may be gone: the rest wait
+                        raise
+                    continue
+                box.finish(seq, "sent")
+                results.append(Result("sent", msgid))
+                pending.pop(0)
+    except SendFailed as exc:
+        for key, payload, _ in pending:
+            box.finish(box.begin(key, "", payload), "failed", str(exc))
+            results.append(Result("failed", "", str(exc), exc.transient))
+    return results

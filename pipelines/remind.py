@@ -25,15 +25,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from email.utils import make_msgid
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from contract.people import Person
 from pipelines.config import Config, ConfigError, ReminderConfig, load_config
 from pipelines.delivery import DeliveryFailed, _retry_when_transient
-from pipelines.mailer import Mailer, Outgoing, SendFailed, compose
-from pipelines.outbox import Outbox
+from pipelines.mailer import Mailer, Outgoing
+from pipelines.outbox import Outbox, send_recorded
 from pipelines.storage import DataDir
 
 
@@ -323,43 +322,30 @@ def run_reminders(
     delivery = cfg.delivery
     assert delivery is not None  # load_config requires [delivery] with [reminders]
     password = delivery.password.resolve()
-    domain = delivery.sender.rsplit("@", 1)[1]
-    sender_name = cfg.agency or cfg.letterhead.issuing_body
-    pending = list(todo)
-    try:
-        with Mailer(
+    items = [(_key(day, p), json.dumps(list(p.people)), p.message) for p in todo]
+    results = send_recorded(
+        box,
+        items,
+        lambda: Mailer(
             delivery, password, per_minute=settings.rate_per_minute, sleep=sleep, clock=clock
-        ) as m:
-            while pending:
-                p = pending[0]
-                msgid = make_msgid(domain=domain)
-                seq = box.begin(_key(day, p), msgid, json.dumps(list(p.people)))
-                try:
-                    m.send(compose(delivery.sender, sender_name, p.message, msgid))
-                except SendFailed as exc:
-                    box.finish(seq, "failed", str(exc))
-                    report.messages.append(_failed(p, exc, msgid))
-                    pending.pop(0)
-                    if exc.transient:  # the session may be gone: the rest wait for a retry
-                        raise
-                    continue
-                box.finish(seq, "sent")
-                report.messages.append(
-                    Sent(p.kind, p.unit_code, p.recipient, p.people, "sent", msgid)
-                )
-                pending.pop(0)
-    except SendFailed as exc:
-        for p in pending:
-            seq = box.begin(_key(day, p), "", json.dumps(list(p.people)))
-            box.finish(seq, "failed", str(exc))
-            report.messages.append(_failed(p, exc, ""))
-    return report
-
-
-def _failed(p: Planned, exc: SendFailed, msgid: str) -> Sent:
-    return Sent(
-        p.kind, p.unit_code, p.recipient, p.people, "failed", msgid, str(exc), exc.transient
+        ),
+        delivery.sender,
+        cfg.agency or cfg.letterhead.issuing_body,
     )
+    report.messages += [
+        Sent(
+            p.kind,
+            p.unit_code,
+            p.recipient,
+            p.people,
+            r.outcome,
+            r.message_id,
+            r.detail,
+            r.transient,
+        )
+        for p, r in zip(todo, results, strict=True)
+    ]
+    return report
 
 
 def _key(day: date, p: Planned) -> dict[str, str]:

@@ -369,3 +369,41 @@ def test_a_long_vietnamese_subject_and_sender_survive_folding_exactly(subject):
     # Python's address parser keeps the folding space between two encoded words of a
     # display name, which RFC 2047 §6.2 says to ignore: compared with spaces normalised
     assert (" ".join(sender.display_name.split()), sender.addr_spec) == (name, "bc@danang.gov.vn")
+
+
+def test_the_deliver_task_retries_what_may_pass_and_not_a_refused_password(
+    mta, tmp_path, monkeypatch, prefect_harness
+):
+    """The evaluate flow's `deliver` task under Prefect: a server that does not answer is
+    tried again (retries = 2: three attempts, each recorded); a refused password once."""
+    from prefect import flow
+
+    from devkit.dovecot import free_port
+    from pipelines.delivery import delivery_task
+
+    dc, pf = mta
+    monkeypatch.setenv("MU_TEST_SMTP_PASSWORD", "wrong-password-here")
+    attempts = {}
+    for case, port in (("down", free_port()), ("refused", pf.submission_port)):
+        folder = tmp_path / case
+        folder.mkdir()
+        cfg_path = write_config(
+            folder, dc, pf, ["vanphong@demo.gov.vn"], "retries = 2\nretry_delay_seconds = [0, 0]"
+        )
+        cfg_path.write_text(
+            cfg_path.read_text().replace(f"port = {pf.submission_port}", f"port = {port}")
+        )
+        write_bundle(folder / "reports", seed=5)
+        cfg = load_config(cfg_path)
+
+        @flow(name=f"deliver-{case}")
+        def run(path: str = str(cfg_path), config=cfg) -> dict:
+            return delivery_task(config)(path, MONTH)
+
+        with pytest.raises(DeliveryFailed):
+            run()
+        rows = Outbox(DataDir(cfg.data_dir), "deliveries").rows()
+        assert {r["outcome"] for r in rows} == {"failed"}
+        attempts[case] = (len(rows), str(rows[0]["detail"]))
+    assert attempts["down"][0] == 3 and "cannot connect to 127.0.0.1" in attempts["down"][1]
+    assert attempts["refused"][0] == 1 and "refused the login" in attempts["refused"][1]
