@@ -407,3 +407,58 @@ def test_the_deliver_task_retries_what_may_pass_and_not_a_refused_password(
         attempts[case] = (len(rows), str(rows[0]["detail"]))
     assert attempts["down"][0] == 3 and "cannot connect to 127.0.0.1" in attempts["down"][1]
     assert attempts["refused"][0] == 1 and "refused the login" in attempts["refused"][1]
+
+
+def test_a_message_a_killed_run_may_have_sent_is_not_sent_again_without_resend(
+    mta, tmp_path, monkeypatch, capsys
+):
+    dc, pf = mta
+    monkeypatch.setenv("MU_TEST_SMTP_PASSWORD", USERS[SENDER])
+    cfg_path = write_config(tmp_path, dc, pf, ["tccb@demo.gov.vn"])
+    write_bundle(tmp_path / "reports", seed=6)
+    cfg = load_config(cfg_path)
+    box = Outbox(DataDir(cfg.data_dir), "deliveries")
+    # what a run killed between recording and the server's answer leaves
+    box.begin({"month": MONTH, "bundle": "all", "recipient": "tccb@demo.gov.vn"}, "<k@x>", "[]")
+    before = len(mailbox(dc, "tccb@demo.gov.vn"))
+
+    assert main(["deliver", "--config", str(cfg_path), "--month", MONTH]) == 1
+    assert "possibly sent" in capsys.readouterr().out
+    pf.wait_idle()
+    assert len(mailbox(dc, "tccb@demo.gov.vn")) == before
+    assert main(["deliver", "--config", str(cfg_path), "--month", MONTH, "--resend"]) == 0
+    assert len(wait_for(dc, pf, "tccb@demo.gov.vn", before + 1)) == before + 1
+
+
+def test_the_evaluate_command_mails_a_whole_month_and_not_a_partial_one(
+    mta, tmp_path, monkeypatch, capsys
+):
+    """`mailusage evaluate` without a Prefect API: the same delivery after the evaluation."""
+    from tests.analytics.fixture import build, write_roster
+
+    dc, pf = mta
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("MU_TEST_SMTP_PASSWORD", USERS[SENDER])
+    cfg_path = write_config(
+        tmp_path, dc, pf, ["vanphong@demo.gov.vn"], "[storage]\ndata_dir = 'data'"
+    )
+    write_roster(tmp_path / "roster.csv")
+    build(tmp_path / "data")
+    before = len(mailbox(dc, "vanphong@demo.gov.vn"))
+    data = DataDir(load_config(cfg_path).data_dir)
+
+    # --partial: the files are written, nothing is mailed
+    assert main(["evaluate", "--config", str(cfg_path), "--month", MONTH, "--partial"]) == 0
+    assert Outbox(data, "deliveries").rows() == []
+    assert main(["evaluate", "--config", str(cfg_path), "--month", MONTH]) == 0
+    assert "sent" in capsys.readouterr().out
+    msg = wait_for(dc, pf, "vanphong@demo.gov.vn", before + 1)[-1]
+    folder = tmp_path / "reports" / MONTH
+    assert (
+        attached(msg)["report.pdf"]
+        == hashlib.sha256((folder / "report.pdf").read_bytes()).hexdigest()
+    )
+    rows = Outbox(data, "deliveries").rows()
+    assert [(r["month"], r["outcome"]) for r in rows] == [(MONTH, "sent")]
+    pf.wait_idle()
+    assert len(mailbox(dc, "vanphong@demo.gov.vn")) == before + 1
