@@ -200,14 +200,21 @@ class Mailer:
         self._smtp = smtp
         return self
 
+    @property
+    def size_limit(self) -> int | None:
+        """The largest message the server takes (its EHLO SIZE), None when it says none."""
+        assert self._smtp is not None, "use Mailer as a context manager"
+        limit = self._smtp.esmtp_features.get("size", "")
+        return int(limit) if limit.isdigit() and int(limit) else None
+
     def send(self, msg: EmailMessage) -> None:
         """Send one message (waiting its turn under the rate limit)."""
         assert self._smtp is not None, "use Mailer as a context manager"
-        limit = self._smtp.esmtp_features.get("size", "")
+        limit = self.size_limit
         size = len(msg.as_bytes())
-        if limit.isdigit() and int(limit) and size > int(limit):
+        if limit is not None and size > limit:
             raise SendFailed(
-                f"{self.where} takes messages up to {int(limit):,} bytes (its SIZE); this one "
+                f"{self.where} takes messages up to {limit:,} bytes (its SIZE); this one "
                 f"is {size:,}",
                 transient=False,
             )

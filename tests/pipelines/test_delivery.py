@@ -462,3 +462,27 @@ def test_the_evaluate_command_mails_a_whole_month_and_not_a_partial_one(
     assert [(r["month"], r["outcome"]) for r in rows] == [(MONTH, "sent")]
     pf.wait_idle()
     assert len(mailbox(dc, "vanphong@demo.gov.vn")) == before + 1
+
+
+def test_doctor_checks_the_smtp_login_without_sending(mta, tmp_path, monkeypatch):
+    from mailusage.doctor import run_doctor
+
+    dc, pf = mta
+    cfg_path = write_config(tmp_path, dc, pf, [])
+    before = len(mailbox(dc, "vanphong@demo.gov.vn"))
+    found = {}
+    for password in (USERS[SENDER], "wrong-doctor-Pw"):
+        monkeypatch.setenv("MU_TEST_SMTP_PASSWORD", password)
+        checks = run_doctor(load_config(cfg_path))
+        found[password] = {(c.check, c.status): c.detail for c in checks if c.subject == "delivery"}
+    good, bad = found[USERS[SENDER]], found["wrong-doctor-Pw"]
+    assert "STARTTLS and login as baocao@demo.gov.vn accepted" in good[("login", "ok")]
+    assert "10,240,000 bytes" in good[("login", "ok")]  # Postfix's default message_size_limit
+    assert ("recipients", "warn") in good
+    assert "refused the login" in bad[("login", "fail")]
+    assert "wrong-doctor-Pw" not in str(bad)
+    monkeypatch.delenv("MU_TEST_SMTP_PASSWORD")
+    checks = run_doctor(load_config(cfg_path))
+    assert [(c.check, c.status) for c in checks if c.subject == "delivery"] == [("secret", "fail")]
+    pf.wait_idle()
+    assert len(mailbox(dc, "vanphong@demo.gov.vn")) == before

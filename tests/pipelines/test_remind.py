@@ -282,3 +282,16 @@ def test_reminders_need_a_delivery_section(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"reminders: needs a \[delivery\] section"):
         load_config(tmp_path / "c.toml")
+
+
+def test_doctor_names_the_units_without_a_head(mta, tmp_path, monkeypatch):
+    from mailusage.doctor import run_doctor
+
+    dc, pf = mta
+    monkeypatch.setenv("MU_TEST_SMTP_PASSWORD", PASSWORDS[SENDER])
+    cfg_path = setup(tmp_path, dc, pf, 'days = [15]\nheads = { A = "head.a@demo.gov.vn" }')
+    (check,) = [c for c in run_doctor(load_config(cfg_path)) if c.subject == "reminders"]
+    assert (check.status, check.detail) == (
+        "warn",
+        "1 unit head(s); days 15; no head for B: not reminded",
+    )
