@@ -309,7 +309,9 @@ def run_reminders(
                     p.people,
                     what,
                     done.message_id,
-                    f"on {done.finished_at}" if done.finished_at else "",
+                    f"on {done.finished_at}"
+                    if done.outcome == "sent"
+                    else "a run was stopped while sending it: not sent again",
                 )
             )
     if dry_run:

@@ -486,3 +486,16 @@ def test_doctor_checks_the_smtp_login_without_sending(mta, tmp_path, monkeypatch
     assert [(c.check, c.status) for c in checks if c.subject == "delivery"] == [("secret", "fail")]
     pf.wait_idle()
     assert len(mailbox(dc, "vanphong@demo.gov.vn")) == before
+
+
+def test_a_certificate_from_an_unknown_ca_says_to_set_ca_file(mta, tmp_path, monkeypatch):
+    dc, pf = mta
+    monkeypatch.setenv("MU_TEST_SMTP_PASSWORD", USERS[SENDER])
+    cfg_path = write_config(tmp_path, dc, pf, ["tccb@demo.gov.vn"])
+    cfg_path.write_text(cfg_path.read_text().replace(f'ca_file = "{pf.ca_file}"\n', ""))
+    write_bundle(tmp_path / "reports", seed=7)
+    cfg = load_config(cfg_path)
+    assert cfg.delivery is not None and cfg.delivery.ca_file is None
+    (outcome,) = deliver_month(cfg, MONTH).outcomes
+    assert outcome.outcome == "failed" and not outcome.transient
+    assert "TLS failed" in outcome.detail and "set delivery.ca_file" in outcome.detail
