@@ -20,8 +20,8 @@ retry sends only what has not gone, per month, bundle and recipient, unless ``re
 
 from __future__ import annotations
 
+import calendar
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,6 @@ def _month_words(month: str, lang: str) -> str:
     year, number = (int(x) for x in month.split("-"))
     if lang == "vi":
         return f"tháng {number}/{year}"
-    import calendar
-
     return f"{calendar.month_name[number]} {year}"
 
 
@@ -161,7 +159,6 @@ def deliver_bundle(
     *,
     dry_run: bool = False,
     resend: bool = False,
-    mailer: Callable[[DeliveryConfig, str], Mailer] = Mailer,
 ) -> tuple[list[Outcome], tuple[Attachment, ...]]:
     """Send ``bundle`` to each recipient it has not gone to yet (all with ``resend``)."""
     settings = _settings(cfg)
@@ -208,7 +205,7 @@ def deliver_bundle(
     except ConfigError as exc:
         raise DeliveryError(f"delivery.password: {exc}") from None
     items = [(_key(month, bundle, r), payload, Outgoing(r, subject, body, files)) for r in todo]
-    results = send_recorded(box, items, lambda: mailer(settings, password), settings.sender, agency)
+    results = send_recorded(box, items, lambda: Mailer(settings, password), settings.sender, agency)
     outcomes += [
         Outcome(bundle.name, rcpt, r.outcome, r.message_id, r.detail, r.transient)
         for rcpt, r in zip(todo, results, strict=True)

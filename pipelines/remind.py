@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -238,8 +238,6 @@ def staff_message(row: dict[str, Any], day: date, lang: str) -> Outgoing:
 
 def _last_day(day: date) -> str:
     """The last day the window covers (the day before ``day``), as dd/mm/yyyy."""
-    from datetime import timedelta
-
     return (day - timedelta(days=1)).strftime("%d/%m/%Y")
 
 
