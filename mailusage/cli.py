@@ -3,6 +3,8 @@
 $ mailusage doctor --config mailusage.toml
 $ mailusage collect --config mailusage.toml --date 2026-11-23
 $ mailusage evaluate --config mailusage.toml --month 2026-11
+$ mailusage deliver --config mailusage.toml --month 2026-11 --dry-run
+$ mailusage remind --config mailusage.toml --date 2026-11-15 --dry-run
 $ mailusage forget-night --config mailusage.toml 2027-01-15 --dry-run
 $ mailusage compact --config mailusage.toml
 $ mailusage demo
@@ -349,7 +351,114 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out.print(f"  {name}: {path}")
     for name, path in result.get("bundles", {}).items():  # [[scopes]]: one bundle each
         out.print(f"  scope {name}: {path}/")
+    if "delivery" in result:  # the flow delivered (a task of its own, with retries)
+        out.print(f"delivery: {result['delivery']['outcomes']}")
+    elif cfg.delivery is not None and not args.partial:
+        return _deliver(cfg, result["month"], dry_run=False, resend=False)
     return 0
+
+
+def _deliver(cfg: Any, month: str, *, dry_run: bool, resend: bool) -> int:
+    """Mail the month's bundles (or list them): a table of what became of each message."""
+    from pipelines.delivery import DeliveryError, deliver_month
+
+    try:
+        report = deliver_month(cfg, month, dry_run=dry_run, resend=resend)
+    except DeliveryError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 2
+    table = Table(title=f"delivery {month}" + (" (dry run: nothing sent)" if dry_run else ""))
+    for col in ("bundle", "recipient", "outcome", "message-id", "detail"):
+        table.add_column(col)
+    colours = {"sent": "green", "failed": "red", "possibly sent": "yellow"}
+    for o in report.outcomes:
+        colour = colours.get(o.outcome, "default")
+        table.add_row(
+            escape(o.bundle),
+            escape(o.recipient),
+            f"[{colour}]{o.outcome}[/{colour}]",
+            escape(o.message_id),
+            escape(o.detail),
+        )
+    out.print(table)
+    for name, files in report.attachments.items():
+        for file, size, digest in files:
+            out.print(f"  {escape(name)}: {escape(file)} {size:,} bytes sha256 {digest}")
+    if not report.outcomes:
+        out.print("no recipients: set [delivery] recipients")
+    unsure = [o for o in report.outcomes if o.outcome in ("failed", "possibly sent")]
+    return 1 if unsure else 0
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from analytics.policy import check_month
+
+    cfg = _read_config(args)
+    if cfg is None:
+        return 2
+    if cfg.delivery is None:
+        err.print(f"[red]error:[/red] {escape(str(cfg.path))} has no [delivery] section")
+        return 2
+    from pipelines.evaluate import last_month
+
+    month = check_month(args.month) if args.month else last_month(cfg.tz)
+    return _deliver(cfg, month, dry_run=args.dry_run, resend=args.resend)
+
+
+def cmd_remind(args: argparse.Namespace) -> int:
+    from contract.roster import RosterError
+    from pipelines.config import ConfigError
+
+    cfg = _read_config(args)
+    if cfg is None:
+        return 2
+    if cfg.reminders is None:
+        err.print(f"[red]error:[/red] {escape(str(cfg.path))} has no [reminders] section")
+        return 2
+    from pipelines.remind import reminder_day, run_reminders
+
+    day = reminder_day(cfg, args.date)
+    today = reminder_day(cfg, None)
+    if day > today:
+        err.print(
+            f"[red]error:[/red] {day} is after today ({today} in {cfg.timezone}): its days "
+            "are not collected yet"
+        )
+        return 2
+    try:
+        report = run_reminders(cfg, day, dry_run=args.dry_run)
+    except (ConfigError, RosterError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 2
+    if not report.reminder_day:
+        days = ", ".join(str(d) for d in cfg.reminders.days)
+        out.print(f"{day} is not a reminder day (reminders.days = [{days}]): nothing to do")
+        return 0
+    title = f"reminders {day}" + (" (dry run: nothing sent)" if args.dry_run else "")
+    table = Table(title=title)
+    for col in ("to", "unit", "recipient", "people", "outcome", "detail"):
+        table.add_column(col)
+    colours = {"sent": "green", "failed": "red", "possibly sent": "yellow"}
+    for m in report.messages:
+        colour = colours.get(m.outcome, "default")
+        table.add_row(
+            m.kind,
+            escape(m.unit_code),
+            escape(m.recipient),
+            str(len(m.people)),
+            f"[{colour}]{m.outcome}[/{colour}]",
+            escape(m.detail),
+        )
+    out.print(table)
+    if not report.messages:
+        out.print("nobody to remind: every unit's staff is active so far this month")
+    if report.units_without_head:
+        out.print(
+            "[yellow]note:[/yellow] units with people to remind but no head in "
+            f"reminders.heads: {escape(', '.join(report.units_without_head))}"
+        )
+    unsure = [m for m in report.messages if m.outcome in ("failed", "possibly sent")]
+    return 1 if unsure else 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -518,9 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(suspected, never capped), hr_ratings.csv and hr_ratings.xlsx (HR's rating input), "
         "report.html and report.pdf (the chairman's report); with [[scopes]], each scope's "
         "bundle in reports/YYYY-MM/<scope>/. "
-        "A partial month says how many of its days were collected.",
+        "A partial month says how many of its days were collected. With a [delivery] "
+        "section, a whole month's bundles are then mailed (see `deliver`).",
         {
-            0: "evaluated",
+            0: "evaluated (and, with [delivery], every bundle mailed)",
+            1: "evaluated, but some message of the delivery failed (see `deliver`)",
             2: _BAD + ", a malformed month, a month with no collected night, or a month "
             "that has not ended (without --partial)",
         },
@@ -540,6 +651,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _prefect_flag(p)
     p.set_defaults(func=cmd_evaluate)
+    p = _command(
+        sub,
+        "deliver",
+        "mail the month's evaluated bundles to their recipients",
+        "Mails each bundle of the month (reports/YYYY-MM/: report.pdf, hr_ratings*.xlsx, "
+        "violations.csv) to its recipients through [delivery]'s SMTP server, one message "
+        "each, and records what went to whom in the state store: a rerun sends only what "
+        "has not gone. `evaluate` does this itself when [delivery] is configured.",
+        {
+            0: "every message sent (or sent before), or listed with --dry-run",
+            1: "some message failed, or may have gone in a run that was stopped (the table "
+            "says which; the rest are recorded and not sent again)",
+            2: _BAD + ", no [delivery] section, a bundle file missing or too large",
+        },
+    )
+    _config(p)
+    p.add_argument(
+        "--month",
+        type=_month,
+        default=None,
+        help="YYYY-MM (default: last month in the agency's time zone)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    p.add_argument(
+        "--resend",
+        action="store_true",
+        help="send again to recipients the store says were already sent to",
+    )
+    p.set_defaults(func=cmd_deliver)
+    p = _command(
+        sub,
+        "remind",
+        "remind unit heads of their staff not yet active this month",
+        "On a day of reminders.days, sends each unit head (reminders.heads) the list of "
+        "their unit's staff not yet active this month so far (days active, last login; "
+        "'unknown' where a signal is missing), and with reminders.notify_staff each such "
+        "person a short note; through [delivery]'s server, rate-limited, recorded so that "
+        "a rerun the same day sends nothing new. A day not in reminders.days does nothing.",
+        {
+            0: "sent (or sent before), listed with --dry-run, or not a reminder day",
+            1: "some reminder failed or may have gone in a run that was stopped",
+            2: _BAD + ", no [reminders] section, a head's unit not in the roster, the "
+            "SMTP password not set, or --date after today",
+        },
+    )
+    _config(p)
+    p.add_argument(
+        "--date",
+        type=_night,
+        default=None,
+        help="the day, YYYY-MM-DD, not after today (default: today in the agency's zone)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
+    p.set_defaults(func=cmd_remind)
     p = _command(
         sub,
         "forget-night",

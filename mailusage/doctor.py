@@ -141,6 +141,7 @@ def run_doctor(cfg: Config) -> list[Check]:
             checks.append(Check(src.name, "login", "fail", str(exc)))
     checks.extend(_signal_checks(cfg))
     checks.extend(mail_log_check(m, cfg.timezone) for m in cfg.mail_logs)
+    checks.extend(_delivery_checks(cfg, people if roster_read else None))
     return checks
 
 
@@ -174,6 +175,61 @@ def mail_log_check(src: MailLogConfig, timezone: str) -> Check:
         f"{src.kind}: {current} readable; {stats.used} of its last {stats.lines} line(s) are "
         "Postfix's message lines",
     )  # fmt: skip
+
+
+def _delivery_checks(cfg: Config, people: list[Person] | None) -> list[Check]:
+    """[delivery]: the password set, STARTTLS and the login accepted (nothing is sent);
+    [reminders]: every head's unit in the roster, and which units have no head."""
+    if cfg.delivery is None:
+        return []
+    from pipelines.mailer import Mailer, SendFailed
+
+    d = cfg.delivery
+    out: list[Check] = []
+    problem = d.password.problem()
+    if problem:
+        return [Check("delivery", "secret", "fail", problem)]
+    out.append(Check("delivery", "secret", "ok", f"set, by reference ({d.password.describe()})"))
+    try:
+        with Mailer(d, d.password.resolve()) as mailer:
+            size = mailer.size_limit
+        limit = f"; the server takes messages up to {size:,} bytes" if size else ""
+        out.append(
+            Check(
+                "delivery",
+                "login",
+                "ok",
+                f"STARTTLS and login as {d.user} accepted by {d.host}:{d.port}{limit} "
+                "(nothing sent)",
+            )
+        )
+    except SendFailed as exc:
+        out.append(Check("delivery", "login", "fail", str(exc)))
+    out.append(
+        Check("delivery", "recipients", "ok", ", ".join(d.recipients))
+        if d.recipients
+        else Check("delivery", "recipients", "warn", "none: the month's bundle is not mailed")
+    )
+    if cfg.reminders is None or people is None:
+        return out
+    from pipelines.remind import unit_heads
+
+    try:
+        heads = {h.unit_code for h in unit_heads(cfg, people)}
+    except ConfigError as exc:
+        return [*out, Check("reminders", "heads", "fail", str(exc))]
+    units = sorted({p.unit_code for p in people if p.email and not p.is_unit_mailbox})
+    headless = [u for u in units if u not in heads]
+    out.append(
+        Check(
+            "reminders",
+            "heads",
+            "warn" if headless else "ok",
+            f"{len(heads)} unit head(s); days {', '.join(map(str, cfg.reminders.days))}"
+            + (f"; no head for {', '.join(headless)}: not reminded" if headless else ""),
+        )
+    )
+    return out
 
 
 SHOWN = 10  # per-user secrets and roster warnings listed one by one, then counted

@@ -34,6 +34,46 @@ from pipelines.errors import ConfigError as ConfigError  # the schema's error, n
 from pipelines.schema import Kind, check_keys, from_table, keys_of
 from pipelines.secrets import SecretRef
 
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """``[delivery]``: the SMTP submission server the month's bundles (and the reminders)
+    are sent through — STARTTLS, then AUTH as ``user`` — and who receives the bundle."""
+
+    host: str
+    user: str
+    sender: str  # `from` in the TOML: the From address
+    password: SecretRef = field(repr=False)
+    port: int = 587
+    recipients: tuple[str, ...] = ()  # the one bundle's recipients (no [[scopes]])
+    ca_file: str | None = None  # the agency's own CA, when the server's certificate is from it
+    max_size_mb: float = 20.0  # a message above this is refused before sending
+    timeout: float = 60.0
+    retries: int = 2  # Prefect task retries of a bundle whose sending failed transiently
+    retry_delay_seconds: tuple[int, ...] = (60, 300)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_size_mb * 1_000_000)
+
+
+_DELIVERY_TOML = {"sender": "from"}
+
+
+@dataclass(frozen=True)
+class ReminderConfig:
+    """``[reminders]``: on these days of the month, each unit head gets the list of their
+    unit's staff not yet active this month (sent through ``[delivery]``'s server).
+
+    ``heads`` maps a roster ``unit_code`` to its head's address (or addresses) until the
+    unit tree gives them (pipelines/remind.py, :func:`unit_heads`)."""
+
+    days: tuple[int, ...]
+    heads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    notify_staff: bool = False  # opt-in: each listed person also gets a short note
+    rate_per_minute: int = 30  # messages sent per minute at most
+
+
 # -- the config's shape ---------------------------------------------------------------
 # Every section and key the file may hold, with the type its value must have. Anything
 # else is refused with the nearest valid name: a typo such as `concurency` or
@@ -58,6 +98,13 @@ SECTIONS: dict[str, dict[str, Kind]] = {
     },
     # the report's letterhead and signature block (Nghị định 30/2020/NĐ-CP layout)
     "report": keys_of(Letterhead),
+    # the month's bundles mailed over SMTP submission (pipelines/delivery.py)
+    "delivery": {
+        **keys_of(DeliveryConfig, toml=_DELIVERY_TOML, internal=("password",)),
+        "password": (dict, str),
+    },
+    # reminders to unit heads before the month closes (pipelines/remind.py)
+    "reminders": keys_of(ReminderConfig, kinds={"heads": dict}),
 }
 TOP_LEVEL: dict[str, Kind] = {
     **{name: dict for name in SECTIONS},
@@ -75,7 +122,6 @@ _SCOPE_KEYS: dict[str, Kind] = {
     "policy": str,
     "report": dict,
 }
-_ADDRESS = re.compile(r"^[^@\s,;<>]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
 @dataclass(frozen=True)
@@ -340,6 +386,8 @@ class Config:
     letterhead: Letterhead = field(default_factory=Letterhead)
     units_path: Path | None = None  # [roster] units: the unit tree; None: the roster's units, flat
     scopes: tuple[Scope, ...] = ()  # [[scopes]]: a bundle each under reports/YYYY-MM/<name>/
+    delivery: DeliveryConfig | None = None
+    reminders: ReminderConfig | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -579,6 +627,47 @@ def _letterhead(report: dict[str, Any], issuing_body: str, where: str = "") -> L
     )
 
 
+_ADDRESS = re.compile(r"^[^@\s,;<>\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+def _addresses(values: Any, where: str) -> tuple[str, ...]:
+    """Mail addresses, lower-cased; one that is not an address is refused by its key."""
+    values = [values] if isinstance(values, str) else values
+    if not isinstance(values, list):
+        raise ConfigError(f"{where} must be an address or a list of addresses")
+    out = []
+    for value in values:
+        if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
+            raise ConfigError(f"{where}: {str(value)[:80]!r} is not a mail address")
+        out.append(value.strip().lower())
+    return tuple(out)
+
+
+def _delivery(raw: dict[str, Any], base: Path) -> DeliveryConfig:
+    where = "delivery"
+    for key in ("host", "user", "from", "password"):
+        if key not in raw:
+            raise ConfigError(f"{where}.{key} is required")
+    if not 1 <= raw.get("port", 587) <= 65535:
+        raise ConfigError(f"{where}.port must be between 1 and 65535")
+    if raw.get("max_size_mb", 20) <= 0:
+        raise ConfigError(f"{where}.max_size_mb must be more than 0")
+    if raw.get("retries", 2) < 0:
+        raise ConfigError(f"{where}.retries must be 0 or more")
+    return from_table(
+        DeliveryConfig,
+        raw,
+        toml=_DELIVERY_TOML,
+        given={
+            "sender": _addresses(raw["from"], f"{where}.from")[0],
+            "recipients": _addresses(raw.get("recipients", []), f"{where}.recipients"),
+            "password": _secret(raw["password"], f"{where}.password"),
+            "ca_file": _ca_file(raw, where, base),
+        },
+        where=where,
+    )
+
+
 def _policy(value: str, base: Path) -> str:
     """A policy preset's name as it is; a policy file resolved against the config's folder."""
     return str((base / value).resolve()) if value.endswith(".toml") else value
@@ -609,6 +698,29 @@ def _scope(raw: dict[str, Any], index: int, base: Path) -> Scope:
         recipients=tuple(r.lower() for r in recipients),
         language=language,
         policy=_policy(raw["policy"], base) if "policy" in raw else None,
+    )
+
+
+def _reminders(raw: dict[str, Any]) -> ReminderConfig:
+    where = "reminders"
+    days = raw.get("days")
+    if not days:
+        raise ConfigError(f"{where}.days is required: the days of the month, e.g. [15, 25]")
+    for day in days:
+        # 28 at most: every month has the day, so no month goes without its reminder
+        if not isinstance(day, int) or isinstance(day, bool) or not 1 <= day <= 28:
+            raise ConfigError(f"{where}.days: {day!r} is not a day from 1 to 28")
+    if raw.get("rate_per_minute", 30) < 1:
+        raise ConfigError(f"{where}.rate_per_minute must be 1 or more")
+    heads = {
+        str(unit): _addresses(value, f"{where}.heads.{unit}")
+        for unit, value in raw.get("heads", {}).items()
+    }
+    return from_table(
+        ReminderConfig,
+        raw,
+        given={"days": tuple(sorted(set(days))), "heads": heads},
+        where=where,
     )
 
 
@@ -672,8 +784,16 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(
             f"scopes: each name must be unique (they name directories): {scope_names}"
         )
+    delivery = _delivery(raw["delivery"], base) if "delivery" in raw else None
+    reminders = _reminders(raw["reminders"]) if "reminders" in raw else None
+    if reminders is not None and delivery is None:
+        raise ConfigError(
+            "reminders: needs a [delivery] section (the SMTP server reminders are sent through)"
+        )
     return Config(
         scopes=scopes,
+        delivery=delivery,
+        reminders=reminders,
         letterhead=letterhead,
         logins=logins,
         mail_logs=mail_logs,

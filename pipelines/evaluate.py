@@ -142,7 +142,9 @@ def _evaluate_flow(
     config_path: str, month: str | None = None, partial: bool = False
 ) -> dict[str, Any]:
     """Monthly evaluation flow. ``month`` defaults to last month in the agency's zone; a
-    month that has not ended is refused (the run Failed) unless ``partial``."""
+    month that has not ended is refused (the run Failed) unless ``partial``. With a
+    ``[delivery]`` section, the month's bundles are then mailed (a task with retries,
+    pipelines/delivery.py); a partial month is never mailed."""
     from prefect import get_run_logger
 
     summary = run_evaluation(config_path, month, partial=partial)
@@ -156,6 +158,11 @@ def _evaluate_flow(
         summary["days"],
         Path(next(iter(summary["paths"].values()))).parent,
     )
+    cfg = load_config(config_path)
+    if cfg.delivery is not None and not partial:
+        from pipelines.delivery import delivery_task
+
+        summary["delivery"] = delivery_task(cfg)(config_path, summary["month"])
     return summary
 
 

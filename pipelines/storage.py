@@ -8,7 +8,8 @@
       logins/night=…/<source>.parquet                 (pipelines/signals.py)
       mail_log_deliveries/night=…/<source>.parquet    (pipelines/mail_logs.py)
       _state/store.sqlite                             cursors (mailboxes', login and mail logs'),
-                                                      folder index, files to publish
+                                                      folder index, files to publish,
+                                                      what was mailed (pipelines/outbox.py)
       _state/staging/<run_id>/                        a running night's staged rows
 
 A night is written in four steps, so that a kill at any point loses and duplicates nothing:
@@ -348,6 +349,16 @@ create table if not exists log_cursors (
 create table if not exists log_cursor_history (
     source text not null, night text not null, state text not null,
     primary key (source, night));
+create table if not exists deliveries (
+    seq integer primary key, month text not null, bundle text not null,
+    recipient text not null, message_id text not null, attachments text not null,
+    started_at text not null, finished_at text, outcome text not null, detail text not null);
+create index if not exists deliveries_key on deliveries (month, bundle, recipient);
+create table if not exists reminders (
+    seq integer primary key, day text not null, kind text not null, unit_code text not null,
+    recipient text not null, people text not null, message_id text not null,
+    started_at text not null, finished_at text, outcome text not null, detail text not null);
+create index if not exists reminders_key on reminders (day, kind, unit_code, recipient);
 """
 # Nights of commit records kept in cursor_history and log_cursor_history: what
 # `forget-night` restores from.

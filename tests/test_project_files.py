@@ -44,3 +44,11 @@ def test_previous_month_wraps_the_year():
     from contract.months import previous_month
 
     assert (previous_month("2026-01"), previous_month("2026-11")) == ("2025-12", "2026-10")
+
+
+def test_reminder_deployment_is_every_day_at_0800_and_secret_free():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (dep,) = [d for d in spec["deployments"] if d["name"] == "daily-remind"]
+    assert dep["entrypoint"] == "pipelines/remind.py:remind"
+    assert dep["schedules"] == [{"cron": "0 8 * * *", "timezone": "Asia/Ho_Chi_Minh"}]
+    assert set(dep["parameters"]) == {"config_path"}  # the flow takes today itself

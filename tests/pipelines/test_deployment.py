@@ -1,8 +1,8 @@
 """The deployments as an operator runs them (README, "Scheduled nights"): a real Prefect
 server on loopback, the `mailusage` process work pool, `prefect deploy --all` from the
-committed prefect.yaml, the scheduler's upcoming runs at 01:30 every day and at 06:00 on the
-1st (Asia/Ho_Chi_Minh), and a worker that runs the nightly collection against the test
-Dovecot until its data lands.
+committed prefect.yaml, the scheduler's upcoming runs at 01:30 every day, at 06:00 on the
+1st and the reminders' at 08:00 every day (Asia/Ho_Chi_Minh), and a worker that runs the
+nightly collection against the test Dovecot until its data lands.
 
 Why in `make test`: the pins in pyproject.toml (fastapi < 0.151, SQLAlchemy 2.0) exist
 because this path broke with newer releases while every in-process flow test still passed.
@@ -142,7 +142,7 @@ def _deploy_file(tmp_path: Path, config: str) -> Path:
     checkout the worker runs from, and the config file."""
     text = (ROOT / "prefect.yaml").read_text(encoding="utf-8")
     assert text.count("directory: /opt/mailusage\n") == 1
-    assert text.count("config_path: /etc/mailusage/mailusage.toml\n") == 2
+    assert text.count("config_path: /etc/mailusage/mailusage.toml\n") == 3  # one per deployment
     text = text.replace("/opt/mailusage", str(ROOT)).replace(
         "/etc/mailusage/mailusage.toml", config
     )
@@ -163,10 +163,10 @@ def test_deploy_schedule_and_a_worker_run_land_the_night(
 
     _prefect(env, "work-pool", "create", "mailusage", "--type", "process")
     out = _prefect(env, "deploy", "--all", "--prefect-file", str(_deploy_file(tmp_path, config)))
-    assert "nightly-collect" in out and "monthly-evaluate" in out
+    assert "nightly-collect" in out and "monthly-evaluate" in out and "daily-remind" in out
 
     deployments = {d["name"]: d for d in _api(env, "/deployments/filter")}
-    assert set(deployments) == {"nightly-collect", "monthly-evaluate"}
+    assert set(deployments) == {"nightly-collect", "monthly-evaluate", "daily-remind"}
     for d in deployments.values():
         assert d["work_pool_name"] == "mailusage"
         assert d["parameters"] == {"config_path": config}
@@ -177,12 +177,16 @@ def test_deploy_schedule_and_a_worker_run_land_the_night(
     while True:
         nightly = _scheduled(env, deployments["nightly-collect"]["id"])
         monthly = _scheduled(env, deployments["monthly-evaluate"]["id"])
-        if len(nightly) >= 3 and len(monthly) >= 3:
+        daily = _scheduled(env, deployments["daily-remind"]["id"])
+        if len(nightly) >= 3 and len(monthly) >= 3 and len(daily) >= 3:
             break
-        assert time.monotonic() < deadline, f"no scheduled runs: {nightly}, {monthly}"
+        assert time.monotonic() < deadline, f"no scheduled runs: {nightly}, {monthly}, {daily}"
         time.sleep(1)
     now = datetime.now(HCM)
-    assert all(t > now for t in nightly + monthly)
+    assert all(t > now for t in nightly + monthly + daily)
+    # reminders: every morning at 08:00 (the flow itself keeps to reminders.days)
+    assert {(t.hour, t.minute) for t in daily} == {(8, 0)}
+    assert all((b - a).days == 1 for a, b in pairwise([t.date() for t in daily]))
     assert {(t.hour, t.minute) for t in nightly} == {(1, 30)}
     days = [t.date() for t in nightly]
     assert all((b - a).days == 1 for a, b in pairwise(days))  # every night
