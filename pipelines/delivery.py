@@ -51,15 +51,24 @@ class Bundle:
 
 
 def bundles(cfg: Config, month: str) -> list[Bundle]:
-    """The month's bundles. Without scopes: the one bundle ``reports/YYYY-MM/`` to
-    ``[delivery] recipients``. Scopes plug in here by returning one Bundle each
-    (``reports/YYYY-MM/<scope>/`` and the scope's recipients).
+    """The month's bundles: ``reports/YYYY-MM/`` to ``[delivery] recipients`` (when there
+    are any, or when no scope is configured), then each ``[[scopes]]`` entry's
+    ``reports/YYYY-MM/<scope>/`` to that scope's recipients (a scope without recipients
+    is written, not mailed), its mail naming the scope's issuing body.
 
     >>> bundles(cfg, "2026-11")
     [Bundle(name='all', directory=PosixPath('/var/lib/mailusage/reports/2026-11'), ...)]
     """
     recipients = cfg.delivery.recipients if cfg.delivery is not None else ()
-    return [Bundle("all", cfg.reports_dir / month, recipients)]
+    out = [Bundle("all", cfg.reports_dir / month, recipients)]
+    if cfg.scopes and not recipients:
+        out = []
+    for scope in cfg.scopes:
+        if scope.recipients:
+            directory = cfg.reports_dir / scope.folder(month)
+            agency = scope.letterhead.issuing_body or None
+            out.append(Bundle(scope.name, directory, scope.recipients, agency))
+    return out
 
 
 class DeliveryError(Exception):

@@ -29,6 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from contract.people import Person
+from contract.units import load_tree
 from pipelines.config import Config, ConfigError, ReminderConfig, load_config
 from pipelines.delivery import DeliveryFailed, _retry_when_transient
 from pipelines.mailer import Mailer, Outgoing
@@ -46,8 +47,9 @@ class UnitHead:
 
 
 def unit_heads(cfg: Config, people: Sequence[Person]) -> list[UnitHead]:
-    """Each unit with a head to remind, from ``[reminders] heads`` (unit code -> address).
-    The unit tree plugs in here, returning its units' heads instead.
+    """Each unit with staff and a head to remind: the unit tree's ``head_email``
+    (``[roster] units``), and ``[reminders] heads`` (unit code -> addresses), which wins
+    for the units it names.
 
     >>> unit_heads(cfg, people)
     [UnitHead(unit_code='A', unit_name='UBND phường Hòa Minh', addresses=('truong.a@…',))]
@@ -60,7 +62,13 @@ def unit_heads(cfg: Config, people: Sequence[Person]) -> list[UnitHead]:
             f"reminders.heads.{unknown[0]}: no unit {unknown[0]!r} in the roster "
             f"(its unit codes: {', '.join(sorted(names)) or 'none'})"
         )
-    return [UnitHead(code, names[code], settings.heads[code]) for code in sorted(settings.heads)]
+    heads = dict(settings.heads)
+    if cfg.units_path is not None:
+        tree = load_tree(cfg.units_path, people, cfg.roster_path)
+        for code, unit in tree.units.items():
+            if unit.head_email and code in names:  # a unit with staff of its own
+                heads.setdefault(code, (unit.head_email,))
+    return [UnitHead(code, names[code], heads[code]) for code in sorted(heads)]
 
 
 def _settings(cfg: Config) -> ReminderConfig:

@@ -499,3 +499,58 @@ def test_a_certificate_from_an_unknown_ca_says_to_set_ca_file(mta, tmp_path, mon
     (outcome,) = deliver_month(cfg, MONTH).outcomes
     assert outcome.outcome == "failed" and not outcome.transient
     assert "TLS failed" in outcome.detail and "set delivery.ca_file" in outcome.detail
+
+
+def test_each_scope_bundle_goes_to_its_own_recipients_only(mta, tmp_path, monkeypatch):
+    dc, pf = mta
+    monkeypatch.setenv("MU_TEST_SMTP_PASSWORD", USERS[SENDER])
+    scopes = """
+[[scopes]]
+name = "huyen"
+root = "H"
+recipients = ["chutich@demo.gov.vn"]
+report = { issuing_body = "UBND HUYỆN PHÚ GIÁO" }
+[[scopes]]
+name = "xa"
+root = "X"
+recipients = ["vanphong@demo.gov.vn"]
+[[scopes]]
+name = "so"
+root = "S"
+"""
+    cfg = load_config(write_config(tmp_path, dc, pf, [], scopes))
+    reports = tmp_path / "reports"
+    sent: dict[str, dict[str, bytes]] = {}
+    for seed, scope in enumerate(("huyen", "xa", "so"), 1):
+        files = write_bundle(reports / scope, seed)  # reports/<scope>/<month>: moved below
+        (reports / MONTH).mkdir(parents=True, exist_ok=True)
+        (reports / scope / MONTH).rename(reports / MONTH / scope)
+        (reports / MONTH / scope / "hr_ratings.xlsx").rename(
+            reports / MONTH / scope / f"hr_ratings_{scope.upper()}.xlsx"
+        )
+        sent[scope] = files
+    from pipelines.delivery import bundles
+
+    # no [delivery] recipients: only the scopes with recipients are mailed
+    assert [(b.name, b.recipients, b.agency) for b in bundles(cfg, MONTH)] == [
+        ("huyen", ("chutich@demo.gov.vn",), "UBND HUYỆN PHÚ GIÁO"),
+        ("xa", ("vanphong@demo.gov.vn",), None),
+    ]
+    before = {u: len(mailbox(dc, u)) for u in ("chutich@demo.gov.vn", "vanphong@demo.gov.vn")}
+    report = deliver_month(cfg, MONTH)
+    assert sorted((o.bundle, o.recipient, o.outcome) for o in report.outcomes) == [
+        ("huyen", "chutich@demo.gov.vn", "sent"),
+        ("xa", "vanphong@demo.gov.vn", "sent"),
+    ]
+    for rcpt, scope in (("chutich@demo.gov.vn", "huyen"), ("vanphong@demo.gov.vn", "xa")):
+        got = wait_for(dc, pf, rcpt, before[rcpt] + 1)
+        assert len(got) == before[rcpt] + 1
+        files = sent[scope]
+        assert attached(got[-1]) == {
+            "report.pdf": hashlib.sha256(files["report.pdf"]).hexdigest(),
+            "violations.csv": hashlib.sha256(files["violations.csv"]).hexdigest(),
+            f"hr_ratings_{scope.upper()}.xlsx": hashlib.sha256(
+                files["hr_ratings.xlsx"]
+            ).hexdigest(),
+        }
+    assert "UBND HUYỆN PHÚ GIÁO" in mailbox(dc, "chutich@demo.gov.vn")[-1]["Subject"]

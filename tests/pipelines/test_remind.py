@@ -295,3 +295,26 @@ def test_doctor_names_the_units_without_a_head(mta, tmp_path, monkeypatch):
         "warn",
         "1 unit head(s); days 15; no head for B: not reminded",
     )
+
+
+def test_the_unit_trees_heads_are_reminded_and_the_config_names_win(mta, tmp_path):
+    from pipelines.remind import UnitHead, unit_heads
+    from tests.analytics.fixture import people
+
+    dc, pf = mta
+    cfg_path = setup(tmp_path, dc, pf, 'days = [15]\nheads = { B = "pho.b@demo.gov.vn" }')
+    (tmp_path / "units.csv").write_text(
+        "unit_code,unit_name,parent_code,kind,head_email\n"
+        "Q,UBND quận Liên Chiểu,,UBND quận,chutich.q@demo.gov.vn\n"
+        "A,UBND phường Hòa Minh,Q,UBND phường,Truong.A@demo.gov.vn\n"
+        "B,Phòng Tài chính - Kế hoạch,Q,phòng,truong.b@demo.gov.vn\n",
+        encoding="utf-8",
+    )
+    text = cfg_path.read_text().replace(
+        'path = "roster.csv"', 'path = "roster.csv"\nunits = "units.csv"'
+    )
+    cfg_path.write_text(text)
+    assert unit_heads(load_config(cfg_path), people(tmp_path)) == [
+        UnitHead("A", "UBND phường Hòa Minh", ("truong.a@demo.gov.vn",)),  # from the tree
+        UnitHead("B", "Phòng Tài chính - Kế hoạch", ("pho.b@demo.gov.vn",)),  # the config's
+    ]  # Q has no staff of its own: nobody to list
