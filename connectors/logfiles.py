@@ -37,7 +37,7 @@ import io
 import os
 import re
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +46,7 @@ __all__ = [
     "LogFileError",
     "LogRead",
     "Piece",
+    "Seen",
     "current_file",
     "head_of",
     "iter_lines",
@@ -82,6 +83,31 @@ class Piece:
     data: bytes
     written: datetime
     start: bool
+
+
+@dataclass
+class Seen:
+    """What a read saw besides its records, for the night's verdict on which mailboxes
+    changed (pipelines/quiet.py): whether a rotation was lost, when the log was last
+    written (UTC; the newest file read, or the current file's when no new line was), and
+    the mailboxes its lines name as changed (the reader that knows its lines fills it)."""
+
+    rotation_lost: bool = False
+    written: datetime | None = None
+    changed: set[str] = field(default_factory=set)
+    # whether a login counts as a change: not where the server logs every change itself
+    # (Dovecot's mail_log plugin), so the collector's own logins need not be told apart
+    logins: bool = True
+
+    def after(self, read: LogRead) -> None:
+        """Take what ``read`` saw, once it was read to its end."""
+        self.rotation_lost = self.rotation_lost or read.rotation_lost
+        if self.written is None:
+            try:
+                mtime = current_file(read.path).stat().st_mtime
+            except OSError:
+                return
+            self.written = datetime.fromtimestamp(mtime, UTC)
 
 
 def head_of(first_line: bytes) -> str | None:

@@ -26,8 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from connectors.dovecot_events import parse_change_line
 from connectors.logfiles import LogCursor as LogCursor  # where the cursor was defined before
-from connectors.logfiles import LogFileError, LogRead, iter_lines
+from connectors.logfiles import LogFileError, LogRead, Seen, iter_lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +143,12 @@ def read_log(
     tz: ZoneInfo,
     source: str,
     ignore_remote: Iterable[str] = (),
+    seen: Seen | None = None,
 ) -> tuple[list[Login], LogCursor]:
     """New logins since ``cursor``, and the cursor to save once they are written.
+    ``seen``, when given, is told what else the lines say: the mailboxes they name as
+    changed (a login, a delivery, a mail_log event: connectors/dovecot_events.py), a lost
+    rotation, when the log was last written.
 
     Read through the one log reader (:class:`connectors.logfiles.LogRead`): a rotation
     (``dovecot.log`` -> ``dovecot.log.1``, later ``dovecot.log.2.gz``) is followed — the
@@ -161,9 +166,17 @@ def read_log(
                 login = parse_log_line(text, year=year, tz=tz, source=source)
                 if login is not None and login.remote_addr not in ignore:
                     out.append(login)
+                    if seen is not None and seen.logins:
+                        seen.changed.add(login.mailbox)
+                elif seen is not None and (event := parse_change_line(text, year=year, tz=tz)):
+                    seen.changed.add(event.mailbox)
+            if seen is not None:
+                seen.written = piece.written
     except LogFileError as exc:
         raise LoginSourceError(str(exc)) from exc
     assert read.cursor is not None
+    if seen is not None:
+        seen.after(read)
     return out, read.cursor
 
 

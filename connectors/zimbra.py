@@ -49,7 +49,7 @@ from connectors.base import (
     SourceError,
     TransientError,
 )
-from connectors.logfiles import LogCursor, LogFileError, LogRead, iter_lines
+from connectors.logfiles import LogCursor, LogFileError, LogRead, Seen, iter_lines
 from connectors.logins import Login, LoginSourceError
 from connectors.settings import IMAPD_AUDIT_LOG as IMAPD_AUDIT_LOG
 from connectors.settings import ZimbraAdminSettings as ZimbraAdminSettings
@@ -120,8 +120,10 @@ def read_audit_log(
     source: str,
     ignore_accounts: Iterable[str] = (),
     ignore_remote: Iterable[str] = (),
+    seen: Seen | None = None,
 ) -> tuple[list[Login], LogCursor]:
-    """Logins since ``cursor`` and the cursor to save once they are written.
+    """Logins since ``cursor`` and the cursor to save once they are written (``seen``,
+    when given: the mailboxes logged in to, a lost rotation, when the log was written).
 
     Read through the one log reader (:class:`connectors.logfiles.LogRead`): the file read
     last is found again by its first line, wherever rotation moved it and whether or not it
@@ -141,9 +143,15 @@ def read_audit_log(
                 )  # fmt: skip
                 if login is not None:
                     logins.append(login)
+                    if seen is not None and seen.logins:
+                        seen.changed.add(login.mailbox)
+            if seen is not None:
+                seen.written = piece.written
     except LogFileError as exc:
         raise LoginSourceError(str(exc).replace("log file", "audit log", 1)) from exc
     assert read.cursor is not None
+    if seen is not None:
+        seen.after(read)
     return logins, read.cursor
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,16 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
+from connectors.logfiles import Seen
 from connectors.logins import LoginSourceError
 from contract.roster import load_roster
-from pipelines.config import Config, LoginSourceConfig, MailLogConfig, load_config
+from pipelines.config import (
+    CHANGE_LOG_KINDS,
+    Config,
+    LoginSourceConfig,
+    MailLogConfig,
+    load_config,
+)
 from pipelines.mail_logs import MailLogError, collect_mail_log
 from pipelines.mailbox import Collection, MailboxOutcome
 from pipelines.migrate import migrate_if_old
@@ -48,6 +56,7 @@ from pipelines.night import (
     summary_dict,
     summary_line,
 )
+from pipelines.quiet import LogEvidence, changes_from
 from pipelines.signals import collect_logins
 from pipelines.sources import OpenSource, open_sources
 from pipelines.storage import DataDir, NightConflict, ShardWriter
@@ -77,11 +86,18 @@ def run_night(nt: Night, mailboxes: Iterable[tuple[str, str | None]]) -> RunSumm
     with data.collect_lock(nt.night):
         data.recover(nt.night)
         migrate_if_old(data)
+        signals: list[MailboxOutcome] = []
+        if nt.changed_only:  # the logs first: they say which mailboxes changed since
+            signals, evidence = collect_signals(nt)
+            nt.changes = changes_from(evidence, now=datetime.now(UTC), silence=nt.log_silence)
+            _logger().info("changed only: %s", nt.changes.why)
         work, skipped = plan(nt, mailboxes)
         nt.writer = data.begin(nt.run_id, nt.night)
         try:
             collections = fetch(nt, work)
-            outcomes = [c.outcome for c in collections] + skipped + collect_signals(nt)
+            if not nt.changed_only:
+                signals, _ = collect_signals(nt)
+            outcomes = [c.outcome for c in collections] + skipped + signals
             summary = RunSummary(nt.run_id, nt.night, outcomes)
             commit(nt, summary, collections)
         except BaseException:
@@ -145,58 +161,87 @@ def write(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection | N
     return result
 
 
-def collect_signals(nt: Night) -> list[MailboxOutcome]:
+def collect_signals(nt: Night) -> tuple[list[MailboxOutcome], list[LogEvidence]]:
     """The night's login and mail log sources (each writes its own file and cursor); a
-    source that fails is that source's recorded failure, never the night's end."""
-    outcomes = []
+    source that fails is that source's recorded failure, never the night's end. With
+    ``nt.changed_only``, each log's evidence of which mailboxes changed (a source that
+    failed: evidence that is not ok, so every mailbox is read)."""
+    outcomes, evidence = [], []
     for src in nt.logins:
+        label = f"logins:{src.name}"
+        log = nt.changed_only and src.kind in CHANGE_LOG_KINDS
         try:
             graph = nt.sources[src.graph.name].source if src.graph is not None else None
             opened = graph if isinstance(graph, OpenSource) else None  # graph-signin's token
-            outcome = nt.step(collect_logins_task)(src, nt.night, nt.data, opened)
+            outcome, seen = nt.step(collect_logins_task)(src, nt.night, nt.data, opened, log)
         except Exception as exc:  # a signal source failing never stops the night
-            label = f"logins:{src.name}"
             outcome = MailboxOutcome(src.name, label, "failed", f"{type(exc).__name__}: {exc}")
+            seen = None
         outcomes.append(outcome)
+        if log:
+            evidence.append(_evidence(outcome, seen))
     for mail_log in nt.mail_logs:
+        label = f"mail_logs:{mail_log.name}"
         try:
-            outcome = nt.step(collect_mail_log_task)(mail_log, nt.night, nt.data, nt.timezone)
+            outcome, seen = nt.step(collect_mail_log_task)(mail_log, nt.night, nt.data, nt.timezone)
         except Exception as exc:  # a bug, say: recorded against the source, the night goes on
-            label = f"mail_logs:{mail_log.name}"
             outcome = MailboxOutcome(mail_log.name, label, "failed", f"{type(exc).__name__}: {exc}")
+            seen = None
         outcomes.append(outcome)
-    return outcomes
+        if nt.changed_only:
+            evidence.append(_evidence(outcome, seen))
+    return outcomes, evidence
+
+
+def _evidence(outcome: MailboxOutcome, seen: Seen | None) -> LogEvidence:
+    """One log source's evidence for pipelines/quiet.py: its mailboxes with an event, or
+    why it cannot be trusted tonight."""
+    if outcome.status != "ok" or seen is None:
+        return LogEvidence(outcome.mailbox, frozenset(), False, outcome.reason or outcome.status)
+    if seen.rotation_lost:
+        return LogEvidence(
+            outcome.mailbox, frozenset(), False, "the file read last night was not found"
+        )
+    return LogEvidence(outcome.mailbox, frozenset(seen.changed), True, "", seen.written)
 
 
 @task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{src.name}")
 def collect_logins_task(
-    src: LoginSourceConfig, night: str, data: DataDir, graph: OpenSource | None = None
-) -> MailboxOutcome:
+    src: LoginSourceConfig,
+    night: str,
+    data: DataDir,
+    graph: OpenSource | None = None,
+    log: bool = False,
+) -> tuple[MailboxOutcome, Seen | None]:
+    """One login source's night; with ``log``, what its lines say besides (``Seen``)."""
     name, started = src.name, time.monotonic()
+    seen = Seen(logins=not src.mail_log_plugin) if log else None
     try:
-        rows = collect_logins(src, night, data, graph)
+        rows = collect_logins(src, night, data, graph, seen)
     except NightConflict as exc:
-        return MailboxOutcome(name, f"logins:{name}", "skipped", str(exc))
+        return MailboxOutcome(name, f"logins:{name}", "skipped", str(exc)), None
     except LoginSourceError as exc:
-        return MailboxOutcome(name, f"logins:{name}", "failed", str(exc))
-    return MailboxOutcome(name, f"logins:{name}", "ok", "", rows, 0, time.monotonic() - started)
+        return MailboxOutcome(name, f"logins:{name}", "failed", str(exc)), None
+    seconds = time.monotonic() - started
+    return MailboxOutcome(name, f"logins:{name}", "ok", "", rows, 0, seconds), seen
 
 
 @task(name="collect-mail-log", cache_policy=NO_CACHE, task_run_name="mail-log-{src.name}")
 def collect_mail_log_task(
     src: MailLogConfig, night: str, data: DataDir, timezone: str
-) -> MailboxOutcome:
+) -> tuple[MailboxOutcome, Seen | None]:
     """One mail log's night: its rows in ``messages_new`` (not counted as messages), what
-    an operator should know (a rotation not found, lines not understood) as the reason."""
+    an operator should know (a rotation not found, lines not understood) as the reason,
+    and what its lines say changed (``Seen``)."""
     name, label, started = src.name, f"mail_logs:{src.name}", time.monotonic()
     try:
         read = collect_mail_log(src, night, data, timezone)
     except NightConflict as exc:
-        return MailboxOutcome(name, label, "skipped", str(exc))
+        return MailboxOutcome(name, label, "skipped", str(exc)), None
     except MailLogError as exc:
-        return MailboxOutcome(name, label, "failed", str(exc))
+        return MailboxOutcome(name, label, "failed", str(exc)), None
     seconds = time.monotonic() - started
-    return MailboxOutcome(name, label, "ok", read.notes(), read.rows, 0, seconds)
+    return MailboxOutcome(name, label, "ok", read.notes(), read.rows, 0, seconds), read.seen
 
 
 def commit(nt: Night, summary: RunSummary, collections: list[Collection]) -> None:

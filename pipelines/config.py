@@ -88,6 +88,9 @@ SECTIONS: dict[str, dict[str, Kind]] = {
         "retries": int,
         "retry_delay_seconds": list,
         "allowed_failures": int,
+        "changed_only": bool,
+        "sweep_every": int,
+        "log_silence_hours": (int, float),
     },
     "evaluation": {
         "policy": str,
@@ -270,6 +273,9 @@ class LoginSourceConfig:
     timezone: str = "Asia/Ho_Chi_Minh"
     day_first: bool = False
     ignore_accounts: tuple[str, ...] = ()  # zimbra-audit: the collector's own admin account
+    # dovecot-log: Dovecot's mail_log plugin logs every change (flag_change included), so
+    # for collect.changed_only a login alone is no change (pipelines/quiet.py)
+    mail_log_plugin: bool = False
     graph: SourceConfig | None = field(default=None, repr=False)  # graph-signin: its source
 
 
@@ -376,6 +382,11 @@ class Config:
     retries: int = 2
     retry_delay_seconds: tuple[int, ...] = (10, 60)
     allowed_failures: int = 0  # failed mailboxes a night may have and its flow run pass
+    # log in only to mailboxes the logs saw an event in (pipelines/quiet.py), each mailbox
+    # read at least every `sweep_every` nights; a log silent for longer means a full night
+    changed_only: bool = False
+    sweep_every: int = 7
+    log_silence_hours: float = 12.0
     policy: str = "lien-chieu-2014"
     waivers_path: Path | None = None
     reports_dir: Path = Path("reports")
@@ -724,6 +735,36 @@ def _reminders(raw: dict[str, Any]) -> ReminderConfig:
     )
 
 
+# Logs read on from a cursor, whose lines say which mailboxes changed (pipelines/quiet.py).
+CHANGE_LOG_KINDS = ("dovecot-log", "zimbra-audit")
+
+
+def _check_changed_only(
+    sources: tuple[SourceConfig, ...],
+    logins: tuple[LoginSourceConfig, ...],
+    mail_logs: tuple[MailLogConfig, ...],
+) -> None:
+    """`collect.changed_only` needs logs that see every change: logins (a client's reading,
+    moving, deleting) and deliveries (Postfix's log, or Dovecot's own LMTP lines), and IMAP
+    sources (whose unchanged folders a night can carry)."""
+    other = [s.name for s in sources if s.kind != "imap"]
+    if other:
+        raise ConfigError(
+            f"collect.changed_only: only IMAP sources can be carried from their logs, not "
+            f"{', '.join(other)}"
+        )
+    if not any(lg.kind in CHANGE_LOG_KINDS for lg in logins):
+        raise ConfigError(
+            'collect.changed_only needs a login log ([[logins]] kind = "dovecot-log" or '
+            '"zimbra-audit"): without it a client\'s reading and deleting go unseen'
+        )
+    if not mail_logs and not any(lg.kind == "dovecot-log" for lg in logins):
+        raise ConfigError(
+            "collect.changed_only needs a delivery log: [[mail_logs]] (Postfix), or Dovecot's "
+            "own log when Dovecot delivers by LMTP"
+        )
+
+
 def load_config(path: str | Path) -> Config:
     """Read and check the TOML config; relative paths are relative to the file."""
     path = Path(path).resolve()
@@ -760,6 +801,12 @@ def load_config(path: str | Path) -> Config:
     allowed_failures = collect.get("allowed_failures", 0)
     if allowed_failures < 0:
         raise ConfigError("collect.allowed_failures must be 0 or more")
+    sweep_every = collect.get("sweep_every", 7)
+    if not 1 <= sweep_every <= 31:
+        raise ConfigError("collect.sweep_every must be between 1 and 31 (nights)")
+    silence = collect.get("log_silence_hours", 12)
+    if not 1 <= silence <= 168:
+        raise ConfigError("collect.log_silence_hours must be between 1 and 168")
     roster = raw.get("roster", {}).get("path")
     if not roster:
         raise ConfigError("roster.path is required")
@@ -784,6 +831,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(
             f"scopes: each name must be unique (they name directories): {scope_names}"
         )
+    if collect.get("changed_only", False):
+        _check_changed_only(sources, logins, mail_logs)
     delivery = _delivery(raw["delivery"], base) if "delivery" in raw else None
     reminders = _reminders(raw["reminders"]) if "reminders" in raw else None
     if reminders is not None and delivery is None:
@@ -814,4 +863,7 @@ def load_config(path: str | Path) -> Config:
         retries=int(collect.get("retries", 2)),
         retry_delay_seconds=tuple(int(x) for x in collect.get("retry_delay_seconds", [10, 60])),
         allowed_failures=allowed_failures,
+        changed_only=bool(collect.get("changed_only", False)),
+        sweep_every=sweep_every,
+        log_silence_hours=float(silence),
     )

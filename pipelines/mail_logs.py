@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
-from connectors.logfiles import LogFileError, LogRead, iter_lines
+from connectors.logfiles import LogFileError, LogRead, Seen, iter_lines
 from connectors.postfix_log import LogState as ParserState
 from connectors.postfix_log import LogStats, MailRecord, delivery_rows, read_chunk
 from contract.mail_logs import MAIL_LOG_DELIVERIES
@@ -45,6 +45,9 @@ class MailLogNight:
     still_open: int = 0  # queue ids carried to the next night (deferred)
     rotation_lost: bool = False
     dropped: int = 0  # bytes of an unfinished last line in a rotated file
+    # the mailboxes tonight's lines say changed: users who submitted, recipients delivered
+    # to, and when the log was last written (pipelines/quiet.py)
+    seen: Seen = field(default_factory=Seen)
 
     def notes(self) -> str:
         """What an operator should know of this read ("" when nothing).
@@ -105,7 +108,11 @@ def collect_mail_log(
                 state.append(ParserState.seeded(first, piece.written.astimezone(log_tz)))
             r = read_chunk(piece.data, state[0], tz=tz, log_tz=log_tz)
             result.stats.add(r.stats)
+            result.seen.written = piece.written
+            _changed(r.messages, result.seen.changed)
             yield _table(r.messages, senders, accounts, result)
+        if state:  # delivered tonight, its queue id not yet removed: the mailbox changed
+            _changed(state[0].open_messages(), result.seen.changed)
         stale = state[0].drop_stale(given_up) if state else []
         result.stale = len(stale)
         yield _table(stale, senders, accounts, result)
@@ -120,10 +127,20 @@ def collect_mail_log(
         raise MailLogError(f"{src.path}: {exc}") from exc
     assert read.cursor is not None
     result.rotation_lost, result.dropped = read.rotation_lost, read.dropped
+    result.seen.after(read)
     result.still_open = len(state[0].open) if state else 0
     after = state[0].to_json() if state else None
     data.commit_log(key, LogState(night, start, read.cursor, False, carried, after))
     return result
+
+
+def _changed(records: list[MailRecord], into: set[str]) -> None:
+    """The mailboxes these messages changed: their authenticated sender (a client may have
+    saved a copy in Sent) and every recipient a copy was delivered to."""
+    for rec in records:
+        if rec.sasl_username:
+            into.add(rec.sasl_username.lower())
+        into.update(d.recipient.lower() for d in rec.deliveries if d.status == "sent")
 
 
 def _table(

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -144,6 +144,10 @@ class Night:
     # every how many nights each mailbox is read anyway (pipelines/quiet.py).
     changes: Changes | None = None
     sweep_every: int = 7
+    # `collect.changed_only`: the logs are read first and decide `changes`; a log silent
+    # for longer than `log_silence` means every mailbox is read
+    changed_only: bool = False
+    log_silence: timedelta = timedelta(hours=12)
 
     @classmethod
     def begin(
@@ -178,6 +182,9 @@ class Night:
             cfg.timezone,
             tasks,
             progress,
+            sweep_every=cfg.sweep_every,
+            changed_only=cfg.changed_only,
+            log_silence=timedelta(hours=cfg.log_silence_hours),
         )
 
     def step(self, task: Any) -> Callable[..., Any]:
@@ -288,6 +295,9 @@ def carry_plan(nt: Night, work: list[Work], last: dict[str, str]) -> list[Work]:
     return planned
 
 
+CARRIED = "carried"  # run_mailboxes.reason of a mailbox carried from its last night
+
+
 def carry(nt: Night, work: list[Work]) -> list[Collection]:
     """Stage the carried mailboxes' rows: no login, the cursors committed as they were."""
     done = []
@@ -296,7 +306,7 @@ def carry(nt: Night, work: list[Work]) -> list[Collection]:
             assert w.carried is not None
             writer.add(w.carried)
             folders = sum(1 for r in w.carried.mailbox_status if r["folder_status"] == "ok")
-            reason = f"carried from {w.carried_from}: no log event since"
+            reason = f"{CARRIED} from {w.carried_from}: no log event since"
             outcome = MailboxOutcome(w.source, w.mailbox, "ok", reason, 0, folders, 0.0)
             state = MailboxState(nt.night, dict(w.start), dict(w.start))
             done.append(Collection(outcome, None, Collected(w.mailbox, state, {}, [])))
@@ -463,14 +473,18 @@ def summary_line(result: dict[str, Any]) -> str:
 
     ``night 2026-11-20: ok 47, failed 1, skipped 0 of 48 mailboxes; login sources: ok 1
     of 1; mail log sources: ok 0, failed 1 of 1; 105 new messages`` (a kind of source not
-    configured has no clause)
+    configured has no clause; with ``collect.changed_only``, ``ok 47 (40 carried: no log
+    event)``)
     """
     prefixes = tuple(p for p, _ in SIGNAL_KINDS)
     mailboxes = Counter(
         o["status"] for o in result["outcomes"] if not o["mailbox"].startswith(prefixes)
     )
+    carried = sum(1 for o in result["outcomes"] if o["reason"].startswith(CARRIED))
     line = (
-        f"night {result['night']}: ok {mailboxes['ok']}, failed {mailboxes['failed']}, "
+        f"night {result['night']}: ok {mailboxes['ok']}"
+        + (f" ({carried} carried: no log event)" if carried else "")
+        + f", failed {mailboxes['failed']}, "
         f"skipped {mailboxes['skipped']} of {mailboxes.total()} mailboxes; "
     )
     for prefix, label in SIGNAL_KINDS:

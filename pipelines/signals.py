@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from connectors.base import SourceError
 from connectors.graph import GraphSource
+from connectors.logfiles import Seen
 from connectors.logins import (
     LogCursor,
     Login,
@@ -35,11 +36,15 @@ LOG_KINDS = ("dovecot-log", "zimbra-audit")  # read on from a cursor, night by n
 
 
 def read_source(
-    src: LoginSourceConfig, cursor: LogCursor | None = None, graph: OpenSource | None = None
+    src: LoginSourceConfig,
+    cursor: LogCursor | None = None,
+    graph: OpenSource | None = None,
+    seen: Seen | None = None,
 ) -> tuple[list[Login], LogCursor | None]:
-    """Every login a source gives now; for a log, those after ``cursor`` and the new cursor.
-    ``graph``: for graph-signin, the night's open Graph source (its token); without it,
-    one is opened for this read and closed after."""
+    """Every login a source gives now; for a log, those after ``cursor`` and the new cursor
+    (and, given ``seen``, what else its lines say: pipelines/quiet.py). ``graph``: for
+    graph-signin, the night's open Graph source (its token); without it, one is opened for
+    this read and closed after."""
     tz = ZoneInfo(src.timezone)
     if src.kind == "graph-signin":
         assert src.graph is not None
@@ -52,11 +57,13 @@ def read_source(
     if src.path is None:
         raise LoginSourceError(f"{src.name}: no path configured")
     if src.kind == "dovecot-log":
-        return read_log(src.path, cursor, tz=tz, source=src.name, ignore_remote=src.ignore_remote)
+        return read_log(
+            src.path, cursor, tz=tz, source=src.name, ignore_remote=src.ignore_remote, seen=seen
+        )
     if src.kind == "zimbra-audit":
         return read_audit_log(
             src.path, cursor, tz=tz, source=src.name,
-            ignore_accounts=src.ignore_accounts, ignore_remote=src.ignore_remote,
+            ignore_accounts=src.ignore_accounts, ignore_remote=src.ignore_remote, seen=seen,
         )  # fmt: skip
     if src.kind == "exchange-csv":
         return read_exchange_export(src.path, tz=tz, source=src.name, day_first=src.day_first), None
@@ -80,14 +87,19 @@ def read_graph_sign_ins(graph: GraphSource, name: str) -> list[Login]:
 
 
 def collect_logins(
-    src: LoginSourceConfig, night: str, data: DataDir, graph: OpenSource | None = None
+    src: LoginSourceConfig,
+    night: str,
+    data: DataDir,
+    graph: OpenSource | None = None,
+    seen: Seen | None = None,
 ) -> int:
     """Read one login source for one night and write its rows; returns how many
-    (``graph``: the night's open Graph source, for graph-signin)."""
+    (``graph``: the night's open Graph source, for graph-signin; ``seen``: told what
+    else a log's lines say, pipelines/quiet.py)."""
     before = None
     if src.kind in LOG_KINDS and (state := data.log_state(src.name)) is not None:
         before = state.start(src.name, night)  # NightConflict: a later night is read
-    logins, after = read_source(src, before, graph)
+    logins, after = read_source(src, before, graph, seen)
     rows = sorted(
         {(x.mailbox, x.login_at, x.protocol, x.remote_addr, x.source) for x in logins},
         key=lambda r: (r[0], r[1], r[2] or "", r[3] or ""),

@@ -107,6 +107,7 @@ ignore_remote = ["10.0.0.5"]
 timezone = "UTC"
 day_first = true
 ignore_accounts = ["Admin@danang.gov.vn"]
+mail_log_plugin = true
 
 [[logins]]
 name = "signin"

@@ -4,8 +4,11 @@ to, and the rows carried for it are exactly what reading it would have given."""
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+import smtplib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -190,3 +193,189 @@ def test_a_carried_night_equals_a_full_night(dovecot, src, tmp_path):
     run_night(night_of(counting, night, data, changes, every=2), [(m, "test") for m in boxes])
     assert sorted(counting.opened) == sorted(boxes)
     assert table(data, "mailbox_status", night) == table(reference, "mailbox_status", night)
+
+
+# -- the whole night from a real Dovecot's own log -----------------------------------------
+
+LOGGED = [f"nhatky{i}@danang.gov.vn" for i in range(6)]
+
+
+@pytest.fixture
+def logged(tmp_path):
+    """A Dovecot that logs every change (mail_log plugin) and delivers by LMTP, six seeded
+    mailboxes, and a config that logs in only where its log saw a change."""
+    server = LocalDovecot.start(tmp_path / "dovecot", master_password="m", mail_log=True, mta=True)
+    try:
+        for i, mailbox in enumerate(LOGGED):
+            seed_regular(server, mailbox, 8, seed=60 + i)
+        (tmp_path / "roster.csv").write_text(
+            "employee_id,full_name,email,unit_code,unit_name\n"
+            + "".join(f"NV{i},Cán bộ {i},{m},U,Văn phòng\n" for i, m in enumerate(LOGGED)),
+            encoding="utf-8",
+        )
+        config = tmp_path / "mailusage.toml"
+        config.write_text(
+            f"""[agency]
+official_domains = ["danang.gov.vn"]
+[roster]
+path = "roster.csv"
+[collect]
+changed_only = true
+sweep_every = 7
+[[sources]]
+name = "dovecot"
+host = "127.0.0.1"
+port = {server.imap_port}
+security = "plain"
+master_user = "{MASTER_USER}"
+password = {{ env = "MU_TEST_QUIET" }}
+[[logins]]
+name = "dovecot"
+kind = "dovecot-log"
+path = "{server.root / "dovecot.log"}"
+mail_log_plugin = true
+""",
+            encoding="utf-8",
+        )
+        yield server, config
+    finally:
+        server.stop()
+
+
+def logins_in_log(server: LocalDovecot) -> list[str]:
+    """Every mailbox the server logged a login to, in order (its own record of logins)."""
+    text = (server.root / "dovecot.log").read_text()
+    return [m.split(">", 1)[0] for m in text.split("Login: user=<")[1:]]
+
+
+def stored(data: Path) -> list[tuple]:
+    return duckdb.execute(
+        "select mailbox, folder, uid, message_id from read_parquet($p) order by all",
+        parameters={"p": str(data / "messages" / "*" / "*.parquet")},
+    ).fetchall()
+
+
+def test_a_night_logs_in_only_where_the_log_saw_a_change(logged, tmp_path, monkeypatch, caplog):
+    from imapclient import IMAPClient
+
+    from pipelines.collect import run_collection
+    from pipelines.night import summary_dict, summary_line
+
+    server, config = logged
+    monkeypatch.setenv("MU_TEST_QUIET", "m")
+    data = tmp_path / "data"
+    lines: list[str] = []
+
+    def night(date: str) -> list[str]:
+        before = len(logins_in_log(server))
+        summary = run_collection(config, date, plain=True)
+        assert summary.count("failed") == 0, summary.outcomes
+        lines.append(summary_line(summary_dict(summary)))
+        return sorted(logins_in_log(server)[before:])
+
+    assert night("2026-11-20") == sorted(LOGGED)  # the first night reads every mailbox
+
+    # Tonight: mail delivered to [0] by LMTP; [1] read a message in a client.
+    with smtplib.LMTP("127.0.0.1", server.lmtp_port) as lmtp:
+        lmtp.sendmail("x@gmail.com", [LOGGED[0]], b"Subject: a\r\nMessage-ID: <a@g>\r\n\r\nhi\r\n")
+    with IMAPClient("127.0.0.1", server.imap_port, ssl=False) as c:
+        c.login(f"{LOGGED[1]}*{MASTER_USER}", "m")
+        c.select_folder("INBOX")
+        c.add_flags(c.search("UNSEEN")[:1], [b"\\Seen"])
+    swept = {m for m in LOGGED if sweep_night(m, "2026-11-21", 7)}
+    assert night("2026-11-21") == sorted({LOGGED[0], LOGGED[1], *swept})
+    assert lines[-1].startswith("night 2026-11-21: ok 6 (4 carried: no log event), failed 0")
+    # what a full night would have stored: every message of the server, once
+    assert stored(data) == truth_rows(server)
+    status = duckdb.execute(
+        "select mailbox, sum(read_activity) from read_parquet($p) group by all order by 1",
+        parameters={"p": str(data / "mailbox_status" / "night=2026-11-21" / "*.parquet")},
+    ).fetchall()
+    assert dict(status)[LOGGED[1]] == 1 and all(
+        n == 0 for m, n in status if m != LOGGED[1]
+    )  # the flag change counted; carried and quiet mailboxes read nothing
+
+    # A delivery whose line was lost (written straight into the Maildir): carried, until
+    # the mailbox's sweep night reads it — once.
+    lost = next(m for m in LOGGED[2:] if m not in swept)
+    raw = make_message("x@gmail.com", [lost], date=BASE + 86400 * 12, message_id="<lost@g>")
+    server.deliver(lost, "INBOX", raw, when=BASE + 86400 * 12)
+    server.finish_seeding(lost)
+    nights = [f"2026-11-{d}" for d in range(22, 29)]
+    for date in nights:
+        read = night(date)
+        assert (lost in read) == sweep_night(lost, date, 7)
+    assert sum(sweep_night(lost, d, 7) for d in nights) == 1
+    assert stored(data) == truth_rows(server)  # 0 lost, 0 duplicated
+
+    # A rotation not found (the file read last is gone): every mailbox is read.
+    (server.root / "dovecot.log").rename(server.root / "dovecot.log.old-copy")
+    server.doveadm("log", "reopen")
+    caplog.set_level("INFO", logger="pipelines.collect")
+    assert night("2026-11-29") == sorted(LOGGED)
+    assert "changed only: logins:dovecot: the file read last night was not found" in caplog.text
+    # A log silent for longer than log_silence_hours: every mailbox is read.
+    night("2026-11-30")
+    old = (datetime.now(UTC) - timedelta(hours=13)).timestamp()
+    os.utime(server.root / "dovecot.log", (old, old))
+    caplog.clear()
+    assert night("2026-12-01") == sorted(LOGGED)
+    assert "changed only: logins:dovecot: no line since" in caplog.text
+    assert stored(data) == truth_rows(server)
+
+
+def truth_rows(server: LocalDovecot) -> list[tuple]:
+    """Every message on the server, read over IMAP as (mailbox, folder, uid, Message-ID)."""
+    from imapclient import IMAPClient
+
+    rows = []
+    for mailbox in LOGGED:
+        with IMAPClient("127.0.0.1", server.imap_port, ssl=False) as c:
+            c.login(f"{mailbox}*{MASTER_USER}", "m")
+            for _flags, _sep, folder in c.list_folders():
+                c.select_folder(folder, readonly=True)
+                uids = c.search()
+                if not uids:
+                    continue
+                got = c.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+                for uid, item in got.items():
+                    header = item[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode()
+                    mid = header.split(":", 1)[1].strip() if ":" in header else None
+                    rows.append((mailbox, folder, uid, mid or None))
+    return sorted(rows)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("", r"needs a login log \(\[\[logins\]\] kind = \"dovecot-log\""),
+        (
+            '[[logins]]\nname = "z"\nkind = "zimbra-audit"\npath = "audit.log"\n',
+            r"needs a delivery log: \[\[mail_logs\]\] \(Postfix\)",
+        ),
+        (
+            '[[sources]]\nname = "ex"\nkind = "ews"\nendpoint = "https://x/EWS/Exchange.asmx"\n'
+            'username = "u@x.vn"\npassword = { env = "X" }\n',
+            "only IMAP sources can be carried from their logs, not ex",
+        ),
+    ],
+)
+def test_changed_only_is_refused_without_logs_that_see_every_change(tmp_path, extra, message):
+    from pipelines.config import ConfigError, load_config
+
+    (tmp_path / "roster.csv").write_text("")
+    (tmp_path / "c.toml").write_text(
+        '[roster]\npath = "roster.csv"\n[collect]\nchanged_only = true\n[[sources]]\n'
+        'name = "s"\nhost = "h"\nmaster_user = "m"\npassword = { env = "X" }\n' + extra
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.toml")
+    # and with both logs it loads
+    (tmp_path / "ok.toml").write_text(
+        '[roster]\npath = "roster.csv"\n[collect]\nchanged_only = true\nsweep_every = 5\n'
+        '[[sources]]\nname = "s"\nhost = "h"\nmaster_user = "m"\npassword = { env = "X" }\n'
+        '[[logins]]\nname = "z"\nkind = "zimbra-audit"\npath = "audit.log"\n'
+        '[[mail_logs]]\nname = "p"\nkind = "postfix"\npath = "mail.log"\n'
+    )
+    cfg = load_config(tmp_path / "ok.toml")
+    assert (cfg.changed_only, cfg.sweep_every, cfg.log_silence_hours) == (True, 5, 12.0)
