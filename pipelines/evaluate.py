@@ -12,10 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
 from analytics.policy import check_month, load_policy, load_waivers
+from contract.arrays import scalar
 from contract.months import days_in, has_begun, has_ended, last_ended_month, today_in
 from contract.roster import load_roster
 from contract.usage import regular_share
@@ -72,6 +74,12 @@ def evaluation_inputs(cfg: Config) -> EvaluationInputs:
     )
 
 
+def _rows_with(column: Any, value: str) -> int:
+    """How many values of a text column are ``value`` (an Arrow scalar, not a Python one:
+    pyarrow would import pandas to look at it; contract/arrays.py)."""
+    return int(pc.sum(pc.equal(column, scalar(value, pa.string()))).as_py() or 0)
+
+
 def run_evaluation(
     config_path: str,
     month: str | None = None,
@@ -96,8 +104,8 @@ def run_evaluation(
         "people": len(result.hr_rows),
         "regular_share": None if share is None else round(share, 4),
         "capped": sum(1 for r in result.hr_rows if r["capped"]),
-        "confirmed_evidence": pc.sum(pc.equal(confidence, "confirmed")).as_py() or 0,
-        "suspected_evidence": pc.sum(pc.equal(confidence, "suspected")).as_py() or 0,
+        "confirmed_evidence": _rows_with(confidence, "confirmed"),
+        "suspected_evidence": _rows_with(confidence, "suspected"),
         "paths": {k: str(v) for k, v in result.paths.items()},
         "unit_ranking": result.unit_ranking.to_pylist(),
     }
