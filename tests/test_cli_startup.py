@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,27 @@ def test_an_evaluation_without_a_prefect_api_never_imports_prefect(tmp_path, age
     assert "EPOCH None" in run.stdout
     for name in OUTPUT_FILES:  # and it did the whole evaluation
         assert (agency.parent / "reports" / "2026-11" / name).exists(), name
+
+
+def test_a_night_without_a_prefect_api_never_imports_prefect(tmp_path, agency):
+    """`mailusage collect` runs the night without a flow when no Prefect API is configured:
+    its steps are plain functions, and Prefect stays out (here every mailbox fails: the
+    server's port is closed, and that is a night like any other)."""
+    with socket.socket() as s:  # a port nothing listens on: each login is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = agency.read_text(encoding="utf-8") + f"port = {port}\n[collect]\nretries = 0\n"
+    agency.write_text(config, encoding="utf-8")
+    code = (
+        "import sys\nfrom mailusage.cli import main\n"
+        f"rc = main(['collect', '--config', {str(agency)!r}, '--date', '2026-12-05', '--quiet'])\n"
+        f"{PREFECT_LOADED}\n"
+        "sys.exit(rc)"
+    )
+    run = _python(code, _env(tmp_path, MU_STARTUP_SECRET="unused"), tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr  # failed mailboxes: not a green night
+    assert "night 2026-12-05: ok 0, failed 11, skipped 0 of 11 mailboxes" in run.stdout, run.stdout
+    assert "PREFECT False" in run.stdout
 
 
 def test_an_evaluation_never_imports_pandas(tmp_path, agency):
