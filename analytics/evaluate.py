@@ -37,6 +37,7 @@ from analytics.queries import (
 )
 from analytics.report import month_label, render_report
 from analytics.workbook import hr_workbook
+from contract.arrays import array, from_columns, scalar
 from contract.datasets import dataset_files
 from contract.domains import public_domains
 from contract.files import atomic_write
@@ -274,6 +275,9 @@ _HR_SCHEMA = pa.schema(
 )
 NO_CAP = {"vi": "Không giới hạn", "en": "No cap"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# compute's arguments as Arrow scalars: a Python value would make pyarrow import pandas
+# (contract/arrays.py)
+_APOSTROPHE, _NOTHING = scalar("'", pa.string()), scalar("", pa.string())
 OUTPUT_FILES = (
     "person_month.parquet",
     "unit_month.parquet",
@@ -347,7 +351,7 @@ def roster_table(
     """The roster as the SQL sees it (bound as data, never as SQL text), with what each
     person's source measures: logins and forwarding are unknown without ``signals``."""
     measures = [signals(p) if signals else None for p in people]
-    columns = {
+    columns: dict[str, list[Any]] = {
         "employee_id": [p.employee_id for p in people],
         "full_name": [p.full_name for p in people],
         "email": [p.email for p in people],
@@ -379,7 +383,7 @@ def roster_table(
             ("submissions_measured", pa.bool_()),
         ]
     )
-    return pa.Table.from_pydict(columns, schema=schema)
+    return from_columns(columns, schema)
 
 
 def evaluate_month(
@@ -475,7 +479,7 @@ def rated(pm: pa.Table) -> pa.Table:
     return pm.filter(
         pc.and_(
             pc.invert(pm["is_unit_mailbox"]),
-            pc.is_in(pm["usage_class"], pa.array(sorted(RATED_CLASSES))),
+            pc.is_in(pm["usage_class"], array(sorted(RATED_CLASSES), pa.string())),
         )
     )
 
@@ -490,8 +494,8 @@ def _apply_confidence(violations: pa.Table, policy: Policy) -> pa.Table:
     downgrade = [c for c, rule in policy.codes.items() if rule.suspected_only]
     if not downgrade:
         return violations
-    mask = pc.is_in(violations["code"], pa.array(downgrade, pa.string()))
-    confidence = pc.if_else(mask, pa.scalar("suspected"), violations["confidence"])
+    mask = pc.is_in(violations["code"], array(downgrade, pa.string()))
+    confidence = pc.if_else(mask, scalar("suspected", pa.string()), violations["confidence"])
     index = violations.schema.get_field_index("confidence")
     return violations.set_column(index, "confidence", confidence)
 
@@ -500,7 +504,7 @@ def _with_counterparts(pm: pa.Table, cp: pa.Table) -> pa.Table:
     by_mailbox = {r["mailbox"]: r for r in cp.to_pylist()}
     for col in ("msgs_official", "msgs_public", "msgs_other", "public_addresses"):
         values = [by_mailbox.get(m, {}).get(col, 0) for m in pm["mailbox"].to_pylist()]
-        pm = pm.append_column(col, pa.array(values, pa.int64()))
+        pm = pm.append_column(col, array(values, pa.int64()))
     return pm
 
 
@@ -510,7 +514,7 @@ def _hr_rows(
     """One row per roster person (unit mailboxes are not people)."""
     policy = inputs.policy
     confirmed: dict[str, list[dict[str, Any]]] = defaultdict(list)  # employee -> evidence
-    mine = violations.filter(pc.equal(violations["confidence"], "confirmed"))
+    mine = violations.filter(pc.equal(violations["confidence"], scalar("confirmed", pa.string())))
     local = pa.timestamp("s", tz=inputs.timezone)
     days_local = pc.cast(pc.cast(mine["evidence_date"], local), pa.date32())
     facts = mine.select(["employee_id", "code", "rule", "counterpart", "seen_night"])
@@ -711,7 +715,8 @@ def neutralise(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array
     if not pa.types.is_string(column.type):
         return column
     risky = functools.reduce(pc.or_, (pc.starts_with(column, p) for p in _FORMULA_START))
-    return pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+    quoted = pc.binary_join_element_wise(_APOSTROPHE, column, _NOTHING)
+    return pc.if_else(risky, quoted, column)
 
 
 def _csv_bytes(columns: Sequence[str], table: pa.Table, lang: str) -> bytes:
@@ -738,7 +743,7 @@ def _mapped(column: pa.ChunkedArray | pa.Array, words: Callable[[Any], str]) -> 
     ['có', None, 'có']
     """
     values = pc.drop_null(pc.unique(column))
-    text = pa.array([words(v) for v in values.to_pylist()], pa.string())
+    text = array([words(v) for v in values.to_pylist()], pa.string())
     return pc.take(text, pc.index_in(column, value_set=values))
 
 
@@ -748,20 +753,21 @@ def _evidence_table(
     """The evidence of one confidence with the person's name and unit, whether it counts
     toward the cap, and its time in the agency's zone (ISO 8601 with the offset);
     ``confidence``, ``counts`` and ``rule`` in ``lang`` (``code`` stays the stable code)."""
-    mine = violations.filter(pc.equal(violations["confidence"], confidence))
-    ids = pa.array([p.employee_id for p in inputs.people], pa.string())
+    mine = violations.filter(pc.equal(violations["confidence"], scalar(confidence, pa.string())))
+    ids = array([p.employee_id for p in inputs.people], pa.string())
     where = pc.index_in(mine["employee_id"], value_set=ids)
 
     def roster(values: list[str]) -> pa.ChunkedArray | pa.Array:
-        return pc.fill_null(pc.take(pa.array(values, pa.string()), where), "")
+        return pc.fill_null(pc.take(array(values, pa.string()), where), _NOTHING)
 
     counting = [c for c, rule in inputs.policy.codes.items() if rule.counts]
-    counts = pc.is_in(mine["code"], value_set=pa.array(counting, pa.string()))
+    counts = pc.is_in(mine["code"], value_set=array(counting, pa.string()))
     if confidence != "confirmed":
-        counts = pc.and_(counts, False)
+        counts = pc.and_(counts, scalar(False, pa.bool_()))
     local = pa.timestamp("s", tz=inputs.timezone)
     when = pc.floor_temporal(mine["evidence_date"], unit="second").cast(local)
-    counts = pc.if_else(pc.fill_null(counts, False), "yes", "no")
+    counted = pc.fill_null(counts, scalar(False, pa.bool_()))
+    counts = pc.if_else(counted, scalar("yes", pa.string()), scalar("no", pa.string()))
     table = (
         mine.append_column("full_name", roster([p.full_name for p in inputs.people]))
         .append_column("unit", roster([p.unit_name for p in inputs.people]))

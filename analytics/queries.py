@@ -18,6 +18,7 @@ from duckdb.func import PythonUDFType
 from duckdb.sqltypes import BOOLEAN, VARCHAR
 
 from analytics.policy import check_month
+from contract.arrays import empty_table
 from contract.datasets import BY_NIGHT, DATASETS, NIGHTLY, dataset_files, night_of
 from contract.domains import DomainList
 from contract.mail_logs import MAIL_LOG_DELIVERIES
@@ -211,8 +212,8 @@ class Workspace:
                 )
                 rel.create_view(name)
             else:  # nothing collected yet: an empty table of the same shape
-                empty = DATASETS[name].empty_table()
-                empty = empty.append_column("night", pa.array([], pa.date32()))
+                empty = empty_table(DATASETS[name])
+                empty = empty.append_column("night", pa.nulls(0, pa.date32()))
                 ws.register(name, empty)
         ws.register("roster", roster)
         register_domain_lists(con, official=official, public=public, registration=registration)

@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from analytics import charts
 from analytics.policy import code_name
+from contract.arrays import array, scalar
 from contract.months import days_in, months_back, next_month
 from contract.signals import SIGNAL_NAMES
 from contract.usage import is_rated, regular_share
@@ -532,25 +533,22 @@ def report_context(result: Any, inputs: Any, lang: str) -> dict[str, Any]:
     units = {p.employee_id: p.unit_name for p in inputs.people}
     by_code: dict[str, set[str]] = defaultdict(set)
     by_code_unit: dict[tuple[str, str], set[str]] = defaultdict(set)
+    unattended_ids: set[str] = set()
     v = result.violations
-    confirmed = v.filter(pc.equal(v["confidence"], "confirmed")).select(["employee_id", "code"])
-    for employee_id, code in zip(*confirmed.to_pydict().values(), strict=True):
+    confirmed = v.filter(pc.equal(v["confidence"], scalar("confirmed", pa.string())))
+    evidence = confirmed.select(["employee_id", "code"]).to_pydict()
+    for employee_id, code in zip(evidence["employee_id"], evidence["code"], strict=True):
         if code == "UNIT_MAILBOX_UNATTENDED":
+            unattended_ids.add(employee_id)
             continue
         by_code[code].add(employee_id)
         by_code_unit[(code, units.get(employee_id, ""))].add(employee_id)
-    unattended_ids = set(
-        v.filter(
-            pc.and_(
-                pc.equal(v["code"], "UNIT_MAILBOX_UNATTENDED"),
-                pc.equal(v["confidence"], "confirmed"),
-            )
-        )["employee_id"].to_pylist()
-    )
     below = result.person_month.filter(
         pc.and_(
             pc.invert(result.person_month["is_unit_mailbox"]),
-            pc.is_in(result.person_month["usage_class"], pa.array(["occasional", "inactive"])),
+            pc.is_in(
+                result.person_month["usage_class"], array(["occasional", "inactive"], pa.string())
+            ),
         )
     )
     lower_bound = below.num_rows - below["unmeasured"].null_count

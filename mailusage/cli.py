@@ -96,7 +96,7 @@ def _read_config(args: argparse.Namespace) -> Any:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from contract.roster import RosterError, load_roster
-    from pipelines.collect import collect, run_collection
+    from pipelines.collect import run_collection
     from pipelines.config import ConfigError, load_config
     from pipelines.mailbox import MailboxOutcome
     from pipelines.night import (
@@ -133,6 +133,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
         try:
             if args.prefect or _prefect_api():  # the run shows in a Prefect UI
+                from pipelines.collect import collect  # the flow: imports Prefect
+
                 result = collect(config_path=str(cfg.path), night=args.date)
             else:  # the same code, without a temporary Prefect server
                 result = summary_dict(run_collection(cfg, args.date, progress=tick))

@@ -9,6 +9,10 @@ One path for the CLI, the Prefect flow, the tests and the benchmarks (:func:`run
     write   each mailbox's rows staged in its shard's files once it is read whole
     commit  the night's files built; cursors, folder index and run records committed in
             one transaction, then published
+
+Prefect is imported only when a flow runs: the flow (``pipelines.collect.collect``,
+prefect.yaml's entrypoint) is built on first use and the steps become tasks only in its
+run, so `mailusage collect` without a Prefect API does not pay Prefect's import.
 """
 
 from __future__ import annotations
@@ -21,11 +25,6 @@ from contextvars import copy_context
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
 
 from connectors.logfiles import Seen
 from connectors.logins import LoginSourceError
@@ -47,6 +46,7 @@ from pipelines.night import (
     Work,
     carry,
     failed_beyond,
+    in_flow_run,
     in_passes,
     plan,
     preflight,
@@ -73,7 +73,7 @@ def run_collection(
     cfg = config if isinstance(config, Config) else load_config(Path(config).resolve())
     people = load_roster(cfg.roster_path, lambda: [s.name for s in cfg.sources])
     preflight(cfg, people, night)
-    tasks = FlowRunContext.get() is not None if plain is None else not plain
+    tasks = in_flow_run() if plain is None else not plain
     mailboxes = [(p.email, p.source) for p in people if p.email]  # "": none issued
     with open_sources(cfg) as sources:  # each opened once for the night, closed after it
         return run_night(Night.begin(cfg, night, sources, progress, tasks), mailboxes)
@@ -124,7 +124,7 @@ def fetch(nt: Night, work: list[Work]) -> list[Collection]:
         results += done
     rest = [w for w in work if first.get(w.source) is not w] + again
     parts = shards(rest, nt.concurrency * 4)
-    shard = nt.step(collect_shard_task)
+    shard = nt.step(collect_shard, "collect-shard", "shard-{shard}")
     with ThreadPoolExecutor(max_workers=nt.concurrency) as pool:
         futures = [
             pool.submit(copy_context().run, shard, nt, f"{i:04d}", s) for i, s in enumerate(parts)
@@ -139,8 +139,7 @@ def fetch(nt: Night, work: list[Work]) -> list[Collection]:
     return results
 
 
-@task(name="collect-shard", cache_policy=NO_CACHE, task_run_name="shard-{shard}")
-def collect_shard_task(nt: Night, shard: str, work: list[Work]) -> list[Collection]:
+def collect_shard(nt: Night, shard: str, work: list[Work]) -> list[Collection]:
     """One shard's mailboxes, one connection at a time; transient failures tried again
     after the shard's first pass, with the configured delays."""
     with nt.staged(shard) as writer:
@@ -173,7 +172,8 @@ def collect_signals(nt: Night) -> tuple[list[MailboxOutcome], list[LogEvidence]]
         try:
             graph = nt.sources[src.graph.name].source if src.graph is not None else None
             opened = graph if isinstance(graph, OpenSource) else None  # graph-signin's token
-            outcome, seen = nt.step(collect_logins_task)(src, nt.night, nt.data, opened, log)
+            step = nt.step(collect_login_source, "collect-logins", "logins-{src.name}")
+            outcome, seen = step(src, nt.night, nt.data, opened, log)
         except Exception as exc:  # a signal source failing never stops the night
             outcome = MailboxOutcome(src.name, label, "failed", f"{type(exc).__name__}: {exc}")
             seen = None
@@ -183,7 +183,8 @@ def collect_signals(nt: Night) -> tuple[list[MailboxOutcome], list[LogEvidence]]
     for mail_log in nt.mail_logs:
         label = f"mail_logs:{mail_log.name}"
         try:
-            outcome, seen = nt.step(collect_mail_log_task)(mail_log, nt.night, nt.data, nt.timezone)
+            step = nt.step(collect_mail_log_source, "collect-mail-log", "mail-log-{src.name}")
+            outcome, seen = step(mail_log, nt.night, nt.data, nt.timezone)
         except Exception as exc:  # a bug, say: recorded against the source, the night goes on
             outcome = MailboxOutcome(mail_log.name, label, "failed", f"{type(exc).__name__}: {exc}")
             seen = None
@@ -205,8 +206,7 @@ def _evidence(outcome: MailboxOutcome, seen: Seen | None) -> LogEvidence:
     return LogEvidence(outcome.mailbox, frozenset(seen.changed), True, "", seen.written)
 
 
-@task(name="collect-logins", cache_policy=NO_CACHE, task_run_name="logins-{src.name}")
-def collect_logins_task(
+def collect_login_source(
     src: LoginSourceConfig,
     night: str,
     data: DataDir,
@@ -226,8 +226,7 @@ def collect_logins_task(
     return MailboxOutcome(name, f"logins:{name}", "ok", "", rows, 0, seconds), seen
 
 
-@task(name="collect-mail-log", cache_policy=NO_CACHE, task_run_name="mail-log-{src.name}")
-def collect_mail_log_task(
+def collect_mail_log_source(
     src: MailLogConfig, night: str, data: DataDir, timezone: str
 ) -> tuple[MailboxOutcome, Seen | None]:
     """One mail log's night: its rows in ``messages_new`` (not counted as messages), what
@@ -253,14 +252,17 @@ def commit(nt: Night, summary: RunSummary, collections: list[Collection]) -> Non
 
 def _logger() -> Any:
     """The flow run's logger inside a flow, the module's outside."""
-    return get_run_logger() if FlowRunContext.get() else logging.getLogger(__name__)
+    if not in_flow_run():
+        return logging.getLogger(__name__)
+    from prefect import get_run_logger
+
+    return get_run_logger()
 
 
 ARTIFACT_ROWS = 1000  # a night where everything failed lists this many, and says so
 
 
-@flow(name="collect", log_prints=False)
-def collect(config_path: str, night: str | None = None) -> dict[str, Any]:
+def _collect_flow(config_path: str, night: str | None = None) -> dict[str, Any]:
     """Nightly collection flow (deployment: 01:30 Asia/Ho_Chi_Minh).
 
     Returns ``{"run_id", "night", "ok", "failed", "skipped", "messages_new", "outcomes"}``;
@@ -268,6 +270,9 @@ def collect(config_path: str, night: str | None = None) -> dict[str, Any]:
     `collect.allowed_failures` (default 0), after the night's data is committed. The
     failed mailboxes and their reasons are a table artifact, ``collect-failures``.
     """
+    from prefect import get_run_logger
+    from prefect.artifacts import create_table_artifact
+
     logger = get_run_logger()
     cfg = load_config(Path(config_path).resolve())
     summary = run_collection(cfg, night)
@@ -291,3 +296,15 @@ def collect(config_path: str, night: str | None = None) -> dict[str, Any]:
     if why:
         raise NightFailed(why, result)
     return result
+
+
+def __getattr__(name: str) -> Any:
+    """``collect``, the Prefect flow (prefect.yaml's ``pipelines/collect.py:collect``),
+    built on first use so that a night run without a flow never imports Prefect."""
+    if name != "collect":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from prefect import flow
+
+    built = flow(name="collect", log_prints=False)(_collect_flow)
+    globals()["collect"] = built  # one Flow object per process
+    return built

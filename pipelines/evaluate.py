@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.evaluate import EvaluationInputs, evaluate_month, rated
 from analytics.policy import Policy, check_month, load_policy, load_waivers
 from analytics.scopes import write_bundles
+from contract.arrays import scalar
 from contract.months import days_in, has_begun, has_ended, last_ended_month, today_in
 from contract.roster import RosterNotes, load_roster
 from contract.scopes import Bundle, Scope
@@ -103,6 +105,12 @@ def month_bundles(cfg: Config, month: str) -> list[Bundle]:
     return [Bundle(s.name, d, s.recipients) for s, d in found if (d / "report.pdf").exists()]
 
 
+def _rows_with(column: Any, value: str) -> int:
+    """How many values of a text column are ``value`` (an Arrow scalar, not a Python one:
+    pyarrow would import pandas to look at it; contract/arrays.py)."""
+    return int(pc.sum(pc.equal(column, scalar(value, pa.string()))).as_py() or 0)
+
+
 def run_evaluation(
     config_path: str,
     month: str | None = None,
@@ -130,8 +138,8 @@ def run_evaluation(
         "people": len(result.hr_rows),
         "regular_share": None if share is None else round(share, 4),
         "capped": sum(1 for r in result.hr_rows if r["capped"]),
-        "confirmed_evidence": pc.sum(pc.equal(confidence, "confirmed")).as_py() or 0,
-        "suspected_evidence": pc.sum(pc.equal(confidence, "suspected")).as_py() or 0,
+        "confirmed_evidence": _rows_with(confidence, "confirmed"),
+        "suspected_evidence": _rows_with(confidence, "suspected"),
         "paths": {k: str(v) for k, v in result.paths.items()},
         "unit_ranking": result.unit_ranking.to_pylist(),
         **({"bundles": {k: str(v) for k, v in bundles.items()}} if scopes else {}),

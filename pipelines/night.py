@@ -7,8 +7,10 @@ report it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -187,10 +189,11 @@ class Night:
             log_silence=timedelta(hours=cfg.log_silence_hours),
         )
 
-    def step(self, task: Any) -> Callable[..., Any]:
-        """``task`` as this night runs its steps: a Prefect task in a flow run (one task
-        run per shard in the UI), its plain function outside one."""
-        return task if self.tasks else task.fn  # type: ignore[no-any-return]
+    def step(self, fn: Callable[..., Any], name: str, run_name: str) -> Callable[..., Any]:
+        """``fn`` as this night runs its steps: a Prefect task named ``name`` in a flow run
+        (one task run per shard in the UI, each named ``run_name`` of its arguments), the
+        plain function outside one, where Prefect is then never imported."""
+        return _as_task(fn, name, run_name) if self.tasks else fn
 
     def staged(self, shard: str) -> closing[ShardWriter]:
         """Where one shard stages its mailboxes' rows, closed when the shard ends."""
@@ -200,6 +203,24 @@ class Night:
     def report(self, outcome: MailboxOutcome) -> None:
         if self.progress is not None:
             self.progress(outcome)
+
+
+@functools.cache  # one Prefect task per step and process
+def _as_task(fn: Callable[..., Any], name: str, run_name: str) -> Any:
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(name=name, cache_policy=NO_CACHE, task_run_name=run_name)(fn)
+
+
+def in_flow_run() -> bool:
+    """Whether this runs inside a Prefect flow run; never without Prefect imported (a flow
+    run imports it), so asking does not import it."""
+    if "prefect.context" not in sys.modules:
+        return False
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
 
 
 def new_run_id(salt: str) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from analytics.evaluate import OUTPUT_FILES
-from tests.analytics.fixture import build, people
+from tests.analytics.fixture import ROSTER, build, people
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_LOADED = (
@@ -93,6 +94,64 @@ def test_an_evaluation_without_a_prefect_api_never_imports_prefect(tmp_path, age
     assert "EPOCH None" in run.stdout
     for name in OUTPUT_FILES:  # and it did the whole evaluation
         assert (agency.parent / "reports" / "2026-11" / name).exists(), name
+
+
+def test_a_night_without_a_prefect_api_never_imports_prefect(tmp_path, agency):
+    """`mailusage collect` runs the night without a flow when no Prefect API is configured:
+    its steps are plain functions, and Prefect stays out (here every mailbox fails: the
+    server's port is closed, and that is a night like any other)."""
+    with socket.socket() as s:  # a port nothing listens on: each login is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = agency.read_text(encoding="utf-8") + f"port = {port}\n[collect]\nretries = 0\n"
+    agency.write_text(config, encoding="utf-8")
+    code = (
+        "import sys\nfrom mailusage.cli import main\n"
+        f"rc = main(['collect', '--config', {str(agency)!r}, '--date', '2026-12-05', '--quiet'])\n"
+        f"{PREFECT_LOADED}\n"
+        "sys.exit(rc)"
+    )
+    run = _python(code, _env(tmp_path, MU_STARTUP_SECRET="unused"), tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr  # failed mailboxes: not a green night
+    assert "night 2026-12-05: ok 0, failed 11, skipped 0 of 11 mailboxes" in run.stdout, run.stdout
+    assert "PREFECT False" in run.stdout
+
+
+def test_an_evaluation_never_imports_pandas(tmp_path, agency):
+    """pyarrow imports pandas (~0.18 s) the first time it is handed a Python value
+    (``pa.array``, ``pa.scalar``, ``pc.equal(column, "x")``, ``schema.empty_table()``): the
+    evaluation builds its arrays and scalars through contract/arrays.py instead. The paths
+    that touch Arrow all run here: datasets never collected (logins, forwarding, contacts),
+    a code the policy trusts only as "suspected" (review.csv), a name Excel would run as a
+    formula."""
+    preset = ROOT / "analytics" / "policies" / "lien-chieu-2014.toml"
+    code = "[codes.OFFICIAL_ADDRESS_REGISTERED]\n"
+    policy = preset.read_text(encoding="utf-8").replace(code, code + 'confidence = "suspected"\n')
+    assert 'confidence = "suspected"' in policy
+    (agency.parent / "policy.toml").write_text(policy, encoding="utf-8")
+    rows = [("P05", "=Hoàng Văn Em", *r[2:]) if r[0] == "P05" else r for r in ROSTER]
+    people(agency.parent, rows)
+    config = agency.read_text(encoding="utf-8") + '[evaluation]\npolicy = "policy.toml"\n'
+    agency.write_text(config, encoding="utf-8")
+    command = ["evaluate", "--config", str(agency), "--month", "2026-11"]
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mailusage.cli", *command],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path, MU_STARTUP_SECRET="unused"),
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    modules = {
+        ln.split("|")[-1].strip() for ln in run.stderr.splitlines() if ln.startswith("import time:")
+    }
+    assert {"pyarrow.compute", "duckdb", "analytics.evaluate"} <= modules  # importtime reported
+    assert not {m for m in modules if m.split(".")[0] == "pandas"}
+    reports = agency.parent / "reports" / "2026-11"
+    review = (reports / "review.csv").read_text(encoding="utf-8-sig")
+    assert review.count("OFFICIAL_ADDRESS_REGISTERED") == 2  # P05's two, downgraded
+    assert "'=Hoàng Văn Em" in review  # neutralised for Excel
 
 
 @pytest.mark.parametrize(
