@@ -37,7 +37,7 @@ from analytics.queries import (
 )
 from analytics.report import month_label, render_report
 from analytics.workbook import hr_workbook
-from contract.arrays import array, from_columns, scalar
+from contract.arrays import array, from_columns, from_rows, scalar
 from contract.datasets import dataset_files
 from contract.domains import public_domains
 from contract.files import atomic_write
@@ -791,7 +791,7 @@ def _evidence_table(
 
 def hr_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     """HR rows (:func:`_hr_rows`) as the table the CSV and the workbook are written from."""
-    return pa.Table.from_pylist(list(rows), schema=_HR_SCHEMA)
+    return from_rows(list(rows), _HR_SCHEMA)
 
 
 def _write(
