@@ -98,10 +98,12 @@ class Seen:
     # whether a login counts as a change: not where the server logs every change itself
     # (Dovecot's mail_log plugin), so the collector's own logins need not be told apart
     logins: bool = True
+    first: bool = False  # the log's first read: nothing says what came before its lines
 
     def after(self, read: LogRead) -> None:
         """Take what ``read`` saw, once it was read to its end."""
         self.rotation_lost = self.rotation_lost or read.rotation_lost
+        self.first = read.start is None
         if self.written is None:
             try:
                 mtime = current_file(read.path).stat().st_mtime

@@ -56,7 +56,7 @@ from pipelines.night import (
     summary_dict,
     summary_line,
 )
-from pipelines.quiet import LogEvidence, changes_from
+from pipelines.quiet import Changes, LogEvidence, changes_from
 from pipelines.signals import collect_logins
 from pipelines.sources import OpenSource, open_sources
 from pipelines.storage import DataDir, NightConflict, ShardWriter
@@ -87,9 +87,12 @@ def run_night(nt: Night, mailboxes: Iterable[tuple[str, str | None]]) -> RunSumm
         data.recover(nt.night)
         migrate_if_old(data)
         signals: list[MailboxOutcome] = []
+        since = data.changed_only_since()
         if nt.changed_only:  # the logs first: they say which mailboxes changed since
             signals, evidence = collect_signals(nt)
             nt.changes = changes_from(evidence, now=datetime.now(UTC), silence=nt.log_silence)
+            if since is None or since >= nt.night:  # the nights before read the logs after
+                nt.changes = Changes(None, "the first night read from the logs first")
             _logger().info("changed only: %s", nt.changes.why)
         work, skipped = plan(nt, mailboxes)
         nt.writer = data.begin(nt.run_id, nt.night)
@@ -100,6 +103,8 @@ def run_night(nt: Night, mailboxes: Iterable[tuple[str, str | None]]) -> RunSumm
             outcomes = [c.outcome for c in collections] + skipped + signals
             summary = RunSummary(nt.run_id, nt.night, outcomes)
             commit(nt, summary, collections)
+            if nt.changed_only != (since is not None):  # from the first such night on
+                data.set_changed_only_since(nt.night if nt.changed_only else None)
         except BaseException:
             nt.writer.abandon()
             raise
@@ -202,6 +207,10 @@ def _evidence(outcome: MailboxOutcome, seen: Seen | None) -> LogEvidence:
     if seen.rotation_lost:
         return LogEvidence(
             outcome.mailbox, frozenset(), False, "the file read last night was not found"
+        )
+    if seen.first:
+        return LogEvidence(
+            outcome.mailbox, frozenset(), False, "its first read: nothing says what came before"
         )
     return LogEvidence(outcome.mailbox, frozenset(seen.changed), True, "", seen.written)
 

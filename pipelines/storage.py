@@ -426,6 +426,23 @@ class DataDir:
             row = con.execute("select value from meta where key = 'layout'").fetchone()
         return row[0] if row else None
 
+    def changed_only_since(self) -> str | None:
+        """The first night of the nights in a row run with ``collect.changed_only``, which
+        read their logs before their mailboxes (pipelines/quiet.py); None when the last
+        night committed did not."""
+        with self.db() as con:
+            row = con.execute("select value from meta where key = 'changed_only_since'").fetchone()
+        return row[0] if row else None
+
+    def set_changed_only_since(self, night: str | None) -> None:
+        with self.db() as con, con:
+            if night is None:
+                con.execute("delete from meta where key = 'changed_only_since'")
+            else:
+                con.execute(
+                    "insert or replace into meta values ('changed_only_since', ?)", (night,)
+                )
+
     def states(self) -> dict[str, MailboxState]:
         """Every mailbox's commit record (one query, whatever the number of nights)."""
         with self.db() as con:

@@ -323,6 +323,17 @@ def test_a_night_logs_in_only_where_the_log_saw_a_change(logged, tmp_path, monke
     assert "changed only: logins:dovecot: no line since" in caplog.text
     assert stored(data) == truth_rows(server)
 
+    # A night run without changed_only read its logs after its mailboxes: the next night
+    # with it cannot trust them for what came between, and reads every mailbox once.
+    text = config.read_text()
+    config.write_text(text.replace("changed_only = true\n", ""))
+    assert night("2026-12-02") == sorted(LOGGED)
+    config.write_text(text)
+    caplog.clear()
+    assert night("2026-12-03") == sorted(LOGGED)
+    assert "changed only: the first night read from the logs first" in caplog.text
+    assert len(night("2026-12-04")) < len(LOGGED)  # and from then on, carried again
+
 
 def truth_rows(server: LocalDovecot) -> list[tuple]:
     """Every message on the server, read over IMAP as (mailbox, folder, uid, Message-ID)."""
