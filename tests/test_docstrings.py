@@ -44,6 +44,7 @@ SKETCHES = {
     "pipelines.storage.DataDir.plan_forget": "a data directory",
     "analytics.evaluate": "a month's inputs",
     "analytics.scopes": "a month's inputs and its evaluation",
+    "analytics.export": "a month's inputs and a collected data directory",
     "pipelines.evaluate.month_bundles": "a mailusage.toml with [[scopes]]",
     "analytics.queries": "a data directory and a roster table",
     "analytics.workbook": "a rated table",
