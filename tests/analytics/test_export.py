@@ -376,6 +376,30 @@ def test_the_command_as_an_operator_meets_it(store, tmp_path):
     forced = _cli(*base, "--scope", SCOPE, "--force")
     assert forced.returncode == 0, forced.stderr
     assert "in the clear" in forced.stdout
+    office = tmp_path / "tckh.duckdb"  # a [[scopes]] entry with its own policy
+    run = _cli(
+        "--config", cfg, "--from", "2026-10", "--to", MONTH, "--out", str(office), "--scope", "tckh"
+    )
+    assert run.returncode == 0, run.stderr
+    readme = dict(zip(*_tables(office)["readme"].to_pydict().values(), strict=True))
+    assert readme["policy"] == "phu-giao-2018" and readme["scope_root"] == "B"
+    assert readme["months"] == "2026-10, 2026-11"
+    backwards = _cli(
+        "--config",
+        cfg,
+        "--from",
+        MONTH,
+        "--to",
+        "2026-10",
+        "--out",
+        str(office),
+        "--scope",
+        "B",
+        "--force",
+    )
+    assert backwards.returncode == 2 and "--to 2026-10 is before --from 2026-11" in backwards.stderr
+    both = _cli(*base, "--from", MONTH, "--scope", "B")
+    assert both.returncode == 2 and "not both" in both.stderr
     nothing = _cli(
         "--config", cfg, "--month", "2025-01", "--out", str(tmp_path / "n.duckdb"), "--scope", "all"
     )
