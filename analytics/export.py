@@ -407,14 +407,14 @@ def _domains_table(tables: Mapping[str, pa.Table], lists: Mapping[str, list[str]
     found: set[str] = set()
     for name, table in tables.items():
         for col in table.column_names:
-            rule = _OVERRIDES.get((name, col)) or COLUMN_RULES.get(col)
+            rule = rule_of(name, col)
             values: list[str | None] = []
             if rule == "address":
-                values = table[col].to_pylist()
+                values = pc.unique(table[col]).to_pylist()
             elif rule == "addresses":
-                values = pc.list_flatten(table[col]).to_pylist()
+                values = pc.unique(pc.list_flatten(table[col])).to_pylist()
             elif col in ("sender_domain", "recipient_domain"):
-                found.update(v for v in table[col].to_pylist() if v)
+                found.update(v for v in pc.unique(table[col]).to_pylist() if v)
             found.update(domain_of(v) for v in values if v and "@" in v)
     domains = pa.array(sorted(found), pa.string())
     return pa.table(
@@ -445,32 +445,31 @@ def export_scope(
     tree = inputs.tree()
     units = scope_units(tree, scope)
     people = members(inputs.people, units)
-    wanted = {a for p in people for a in (p.email, *p.personal_emails) if a}
-    outsiders = frozenset(
-        a.lower()
-        for p in inputs.people
-        for a in (p.email, *p.personal_emails)
-        if a and a.lower() not in {w.lower() for w in wanted}
-    )
+    # every address the roster gives its people outside the scope (a member's wins)
+    mine = {a.lower() for p in people for a in (p.email, *p.personal_emails) if a}
+    roster = {a.lower() for p in inputs.people for a in (p.email, *p.personal_emails) if a}
+    outsiders = frozenset(roster - mine)
+    policy = policy or inputs.policy
     lists = {
         "official": list(inputs.official_domains),
         "public": public_domains(inputs.public_domains_extra),
-        "registration": list((policy or inputs.policy).registration_domains),
+        "registration": list(policy.registration_domains),
     }
-    tables: dict[str, pa.Table] = {
+    found: dict[str, pa.Table] = {
         "units": _units_table(tree, units),
         "roster": roster_table(people, inputs.signals_of),
         **_dataset_rows(inputs, people, months, lists),
-        **_evaluated(inputs, tree, scope, policy or inputs.policy, people, months),
+        **_evaluated(inputs, tree, scope, policy, people, months),
     }
+    # outsiders masked in both forms; the domains are those of the masked addresses
+    masked = {n: _transform(n, t, outsiders, None) for n, t in found.items()}
     pseudo = Pseudonymiser(key) if key is not None else None
-    if pseudo is None:  # outsiders masked in the clear too: the domains are those written
-        tables = {n: _transform(n, t, outsiders, None) for n, t in tables.items()}
-        tables["domains"] = _domains_table(tables, lists)
-    else:
-        masked = {n: _transform(n, t, outsiders, None) for n, t in tables.items()}
-        tables = {n: _transform(n, t, outsiders, pseudo) for n, t in masked.items()}
-        tables["domains"] = _domains_table(masked, lists)
+    tables = (
+        masked
+        if pseudo is None
+        else {n: _transform(n, t, outsiders, pseudo) for n, t in masked.items()}
+    )
+    tables["domains"] = _domains_table(masked, lists)
     counts = {n: t.num_rows for n, t in tables.items()}
     first, last = months[0], months[-1]
     nights = (month_nights(first)[0], month_nights(last)[1])
@@ -487,7 +486,7 @@ def export_scope(
         "months": ", ".join(months),
         "nights": f"{nights[0]} .. {nights[1]} (mailbox_status, forwarding)",
         "period": f"{period[0]} .. {period[1]} (messages, contacts, logins, mail log, by date)",
-        "policy": (policy or inputs.policy).name,
+        "policy": policy.name,
         "pseudonymised": "yes" if pseudo else "no",
         "key_id": pseudo.key_id() if pseudo else "",
         "outside_scope": f"{OUTSIDE}@<domain>: the address of a roster person outside the scope",
