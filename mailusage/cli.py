@@ -486,22 +486,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
     key = None
     if args.pseudonymise:
-        if cfg.export is None:
-            err.print(
-                f"[red]error:[/red] --pseudonymise needs the hashing key: add \\[export] key = "
-                f'{{ env = "MAILUSAGE_EXPORT_KEY" }} to {escape(str(cfg.path))}'
-            )
-            return 2
-        problem = cfg.export.key.problem()
-        if problem:
-            err.print(f"[red]error:[/red] export.key: {escape(problem)}")
-            return 2
-        key = cfg.export.key.resolve().encode("utf-8")
-        if len(key) < 16:
-            err.print(
-                f"[red]error:[/red] export.key ({escape(cfg.export.key.describe())}) is "
-                "shorter than 16 bytes: a short key can be guessed and every pseudonym undone"
-            )
+        from pipelines.secrets import export_key
+
+        try:
+            key = export_key(cfg)
+        except ConfigError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
             return 2
     from pipelines.evaluate import evaluation_inputs, scope_policies
 

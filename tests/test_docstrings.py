@@ -39,6 +39,7 @@ SKETCHES = {
     "pipelines.remind.unit_heads": "a loaded config and its roster",
     "analytics.standing": "a month's inputs and a collected data directory",
     "pipelines.secrets.secret_problems": "a loaded config",
+    "pipelines.secrets.export_key": "a loaded config",
     "pipelines.night.skipped_behind": "a night's result",
     "pipelines.storage.DataDir.stored_rows": "a data directory",
     "pipelines.storage.DataDir.plan_forget": "a data directory",

@@ -435,3 +435,21 @@ def test_the_key_is_a_reference_only(tmp_path, section, message):
     cfg.write_text(cfg.read_text(encoding="utf-8") + "\n" + section, encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(cfg)
+
+
+def test_doctor_shows_whether_the_export_key_is_usable(store, monkeypatch):
+    from mailusage.doctor import run_doctor
+
+    config = load_config(store)
+    for value, status, detail in (
+        (KEY, "ok", "set, by reference (env MAILUSAGE_TEST_EXPORT_KEY)"),
+        ("k1x", "fail", "is shorter than 16 bytes"),
+        (None, "fail", "MAILUSAGE_TEST_EXPORT_KEY is not set (it holds the export key)"),
+    ):
+        if value is None:
+            monkeypatch.delenv("MAILUSAGE_TEST_EXPORT_KEY", raising=False)
+        else:
+            monkeypatch.setenv("MAILUSAGE_TEST_EXPORT_KEY", value)
+        (check,) = [c for c in run_doctor(config) if c.subject == "export"]
+        assert (check.check, check.status) == ("key", status) and detail in check.detail
+        assert value is None or value not in check.detail.replace("export.key", "")
