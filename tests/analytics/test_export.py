@@ -295,6 +295,16 @@ def test_the_pseudonymised_export_names_nobody(store, tmp_path):
     domain = [a.rpartition("@")[2] for a in pseudo["messages"]["mailbox"].to_pylist()]
     assert domain == [a.rpartition("@")[2] for a in clear["messages"]["mailbox"].to_pylist()]
     assert "full_name" not in pseudo["roster"].column_names
+    # the tables still join on their pseudonyms: ids across roster, person_month and
+    # violations, addresses across roster and the datasets
+    ids = set(pseudo["roster"]["employee_id"].to_pylist())
+    assert set(pseudo["person_month"]["employee_id"].to_pylist()) == ids
+    assert set(pseudo["violations"]["employee_id"].to_pylist()) <= ids
+    emails = set(pseudo["roster"]["email"].to_pylist())
+    assert set(pseudo["messages"]["mailbox"].to_pylist()) <= emails
+    assert set(pseudo["mailbox_status"]["mailbox"].to_pylist()) <= emails
+    sent = set(pseudo["messages"]["message_id"].to_pylist())
+    assert sent & set(pseudo["mail_log_deliveries"]["message_id"].to_pylist())
     assert "rule_name" not in pseudo["forwarding"].column_names
 
 
