@@ -130,6 +130,8 @@ def store(tmp_path_factory) -> Path:
     cfg = _config(root)
     with cfg.open("a", encoding="utf-8") as fh:
         fh.write('\n[export]\nkey = { env = "MAILUSAGE_TEST_EXPORT_KEY" }\n')
+        # the month is evaluated with the mail log: its columns are exported too
+        fh.write('\n[[mail_logs]]\nkind = "postfix"\npath = "mail.log"\n')
     return cfg
 
 
@@ -247,6 +249,8 @@ def test_each_table_holds_the_stores_rows_of_the_scope(store, tmp_path):
         assert exported == sorted(
             (r[key], r.get("code") or "", str(r.get("message_id"))) for r in mine
         )
+    assert "sent_submitted" in tables["person_month"].column_names
+    assert "queue_id" in tables["violations"].column_names
     regular = {r["employee_id"]: r["usage_class"] for r in tables["person_month"].to_pylist()}
     assert regular["P01"] == "regular" and regular["P09"] == "occasional"
 
