@@ -5,6 +5,7 @@ $ mailusage collect --config mailusage.toml --date 2026-11-23
 $ mailusage evaluate --config mailusage.toml --month 2026-11
 $ mailusage deliver --config mailusage.toml --month 2026-11 --dry-run
 $ mailusage remind --config mailusage.toml --date 2026-11-15 --dry-run
+$ mailusage export --config mailusage.toml --scope phu-giao --month 2026-11 --out pg.duckdb
 $ mailusage forget-night --config mailusage.toml 2027-01-15 --dry-run
 $ mailusage compact --config mailusage.toml
 $ mailusage demo
@@ -463,6 +464,66 @@ def cmd_remind(args: argparse.Namespace) -> int:
     return 1 if unsure else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from analytics.evaluate import MonthNotCollected
+    from analytics.export import ExportError, export_scope, months_between, resolve_scope
+    from analytics.policy import PolicyError
+    from contract.roster import RosterError
+    from pipelines.config import ConfigError
+
+    if args.month and (args.from_month or args.to_month):
+        err.print("[red]error:[/red] give --month, or --from and --to, not both")
+        return 2
+    first = args.month or args.from_month
+    last = args.month or args.to_month or args.from_month
+    if not first:
+        err.print("[red]error:[/red] --month (or --from and --to) is needed")
+        return 2
+    cfg = _read_config(args)
+    if cfg is None:
+        return 2
+    out_path = Path(args.out)
+    if out_path.exists() and not args.force:
+        err.print(f"[red]error:[/red] {escape(str(out_path))} exists (--force replaces it)")
+        return 2
+    key = None
+    if args.pseudonymise:
+        from pipelines.secrets import export_key
+
+        try:
+            key = export_key(cfg)
+        except ConfigError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            return 2
+    from pipelines.evaluate import evaluation_inputs, scope_policies
+
+    try:
+        months = months_between(first, last)
+        inputs = evaluation_inputs(cfg)
+        scope = resolve_scope(args.scope, cfg.scopes, inputs.tree())
+        policies = dict((s.name, p) for s, p in scope_policies(cfg, inputs))
+        summary = export_scope(
+            inputs,
+            scope,
+            months,
+            out_path,
+            policy=policies.get(scope.name),  # a [[scopes]] entry's own policy
+            key=key,
+            agency=cfg.agency,
+        )
+    except (ExportError, ConfigError, RosterError, PolicyError, MonthNotCollected) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 2
+    form = "pseudonymised" if summary.pseudonymised else "in the clear (names and addresses)"
+    out.print(
+        f"{escape(str(summary.path))}: scope {escape(summary.scope)}, {summary.people} "
+        f"people, {', '.join(summary.months)}, {form}"
+    )
+    for name, rows in summary.tables.items():
+        out.print(f"  {name}: {rows:,} rows")
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from pipelines.migrate import convert_layout
     from pipelines.storage import CollectionBusy, DataDir
@@ -707,6 +768,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
     p.set_defaults(func=cmd_remind)
+    p = _command(
+        sub,
+        "export",
+        "one scope's data as a DuckDB file for an analyst, optionally pseudonymised",
+        "Writes OUT, one DuckDB file holding only the scope's people: the roster rows of "
+        "its units, their mailboxes' collected rows (messages, mailbox_status, logins, "
+        "forwarding, contacts, mail_log_deliveries) for the months asked, those months' "
+        "person_month, unit_month and violations, and a readme table. A roster person "
+        "outside the scope is written outside-scope@<domain>. With --pseudonymise, every "
+        "address, employee id, message id and folder is a keyed hash (the key: [export] "
+        "key) and names are dropped; domains and their classes stay. The columns are "
+        "listed in docs/data-dictionary.md, 'Analyst exports'.",
+        {
+            0: "written",
+            2: _BAD + ", an unknown --scope, a month with no collected night, OUT exists "
+            "(without --force), or --pseudonymise without a usable [export] key; nothing "
+            "was written",
+        },
+    )
+    _config(p)
+    p.add_argument(
+        "--scope",
+        required=True,
+        help="a [[scopes]] name, a unit_code of the tree (that unit and every unit below "
+        "it), or `all` for the whole tree",
+    )
+    p.add_argument("--month", type=_month, default=None, help="the month, YYYY-MM")
+    p.add_argument("--from", dest="from_month", type=_month, default=None, help="first month")
+    p.add_argument("--to", dest="to_month", type=_month, default=None, help="last month")
+    p.add_argument("--out", required=True, metavar="OUT", help="the DuckDB file to write")
+    p.add_argument(
+        "--pseudonymise",
+        action="store_true",
+        help="keyed hashes instead of addresses and ids, names dropped ([export] key)",
+    )
+    p.add_argument("--force", action="store_true", help="replace OUT when it exists")
+    p.set_defaults(func=cmd_export)
     p = _command(
         sub,
         "forget-night",

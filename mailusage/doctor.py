@@ -30,7 +30,7 @@ from pipelines.config import (
     MailLogConfig,
     SourceConfig,
 )
-from pipelines.secrets import secret_problems
+from pipelines.secrets import export_key, secret_problems
 from pipelines.signals import LOG_KINDS, read_source
 from pipelines.sources import build_source
 
@@ -142,6 +142,13 @@ def run_doctor(cfg: Config) -> list[Check]:
     checks.extend(_signal_checks(cfg))
     checks.extend(mail_log_check(m, cfg.timezone) for m in cfg.mail_logs)
     checks.extend(_delivery_checks(cfg, people if roster_read else None))
+    if cfg.export is not None:  # the key of pseudonymised exports (mailusage export)
+        try:
+            export_key(cfg)
+            detail = f"set, by reference ({cfg.export.key.describe()})"
+            checks.append(Check("export", "key", "ok", detail))
+        except ConfigError as exc:
+            checks.append(Check("export", "key", "fail", str(exc)))
     return checks
 
 

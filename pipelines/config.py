@@ -61,6 +61,14 @@ _DELIVERY_TOML = {"sender": "from"}
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """``[export]``: the key pseudonymised analyst exports are hashed under
+    (``mailusage export --pseudonymise``; analytics/export.py), by reference."""
+
+    key: SecretRef = field(repr=False)
+
+
+@dataclass(frozen=True)
 class ReminderConfig:
     """``[reminders]``: on these days of the month, each unit head gets the list of their
     unit's staff not yet active this month (sent through ``[delivery]``'s server).
@@ -108,6 +116,8 @@ SECTIONS: dict[str, dict[str, Kind]] = {
     },
     # reminders to unit heads before the month closes (pipelines/remind.py)
     "reminders": keys_of(ReminderConfig, kinds={"heads": dict}),
+    # the key of pseudonymised analyst exports (analytics/export.py), by reference
+    "export": {"key": (dict, str)},
 }
 TOP_LEVEL: dict[str, Kind] = {
     **{name: dict for name in SECTIONS},
@@ -399,6 +409,7 @@ class Config:
     scopes: tuple[Scope, ...] = ()  # [[scopes]]: a bundle each under reports/YYYY-MM/<name>/
     delivery: DeliveryConfig | None = None
     reminders: ReminderConfig | None = None
+    export: ExportConfig | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -839,7 +850,13 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(
             "reminders: needs a [delivery] section (the SMTP server reminders are sent through)"
         )
+    export = None
+    if "export" in raw:
+        if "key" not in raw["export"]:
+            raise ConfigError('export.key is required: { env = "VAR" } naming the hashing key')
+        export = ExportConfig(_secret(raw["export"]["key"], "export.key"))
     return Config(
+        export=export,
         scopes=scopes,
         delivery=delivery,
         reminders=reminders,

@@ -129,6 +129,35 @@ def secret_problems(cfg: Config, people: list[Person] | None = None) -> list[Sec
     return out
 
 
+MIN_EXPORT_KEY_BYTES = 16  # a shorter key can be guessed, and every pseudonym undone
+
+
+def export_key(cfg: Config) -> bytes:
+    """The key pseudonymised exports are hashed under (``[export] key``), or ConfigError
+    saying why there is none: no ``[export]``, the reference unset, a key too short.
+
+    >>> export_key(cfg)
+    Traceback (most recent call last):
+    pipelines.errors.ConfigError: --pseudonymise needs the hashing key: add [export] key = …
+    """
+    if cfg.export is None:
+        raise ConfigError(
+            f'--pseudonymise needs the hashing key: add [export] key = {{ env = "VAR" }} '
+            f"to {cfg.path}"
+        )
+    ref = cfg.export.key
+    problem = ref.problem()
+    if problem:
+        raise ConfigError(f"export.key: {problem.replace('a password', 'the export key')}")
+    key = ref.resolve().encode("utf-8")
+    if len(key) < MIN_EXPORT_KEY_BYTES:
+        raise ConfigError(
+            f"export.key ({ref.describe()}) is shorter than {MIN_EXPORT_KEY_BYTES} bytes: a "
+            "short key can be guessed and every pseudonym undone"
+        )
+    return key
+
+
 def _from_env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
