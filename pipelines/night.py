@@ -501,7 +501,7 @@ def summary_line(result: dict[str, Any]) -> str:
     mailboxes = Counter(
         o["status"] for o in result["outcomes"] if not o["mailbox"].startswith(prefixes)
     )
-    carried = sum(1 for o in result["outcomes"] if o["reason"].startswith(CARRIED))
+    carried = sum(1 for o in result["outcomes"] if o.get("reason", "").startswith(CARRIED))
     line = (
         f"night {result['night']}: ok {mailboxes['ok']}"
         + (f" ({carried} carried: no log event)" if carried else "")
