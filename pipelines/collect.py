@@ -18,7 +18,6 @@ run, so `mailusage collect` without a Prefect API does not pay Prefect's import.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -26,17 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors.logfiles import Seen
-from connectors.logins import LoginSourceError
 from contract.roster import load_roster
 from pipelines.config import (
-    CHANGE_LOG_KINDS,
     Config,
-    LoginSourceConfig,
-    MailLogConfig,
     load_config,
 )
-from pipelines.mail_logs import MailLogError, collect_mail_log
 from pipelines.mailbox import Collection, MailboxOutcome
 from pipelines.migrate import migrate_if_old
 from pipelines.night import (
@@ -56,10 +49,10 @@ from pipelines.night import (
     summary_dict,
     summary_line,
 )
-from pipelines.quiet import Changes, LogEvidence, changes_from
-from pipelines.signals import collect_logins
-from pipelines.sources import OpenSource, open_sources
-from pipelines.storage import DataDir, NightConflict, ShardWriter
+from pipelines.quiet import Changes, changes_from
+from pipelines.signals import collect_signals
+from pipelines.sources import open_sources
+from pipelines.storage import ShardWriter
 
 
 def run_collection(
@@ -163,93 +156,6 @@ def write(nt: Night, w: Work, writer: ShardWriter, last: bool) -> Collection | N
             result.rows = None
         nt.report(result.outcome)
     return result
-
-
-def collect_signals(nt: Night) -> tuple[list[MailboxOutcome], list[LogEvidence]]:
-    """The night's login and mail log sources (each writes its own file and cursor); a
-    source that fails is that source's recorded failure, never the night's end. With
-    ``nt.changed_only``, each log's evidence of which mailboxes changed (a source that
-    failed: evidence that is not ok, so every mailbox is read)."""
-    outcomes, evidence = [], []
-    for src in nt.logins:
-        label = f"logins:{src.name}"
-        log = nt.changed_only and src.kind in CHANGE_LOG_KINDS
-        try:
-            graph = nt.sources[src.graph.name].source if src.graph is not None else None
-            opened = graph if isinstance(graph, OpenSource) else None  # graph-signin's token
-            step = nt.step(collect_login_source, "collect-logins", "logins-{src.name}")
-            outcome, seen = step(src, nt.night, nt.data, opened, log)
-        except Exception as exc:  # a signal source failing never stops the night
-            outcome = MailboxOutcome(src.name, label, "failed", f"{type(exc).__name__}: {exc}")
-            seen = None
-        outcomes.append(outcome)
-        if log:
-            evidence.append(_evidence(outcome, seen))
-    for mail_log in nt.mail_logs:
-        label = f"mail_logs:{mail_log.name}"
-        try:
-            step = nt.step(collect_mail_log_source, "collect-mail-log", "mail-log-{src.name}")
-            outcome, seen = step(mail_log, nt.night, nt.data, nt.timezone)
-        except Exception as exc:  # a bug, say: recorded against the source, the night goes on
-            outcome = MailboxOutcome(mail_log.name, label, "failed", f"{type(exc).__name__}: {exc}")
-            seen = None
-        outcomes.append(outcome)
-        if nt.changed_only:
-            evidence.append(_evidence(outcome, seen))
-    return outcomes, evidence
-
-
-def _evidence(outcome: MailboxOutcome, seen: Seen | None) -> LogEvidence:
-    """One log source's evidence for pipelines/quiet.py: its mailboxes with an event, or
-    why it cannot be trusted tonight."""
-    if outcome.status != "ok" or seen is None:
-        return LogEvidence(outcome.mailbox, frozenset(), False, outcome.reason or outcome.status)
-    if seen.rotation_lost:
-        return LogEvidence(
-            outcome.mailbox, frozenset(), False, "the file read last night was not found"
-        )
-    if seen.first:
-        return LogEvidence(
-            outcome.mailbox, frozenset(), False, "its first read: nothing says what came before"
-        )
-    return LogEvidence(outcome.mailbox, frozenset(seen.changed), True, "", seen.written)
-
-
-def collect_login_source(
-    src: LoginSourceConfig,
-    night: str,
-    data: DataDir,
-    graph: OpenSource | None = None,
-    log: bool = False,
-) -> tuple[MailboxOutcome, Seen | None]:
-    """One login source's night; with ``log``, what its lines say besides (``Seen``)."""
-    name, started = src.name, time.monotonic()
-    seen = Seen(logins=not src.mail_log_plugin) if log else None
-    try:
-        rows = collect_logins(src, night, data, graph, seen)
-    except NightConflict as exc:
-        return MailboxOutcome(name, f"logins:{name}", "skipped", str(exc)), None
-    except LoginSourceError as exc:
-        return MailboxOutcome(name, f"logins:{name}", "failed", str(exc)), None
-    seconds = time.monotonic() - started
-    return MailboxOutcome(name, f"logins:{name}", "ok", "", rows, 0, seconds), seen
-
-
-def collect_mail_log_source(
-    src: MailLogConfig, night: str, data: DataDir, timezone: str
-) -> tuple[MailboxOutcome, Seen | None]:
-    """One mail log's night: its rows in ``messages_new`` (not counted as messages), what
-    an operator should know (a rotation not found, lines not understood) as the reason,
-    and what its lines say changed (``Seen``)."""
-    name, label, started = src.name, f"mail_logs:{src.name}", time.monotonic()
-    try:
-        read = collect_mail_log(src, night, data, timezone)
-    except NightConflict as exc:
-        return MailboxOutcome(name, label, "skipped", str(exc)), None
-    except MailLogError as exc:
-        return MailboxOutcome(name, label, "failed", str(exc)), None
-    seconds = time.monotonic() - started
-    return MailboxOutcome(name, label, "ok", read.notes(), read.rows, 0, seconds), read.seen
 
 
 def commit(nt: Night, summary: RunSummary, collections: list[Collection]) -> None:

@@ -1,4 +1,6 @@
-"""Server-side signals collected with the nightly run: the `logins` dataset.
+"""Server-side signals collected with the nightly run: the `logins` dataset, and the
+night's step that reads every login and mail log source (:func:`collect_signals`), with
+what their lines say changed (pipelines/quiet.py).
 
 Each `[[logins]]` source writes `logins/night=N/<source>.parquet`. A log source keeps its
 read position in the state database beside the mailboxes' cursors (`DataDir.commit_log`:
@@ -8,6 +10,7 @@ re-reads the same lines and a killed run loses none.
 
 from __future__ import annotations
 
+import time
 from contextlib import closing
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -28,9 +31,13 @@ from connectors.logins import (
 )
 from connectors.zimbra import read_audit_log
 from contract.datasets import LOGINS
-from pipelines.config import LoginSourceConfig
+from pipelines.config import CHANGE_LOG_KINDS, LoginSourceConfig, MailLogConfig
+from pipelines.mail_logs import MailLogError, collect_mail_log
+from pipelines.mailbox import MailboxOutcome
+from pipelines.night import Night
+from pipelines.quiet import LogEvidence
 from pipelines.sources import OpenSource, build_source
-from pipelines.storage import DataDir, LogState
+from pipelines.storage import DataDir, LogState, NightConflict
 
 LOG_KINDS = ("dovecot-log", "zimbra-audit")  # read on from a cursor, night by night
 
@@ -111,3 +118,93 @@ def collect_logins(
     if after is not None:
         data.commit_log(src.name, LogState(night, before, after))
     return int(table.num_rows)
+
+
+# -- the night's signal sources, each a step of its own ------------------------------------
+
+
+def collect_signals(nt: Night) -> tuple[list[MailboxOutcome], list[LogEvidence]]:
+    """The night's login and mail log sources (each writes its own file and cursor); a
+    source that fails is that source's recorded failure, never the night's end. With
+    ``nt.changed_only``, each log's evidence of which mailboxes changed (a source that
+    failed: evidence that is not ok, so every mailbox is read)."""
+    outcomes, evidence = [], []
+    for src in nt.logins:
+        label = f"logins:{src.name}"
+        log = nt.changed_only and src.kind in CHANGE_LOG_KINDS
+        try:
+            graph = nt.sources[src.graph.name].source if src.graph is not None else None
+            opened = graph if isinstance(graph, OpenSource) else None  # graph-signin's token
+            step = nt.step(collect_login_source, "collect-logins", "logins-{src.name}")
+            outcome, seen = step(src, nt.night, nt.data, opened, log)
+        except Exception as exc:  # a signal source failing never stops the night
+            outcome = MailboxOutcome(src.name, label, "failed", f"{type(exc).__name__}: {exc}")
+            seen = None
+        outcomes.append(outcome)
+        if log:
+            evidence.append(_evidence(outcome, seen))
+    for mail_log in nt.mail_logs:
+        label = f"mail_logs:{mail_log.name}"
+        try:
+            step = nt.step(collect_mail_log_source, "collect-mail-log", "mail-log-{src.name}")
+            outcome, seen = step(mail_log, nt.night, nt.data, nt.timezone)
+        except Exception as exc:  # a bug, say: recorded against the source, the night goes on
+            outcome = MailboxOutcome(mail_log.name, label, "failed", f"{type(exc).__name__}: {exc}")
+            seen = None
+        outcomes.append(outcome)
+        if nt.changed_only:
+            evidence.append(_evidence(outcome, seen))
+    return outcomes, evidence
+
+
+def _evidence(outcome: MailboxOutcome, seen: Seen | None) -> LogEvidence:
+    """One log source's evidence for pipelines/quiet.py: its mailboxes with an event, or
+    why it cannot be trusted tonight."""
+    if outcome.status != "ok" or seen is None:
+        return LogEvidence(outcome.mailbox, frozenset(), False, outcome.reason or outcome.status)
+    if seen.rotation_lost:
+        return LogEvidence(
+            outcome.mailbox, frozenset(), False, "the file read last night was not found"
+        )
+    if seen.first:
+        return LogEvidence(
+            outcome.mailbox, frozenset(), False, "its first read: nothing says what came before"
+        )
+    return LogEvidence(outcome.mailbox, frozenset(seen.changed), True, "", seen.written)
+
+
+def collect_login_source(
+    src: LoginSourceConfig,
+    night: str,
+    data: DataDir,
+    graph: OpenSource | None = None,
+    log: bool = False,
+) -> tuple[MailboxOutcome, Seen | None]:
+    """One login source's night; with ``log``, what its lines say besides (``Seen``)."""
+    name, started = src.name, time.monotonic()
+    seen = Seen(logins=not src.mail_log_plugin) if log else None
+    try:
+        rows = collect_logins(src, night, data, graph, seen)
+    except NightConflict as exc:
+        return MailboxOutcome(name, f"logins:{name}", "skipped", str(exc)), None
+    except LoginSourceError as exc:
+        return MailboxOutcome(name, f"logins:{name}", "failed", str(exc)), None
+    seconds = time.monotonic() - started
+    return MailboxOutcome(name, f"logins:{name}", "ok", "", rows, 0, seconds), seen
+
+
+def collect_mail_log_source(
+    src: MailLogConfig, night: str, data: DataDir, timezone: str
+) -> tuple[MailboxOutcome, Seen | None]:
+    """One mail log's night: its rows in ``messages_new`` (not counted as messages), what
+    an operator should know (a rotation not found, lines not understood) as the reason,
+    and what its lines say changed (``Seen``)."""
+    name, label, started = src.name, f"mail_logs:{src.name}", time.monotonic()
+    try:
+        read = collect_mail_log(src, night, data, timezone)
+    except NightConflict as exc:
+        return MailboxOutcome(name, label, "skipped", str(exc)), None
+    except MailLogError as exc:
+        return MailboxOutcome(name, label, "failed", str(exc)), None
+    seconds = time.monotonic() - started
+    return MailboxOutcome(name, label, "ok", read.notes(), read.rows, 0, seconds), read.seen
