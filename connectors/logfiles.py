@@ -88,28 +88,33 @@ class Piece:
 @dataclass
 class Seen:
     """What a read saw besides its records, for the night's verdict on which mailboxes
-    changed (pipelines/quiet.py): whether a rotation was lost, when the log was last
-    written (UTC; the newest file read, or the current file's when no new line was), and
-    the mailboxes its lines name as changed (the reader that knows its lines fills it)."""
+    changed (pipelines/quiet.py), filled by the reader that knows its lines: the mailboxes
+    they name as changed, every mailbox they name at all (the collector's own logins
+    included: a log whose names match no roster address names mailboxes some other way),
+    the time of the newest line it could date (a log whose lines stopped is silent, however
+    recently its file was touched), and whether lines may be missing (a rotation not found,
+    an unfinished line dropped from a rotated file)."""
 
-    rotation_lost: bool = False
-    written: datetime | None = None
     changed: set[str] = field(default_factory=set)
+    named: set[str] = field(default_factory=set)
+    latest: datetime | None = None
     # whether a login counts as a change: not where the server logs every change itself
     # (Dovecot's mail_log plugin), so the collector's own logins need not be told apart
     logins: bool = True
+    rotation_lost: bool = False
+    dropped: int = 0
     first: bool = False  # the log's first read: nothing says what came before its lines
+
+    def dated(self, when: datetime) -> None:
+        """A line of this time was read."""
+        if self.latest is None or when > self.latest:
+            self.latest = when
 
     def after(self, read: LogRead) -> None:
         """Take what ``read`` saw, once it was read to its end."""
         self.rotation_lost = self.rotation_lost or read.rotation_lost
+        self.dropped += read.dropped
         self.first = read.start is None
-        if self.written is None:
-            try:
-                mtime = current_file(read.path).stat().st_mtime
-            except OSError:
-                return
-            self.written = datetime.fromtimestamp(mtime, UTC)
 
 
 def head_of(first_line: bytes) -> str | None:

@@ -21,8 +21,8 @@ import csv
 import re
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -146,9 +146,9 @@ def read_log(
     seen: Seen | None = None,
 ) -> tuple[list[Login], LogCursor]:
     """New logins since ``cursor``, and the cursor to save once they are written.
-    ``seen``, when given, is told what else the lines say: the mailboxes they name as
-    changed (a login, a delivery, a mail_log event: connectors/dovecot_events.py), a lost
-    rotation, when the log was last written.
+    ``seen``, when given, is told what else the lines say (:class:`Seen`): the mailboxes
+    they name as changed (a login, a delivery, a mail_log event:
+    connectors/dovecot_events.py), the newest line's time, lines that may be missing.
 
     Read through the one log reader (:class:`connectors.logfiles.LogRead`): a rotation
     (``dovecot.log`` -> ``dovecot.log.1``, later ``dovecot.log.2.gz``) is followed — the
@@ -160,24 +160,56 @@ def read_log(
     out: list[Login] = []
     try:
         for piece in read:
-            year = piece.written.astimezone(tz).year  # syslog stamps carry no year
+            written = piece.written
+            year = written.astimezone(tz).year  # syslog stamps carry no year
             for raw in iter_lines(piece.data):
                 text = raw.decode("utf-8", "replace")
                 login = parse_log_line(text, year=year, tz=tz, source=source)
-                if login is not None and login.remote_addr not in ignore:
-                    out.append(login)
-                    if seen is not None and seen.logins:
-                        seen.changed.add(login.mailbox)
+                if login is not None:
+                    login = _in_year_written(login, written)
+                    if login.remote_addr not in ignore:
+                        out.append(login)
+                    if seen is not None:
+                        _seen_login(seen, login, login.remote_addr not in ignore)
                 elif seen is not None and (event := parse_change_line(text, year=year, tz=tz)):
+                    at = _before(event.at, written)
                     seen.changed.add(event.mailbox)
-            if seen is not None:
-                seen.written = piece.written
+                    seen.named.add(event.mailbox)
+                    seen.dated(at)
     except LogFileError as exc:
         raise LoginSourceError(str(exc)) from exc
     assert read.cursor is not None
     if seen is not None:
         seen.after(read)
     return out, read.cursor
+
+
+# A login by POP3 reads and deletes, and one by ManageSieve edits forwarding rules: neither
+# is in what Dovecot's mail_log plugin logs of an IMAP session, so they are changes always.
+_ALWAYS_CHANGES = ("pop3", "managesieve")
+
+
+def _seen_login(seen: Seen, login: Login, counted: bool) -> None:
+    seen.named.add(login.mailbox)
+    seen.dated(login.login_at)
+    if counted and (seen.logins or login.protocol in _ALWAYS_CHANGES):
+        seen.changed.add(login.mailbox)
+
+
+def _before(at: datetime, written: datetime) -> datetime:
+    """A syslog stamp dated in the file's year that falls after the file was written
+    belongs to the year before (a line of 31 December read in January)."""
+    if at > written + timedelta(days=1):
+        try:
+            return at.replace(year=at.year - 1)
+        except ValueError:  # 29 February
+            return at - timedelta(days=365)
+    return at
+
+
+def _in_year_written(login: Login, written: datetime) -> Login:
+    at = _before(login.login_at, written)
+    return login if at == login.login_at else replace(login, login_at=at)
 
 
 # -- exports from other servers -----------------------------------------------------------

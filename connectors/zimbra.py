@@ -143,10 +143,10 @@ def read_audit_log(
                 )  # fmt: skip
                 if login is not None:
                     logins.append(login)
-                    if seen is not None and seen.logins:
+                    if seen is not None:
                         seen.changed.add(login.mailbox)
-            if seen is not None:
-                seen.written = piece.written
+                        seen.named.add(login.mailbox)
+                        seen.dated(login.login_at)
     except LogFileError as exc:
         raise LoginSourceError(str(exc).replace("log file", "audit log", 1)) from exc
     assert read.cursor is not None

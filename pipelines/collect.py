@@ -83,7 +83,10 @@ def run_night(nt: Night, mailboxes: Iterable[tuple[str, str | None]]) -> RunSumm
         since = data.changed_only_since()
         if nt.changed_only:  # the logs first: they say which mailboxes changed since
             signals, evidence = collect_signals(nt)
-            nt.changes = changes_from(evidence, now=datetime.now(UTC), silence=nt.log_silence)
+            roster = frozenset(m.lower() for m, _ in mailboxes)
+            nt.changes = changes_from(
+                evidence, now=datetime.now(UTC), silence=nt.log_silence, roster=roster
+            )
             if since is None or since >= nt.night:  # the nights before read the logs after
                 nt.changes = Changes(None, "the first night read from the logs first")
             _logger().info("changed only: %s", nt.changes.why)

@@ -764,6 +764,11 @@ def _check_changed_only(
             f"collect.changed_only: only IMAP sources can be carried from their logs, not "
             f"{', '.join(other)}"
         )
+    if len(sources) > 1:  # which log covers which server cannot be told yet
+        raise ConfigError(
+            "collect.changed_only: one IMAP source only (its server's logs configured); "
+            f"this config has {len(sources)}"
+        )
     if not any(lg.kind in CHANGE_LOG_KINDS for lg in logins):
         raise ConfigError(
             'collect.changed_only needs a login log ([[logins]] kind = "dovecot-log" or '

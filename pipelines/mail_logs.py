@@ -108,11 +108,10 @@ def collect_mail_log(
                 state.append(ParserState.seeded(first, piece.written.astimezone(log_tz)))
             r = read_chunk(piece.data, state[0], tz=tz, log_tz=log_tz)
             result.stats.add(r.stats)
-            result.seen.written = piece.written
-            _changed(r.messages, result.seen.changed)
+            _changed(r.messages, result.seen)
             yield _table(r.messages, senders, accounts, result)
         if state:  # delivered tonight, its queue id not yet removed: the mailbox changed
-            _changed(state[0].open_messages(), result.seen.changed)
+            _changed(state[0].open_messages(), result.seen)
         stale = state[0].drop_stale(given_up) if state else []
         result.stale = len(stale)
         yield _table(stale, senders, accounts, result)
@@ -134,13 +133,18 @@ def collect_mail_log(
     return result
 
 
-def _changed(records: list[MailRecord], into: set[str]) -> None:
+def _changed(records: list[MailRecord], into: Seen) -> None:
     """The mailboxes these messages changed: their authenticated sender (a client may have
     saved a copy in Sent) and every recipient a copy was delivered to."""
     for rec in records:
         if rec.sasl_username:
-            into.add(rec.sasl_username.lower())
-        into.update(d.recipient.lower() for d in rec.deliveries if d.status == "sent")
+            into.changed.add(rec.sasl_username.lower())
+        sent = [d.recipient.lower() for d in rec.deliveries if d.status == "sent"]
+        into.changed.update(sent)
+        into.named.update(sent)
+        for when in (rec.time, *(d.time for d in rec.deliveries)):
+            if when is not None:
+                into.dated(when)
 
 
 def _table(

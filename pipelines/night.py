@@ -26,7 +26,13 @@ from connectors.base import FolderCursor, ForwardingSource, MailboxSource, Sourc
 from contract.datasets import FORWARDING, RUN_MAILBOXES, RUNS
 from contract.domains import public_matcher
 from contract.people import Person
-from pipelines.config import Config, ConfigError, LoginSourceConfig, MailLogConfig
+from pipelines.config import (
+    CHANGE_LOG_KINDS,
+    Config,
+    ConfigError,
+    LoginSourceConfig,
+    MailLogConfig,
+)
 from pipelines.mailbox import Collection, ContactScan, MailboxOutcome, read_mailbox
 from pipelines.quiet import Changes, carried_rows, read_reason
 from pipelines.secrets import secret_problems
@@ -150,6 +156,9 @@ class Night:
     # for longer than `log_silence` means every mailbox is read
     changed_only: bool = False
     log_silence: timedelta = timedelta(hours=12)
+    # the change logs record reading itself (Dovecot's mail_log plugin): a carried night
+    # then read nothing; otherwise its reading is unknown (pipelines/quiet.py)
+    reading_logged: bool = True
 
     @classmethod
     def begin(
@@ -187,6 +196,11 @@ class Night:
             sweep_every=cfg.sweep_every,
             changed_only=cfg.changed_only,
             log_silence=timedelta(hours=cfg.log_silence_hours),
+            reading_logged=all(
+                lg.kind == "dovecot-log" and lg.mail_log_plugin
+                for lg in cfg.logins
+                if lg.kind in CHANGE_LOG_KINDS
+            ),
         )
 
     def step(self, fn: Callable[..., Any], name: str, run_name: str) -> Callable[..., Any]:
@@ -307,7 +321,11 @@ def carry_plan(nt: Night, work: list[Work], last: dict[str, str]) -> list[Work]:
         forwards.update(nt.data.rows_of("forwarding", night, names))
     planned = []
     for w in work:
-        rows = carried_rows(status.get(w.mailbox, []), w.start) if w.mailbox in quiet else None
+        rows = (
+            carried_rows(status.get(w.mailbox, []), w.start, w.source, nt.reading_logged)
+            if w.mailbox in quiet
+            else None
+        )
         if rows is not None:
             fwd = forwards.get(w.mailbox)
             table = pa.Table.from_pylist(fwd, schema=FORWARDING) if fwd else None

@@ -37,7 +37,8 @@ class LogEvidence:
     mailboxes: frozenset[str]  # lower-case addresses with an event in the lines read
     ok: bool  # read to its end, on from its cursor (no rotation lost)
     reason: str = ""  # why not ok
-    last_line: datetime | None = None  # the time of the newest line read (or known)
+    last_line: datetime | None = None  # the time of the newest line it could date
+    named: frozenset[str] = frozenset()  # every mailbox its lines name (the collector's too)
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,16 @@ class Changes:
     why: str  # a full night's reason, or what the verdict rests on
 
 
-def changes_from(evidence: Sequence[LogEvidence], *, now: datetime, silence: timedelta) -> Changes:
-    """One verdict from every configured log source's evidence.
+def changes_from(
+    evidence: Sequence[LogEvidence],
+    *,
+    now: datetime,
+    silence: timedelta,
+    roster: frozenset[str] | None = None,
+) -> Changes:
+    """One verdict from every configured log source's evidence. With ``roster`` (the
+    night's addresses, lower case), a log whose lines name mailboxes but none of the
+    roster's names them some other way (a bare user name, an alias): not trusted.
 
     >>> from dataclasses import replace
     >>> from datetime import UTC
@@ -74,6 +83,11 @@ def changes_from(evidence: Sequence[LogEvidence], *, now: datetime, silence: tim
                 else f"no line since {ev.last_line:%Y-%m-%d %H:%M} UTC"
             )
             return Changes(None, f"{ev.source}: {since} (longer than {silence})")
+        if roster is not None and ev.named and not ev.named & roster:
+            example = sorted(ev.named)[0]
+            return Changes(
+                None, f"{ev.source}: its lines name no roster mailbox (e.g. {example!r})"
+            )
         changed |= ev.mailboxes
     sources = ", ".join(ev.source for ev in evidence)
     return Changes(frozenset(changed), f"{len(changed)} mailboxes with an event in {sources}")
@@ -104,6 +118,8 @@ def read_reason(
         return "re-collection"
     if date.fromisoformat(night) - date.fromisoformat(last_night) != timedelta(days=1):
         return f"last collected {last_night}"
+    if night.endswith("-01"):  # a month's figures never rest on rows carried into it
+        return "first night of the month"
     if mailbox.lower() in changes.changed:
         return "log event"
     if sweep_night(mailbox, night, every):
@@ -112,16 +128,22 @@ def read_reason(
 
 
 def carried_rows(
-    rows: Iterable[dict[str, Any]], start: dict[str, FolderCursor]
+    rows: Iterable[dict[str, Any]],
+    start: dict[str, FolderCursor],
+    source: str | None = None,
+    reading_logged: bool = True,
 ) -> list[dict[str, Any]] | None:
     """Tonight's ``mailbox_status`` rows of a mailbox with no event since its last night,
     from that night's rows; None when they cannot be carried as they are (a rename that
-    night, a folder or a cursor that disagrees with ``start``): the mailbox is read.
+    night, a folder or a cursor that disagrees with ``start``, another ``source``): the
+    mailbox is read.
 
     What a read would give, since nothing changed: the same counts, cursors and quota,
-    nothing fetched, nothing re-read, nothing unreadable; read activity 0 where the server
-    counts it (the folder has a HIGHESTMODSEQ: no login, no reading) and unknown where it
-    does not, as on any night.
+    nothing fetched, nothing re-read, nothing unreadable. Read activity is 0 where the
+    server counts it (the folder has a HIGHESTMODSEQ) and the logs record reading itself
+    (``reading_logged``: Dovecot's mail_log plugin logs flag changes); unknown otherwise —
+    a client's session begun before the last read (IMAP IDLE, a web client's token) reads
+    without a new login line.
     """
     out: list[dict[str, Any]] = []
     listed: set[str] = set()
@@ -130,12 +152,14 @@ def carried_rows(
         cursor = start.get(folder)
         if status not in ("ok", "vanished") or cursor is None:
             return None
+        if source is not None and row["source"] != source:
+            return None
         if (row["uidvalidity"], row["last_uid"]) != (cursor.uidvalidity, cursor.last_uid):
             return None
         if status == "ok":
             if cursor.highestmodseq != row["highestmodseq"] or cursor.token is not None:
                 return None
-            counted = row["highestmodseq"] is not None
+            counted = reading_logged and row["highestmodseq"] is not None
             row = {**row, "fetched": 0, "full_reread": False, "unreadable": 0,
                    "read_activity": 0 if counted else None}  # fmt: skip
         listed.add(folder)

@@ -142,7 +142,7 @@ def collect_signals(nt: Night) -> tuple[list[MailboxOutcome], list[LogEvidence]]
             seen = None
         outcomes.append(outcome)
         if log:
-            evidence.append(_evidence(outcome, seen))
+            evidence.append(_evidence(outcome, _dated(nt.data, label, seen)))
     for mail_log in nt.mail_logs:
         label = f"mail_logs:{mail_log.name}"
         try:
@@ -153,24 +153,40 @@ def collect_signals(nt: Night) -> tuple[list[MailboxOutcome], list[LogEvidence]]
             seen = None
         outcomes.append(outcome)
         if nt.changed_only:
-            evidence.append(_evidence(outcome, seen))
+            evidence.append(_evidence(outcome, _dated(nt.data, label, seen)))
     return outcomes, evidence
+
+
+def _dated(data: DataDir, label: str, seen: Seen | None) -> Seen | None:
+    """``seen`` with the newest line any night read from this log: a night that found no
+    new line is silent only once the last line is older than the silence allowed."""
+    if seen is None:
+        return None
+    key = f"latest_line:{label}"
+    if seen.latest is not None:
+        data.set_meta(key, seen.latest.isoformat())
+    elif (known := data.meta(key)) is not None:
+        seen.latest = datetime.fromisoformat(known)
+    return seen
 
 
 def _evidence(outcome: MailboxOutcome, seen: Seen | None) -> LogEvidence:
     """One log source's evidence for pipelines/quiet.py: its mailboxes with an event, or
     why it cannot be trusted tonight."""
+    name = outcome.mailbox
     if outcome.status != "ok" or seen is None:
-        return LogEvidence(outcome.mailbox, frozenset(), False, outcome.reason or outcome.status)
+        return LogEvidence(name, frozenset(), False, outcome.reason or outcome.status)
     if seen.rotation_lost:
+        return LogEvidence(name, frozenset(), False, "the file read last night was not found")
+    if seen.dropped:
         return LogEvidence(
-            outcome.mailbox, frozenset(), False, "the file read last night was not found"
+            name, frozenset(), False, f"{seen.dropped} byte(s) of an unfinished line dropped"
         )
     if seen.first:
         return LogEvidence(
-            outcome.mailbox, frozenset(), False, "its first read: nothing says what came before"
+            name, frozenset(), False, "its first read: nothing says what came before"
         )
-    return LogEvidence(outcome.mailbox, frozenset(seen.changed), True, "", seen.written)
+    return LogEvidence(name, frozenset(seen.changed), True, "", seen.latest, frozenset(seen.named))
 
 
 def collect_login_source(

@@ -430,18 +430,24 @@ class DataDir:
         """The first night of the nights in a row run with ``collect.changed_only``, which
         read their logs before their mailboxes (pipelines/quiet.py); None when the last
         night committed did not."""
-        with self.db() as con:
-            row = con.execute("select value from meta where key = 'changed_only_since'").fetchone()
-        return row[0] if row else None
+        return self.meta("changed_only_since")
 
     def set_changed_only_since(self, night: str | None) -> None:
+        self.set_meta("changed_only_since", night)
+
+    def meta(self, key: str) -> str | None:
+        """A setting of the store (``meta``), None when unset."""
+        with self.db() as con:
+            row = con.execute("select value from meta where key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (None: remove) a setting of the store."""
         with self.db() as con, con:
-            if night is None:
-                con.execute("delete from meta where key = 'changed_only_since'")
+            if value is None:
+                con.execute("delete from meta where key = ?", (key,))
             else:
-                con.execute(
-                    "insert or replace into meta values ('changed_only_since', ?)", (night,)
-                )
+                con.execute("insert or replace into meta values (?, ?)", (key, value))
 
     def states(self) -> dict[str, MailboxState]:
         """Every mailbox's commit record (one query, whatever the number of nights)."""

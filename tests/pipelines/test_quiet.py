@@ -258,6 +258,7 @@ def stored(data: Path) -> list[tuple]:
 def test_a_night_logs_in_only_where_the_log_saw_a_change(logged, tmp_path, monkeypatch, caplog):
     from imapclient import IMAPClient
 
+    import pipelines.collect as collect_module
     from pipelines.collect import run_collection
     from pipelines.night import summary_dict, summary_line
 
@@ -316,11 +317,18 @@ def test_a_night_logs_in_only_where_the_log_saw_a_change(logged, tmp_path, monke
     assert "changed only: logins:dovecot: the file read last night was not found" in caplog.text
     # A log silent for longer than log_silence_hours: every mailbox is read.
     night("2026-11-30")
-    old = (datetime.now(UTC) - timedelta(hours=13)).timestamp()
-    os.utime(server.root / "dovecot.log", (old, old))
+
+    class Later(datetime):  # the night runs 13 hours after the log's newest line
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return datetime.now(tz) + timedelta(hours=13)
+
+    monkeypatch.setattr(collect_module, "datetime", Later)
     caplog.clear()
     assert night("2026-12-01") == sorted(LOGGED)
     assert "changed only: logins:dovecot: no line since" in caplog.text
+    monkeypatch.undo()
+    monkeypatch.setenv("MU_TEST_QUIET", "m")
     assert stored(data) == truth_rows(server)
 
     # A night run without changed_only read its logs after its mailboxes: the next night
@@ -369,6 +377,10 @@ def truth_rows(server: LocalDovecot) -> list[tuple]:
             'username = "u@x.vn"\npassword = { env = "X" }\n',
             "only IMAP sources can be carried from their logs, not ex",
         ),
+        (
+            '[[sources]]\nname = "s2"\nhost = "h2"\nmaster_user = "m"\npassword = { env = "X" }\n',
+            "one IMAP source only",
+        ),
     ],
 )
 def test_changed_only_is_refused_without_logs_that_see_every_change(tmp_path, extra, message):
@@ -390,3 +402,48 @@ def test_changed_only_is_refused_without_logs_that_see_every_change(tmp_path, ex
     )
     cfg = load_config(tmp_path / "ok.toml")
     assert (cfg.changed_only, cfg.sweep_every, cfg.log_silence_hours) == (True, 5, 12.0)
+
+
+def test_what_the_review_found_is_doubt_or_unknown():
+    # a log that names mailboxes by another name than the roster's (a bare user name)
+    ev = LogEvidence("logins:d", frozenset(), True, last_line=NOW, named=frozenset({"an.nv"}))
+    verdict = changes_from([ev], now=NOW, silence=timedelta(hours=12), roster=frozenset({"a@x"}))
+    assert verdict.changed is None and "name no roster mailbox" in verdict.why
+    # the first night of a month is read whole: a month never rests on carried rows
+    quiet = Changes(frozenset(), "")
+    assert read_reason("b@x.vn", "2026-12-01", "2026-11-30", quiet, 7) == (
+        "first night of the month"
+    )
+    row = {"source": "dovecot", "folder": "INBOX", "folder_status": "ok", "uidvalidity": 7,
+           "last_uid": 8, "highestmodseq": 40, "fetched": 3, "full_reread": False,
+           "unreadable": 0, "read_activity": 2}  # fmt: skip
+    start = {"INBOX": FolderCursor(7, 8, 40)}
+    assert carried_rows([row], start, "zimbra") is None  # the mailbox moved to another source
+    # a login log alone cannot see reading in a session begun before: unknown, not 0
+    (unlogged,) = carried_rows([row], start, "dovecot", reading_logged=False)  # type: ignore[misc]
+    assert unlogged["read_activity"] is None
+
+
+def test_pop3_and_managesieve_logins_are_changes_even_with_the_plugin(tmp_path):
+    from zoneinfo import ZoneInfo
+
+    from connectors.logfiles import Seen
+    from connectors.logins import read_log
+
+    log = tmp_path / "dovecot.log"
+    log.write_text(
+        "Dec 30 08:00:01 imap-login: Info: Login: user=<a@x.vn>, method=PLAIN, rip=10.0.0.9, x\n"
+        "Dec 30 08:00:02 pop3-login: Info: Login: user=<b@x.vn>, method=PLAIN, rip=10.0.0.9, x\n"
+        "Dec 31 23:00:03 managesieve-login: Info: Login: user=<c@x.vn>, method=PLAIN, "
+        "rip=10.0.0.9, x\n"
+        "Dec 31 23:10:00 imap(d@x.vn)<1><s>: Info: flag_change: box=INBOX, uid=1\n"
+    )
+    written = datetime(2027, 1, 1, 1, 30, tzinfo=UTC).timestamp()  # read on New Year's night
+    os.utime(log, (written, written))
+    seen = Seen(logins=False)  # the mail_log plugin logs every IMAP change
+    logins, _ = read_log(log, None, tz=ZoneInfo("UTC"), source="d", seen=seen)
+    assert seen.changed == {"b@x.vn", "c@x.vn", "d@x.vn"}  # not a@: its IMAP session logged none
+    assert seen.named == {"a@x.vn", "b@x.vn", "c@x.vn", "d@x.vn"}
+    # December's lines read in January are December 2026's, not December 2027's
+    assert {x.login_at.year for x in logins} == {2026}
+    assert seen.latest == datetime(2026, 12, 31, 23, 10, tzinfo=UTC)
