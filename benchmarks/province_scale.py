@@ -25,6 +25,7 @@ reports there, to compare two trees' bundles byte for byte. Prints a Markdown re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +67,54 @@ def step(name: str, **kwargs: Any) -> dict[str, Any]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+class TreeMemory(threading.Thread):
+    """Samples this process and its children (the PDF children) every 0.1 s: the largest
+    child's own peak (VmHWM, which is the child's since its exec — unlike RUSAGE_CHILDREN's
+    maxrss, which keeps the forking parent's size) and the largest sum of resident sizes of
+    the whole tree at one moment (what the machine must hold)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.child_peak = 0  # KiB
+        self.tree_peak = 0  # KiB
+        self.stop = threading.Event()
+
+    @staticmethod
+    def _status(pid: str) -> dict[str, int]:
+        out = {}
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(value.split()[0])
+        except (OSError, ValueError):
+            pass
+        return out
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self.stop.wait(0.1):
+            total = self._status(str(me)).get("VmRSS", 0)
+            for pid in self._children(me):
+                status = self._status(pid)
+                total += status.get("VmRSS", 0)
+                self.child_peak = max(self.child_peak, status.get("VmHWM", 0))
+            self.tree_peak = max(self.tree_peak, total)
+
+    @staticmethod
+    def _children(pid: int) -> set[str]:
+        """The children of each thread of ``pid`` (Linux's /proc/PID/task/TID/children)."""
+        out: set[str] = set()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that has just ended
+                out.update((task / "children").read_text().split())
+        return out
+
+
 def _child(name: str, arguments: str) -> None:
     kwargs = json.loads(arguments)
+    memory = TreeMemory()
+    memory.start()
     if name == "evaluate":
         # timed after the imports, as nightly_scale.py's steps
         import analytics.scopes  # noqa: F401  (and analytics.evaluate with it)
@@ -76,8 +124,11 @@ def _child(name: str, arguments: str) -> None:
     result["seconds"] = round(time.perf_counter() - started, 2)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    memory.stop.set()
+    memory.join()
     result["rss_mib"] = round(usage.ru_maxrss / 1024)
-    result["child_rss_mib"] = round(children.ru_maxrss / 1024)  # the largest PDF child
+    result["child_rss_mib"] = round(memory.child_peak / 1024)  # the largest PDF child
+    result["tree_rss_mib"] = round(memory.tree_peak / 1024)  # all of them at one moment
     result["cpu"] = round(usage.ru_utime + usage.ru_stime, 1)
     result["child_cpu"] = round(children.ru_utime + children.ru_stime, 1)
     print(json.dumps(result))
@@ -209,7 +260,8 @@ def main() -> int:
             f"(1/5/15 min, the higher of before and after) {load[0]:.2f} / {load[1]:.2f} / "
             f"{load[2]:.2f}; the best of {args.rounds} alternate rounds.",
             "",
-            "| step | seconds (each round) | peak RSS MiB (largest child) | CPU s (children) |",
+            "| step | seconds (each round) | peak RSS MiB: process / largest PDF child / "
+            "the tree at once | CPU s (children) |",
             "|---|---|---:|---:|",
         ]
         for label, what, best in (
@@ -218,8 +270,9 @@ def main() -> int:
         ):
             each = " / ".join(f"{r['seconds']:.1f}" for r in runs[label])
             lines.append(
-                f"| {what} | **{best['seconds']:.1f}** ({each}) | {best['rss_mib']} "
-                f"({best['child_rss_mib']}) | {best['cpu']} ({best['child_cpu']}) |"
+                f"| {what} | **{best['seconds']:.1f}** ({each}) | {best['rss_mib']} / "
+                f"{best['child_rss_mib']} / {best['tree_rss_mib']} | {best['cpu']} "
+                f"({best['child_cpu']}) |"
             )
         lines += [
             "",
