@@ -54,13 +54,14 @@ COMMUNES = 7  # UBND xã in each huyện
 # -- steps run in child processes --------------------------------------------------------
 
 
-def step(name: str, **kwargs: Any) -> dict[str, Any]:
-    """Run ``name`` in a fresh process; its result plus seconds and peak RSS (MiB)."""
+def step(name: str, tree: Path = ROOT, **kwargs: Any) -> dict[str, Any]:
+    """Run ``name`` in a fresh process with ``tree``'s packages (another checkout's, for
+    ``--before``); its result plus seconds and peak RSS (MiB)."""
     proc = subprocess.run(
-        [sys.executable, __file__, "_step", name, json.dumps(kwargs)],
+        [sys.executable, __file__, "_step", name, json.dumps(kwargs), str(tree)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tree,
     )
     if proc.returncode != 0:
         raise SystemExit(f"step {name} failed:\n{proc.stderr[-4000:]}")
@@ -111,7 +112,8 @@ class TreeMemory(threading.Thread):
         return out
 
 
-def _child(name: str, arguments: str) -> None:
+def _child(name: str, arguments: str, tree: str) -> None:
+    sys.path.insert(0, tree)  # its analytics/ and pipelines/, imported below
     kwargs = json.loads(arguments)
     memory = TreeMemory()
     memory.start()
@@ -220,12 +222,28 @@ password = {{ env = "MU_BENCH_UNUSED" }}
     return config
 
 
+def _same(one: Path, other: Path) -> bool:
+    """Whether two reports directories hold the same files with the same bytes."""
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    theirs = sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
+    return files == theirs and all(
+        (one / f).read_bytes() == (other / f).read_bytes() for f in files
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=6500)
     parser.add_argument("--per-day", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None, help="copy (b)'s reports here")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. `git archive COMMIT | tar -x -C DIR`): (b) is run with "
+        "its code too, in the same rounds, and the two trees' bundles compared byte for byte",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mu-province-"))
@@ -240,12 +258,21 @@ def main() -> int:
         )
         whole = write_province(work / "whole", args.people, scopes=False)
         scoped = write_province(work / "scoped", args.people, scopes=True)
-        runs: dict[str, list[dict[str, Any]]] = {"whole": [], "scoped": []}
+        plan = [("whole", whole, ROOT), ("scoped", scoped, ROOT)]
+        if args.before:
+            plan.append(("before", scoped, args.before.resolve()))
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in plan}
         load = os.getloadavg()
+        same = None
         for _ in range(args.rounds):
-            for label, config in (("whole", whole), ("scoped", scoped)):
+            for label, config, tree in plan:
                 shutil.rmtree(config.parent / "reports", ignore_errors=True)
-                runs[label].append(step("evaluate", config=str(config)))
+                runs[label].append(step("evaluate", tree=tree, config=str(config)))
+                if label == "scoped" and args.before:
+                    shutil.rmtree(work / "after", ignore_errors=True)
+                    shutil.copytree(config.parent / "reports", work / "after")
+                if label == "before":
+                    same = same is not False and _same(work / "after", config.parent / "reports")
         load = tuple(max(a, b) for a, b in zip(load, os.getloadavg(), strict=True))
         if args.keep:
             shutil.rmtree(args.keep, ignore_errors=True)
@@ -264,10 +291,14 @@ def main() -> int:
             "the tree at once | CPU s (children) |",
             "|---|---|---:|---:|",
         ]
-        for label, what, best in (
+        rows = [
             ("whole", "(a) whole-province evaluation, every output", a),
             ("scoped", f"(b) the same + {b['bundles']} scopes' bundles ({files} files)", b),
-        ):
+        ]
+        if args.before:
+            before = min(runs["before"], key=lambda r: r["seconds"])
+            rows.append(("before", f"(b) with the code of {args.before.name}", before))
+        for label, what, best in rows:
             each = " / ".join(f"{r['seconds']:.1f}" for r in runs[label])
             lines.append(
                 f"| {what} | **{best['seconds']:.1f}** ({each}) | {best['rss_mib']} / "
@@ -279,6 +310,13 @@ def main() -> int:
             f"Every bundle: **{b['seconds'] - a['seconds']:.1f} s** on top of the whole "
             f"evaluation; (b) is **{b['seconds'] / a['seconds']:.2f}x** (a).",
         ]
+        if args.before:
+            lines.append(
+                f"With the code of {args.before.name}: (b) {before['seconds']:.1f} s; every "
+                "file of every bundle "
+                + ("**byte-identical**" if same else "**different**")
+                + " between the two trees, in every round."
+            )
         report = "\n".join(lines)
         print(report)
         if args.out:
@@ -290,6 +328,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_step":
-        _child(sys.argv[2], sys.argv[3])
+        _child(sys.argv[2], sys.argv[3], sys.argv[4])
         sys.exit(0)
     sys.exit(main())
