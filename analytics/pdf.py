@@ -213,11 +213,15 @@ class PdfPool:
                 broken = PdfError(f"report.pdf could not be laid out (exit {code}):\n{tail}")
             future.set_exception(broken)
 
-    def close(self) -> None:
-        """Let the children finish what was submitted, end them and remove the files."""
+    def close(self, abandon: bool = False) -> None:
+        """Let the children finish what was submitted (``abandon``: end them at once, an
+        evaluation that failed), end them and remove the files."""
         if self._closed:
             return
         self._closed = True
+        if abandon:
+            for child in self._children:
+                child.kill()  # its thread reads the end of its output: the rest fail
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
@@ -244,7 +248,7 @@ class PdfPool:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self.close()
+        self.close(abandon=kind is not None)
 
 
 def report_pdf(html: str) -> bytes:

@@ -85,3 +85,14 @@ def test_a_pool_has_a_child_per_core_and_report_at_most():
     assert pool_size(1) == 1
     assert pool_size(30) == min(cores, POOL_MAX)
     assert 1 <= pool_size(0) <= 1
+
+
+def test_a_pool_left_by_an_error_ends_its_children_at_once():
+    from analytics.pdf import PdfPool
+
+    with pytest.raises(RuntimeError, match="a scope failed"), PdfPool(2) as pool:
+        pending = [pool.submit(HTML) for _ in range(6)]
+        children = list(pool._children)
+        raise RuntimeError("a scope failed")
+    assert all(c.poll() is not None for c in children)
+    assert all(p.done() for p in pending)  # none left waiting on a child
