@@ -166,9 +166,13 @@ def _write_bundle(
     lang: str,
     reports_dir: Path | None,
     lay_out: Callable[[str], Future[bytes]],
+    workbooks: dict[tuple[int, str, str, tuple[str, ...]], bytes] | None = None,
 ) -> tuple[dict[str, Path], Future[bytes]]:
     """The bundle's files but report.pdf, whose layout ``lay_out`` has been handed: the
-    caller writes it last, so a bundle with its report.pdf is a whole one."""
+    caller writes it last, so a bundle with its report.pdf is a whole one. ``workbooks``
+    keeps each agency's workbook by (result, language, agency, its people): an agency in
+    two scopes under the same evaluation (the province's and its district's) has the same
+    workbook, byte for byte (its date is fixed), made once."""
     tree = inputs.tree()
     units = scope_units(tree, scope)
     people = members(inputs.people, units)
@@ -191,11 +195,17 @@ def _write_bundle(
     sheets = [(names[lang], columns) for names, columns in HR_SHEETS]
     for agency, staff in agencies(tree, scope, people).items():
         ids = {p.employee_id for p in staff}
-        rows = [r for r in mine.hr_rows if r["employee_id"] in ids]
+        key = (id(result), lang, agency, tuple(p.employee_id for p in staff))
         name = f"hr_ratings_{agency}.xlsx"
-        heading = f"{tree.units[agency].name} — {title}"
         paths[name] = folder / name
-        atomic_write(paths[name], hr_workbook(hr_table(rows), headers, sheets, title=heading))
+        book = (workbooks or {}).get(key)
+        if book is None:
+            rows = [r for r in mine.hr_rows if r["employee_id"] in ids]
+            heading = f"{tree.units[agency].name} — {title}"
+            book = hr_workbook(hr_table(rows), headers, sheets, title=heading)
+            if workbooks is not None:
+                workbooks[key] = book
+        atomic_write(paths[name], book)
     atomic_write(paths["report.html"], html.encode("utf-8"))
     return paths, pdf
 
@@ -214,6 +224,7 @@ def write_bundles(
     results: dict[tuple[str | None, str], EvaluationResult] = {(None, lang): main}
     out: dict[str, Path] = {}
     pending: list[tuple[Path, Future[bytes]]] = []
+    workbooks: dict[tuple[int, str, str, tuple[str, ...]], bytes] = {}
     # the reports are laid out side by side, one child per core, while the next scope's
     # tables are cut and its files written (benchmarks/README.md, province_scale.py)
     with PdfPool(pool_size(len(scopes))) as pool:
@@ -225,7 +236,7 @@ def write_bundles(
                 results[key] = evaluate_month(view, month, lang=scope_lang)
             folder = reports_dir / scope.folder(month)
             paths, pdf = _write_bundle(
-                results[key], view, scope, folder, scope_lang, reports_dir, pool.submit
+                results[key], view, scope, folder, scope_lang, reports_dir, pool.submit, workbooks
             )
             pending.append((paths["report.pdf"], pdf))
             out[scope.name] = folder
