@@ -27,6 +27,7 @@ This module imports nothing but the standard library at its top: the child runs 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
@@ -228,8 +229,11 @@ class PdfPool:
             thread.join()
         for child in self._children:
             for pipe in (child.stdin, child.stdout):
+                # the child reads an end of input and exits; a child that died (or was
+                # ended) leaves a line unsent in the buffer, which close cannot flush
                 if pipe is not None:
-                    pipe.close()  # the child reads an end of input and exits
+                    with contextlib.suppress(BrokenPipeError):
+                        pipe.close()
             try:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
