@@ -93,9 +93,9 @@ PROVINCE = (
     ("NAM-XVT", "UBND xã Vĩnh Tân", "NAM", "UBND xã"),
 )
 PROVINCE_STAFFED = tuple((c, n) for c, n, _, _ in PROVINCE if c not in ("BAC", "NAM"))
-PROVINCE_STAFF = 240  # `--province` without --staff: a few hundred mailboxes with the units'
+PROVINCE_STAFF = 240  # `--province` without --staff: 240 staff + 11 unit mailboxes
 # the province's scopes: (name, root or "" for the whole tree, letterhead); each bundle goes
-# to its root's head (the province's: the chairman's office and the Sở TT&TT)
+# to its root's head (the province's also to the clerical office, vanthu@)
 PROVINCE_SCOPES = (
     ("tinh", "", 'parent_body = "UBND TỈNH DEMO", issuing_body = "SỞ THÔNG TIN VÀ TRUYỀN THÔNG"'),
     (
