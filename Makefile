@@ -99,10 +99,12 @@ faults: setup corpus
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
-# A province's nights and months (10,000 mailboxes; ~40 minutes on 2 cores), then one
-# mailbox's FETCH and EWS throughput. Results go in benchmarks/README.md by hand.
+# A province's nights and months (10,000 mailboxes; ~40 minutes on 2 cores), its month's
+# scope bundles (~3 minutes), then one mailbox's FETCH and EWS throughput. Results go in
+# benchmarks/README.md by hand.
 bench: setup
 	$(BIN)/python benchmarks/nightly_scale.py
+	$(BIN)/python benchmarks/province_scale.py
 	$(BIN)/python benchmarks/collect_throughput.py
 	$(BIN)/python benchmarks/ews_throughput.py
 

@@ -16,7 +16,8 @@ the scope's root: a scope rooted at an office has one workbook, the office's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from analytics.evaluate import (
     evaluate_month,
     hr_table,
 )
-from analytics.pdf import PdfRenderer
+from analytics.pdf import PdfPool, pool_size
 from analytics.policy import Policy
 from analytics.report import month_label, render_report
 from analytics.workbook import hr_workbook
@@ -151,8 +152,10 @@ def write_bundle(
     """One scope's bundle from the whole evaluation ``result`` (its policy and language).
     Its PDF is laid out in a child process (analytics/pdf.py) that imports WeasyPrint while
     the tables are cut, and lays the report out while the evidence and workbooks are written."""
-    with PdfRenderer() as pdf:
-        return _write_bundle(result, inputs, scope, folder, lang, reports_dir, pdf)
+    with PdfPool(1) as pool:
+        paths, pdf = _write_bundle(result, inputs, scope, folder, lang, reports_dir, pool.submit)
+        atomic_write(paths["report.pdf"], pdf.result())
+    return paths
 
 
 def _write_bundle(
@@ -162,8 +165,14 @@ def _write_bundle(
     folder: Path,
     lang: str,
     reports_dir: Path | None,
-    pdf: PdfRenderer,
-) -> dict[str, Path]:
+    lay_out: Callable[[str], Future[bytes]],
+    workbooks: dict[tuple[int, str, str, tuple[str, ...]], bytes] | None = None,
+) -> tuple[dict[str, Path], Future[bytes]]:
+    """The bundle's files but report.pdf, whose layout ``lay_out`` has been handed: the
+    caller writes it last, so a bundle with its report.pdf is a whole one. ``workbooks``
+    keeps each agency's workbook by (result, language, agency, its people): an agency in
+    two scopes under the same evaluation (the province's and its district's) has the same
+    workbook, byte for byte (its date is fixed), made once."""
     tree = inputs.tree()
     units = scope_units(tree, scope)
     people = members(inputs.people, units)
@@ -175,7 +184,7 @@ def _write_bundle(
     view = replace(inputs, people=people, letterhead=letterhead)
     html = render_report(mine, view, lang, reports_dir=reports_dir, units=set(units))
     paths = {"report.html": folder / "report.html", "report.pdf": folder / "report.pdf"}
-    pdf.submit(html)
+    pdf = lay_out(html)
     for name, confidence in (("violations.csv", "confirmed"), ("review.csv", "suspected")):
         evidence = _evidence_table(view, mine.violations, confidence, lang)
         paths[name] = folder / name
@@ -186,14 +195,19 @@ def _write_bundle(
     sheets = [(names[lang], columns) for names, columns in HR_SHEETS]
     for agency, staff in agencies(tree, scope, people).items():
         ids = {p.employee_id for p in staff}
-        rows = [r for r in mine.hr_rows if r["employee_id"] in ids]
+        key = (id(result), lang, agency, tuple(p.employee_id for p in staff))
         name = f"hr_ratings_{agency}.xlsx"
-        heading = f"{tree.units[agency].name} — {title}"
         paths[name] = folder / name
-        atomic_write(paths[name], hr_workbook(hr_table(rows), headers, sheets, title=heading))
+        book = (workbooks or {}).get(key)
+        if book is None:
+            rows = [r for r in mine.hr_rows if r["employee_id"] in ids]
+            heading = f"{tree.units[agency].name} — {title}"
+            book = hr_workbook(hr_table(rows), headers, sheets, title=heading)
+            if workbooks is not None:
+                workbooks[key] = book
+        atomic_write(paths[name], book)
     atomic_write(paths["report.html"], html.encode("utf-8"))
-    atomic_write(paths["report.pdf"], pdf.result())
-    return paths
+    return paths, pdf
 
 
 def write_bundles(
@@ -209,13 +223,23 @@ def write_bundles(
     for it (and for any other scope that shares them). The scope name -> its directory."""
     results: dict[tuple[str | None, str], EvaluationResult] = {(None, lang): main}
     out: dict[str, Path] = {}
-    for scope, policy in scopes:
-        scope_lang = scope.language or lang
-        key = (None if policy == inputs.policy else scope.policy, scope_lang)
-        if key not in results:
-            results[key] = evaluate_month(replace(inputs, policy=policy), month, lang=scope_lang)
-        folder = reports_dir / scope.folder(month)
-        view = replace(inputs, policy=policy)
-        write_bundle(results[key], view, scope, folder, scope_lang, reports_dir)
-        out[scope.name] = folder
+    pending: list[tuple[Path, Future[bytes]]] = []
+    workbooks: dict[tuple[int, str, str, tuple[str, ...]], bytes] = {}
+    # the reports are laid out side by side, one child per core, while the next scope's
+    # tables are cut and its files written (benchmarks/README.md, province_scale.py)
+    with PdfPool(pool_size(len(scopes))) as pool:
+        for scope, policy in scopes:
+            scope_lang = scope.language or lang
+            key = (None if policy == inputs.policy else scope.policy, scope_lang)
+            view = replace(inputs, policy=policy)
+            if key not in results:
+                results[key] = evaluate_month(view, month, lang=scope_lang)
+            folder = reports_dir / scope.folder(month)
+            paths, pdf = _write_bundle(
+                results[key], view, scope, folder, scope_lang, reports_dir, pool.submit, workbooks
+            )
+            pending.append((paths["report.pdf"], pdf))
+            out[scope.name] = folder
+        for path, pdf in pending:
+            atomic_write(path, pdf.result())
     return out

@@ -561,6 +561,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         graph=args.graph,
         months=args.months,
         serve=args.serve,
+        province=args.province,
     )
 
 
@@ -846,7 +847,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the demo's config: the commands to paste are printed, the master password is in "
         "a 0600 file beside the config and only read by them.",
         {
-            0: "every planted violation found, none falsely confirmed",
+            0: "every planted violation found, none falsely confirmed (with --province: "
+            "in every scope's bundle too)",
             1: "the self-check disagreed, or a night or the evaluation failed",
             2: "the work directory holds files an earlier demo did not write",
         },
@@ -854,7 +856,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workdir", default="demo-data", help="where the demo writes (default demo-data)"
     )
-    p.add_argument("--staff", type=_positive, default=40, help="staff members (default 40)")
+    p.add_argument(
+        "--staff",
+        type=_positive,
+        default=None,
+        help="staff members (default 40; with --province 240)",
+    )
+    p.add_argument(
+        "--province",
+        action="store_true",
+        help="a small province instead of one district: a three-level units.csv (the UBND "
+        "tỉnh, two sở, two UBND huyện with offices and communes), a [[scopes]] bundle for "
+        "the province, each sở and each huyện, each checked against the truth",
+    )
     p.add_argument(
         "--months",
         type=_positive,

@@ -11,6 +11,13 @@ Gmail, registration mail from social-network and bank senders, a document giving
 contact, inactive staff, unattended unit mailboxes. Finally the `evaluate` flow runs and the
 demo prints the ranking, the output files, and found / missed / false-confirmed.
 
+``--province`` makes the agency a small province (:data:`PROVINCE`): a units.csv of three
+levels — the UBND tỉnh, two sở and two UBND huyện, each huyện with its offices and communes
+— with each unit's head, and ``[[scopes]]`` for the province, each department and each
+district; after the evaluation every scope's bundle is shown and checked on its own
+(:func:`scope_check`: its people exactly its subtree's, its findings those of the whole
+evaluation and of the planted truth for them).
+
 ``--months N`` lives through the last N months in turn (each evaluated, so the report's
 trend has N points); ``--serve`` keeps the Dovecot up afterwards for the operator commands,
 with the master password in ``master-password`` (0600) beside the config.
@@ -23,8 +30,10 @@ import csv
 import email as email_lib
 import email.policy as email_policy
 import importlib.util
+import json
 import os
 import random
+import re
 import secrets
 import shlex
 import shutil
@@ -32,6 +41,8 @@ import signal
 import sys
 import threading
 import time
+import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -64,8 +75,74 @@ UNITS = (
     ("XPH", "UBND xã Phước Hòa"),
     ("XVT", "UBND xã Vĩnh Tân"),
 )
+# `--province`: (code, name, parent, kind) parents first; staff work in every unit but the
+# districts' own, whose heads and staff sit in their Văn phòng (an office of the district)
+PROVINCE = (
+    ("TINH", "UBND tỉnh Demo", "", "UBND tỉnh"),
+    ("STTTT", "Sở Thông tin và Truyền thông", "TINH", "sở"),
+    ("SNV", "Sở Nội vụ", "TINH", "sở"),
+    ("BAC", "UBND huyện Demo Bắc", "TINH", "UBND huyện"),
+    ("BAC-VP", "Văn phòng HĐND và UBND huyện Demo Bắc", "BAC", "văn phòng"),
+    ("BAC-VHTT", "Phòng Văn hóa và Thông tin huyện Demo Bắc", "BAC", "phòng"),
+    ("BAC-XAB", "UBND xã An Bình", "BAC", "UBND xã"),
+    ("BAC-XTL", "UBND xã Tân Long", "BAC", "UBND xã"),
+    ("NAM", "UBND huyện Demo Nam", "TINH", "UBND huyện"),
+    ("NAM-VP", "Văn phòng HĐND và UBND huyện Demo Nam", "NAM", "văn phòng"),
+    ("NAM-TCKH", "Phòng Tài chính - Kế hoạch huyện Demo Nam", "NAM", "phòng"),
+    ("NAM-XPH", "UBND xã Phước Hòa", "NAM", "UBND xã"),
+    ("NAM-XVT", "UBND xã Vĩnh Tân", "NAM", "UBND xã"),
+)
+PROVINCE_STAFFED = tuple((c, n) for c, n, _, _ in PROVINCE if c not in ("BAC", "NAM"))
+PROVINCE_STAFF = 240  # `--province` without --staff: 240 staff + 11 unit mailboxes
+# the province's scopes: (name, root or "" for the whole tree, letterhead); each bundle goes
+# to its root's head (the province's also to the clerical office, vanthu@)
+PROVINCE_SCOPES = (
+    ("tinh", "", 'parent_body = "UBND TỈNH DEMO", issuing_body = "SỞ THÔNG TIN VÀ TRUYỀN THÔNG"'),
+    (
+        "so-tttt",
+        "STTTT",
+        'parent_body = "UBND TỈNH DEMO", issuing_body = "SỞ THÔNG TIN VÀ '
+        'TRUYỀN THÔNG", signer_title = "GIÁM ĐỐC"',
+    ),
+    (
+        "so-noi-vu",
+        "SNV",
+        'parent_body = "UBND TỈNH DEMO", issuing_body = "SỞ NỘI VỤ", signer_title = "GIÁM ĐỐC"',
+    ),
+    (
+        "demo-bac",
+        "BAC",
+        'parent_body = "UBND TỈNH DEMO", issuing_body = "UBND HUYỆN DEMO BẮC", '
+        'place = "Demo Bắc", signer_title = "CHỦ TỊCH"',
+    ),
+    (
+        "demo-nam",
+        "NAM",
+        'parent_body = "UBND TỈNH DEMO", issuing_body = "UBND HUYỆN DEMO NAM", '
+        'place = "Demo Nam", signer_title = "CHỦ TỊCH"',
+    ),
+)
+DISTRICT_REPORT = """\
+[report]
+parent_body = "UBND HUYỆN DEMO"
+issuing_body = "PHÒNG VĂN HÓA VÀ THÔNG TIN"
+number = "/BC-VHTT"
+place = "Demo"
+signer_title = "TRƯỞNG PHÒNG"
+recipients = ["Chủ tịch UBND huyện", "Lưu: VT, VHTT"]
+"""
+PROVINCE_REPORT = """\
+[report]
+parent_body = "UBND TỈNH DEMO"
+issuing_body = "SỞ THÔNG TIN VÀ TRUYỀN THÔNG"
+number = "/BC-STTTT"
+place = "Demo"
+signer_title = "GIÁM ĐỐC"
+recipients = ["Chủ tịch UBND tỉnh", "Lưu: VT, STTTT"]
+"""
 SENT_NAMES = ("Sent", "Sent Items", "Thư đã gửi")
 GRAPH_UNIT = "VHTT"  # the unit whose mailboxes `--graph` puts on Exchange Online
+GRAPH_UNIT_PROVINCE = "BAC-VHTT"  # the same office, in the province
 PUBLIC = ("gmail.com", "yahoo.com", "yahoo.com.vn", "outlook.com")
 REGISTRATION = ("notification@facebookmail.com", "no-reply@vietcombank.com.vn", "noreply@zalo.me")
 
@@ -95,7 +172,10 @@ class Agency:
     active: set[str] = field(default_factory=set)
 
 
-def build_agency(staff: int, rng: random.Random) -> Agency:
+def build_agency(
+    staff: int, rng: random.Random, units: tuple[tuple[str, str], ...] = UNITS
+) -> Agency:
+    """``staff`` people spread over ``units`` in turn, and each unit's own mailbox."""
     people: list[Person] = []
     used: set[str] = set()
     for i in range(staff):
@@ -103,7 +183,7 @@ def build_agency(staff: int, rng: random.Random) -> Agency:
         while local in used:
             local = f"{local}{rng.randint(1, 99)}"
         used.add(local)
-        code, name = UNITS[i % len(UNITS)]
+        code, name = units[i % len(units)]
         roll = rng.random()
         behaviour = "regular" if roll < 0.30 else "occasional" if roll < 0.62 else "inactive"
         people.append(
@@ -117,7 +197,7 @@ def build_agency(staff: int, rng: random.Random) -> Agency:
                 sent_folder=SENT_NAMES[i % 3],
             )
         )
-    for j, (code, name) in enumerate(UNITS):
+    for j, (code, name) in enumerate(units):
         people.append(
             Person(
                 f"HT-{code}",
@@ -377,12 +457,43 @@ def read_mail(
         server.read(p, datetime(day.year, day.month, day.day, rng.randint(7, 17), tzinfo=ICT))
 
 
+def unit_heads(agency: Agency) -> dict[str, str]:
+    """Each unit's head in ``--province``: the first staff member of the unit, a district
+    (no staff of its own) its Văn phòng's first — the chairman sits there."""
+    first: dict[str, str] = {}
+    for p in agency.people:
+        if not p.is_unit_mailbox:
+            first.setdefault(p.unit_code, p.email)
+    return {code: first.get(code) or first.get(f"{code}-VP", "") for code, _, _, _ in PROVINCE}
+
+
+def province_files(root: Path, agency: Agency) -> str:
+    """``--province``: units.csv beside the roster, and the config's lines for it (the
+    tree and one ``[[scopes]]`` entry per :data:`PROVINCE_SCOPES`)."""
+    heads = unit_heads(agency)
+    with (root / "units.csv").open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["unit_code", "unit_name", "parent_code", "kind", "head_email"])
+        for code, name, parent, kind in PROVINCE:
+            w.writerow([code, name, parent, kind, heads[code]])
+    scopes = []
+    for name, unit, report in PROVINCE_SCOPES:
+        recipients = [heads[unit or "TINH"]] + ([f"vanthu@{DOMAIN}"] if not unit else [])
+        scopes.append(
+            f'\n[[scopes]]\nname = "{name}"\n'
+            + (f'root = "{unit}"\n' if unit else "")
+            + f"recipients = {json.dumps(recipients)}\nreport = {{ {report} }}\n"
+        )
+    return "".join(scopes)
+
+
 def write_files(
     root: Path,
     server: LocalDovecot,
     agency: Agency,
     graph: tuple[str, Path] | None = None,
     online: set[str] | None = None,
+    province: bool = False,
 ) -> Path:
     with (root / "roster.csv").open("w", encoding="utf-8-sig", newline="") as fh:
         w = csv.writer(fh)
@@ -421,13 +532,14 @@ def write_files(
         "enabled = false", "enabled = true", 1
     )
     (root / "policy.toml").write_text(policy, encoding="utf-8")
+    scopes = province_files(root, agency) if province else ""
     config = root / "mailusage.toml"
     config.write_text(
         f"""\
 # Written by `mailusage demo`. The password is read from MAILUSAGE_DEMO_MASTER_PASSWORD
 # (unless given one, the demo keeps it in master-password beside this file, 0600).
 [agency]
-name = "UBND huyện Demo"
+name = "{"UBND tỉnh Demo" if province else "UBND huyện Demo"}"
 timezone = "Asia/Ho_Chi_Minh"
 official_domains = ["{DOMAIN}", "gov.vn"]
 
@@ -436,19 +548,12 @@ data_dir = "data"
 
 [roster]
 path = "roster.csv"
-
+{'units = "units.csv"' + chr(10) if province else ""}
 [evaluation]
 policy = "policy.toml"
 reports_dir = "reports"
 
-[report]
-parent_body = "UBND HUYỆN DEMO"
-issuing_body = "PHÒNG VĂN HÓA VÀ THÔNG TIN"
-number = "/BC-VHTT"
-place = "Demo"
-signer_title = "TRƯỞNG PHÒNG"
-recipients = ["Chủ tịch UBND huyện", "Lưu: VT, VHTT"]
-
+{PROVINCE_REPORT if province else DISTRICT_REPORT}
 [collect]
 concurrency = 2
 retries = 1
@@ -471,7 +576,8 @@ kind = "dovecot-dict"
 dict_uri = "proxy::lastlogin"
 doveadm = ["{DOVEADM}", "-c", "{server.config_path}"]
 """
-        + (_graph_config(*graph) if graph else ""),
+        + (_graph_config(*graph) if graph else "")
+        + scopes,
         encoding="utf-8",
     )
     return config
@@ -521,6 +627,126 @@ def self_check(
         )
     console.print(table)
     return len(found), len(missed), len(false)
+
+
+def subtree(root: str) -> set[str]:
+    """The unit codes of :data:`PROVINCE` at and below ``root`` ("": all), read from the
+    table itself: the truth a scope's bundle is checked against."""
+    if not root:
+        return {c for c, _, _, _ in PROVINCE}
+    units = {root}
+    for code, _, parent, _ in PROVINCE:  # parents come first
+        if parent in units:
+            units.add(code)
+    return units
+
+
+def _file_text(path: Path) -> str:
+    """What a bundle file says, as its reader sees it: a workbook's strings (xlsx is a
+    zip of XML), a PDF's extracted text, an HTML or CSV file's characters."""
+    if path.suffix == ".xlsx":
+        with zipfile.ZipFile(path) as book:
+            return "\n".join(
+                book.read(name).decode("utf-8")
+                for name in book.namelist()
+                if name.startswith("xl/") and name.endswith(".xml")
+            )
+    if path.suffix == ".pdf":
+        from pypdf import PdfReader
+
+        return "\n".join(page.extract_text() for page in PdfReader(path).pages)
+    return path.read_text(encoding="utf-8-sig")
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig") as fh:
+        return list(csv.reader(fh))[1:]  # headers in the report's language: by position
+
+
+def scope_check(
+    reports: Path, agency: Agency, planted: set[tuple[str, str]]
+) -> tuple[int, int, int, int]:
+    """Each ``--province`` scope's bundle against the truth: its HR workbooks hold exactly
+    the staff of the scope's subtree, each person once; no file names anyone outside it
+    (employee id or address); its violations and review rows are the whole evaluation's
+    rows for those people, no more, no fewer; and its confirmed findings against what was
+    planted for them. Prints one row per scope; (scopes failed, found, missed, false)."""
+    whole = {
+        name: Counter((r[0], r[4]) for r in _csv_rows(reports / name))
+        for name in ("violations.csv", "review.csv")
+    }
+    rated = {r[0] for r in _csv_rows(reports / "hr_ratings.csv")}
+    table = Table(title="each scope's bundle against the truth")
+    for col in (
+        "scope",
+        "units",
+        "staff",
+        "workbooks",
+        "confirmed",
+        "suspected",
+        "found",
+        "missed",
+        "false",
+        "outsiders",
+        "check",
+    ):
+        table.add_column(col)
+    failed, totals = 0, [0, 0, 0]
+    for name, root, _ in PROVINCE_SCOPES:
+        units = subtree(root)
+        inside = [p for p in agency.people if p.unit_code in units]
+        staff = {p.employee_id for p in inside if not p.is_unit_mailbox}
+        outside = [p for p in agency.people if p.unit_code not in units]
+        folder = reports / name
+        problems: list[str] = []
+        held: Counter[str] = Counter()
+        strangers: set[str] = set()
+        files = sorted(f for f in folder.iterdir() if f.is_file())
+        for f in files:
+            text = _file_text(f)
+            ids = set(re.findall(r"\b(?:NV\d{4}|HT-[A-Z]+(?:-[A-Z]+)*)\b", text))
+            # whole addresses: an.lm@ is not named by quan.lm@
+            addresses = set(re.findall(r"[\w.%+-]+@[\w.-]+", text.lower()))
+            named = {p.employee_id for p in outside if p.employee_id in ids or p.email in addresses}
+            if named:
+                problems.append(f"{f.name} names {len(named)} people outside the scope")
+            strangers |= named
+            if f.suffix == ".xlsx":
+                held.update(ids)
+        if set(held) != staff or not staff <= rated or any(n != 1 for n in held.values()):
+            problems.append(f"the workbooks hold {len(held)} people, the subtree {len(staff)}")
+        mine = {p.employee_id for p in inside}
+        counts = {}
+        for csv_name in ("violations.csv", "review.csv"):
+            got = Counter((r[0], r[4]) for r in _csv_rows(folder / csv_name))
+            want = Counter({k: n for k, n in whole[csv_name].items() if k[0] in mine})
+            if got != want:
+                problems.append(
+                    f"{csv_name}: {sum(got.values())} rows, the whole's {sum(want.values())}"
+                )
+            counts[csv_name] = got
+        confirmed = set(counts["violations.csv"])
+        truth = {(e, c) for e, c in planted if e in mine}
+        found, missed, false = truth & confirmed, truth - confirmed, confirmed - truth
+        totals = [totals[0] + len(found), totals[1] + len(missed), totals[2] + len(false)]
+        if missed or false:
+            problems.append(f"{len(missed)} planted missed, {len(false)} false-confirmed")
+        failed += bool(problems)
+        table.add_row(
+            name,
+            str(len(units)),
+            str(len(staff)),
+            str(sum(1 for f in files if f.suffix == ".xlsx")),
+            str(sum(counts["violations.csv"].values())),
+            str(sum(counts["review.csv"].values())),
+            str(len(found)),
+            str(len(missed)),
+            str(len(false)),
+            str(len(strangers)),
+            "ok" if not problems else "; ".join(problems),
+        )
+    console.print(table)
+    return failed, totals[0], totals[1], totals[2]
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -615,19 +841,22 @@ def run_demo(
     workdir: str,
     *,
     cli: Callable[[list[str]], int],
-    staff: int = 40,
+    staff: int | None = None,
     nights: int | None = None,
     graph: bool = False,
     months: int = 1,
     serve: bool = False,
+    province: bool = False,
 ) -> int:
     """The demo in ``workdir``; 0 when every planted violation is found and nothing else.
 
     ``cli`` runs one ``mailusage`` command line (the CLI's ``main``, handed in by
     ``mailusage demo``): the last night's collect and the last month's evaluate go through
-    it as an operator's would, without the demo importing the CLI back.
+    it as an operator's would, without the demo importing the CLI back. ``staff`` defaults
+    to 40, with ``province`` (:data:`PROVINCE`) to :data:`PROVINCE_STAFF`.
     """
     started = time.monotonic()
+    staff = staff or (PROVINCE_STAFF if province else 40)
     root = Path(workdir).resolve()
     if root.exists() and any(root.iterdir()):
         if not (root / DEMO_MARK).exists():
@@ -647,7 +876,8 @@ def run_demo(
         month_days.append(days[:nights] if nights is not None else days)
     rng = random.Random(2018)
     console.print(
-        f"[bold]mailusage demo[/bold]: {staff} staff, "
+        f"[bold]mailusage demo[/bold]: {staff} staff"
+        + (f" in {len(PROVINCE)} units of a province, " if province else ", ")
         + (month_names[0] if months == 1 else f"{month_names[0]} to {month_names[-1]}")
         + f", in {root}"
     )
@@ -665,10 +895,11 @@ def run_demo(
     from pipelines.night import summary_dict, summary_line
 
     totals = [0, 0, 0]  # found, missed, false-confirmed over every month
+    scopes_failed = 0  # `--province`: bundles that disagree with the truth, every month
     code = 0
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(LocalDovecot.start(root / "dovecot", master_password=master))
-        agency = build_agency(staff, rng)
+        agency = build_agency(staff, rng, PROVINCE_STAFFED if province else UNITS)
         roles = plant_special(agency, rng)
         boxes = Mailboxes(server)
         endpoint = None
@@ -683,7 +914,8 @@ def run_demo(
             boxes.online = {
                 p.email
                 for p in agency.people
-                if p.unit_code == GRAPH_UNIT and p not in roles["document"]
+                if p.unit_code == (GRAPH_UNIT_PROVINCE if province else GRAPH_UNIT)
+                and p not in roles["document"]
             }
             for p in agency.people:
                 if p.email in boxes.online:
@@ -694,7 +926,7 @@ def run_demo(
             server.create_folder(p.email, p.sent_folder)
         for p in roles["forward"]:
             boxes.forward(p, f"{p.email.split('@')[0]}.fwd@gmail.com")
-        config = write_files(root, server, agency, endpoint, boxes.online)
+        config = write_files(root, server, agency, endpoint, boxes.online, province)
         console.print(
             f"Dovecot on 127.0.0.1:{server.imaps_port}; {len(agency.people)} mailboxes"
             + (f" ({len(boxes.online)} on the local Graph tenant)" if graph else "")
@@ -742,7 +974,19 @@ def run_demo(
                 planted, root / "reports" / month / "violations.csv", month
             )
             totals = [totals[0] + found, totals[1] + missed, totals[2] + false]
+            if province:  # every scope's bundle, each held to the same truth
+                failed, *_ = scope_check(root / "reports" / month, agency, planted)
+                scopes_failed += failed
         console.print(f"found {totals[0]}, missed {totals[1]}, false-confirmed {totals[2]}")
+        if province:
+            console.print(
+                f"scopes' bundles: {len(PROVINCE_SCOPES) * months - scopes_failed} of "
+                f"{len(PROVINCE_SCOPES) * months} agree with the truth; in "
+                f"{root / 'reports' / month_names[-1]}/<scope>/",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         last_month = month_names[-1]
         console.print(
             f"open {root / 'reports' / last_month / 'report.pdf'} for the chairman's report "
@@ -764,4 +1008,4 @@ def run_demo(
             sys.stdout.flush()
             wait_for_stop()
             console.print("stopping the demo's Dovecot")
-    return code or (1 if totals[1] or totals[2] else 0)
+    return code or (1 if totals[1] or totals[2] or scopes_failed else 0)

@@ -196,3 +196,99 @@ def test_the_notebook_hint_works_as_printed(tmp_path):
         )  # ... so it says how
     else:
         assert lab.returncode == 0 and "install" not in hint
+
+
+def test_demo_as_a_small_province(tmp_path, monkeypatch, prefect_harness):
+    """`mailusage demo --province`, kept small here (33 staff in 11 staffed units, 3
+    nights; the default 240 staff over a whole month takes minutes): a three-level tree
+    with every unit's head, a scope for the province, each sở and each huyện, and each
+    scope's bundle held to the truth by the demo itself — then shown to fail that check
+    when a bundle names an outsider or loses a row."""
+    from contract.units import load_units
+    from mailusage.demo import PROVINCE, Agency, Person, scope_check
+    from pipelines.config import load_config
+    from pipelines.evaluate import month_bundles
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "demo"
+    assert run_demo(str(root), staff=33, nights=3, province=True, cli=main) == 0
+    with (root / "roster.csv").open(encoding="utf-8-sig") as fh:
+        roster = list(csv.DictReader(fh))
+    unit_of = {r["employee_id"]: r["unit_code"] for r in roster}
+    staff = [r for r in roster if r["is_unit_mailbox"] == "no"]
+    assert len(staff) == 33
+
+    tree = load_units(root / "units.csv")  # what the product reads, checked as it checks
+    assert tree.levels == 3 and tree.roots() == ("TINH",)
+    assert tree.children("TINH") == ("STTTT", "SNV", "BAC", "NAM")
+    for district in ("BAC", "NAM"):
+        kinds = {tree.units[c].kind for c in tree.children(district)}
+        assert {"phòng", "UBND xã"} <= kinds
+    emails = {r["email"]: r["employee_id"] for r in staff}
+    for code, unit in tree.units.items():  # each head one of the unit's own staff
+        assert unit.head_email in emails, code
+        assert unit_of[emails[unit.head_email]] in tree.subtree(code), code
+
+    config = load_config(root / "mailusage.toml")
+    month = next((root / "reports").iterdir()).name
+    roots = {s.name: s.root for s in config.scopes}
+    assert roots == {
+        "tinh": None,
+        "so-tttt": "STTTT",
+        "so-noi-vu": "SNV",
+        "demo-bac": "BAC",
+        "demo-nam": "NAM",
+    }
+    bundles = month_bundles(config, month)
+    assert [b.scope for b in bundles] == list(roots) and all(b.recipients for b in bundles)
+    # independently of the demo's check: each district's workbooks hold its units' staff
+    from openpyxl import load_workbook
+
+    for name, district in (("demo-bac", "BAC"), ("demo-nam", "NAM")):
+        units = {c for c, _, p, _ in PROVINCE if district in (c, p)}
+        ids = set()
+        for book in (root / "reports" / month / name).glob("hr_ratings_*.xlsx"):
+            rows = load_workbook(book, read_only=True).worksheets[0].iter_rows(values_only=True)
+            ids |= {r[0] for r in rows if r and str(r[0]).startswith("NV")}
+        assert ids == {r["employee_id"] for r in staff if r["unit_code"] in units}
+
+    # the demo's per-scope check can fail: rebuilt from the files, it holds as written ...
+    agency = Agency(
+        [
+            Person(
+                r["employee_id"],
+                r["full_name"],
+                r["email"],
+                r["unit_code"],
+                r["unit_name"],
+                "",
+                is_unit_mailbox=r["is_unit_mailbox"] == "yes",
+            )
+            for r in roster
+        ]
+    )
+    reports = root / "reports" / month
+    with (reports / "violations.csv").open(encoding="utf-8-sig") as fh:
+        found = {(r[0], r[4]) for r in list(csv.reader(fh))[1:]}
+    assert found and scope_check(reports, agency, found)[0] == 0
+    # ... but not with an outsider's address in a department's report
+    html = reports / "so-noi-vu" / "report.html"
+    kept = html.read_bytes()
+    outsider = next(r for r in staff if r["unit_code"] == "BAC-XAB")
+    html.write_text(kept.decode() + f"<p>{outsider['email']}</p>", encoding="utf-8")
+    assert scope_check(reports, agency, found)[0] == 1
+    # (an address that merely ends like it, qu + an.lm@…, is someone else's: not named)
+    html.write_text(kept.decode() + f"<p>qu{outsider['email']}</p>", encoding="utf-8")
+    assert scope_check(reports, agency, found)[0] == 0
+    html.write_bytes(kept)
+    # ... nor with a confirmed row gone from the bundle that has one
+    scope = next(
+        b.scope
+        for b in bundles
+        if b.scope != "tinh"
+        and len((reports / b.scope / "violations.csv").read_bytes().splitlines()) > 1
+    )
+    evidence = reports / scope / "violations.csv"
+    lines = evidence.read_bytes().splitlines(keepends=True)
+    evidence.write_bytes(b"".join(lines[:-1]))
+    assert scope_check(reports, agency, found)[0] == 1
