@@ -66,6 +66,8 @@ _FOLDER_EVENTS = {
     "renamed": "mailbox_rename",
 }
 _SAVED = re.compile(r"(?:saved mail to|stored mail into mailbox) ")
+# Dovecot's shared namespace, as its documentation configures it (prefix = shared/%%u/)
+_SHARED = re.compile(r"\bbox=shared/(?P<owner>[^/,\s]+@[^/,\s]+)/")
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -81,6 +83,9 @@ class ChangeEvent:
     mailbox: str  # lower case
     at: datetime  # UTC
     what: str  # "delivery" or a mail_log event name
+    # a shared folder's owner (``box=shared/<owner>/INBOX``): a delegate's change is the
+    # owner's mailbox's too
+    owner: str | None = None
 
 
 def parse_change_line(line: str, *, year: int, tz: ZoneInfo) -> ChangeEvent | None:
@@ -89,7 +94,7 @@ def parse_change_line(line: str, *, year: int, tz: ZoneInfo) -> ChangeEvent | No
     >>> tz = ZoneInfo("Asia/Ho_Chi_Minh")
     >>> parse_change_line("Dec 06 20:13:01 lmtp(An.NV@x.vn)<5650><kT1x>: Info: "
     ...     "msgid=<t1@x>: saved mail to INBOX", year=2026, tz=tz)
-    ChangeEvent(mailbox='an.nv@x.vn', at=datetime.datetime(2026, 12, 6, 13, 13, 1, tzinfo=datetime.timezone.utc), what='delivery')
+    ChangeEvent(mailbox='an.nv@x.vn', at=datetime.datetime(2026, 12, 6, 13, 13, 1, tzinfo=datetime.timezone.utc), what='delivery', owner=None)
     >>> parse_change_line("Dec 06 20:14:00 imap(an.nv@x.vn)<5671><Q2x>: Info: "
     ...     "copy from INBOX: box=Trash, uid=5", year=2026, tz=tz).what
     'copy'
@@ -116,7 +121,9 @@ def parse_change_line(line: str, *, year: int, tz: ZoneInfo) -> ChangeEvent | No
     at = _time(m.group("ts"), year, tz)
     if at is None:
         return None
-    return ChangeEvent(m.group("user").lower(), at, kind)
+    shared = _SHARED.search(what)
+    owner = shared.group("owner").lower() if shared else None
+    return ChangeEvent(m.group("user").lower(), at, kind, owner)
 
 
 def change_events(lines: Iterable[str], *, year: int, tz: ZoneInfo) -> Iterator[ChangeEvent]:

@@ -175,6 +175,8 @@ def read_log(
                     at = _before(event.at, written)
                     seen.changed.add(event.mailbox)
                     seen.named.add(event.mailbox)
+                    if event.owner:
+                        seen.changed.add(event.owner)
                     seen.dated(at)
     except LogFileError as exc:
         raise LoginSourceError(str(exc)) from exc

@@ -304,6 +304,10 @@ def plan(
     return work, skipped
 
 
+CARRIED = "carried"  # run_mailboxes.reason of a mailbox carried from its last night
+FORWARDS_NOT_READ = "forwarding rules not read"  # pipelines/mailbox.py's note
+
+
 def carry_plan(nt: Night, work: list[Work], last: dict[str, str]) -> list[Work]:
     """``work`` with each mailbox that need not be read given the rows it carries: its
     last night's ``mailbox_status`` and ``forwarding`` rows (one read of each night file)."""
@@ -319,6 +323,9 @@ def carry_plan(nt: Night, work: list[Work], last: dict[str, str]) -> list[Work]:
     for night, names in by_night.items():
         status.update(nt.data.rows_of("mailbox_status", night, names))
         forwards.update(nt.data.rows_of("forwarding", night, names))
+        # rules not read that night: "none" would be carried as if known
+        reasons = nt.data.last_reasons(night, names)
+        quiet -= {m for m, why in reasons.items() if FORWARDS_NOT_READ in why}
     planned = []
     for w in work:
         rows = (
@@ -332,9 +339,6 @@ def carry_plan(nt: Night, work: list[Work], last: dict[str, str]) -> list[Work]:
             w = replace(w, carried=MailboxRows([], rows, table), carried_from=last[w.mailbox])
         planned.append(w)
     return planned
-
-
-CARRIED = "carried"  # run_mailboxes.reason of a mailbox carried from its last night
 
 
 def carry(nt: Night, work: list[Work]) -> list[Collection]:

@@ -435,6 +435,19 @@ class DataDir:
     def set_changed_only_since(self, night: str | None) -> None:
         self.set_meta("changed_only_since", night)
 
+    def last_reasons(self, night: str, mailboxes: Iterable[str]) -> dict[str, str]:
+        """Each mailbox's ``run_mailboxes.reason`` of the last run of ``night`` that had it."""
+        files = sorted((self.root / "run_mailboxes" / f"night={night}").glob("*.parquet"))
+        wanted, out = set(mailboxes), {}
+        for path in files:  # run ids sort by their start: the last run's reason wins
+            table = pq.read_table(path, columns=["mailbox", "reason"])
+            for mailbox, reason in zip(
+                table["mailbox"].to_pylist(), table["reason"].to_pylist(), strict=True
+            ):
+                if mailbox in wanted:
+                    out[mailbox] = reason or ""
+        return out
+
     def meta(self, key: str) -> str | None:
         """A setting of the store (``meta``), None when unset."""
         with self.db() as con:

@@ -79,3 +79,18 @@ def test_the_zone_of_a_syslog_stamp_is_the_logs():
     iso = "2026-12-06T20:13:01.5+07:00 mail dovecot: imap(a@x.vn)<1><s>: expunge: box=INBOX, uid=1"
     (event,) = change_events([iso], year=1999, tz=ZoneInfo("UTC"))
     assert event.at == datetime(2026, 12, 6, 13, 13, 1, 500000, tzinfo=UTC)
+
+
+def test_a_delegates_change_in_a_shared_folder_is_the_owners_too():
+    line = (
+        "Dec 06 20:13:01 imap(staff@x.vn)<1><s>: Info: flag_change: "
+        "box=shared/vanphong@x.vn/INBOX, uid=4, msgid=<m@x>"
+    )
+    (event,) = change_events([line], year=2026, tz=ZoneInfo("UTC"))
+    assert (event.mailbox, event.owner, event.what) == (
+        "staff@x.vn",
+        "vanphong@x.vn",
+        "flag_change",
+    )
+    own = "Dec 06 20:13:01 imap(staff@x.vn)<1><s>: Info: expunge: box=INBOX, uid=4"
+    assert next(change_events([own], year=2026, tz=ZoneInfo("UTC"))).owner is None
