@@ -80,7 +80,10 @@ def run_night(nt: Night, mailboxes: Iterable[tuple[str, str | None]]) -> RunSumm
         data.recover(nt.night)
         migrate_if_old(data)
         signals: list[MailboxOutcome] = []
+        mailboxes = list(mailboxes)
         since = data.changed_only_since()
+        if not nt.changed_only and since is not None:  # cleared first: a kill after the
+            data.set_changed_only_since(None)  # commit must not leave it standing
         if nt.changed_only:  # the logs first: they say which mailboxes changed since
             signals, evidence = collect_signals(nt)
             roster = frozenset(m.lower() for m, _ in mailboxes)
@@ -99,8 +102,8 @@ def run_night(nt: Night, mailboxes: Iterable[tuple[str, str | None]]) -> RunSumm
             outcomes = [c.outcome for c in collections] + skipped + signals
             summary = RunSummary(nt.run_id, nt.night, outcomes)
             commit(nt, summary, collections)
-            if nt.changed_only != (since is not None):  # from the first such night on
-                data.set_changed_only_since(nt.night if nt.changed_only else None)
+            if nt.changed_only and since is None:  # from the first such night on, once
+                data.set_changed_only_since(nt.night)  # it is committed
         except BaseException:
             nt.writer.abandon()
             raise
