@@ -93,7 +93,7 @@ def collect_mail_log(
     record = data.log_state(key)
     start = record.start(key, night) if record else None
     carried = record.carried(key, night) if record else None
-    _drop_uncommitted(data, src.name, record.night if record else "", night)
+    data.drop_uncommitted(MAIL_LOG_DATASET, src.name, record.night if record else "", night)
     tz, log_tz = ZoneInfo(timezone), ZoneInfo(src.timezone)
     result = MailLogNight()
     read = LogRead(src.path, start, backlog=start is None)  # a first night reads the rotations
@@ -163,13 +163,3 @@ def _test_mail(rec: MailRecord, senders: set[str], accounts: set[str]) -> bool:
     return bool(
         rec.notice_of and rec.deliveries and all(d.recipient in senders for d in rec.deliveries)
     )
-
-
-def _drop_uncommitted(data: DataDir, name: str, committed: str, night: str) -> None:
-    """Remove this source's night files after its last committed night (other than
-    tonight's, which is written over): a run killed between writing and committing left
-    them, and tonight reads their lines again — kept, they would be counted twice."""
-    for path in data.root.glob(f"{MAIL_LOG_DATASET}/night=*/{name}.parquet"):
-        other = path.parent.name.removeprefix("night=")
-        if other > committed and other != night:
-            path.unlink()

@@ -104,8 +104,11 @@ def collect_logins(
     (``graph``: the night's open Graph source, for graph-signin; ``seen``: told what
     else a log's lines say, pipelines/quiet.py)."""
     before = None
-    if src.kind in LOG_KINDS and (state := data.log_state(src.name)) is not None:
-        before = state.start(src.name, night)  # NightConflict: a later night is read
+    if src.kind in LOG_KINDS:
+        state = data.log_state(src.name)
+        if state is not None:
+            before = state.start(src.name, night)  # NightConflict: a later night is read
+        data.drop_uncommitted("logins", src.name, state.night if state else "", night)
     logins, after = read_source(src, before, graph, seen)
     rows = sorted(
         {(x.mailbox, x.login_at, x.protocol, x.remote_addr, x.source) for x in logins},

@@ -448,6 +448,16 @@ class DataDir:
                     out[mailbox] = reason or ""
         return out
 
+    def drop_uncommitted(self, dataset: str, name: str, committed: str, night: str) -> None:
+        """Remove a log source's files of ``dataset`` for nights after its last committed
+        one (other than ``night``'s, which is written over): a run killed between writing
+        and committing left them, and tonight reads their lines again — kept, they would
+        be counted twice."""
+        for path in self.root.glob(f"{dataset}/night=*/{name}.parquet"):
+            other = path.parent.name.removeprefix("night=")
+            if other > committed and other != night:
+                path.unlink()
+
     def meta(self, key: str) -> str | None:
         """A setting of the store (``meta``), None when unset."""
         with self.db() as con:
