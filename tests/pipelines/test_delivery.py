@@ -8,13 +8,11 @@ import email
 import hashlib
 import os
 import re
-import time
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
 
 import pytest
-from imapclient import IMAPClient
 
 from devkit.dovecot import LocalDovecot
 from devkit.postfix import POSTFIX, LocalPostfix
@@ -30,6 +28,7 @@ from pipelines.delivery import (
 )
 from pipelines.outbox import Outbox
 from pipelines.storage import DataDir
+from tests.mail_read import delivered, inbox
 
 pytestmark = pytest.mark.skipif(
     not Path(POSTFIX).exists() or os.geteuid() != 0,
@@ -116,23 +115,11 @@ def write_bundle(reports: Path, seed: int = 1) -> dict[str, bytes]:
 
 
 def mailbox(dc: LocalDovecot, user: str) -> list[email.message.EmailMessage]:
-    with IMAPClient("127.0.0.1", port=dc.imap_port, ssl=False) as imap:
-        imap.login(user, USERS[user])
-        imap.select_folder("INBOX", readonly=True)
-        uids = imap.search("ALL")
-        raw = imap.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
-    return [
-        email.message_from_bytes(raw[u][b"BODY[]"], policy=policy.default)  # type: ignore[misc]
-        for u in sorted(raw)
-    ]
+    return inbox(dc, user, USERS[user])
 
 
 def wait_for(dc: LocalDovecot, pf: LocalPostfix, user: str, count: int) -> list:
-    pf.wait_idle()
-    deadline = time.monotonic() + 30
-    while len(got := mailbox(dc, user)) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return got
+    return delivered(dc, pf, user, USERS[user], count)
 
 
 def attached(msg: email.message.EmailMessage) -> dict[str, str]:

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import email
 import os
-import time
 from collections.abc import Iterator
 from datetime import date
-from email import policy
 from pathlib import Path
 
 import pytest
-from imapclient import IMAPClient
 
 from devkit.dovecot import LocalDovecot
 from devkit.postfix import POSTFIX, LocalPostfix
@@ -33,6 +30,8 @@ from pipelines.outbox import Outbox
 from pipelines.remind import run_reminders
 from pipelines.storage import DataDir
 from tests.analytics.fixture import ROSTER, addr, build, write_roster
+from tests.mail_read import delivered
+from tests.mail_read import inbox as read_inbox
 
 pytestmark = pytest.mark.skipif(
     not Path(POSTFIX).exists() or os.geteuid() != 0,
@@ -114,23 +113,11 @@ rate_per_minute = 600
 
 
 def inbox(dc: LocalDovecot, user: str) -> list[email.message.EmailMessage]:
-    with IMAPClient("127.0.0.1", port=dc.imap_port, ssl=False) as imap:
-        imap.login(user, PASSWORDS[user])
-        imap.select_folder("INBOX", readonly=True)
-        uids = imap.search("ALL")
-        raw = imap.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
-    return [
-        email.message_from_bytes(raw[u][b"BODY[]"], policy=policy.default)  # type: ignore[misc]
-        for u in sorted(raw)
-    ]
+    return read_inbox(dc, user, PASSWORDS[user])
 
 
 def settle(pf: LocalPostfix, dc: LocalDovecot, user: str, count: int) -> list:
-    pf.wait_idle()
-    deadline = time.monotonic() + 30
-    while len(got := inbox(dc, user)) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return got
+    return delivered(dc, pf, user, PASSWORDS[user], count)
 
 
 def body(msg: email.message.EmailMessage) -> str:
